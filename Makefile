@@ -1,0 +1,115 @@
+# tether -- build, test and demo.
+#
+# `make demo` and `make test` do all the set-up on a fresh Debian machine:
+# the `deps` target installs what is missing (as root) or prints the
+# apt-get line to run.
+
+CC      ?= gcc
+LUA     ?= lua5.4
+BUSTED  ?= $(LUA) /usr/bin/busted
+LUA_INC := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
+           -Wstrict-prototypes -Wpointer-arith -Wundef
+OPT     ?= -O2 -g
+SAN     ?=
+CFLAGS  := -std=c11 $(OPT) $(WARN) -pthread -D_GNU_SOURCE -fPIC $(SAN)
+LDFLAGS := -pthread $(SAN)
+
+BUILD   ?= build
+CORE_SRC := $(sort $(wildcard csrc/core/*.c))
+CORE_OBJ := $(CORE_SRC:csrc/core/%.c=$(BUILD)/core/%.o)
+LUA_SRC  := $(sort $(wildcard csrc/lua/*.c))
+LUA_OBJ  := $(LUA_SRC:csrc/lua/%.c=$(BUILD)/lua/%.o)
+CTEST_SRC := $(sort $(wildcard csrc/core/test/test_*.c))
+CTEST_BIN := $(CTEST_SRC:csrc/core/test/%.c=$(BUILD)/test/%)
+
+LIB     := $(BUILD)/libtether.a
+MODULE  := $(BUILD)/tether/core.so
+
+# Debian packages the project needs, and the command each is checked by.
+DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson
+
+.PHONY: all deps test ctest spec rock demo examples clean check bench
+
+all: $(LIB) $(MODULE)
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "missing Debian packages; run:"; \
+	    echo "  sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+$(BUILD)/core/%.o: csrc/core/%.c csrc/core/tether.h csrc/core/internal.h \
+                   $(wildcard csrc/core/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/lua/%.o: csrc/lua/%.c csrc/lua/ltether.h csrc/core/tether.h \
+                  $(wildcard csrc/lua/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LUA_INC) -c $< -o $@
+
+$(LIB): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+# The module is not linked against liblua: lua5.4 exports the API.
+$(MODULE): $(LUA_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@ $(LUA_OBJ) $(LIB) $(LDFLAGS)
+
+$(BUILD)/test/%: csrc/core/test/%.c $(LIB) $(wildcard csrc/core/test/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icsrc/core $< $(LIB) -o $@ $(LDFLAGS)
+
+# C tests of the engine: each binary prints "N passed, N failed".
+ctest: $(CTEST_BIN)
+	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; $$t; done
+
+# The busted suite on Lua 5.4 (configured by .busted).
+spec: all
+	$(BUSTED) $(BUSTED_ARGS)
+
+# luarocks installs the rock offline into a scratch tree, and the module
+# loads from there.
+rock: all
+	@tree=$$(mktemp -d); \
+	luarocks --lua-version=5.4 make --deps-mode=none --tree $$tree \
+	  rockspec/tether-scm-1.rockspec >$$tree.log 2>&1 || \
+	  { cat $$tree.log; exit 1; }; \
+	eval "$$(luarocks --lua-version=5.4 --tree $$tree path | \
+	  sed -e 's/LUA_PATH=/LUA_PATH_5_4=/' -e 's/LUA_CPATH=/LUA_CPATH_5_4=/')"; \
+	cd /tmp && $(LUA) -e 'local t = require "tether"; \
+	  assert(t.background():err() == nil); \
+	  print("rock: require \"tether\" works from " .. \
+	    package.searchpath("tether.core", package.cpath))' && \
+	test -x $$tree/bin/tether-lint && echo "rock: tether-lint installed"; \
+	rc=$$?; rm -rf $$tree $$tree.log; \
+	git -C $(CURDIR) clean -qfX -- '*.o' '*.so' >/dev/null 2>&1; exit $$rc
+
+test: deps
+	$(MAKE) all
+	$(MAKE) ctest
+	$(MAKE) spec
+	$(MAKE) rock
+
+examples: all
+	@set -e; for f in examples/[0-9]*.lua; do \
+	  echo "== $$f"; $(LUA) $$f; done
+
+demo: deps
+	$(MAKE) all
+	$(LUA) examples/demo.lua
+
+clean:
+	rm -rf $(BUILD)

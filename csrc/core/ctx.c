@@ -1,0 +1,448 @@
+/*
+** ctx.c -- contexts, after Go's context.go (1.21+).
+**
+** Every context holds its parent.  A cancelable context (made by
+** tt_with_cancel or tt_with_deadline) owns a mutex, a done latch, an error
+** and a cause, and lists its live cancelable descendants that registered
+** with it.  That list is weak: a child does not stay alive because its
+** parent lists it, and a child freed without being canceled unlinks
+** itself, so forgetting to cancel leaks nothing.
+**
+** Value and without_cancel contexts own no lock: a value context reports
+** the error of its nearest cancelable ancestor ('canc'), a without_cancel
+** context has none.
+**
+** Locks: one context's 'mu' at a time.  Propagation unlinks the children
+** under the parent's lock, then cancels them one by one after releasing
+** it, through a work list threaded through 'cnext' (no recursion, no
+** allocation), so a chain of any depth cancels in constant stack.
+*/
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+enum { K_BACKGROUND, K_TODO, K_CANCEL, K_DEADLINE, K_VALUE, K_WITHOUT };
+
+struct tt_ctx {
+  tt_obj hdr;
+  int kind;
+  tt_ctx *parent;        /* strong reference; NULL for the roots */
+  tt_ctx *canc;          /* nearest cancelable ancestor or self, or NULL */
+  double deadline;       /* < 0: none; inherited from the parent */
+
+  /* K_VALUE: the key and value (immutable after creation). */
+  tt_obj *kobj;
+  char *kstr;
+  size_t klen;
+  tt_obj *val;
+
+  /* K_CANCEL and K_DEADLINE. */
+  pthread_mutex_t mu;    /* protects 'children', 'afs', 'cause' */
+  _Atomic int err;       /* 0 until the first cancel; published last */
+  tt_obj *cause;         /* set by the first cancel, before 'err' */
+  tt_latch done;
+  tt_list children;      /* registered descendants, via their 'sib' */
+  tt_list sib;           /* link in 'reg' 's children */
+  tt_ctx *reg;           /* parent->canc while registered there, else
+                         ** NULL; 'reg' and 'sib' are guarded by the
+                         ** mutex of parent->canc, which never changes */
+  tt_list afs;           /* pending after_funcs, under 'mu' */
+  tt_ctx *cnext;         /* work list link, owned by one canceler */
+
+  /* K_DEADLINE. */
+  tt_obj *dl_cause;      /* the cause reported when the deadline passes */
+  tt_tentry timer;       /* holds a reference to the context while queued */
+};
+
+static tt_ctx background_ctx = {.hdr = {-1, &tt_ctx_type},
+                                .kind = K_BACKGROUND, .deadline = -1.0};
+static tt_ctx todo_ctx = {.hdr = {-1, &tt_ctx_type}, .kind = K_TODO,
+                          .deadline = -1.0};
+
+tt_ctx *tt_background(void) { return &background_ctx; }
+tt_ctx *tt_todo(void) { return &todo_ctx; }
+
+static bool cancelable(const tt_ctx *c) {
+  return c->kind == K_CANCEL || c->kind == K_DEADLINE;
+}
+
+/* {====================================================================
+** After funcs
+** ===================================================================== */
+
+enum { AF_PENDING, AF_STARTED, AF_STOPPED };
+
+struct tt_afterfunc {
+  tt_obj hdr;
+  tt_ctx *ctx;           /* strong: the cancelable context, or NULL */
+  void (*fn)(void *);
+  void *arg;
+  void (*drop)(void *);
+  _Atomic int state;
+  tt_list link;          /* in ctx->afs, under ctx->mu; holds a ref */
+};
+
+static void af_free(tt_obj *o) {
+  tt_afterfunc *af = (tt_afterfunc *)o;
+  tt_unref(af->ctx);
+  free(af);
+}
+
+const tt_type tt_afterfunc_type = {"tether.AfterFunc", af_free, NULL};
+
+static void af_run(void *p) {
+  tt_afterfunc *af = p;
+  af->fn(af->arg);
+  tt_unref(af);
+}
+
+/* af_start starts the function if it is still pending; it consumes one
+** reference to 'af'. */
+static void af_start(tt_afterfunc *af) {
+  int expect = AF_PENDING;
+  if (atomic_compare_exchange_strong(&af->state, &expect, AF_STARTED)) {
+    /* Without a thread to run it on, running it here beats losing it. */
+    if (tt_exec(af_run, af) != TT_OK) af_run(af);
+    return;
+  }
+  tt_unref(af);
+}
+
+tt_afterfunc *tt_after_func(tt_ctx *c, void (*fn)(void *), void *arg,
+                            void (*drop)(void *)) {
+  tt_afterfunc *af = calloc(1, sizeof *af);
+  tt_ctx *k = c->canc;
+  if (af == NULL) return NULL;
+  tt_obj_init(&af->hdr, &tt_afterfunc_type);
+  af->fn = fn;
+  af->arg = arg;
+  af->drop = drop;
+  atomic_init(&af->state, AF_PENDING);
+  tt_list_init(&af->link);
+  if (k == NULL) return af;  /* never done: it can only be stopped */
+  af->ctx = tt_ref(k);
+  tt__lock(&k->mu);
+  if (atomic_load(&k->err) == 0) {
+    tt_list_push(&k->afs, &af->link);
+    tt_ref(af);
+    tt__unlock(&k->mu);
+    return af;
+  }
+  tt__unlock(&k->mu);
+  af_start(tt_ref(af));
+  return af;
+}
+
+bool tt_afterfunc_stop(tt_afterfunc *af) {
+  int expect = AF_PENDING;
+  if (!atomic_compare_exchange_strong(&af->state, &expect, AF_STOPPED))
+    return false;
+  if (af->ctx != NULL) {
+    bool linked;
+    tt__lock(&af->ctx->mu);
+    linked = tt_list_linked(&af->link);
+    if (linked) tt_list_remove(&af->link);
+    tt__unlock(&af->ctx->mu);
+    if (linked) tt_unref(af);
+  }
+  if (af->drop != NULL) af->drop(af->arg);
+  return true;
+}
+
+/* }==================================================================== */
+
+
+/* unregister takes a cancelable context off its ancestor's children
+** list, if it is still there. */
+static void unregister(tt_ctx *c) {
+  tt_ctx *p = c->parent->canc;
+  if (p == NULL) return;
+  tt__lock(&p->mu);
+  if (c->reg == p) {
+    tt_list_remove(&c->sib);
+    c->reg = NULL;
+  }
+  tt__unlock(&p->mu);
+}
+
+/* {====================================================================
+** Creation and freeing
+** ===================================================================== */
+
+static void ctx_free(tt_obj *o) {
+  tt_ctx *c = (tt_ctx *)o;
+  if (cancelable(c)) {
+    tt_list *l;
+    unregister(c);
+    /* Pending after_funcs hold the context, so none can be left here;
+    ** the list is empty.  Children hold us too. */
+    while ((l = tt_list_shift(&c->afs)) != NULL)
+      tt_unref(tt_container_of(l, tt_afterfunc, link));
+    tt_unref(c->cause);
+    tt_unref(c->dl_cause);
+    tt__latch_destroy(&c->done);
+    TT_CHECK(pthread_mutex_destroy(&c->mu));
+  }
+  tt_unref(c->kobj);
+  tt_unref(c->val);
+  free(c->kstr);
+  tt_unref(c->parent);
+  free(c);
+}
+
+static int ctx_describe(tt_obj *o, char *buf, size_t n) {
+  tt_ctx *c = (tt_ctx *)o;
+  int e = tt_ctx_err(c);
+  return snprintf(buf, n, "tether.Context (%s%s%s)", tt_ctx_kind(c),
+                  e ? ", " : "", e ? tt_errname(e) : "");
+}
+
+const tt_type tt_ctx_type = {"tether.Context", ctx_free, ctx_describe};
+
+static tt_ctx *ctx_alloc(tt_ctx *parent, int kind) {
+  tt_ctx *c = calloc(1, sizeof *c);
+  if (c == NULL) return NULL;
+  tt_obj_init(&c->hdr, &tt_ctx_type);
+  c->kind = kind;
+  c->parent = tt_ref(parent);
+  c->canc = parent->canc;
+  c->deadline = parent->deadline;
+  if (cancelable(c)) {
+    TT_CHECK(pthread_mutex_init(&c->mu, NULL));
+    atomic_init(&c->err, 0);
+    tt__latch_init(&c->done);
+    tt_list_init(&c->children);
+    tt_list_init(&c->sib);
+    tt_list_init(&c->afs);
+    c->canc = c;
+  }
+  return c;
+}
+
+static void cancel_ctx(tt_ctx *c, int err, tt_obj *cause, bool unlink);
+
+/* propagate ties a new cancelable child to its nearest cancelable
+** ancestor: nothing to do under a root or a without_cancel, cancel at once
+** under a done ancestor, else register in its children. */
+static void propagate(tt_ctx *c) {
+  tt_ctx *p = c->parent->canc;
+  tt_obj *cause;
+  int err;
+  if (p == NULL) return;
+  tt__lock(&p->mu);
+  err = atomic_load(&p->err);
+  if (err == 0) {
+    tt_list_push(&p->children, &c->sib);
+    c->reg = p;
+    tt__unlock(&p->mu);
+    return;
+  }
+  cause = tt_ref(p->cause);
+  tt__unlock(&p->mu);
+  cancel_ctx(c, err, cause, false);
+  tt_unref(cause);
+}
+
+tt_ctx *tt_with_cancel(tt_ctx *parent) {
+  tt_ctx *c;
+  if (parent == NULL) return NULL;
+  c = ctx_alloc(parent, K_CANCEL);
+  if (c != NULL) propagate(c);
+  return c;
+}
+
+static void deadline_fire(tt_tentry *e) {
+  tt_ctx *c = tt_container_of(e, tt_ctx, timer);
+  cancel_ctx(c, TT_DEADLINE, c->dl_cause, true);
+  tt_unref(c);
+}
+
+tt_ctx *tt_with_deadline(tt_ctx *parent, double deadline, tt_obj *cause) {
+  tt_ctx *c;
+  if (parent == NULL) return NULL;
+  /* The parent's deadline is sooner: behave as a plain cancel context. */
+  if (parent->deadline >= 0 && parent->deadline <= deadline)
+    return tt_with_cancel(parent);
+  c = ctx_alloc(parent, K_DEADLINE);
+  if (c == NULL) return NULL;
+  c->deadline = deadline;
+  c->dl_cause = tt_ref(cause);
+  c->timer.fire = deadline_fire;
+  propagate(c);
+  if (atomic_load(&c->err) != 0) return c;
+  if (deadline <= tt_now()) {
+    cancel_ctx(c, TT_DEADLINE, cause, true);
+    return c;
+  }
+  tt_ref(c);
+  if (tt__timer_add(&c->timer, deadline) != TT_OK) {
+    /* No timer thread: better an early expiry than a missed one. */
+    tt_unref(c);
+    cancel_ctx(c, TT_DEADLINE, cause, true);
+  }
+  return c;
+}
+
+tt_ctx *tt_with_timeout(tt_ctx *parent, double seconds, tt_obj *cause) {
+  return tt_with_deadline(parent, tt_now() + seconds, cause);
+}
+
+tt_ctx *tt_with_value(tt_ctx *parent, const tt_key *key, tt_obj *value) {
+  tt_ctx *c;
+  if (parent == NULL || key == NULL) return NULL;
+  c = ctx_alloc(parent, K_VALUE);
+  if (c == NULL) return NULL;
+  if (key->obj == NULL) {
+    c->kstr = malloc(key->len + 1);
+    if (c->kstr == NULL) {
+      tt_unref(c);
+      return NULL;
+    }
+    if (key->len > 0) memcpy(c->kstr, key->str, key->len);
+    c->kstr[key->len] = '\0';
+    c->klen = key->len;
+  }
+  c->kobj = tt_ref(key->obj);
+  c->val = tt_ref(value);
+  return c;
+}
+
+tt_ctx *tt_without_cancel(tt_ctx *parent) {
+  tt_ctx *c;
+  if (parent == NULL) return NULL;
+  c = ctx_alloc(parent, K_WITHOUT);
+  if (c == NULL) return NULL;
+  c->canc = NULL;
+  c->deadline = -1.0;
+  return c;
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Cancellation
+** ===================================================================== */
+
+/* cancel_one cancels 'c' alone: it records the error and cause, fires the
+** done latch, starts the after_funcs and detaches the registered children
+** onto the work list '*work' (each with a reference).  It returns false if
+** 'c' was already canceled. */
+static bool cancel_one(tt_ctx *c, int err, tt_obj *cause, tt_ctx **work) {
+  tt_list afs, *l;
+  tt__lock(&c->mu);
+  if (atomic_load(&c->err) != 0) {
+    tt__unlock(&c->mu);
+    return false;  /* already canceled: the first cancel wins */
+  }
+  c->cause = tt_ref(cause != NULL ? cause : (tt_obj *)tt_error_for(err));
+  atomic_store(&c->err, err);
+  while ((l = tt_list_shift(&c->children)) != NULL) {
+    tt_ctx *ch = tt_container_of(l, tt_ctx, sib);
+    /* A child whose count reached zero is being freed; it is off the
+    ** list now, and its free will not touch us again. */
+    if (tt_ref_if_live(ch)) {
+      ch->reg = NULL;
+      ch->cnext = *work;
+      *work = ch;
+    }
+  }
+  tt_list_init(&afs);
+  if (!tt_list_empty(&c->afs)) {
+    afs = c->afs;
+    afs.next->prev = &afs;
+    afs.prev->next = &afs;
+    tt_list_init(&c->afs);
+  }
+  tt__unlock(&c->mu);
+  tt__latch_set(&c->done);
+  while ((l = tt_list_shift(&afs)) != NULL)
+    af_start(tt_container_of(l, tt_afterfunc, link));
+  if (c->kind == K_DEADLINE && tt__timer_del(&c->timer)) tt_unref(c);
+  return true;
+}
+
+static void cancel_ctx(tt_ctx *c, int err, tt_obj *cause, bool unlink) {
+  tt_ctx *work = NULL;
+  if (!cancel_one(c, err, cause, &work)) return;
+  /* Go's removeChild: a context canceled on its own leaves its parent's
+  ** list, so the parent does not keep it. */
+  if (unlink) unregister(c);
+  while (work != NULL) {
+    tt_ctx *ch = work;
+    work = ch->cnext;
+    ch->cnext = NULL;
+    cancel_one(ch, err, cause, &work);
+    tt_unref(ch);
+  }
+}
+
+void tt_cancel(tt_ctx *c, tt_obj *cause) {
+  if (c == NULL || !cancelable(c)) return;
+  cancel_ctx(c, TT_CANCELED, cause, true);
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Queries
+** ===================================================================== */
+
+int tt_ctx_err(tt_ctx *c) {
+  return c->canc != NULL ? atomic_load(&c->canc->err) : 0;
+}
+
+tt_obj *tt_ctx_cause(tt_ctx *c) {
+  tt_obj *cause;
+  tt_ctx *k = c->canc;
+  if (k == NULL || atomic_load(&k->err) == 0) return NULL;
+  tt__lock(&k->mu);
+  cause = tt_ref(k->cause);
+  tt__unlock(&k->mu);
+  return cause;
+}
+
+bool tt_ctx_deadline(tt_ctx *c, double *at) {
+  if (c->deadline < 0) return false;
+  if (at != NULL) *at = c->deadline;
+  return true;
+}
+
+bool tt_ctx_value(tt_ctx *c, const tt_key *key, tt_obj **value) {
+  for (; c != NULL; c = c->parent) {
+    if (c->kind != K_VALUE) continue;
+    if (key->obj != NULL ? c->kobj == key->obj
+                         : (c->kobj == NULL && c->klen == key->len &&
+                            memcmp(c->kstr, key->str, key->len) == 0)) {
+      if (value != NULL) *value = tt_ref(c->val);
+      return true;
+    }
+  }
+  if (value != NULL) *value = NULL;
+  return false;
+}
+
+tt_latch *tt_ctx_done(tt_ctx *c) {
+  return c->canc != NULL ? &c->canc->done : NULL;
+}
+
+bool tt_ctx_wait(tt_ctx *c, double timeout) {
+  tt_latch *l = tt_ctx_done(c);
+  if (l == NULL) {
+    /* Never done: waiting is a sleep for the whole timeout. */
+    if (timeout >= 0) tt_sleep(timeout, NULL);
+    else tt_latch_wait(NULL, -1);
+    return false;
+  }
+  return tt_latch_wait(l, timeout);
+}
+
+const char *tt_ctx_kind(tt_ctx *c) {
+  static const char *const names[] = {"background", "todo", "cancel",
+                                      "deadline", "value", "without_cancel"};
+  return names[c->kind];
+}
+
+/* }==================================================================== */

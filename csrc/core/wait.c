@@ -1,0 +1,283 @@
+/*
+** wait.c -- the one waiting mechanism: latches, timer waitables and
+** tt_select over any mix of latches and channel operations.
+**
+** tt_select follows Go's runtime select: it locks the channels of its
+** cases in address order, tries every case once in a random order, and
+** otherwise parks a node (Go's sudog) on each waitable and sleeps on its
+** thread's condition variable.  Whoever wakes it first wins a
+** compare-and-swap on 'fired'; every other wake-up attempt fails that CAS
+** and moves on.  While a select holds its channels' locks no channel
+** operation can claim it, so its own pass is race-free; latches claim it
+** with the same CAS at any time.
+*/
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define MAX_CASES 64
+
+/* {====================================================================
+** Waiters and latches
+** ===================================================================== */
+
+static _Thread_local tt_waiter self;
+static _Thread_local bool self_ready;
+
+static tt_waiter *self_waiter(void) {
+  if (!self_ready) {
+    TT_CHECK(pthread_mutex_init(&self.mu, NULL));
+    tt__cond_init(&self.cv);
+    self_ready = true;
+  }
+  atomic_store(&self.fired, -1);
+  return &self;
+}
+
+bool tt__claim(tt_waiter *w, int idx) {
+  int expect = -1;
+  if (!atomic_compare_exchange_strong(&w->fired, &expect, idx)) return false;
+  tt__lock(&w->mu);
+  TT_CHECK(pthread_cond_signal(&w->cv));
+  tt__unlock(&w->mu);
+  return true;
+}
+
+void tt__latch_init(tt_latch *l) {
+  TT_CHECK(pthread_mutex_init(&l->mu, NULL));
+  atomic_init(&l->set, 0);
+  tt_list_init(&l->waiters);
+}
+
+void tt__latch_destroy(tt_latch *l) {
+  TT_CHECK(pthread_mutex_destroy(&l->mu));
+}
+
+bool tt__latch_set(tt_latch *l) {
+  tt_list *n;
+  tt__lock(&l->mu);
+  if (atomic_load(&l->set)) {
+    tt__unlock(&l->mu);
+    return false;
+  }
+  atomic_store(&l->set, 1);
+  while ((n = tt_list_shift(&l->waiters)) != NULL) {
+    tt_wnode *wn = tt_container_of(n, tt_wnode, link);
+    tt__claim(wn->w, wn->idx);
+  }
+  tt__unlock(&l->mu);
+  return true;
+}
+
+bool tt_latch_is_set(tt_latch *l) { return atomic_load(&l->set) != 0; }
+
+bool tt_latch_wait(tt_latch *l, double timeout) {
+  tt_case c;
+  memset(&c, 0, sizeof c);
+  c.kind = TT_CASE_LATCH;
+  c.latch = l;
+  return tt_select(&c, 1, false, timeout) == 0;
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Timer waitables
+** ===================================================================== */
+
+struct tt_timer {
+  tt_obj hdr;
+  tt_latch latch;
+  tt_tentry entry;       /* holds a reference to the timer while queued */
+};
+
+static void timer_free(tt_obj *o) {
+  tt_timer *t = (tt_timer *)o;
+  tt__latch_destroy(&t->latch);
+  free(t);
+}
+
+static int timer_describe(tt_obj *o, char *buf, size_t n) {
+  tt_timer *t = (tt_timer *)o;
+  return snprintf(buf, n, "tether.Timer (%s)",
+                  tt_latch_is_set(&t->latch) ? "fired" : "pending");
+}
+
+const tt_type tt_timer_type = {"tether.Timer", timer_free, timer_describe};
+
+static void timer_fire(tt_tentry *e) {
+  tt_timer *t = tt_container_of(e, tt_timer, entry);
+  tt__latch_set(&t->latch);
+  tt_unref(t);
+}
+
+tt_timer *tt_after(double seconds) {
+  tt_timer *t = calloc(1, sizeof *t);
+  if (t == NULL) return NULL;
+  tt_obj_init(&t->hdr, &tt_timer_type);
+  tt__latch_init(&t->latch);
+  t->entry.fire = timer_fire;
+  if (!(seconds > 0)) {
+    tt__latch_set(&t->latch);
+    return t;
+  }
+  tt_ref(t);
+  if (tt__timer_add(&t->entry, tt_now() + seconds) != TT_OK) {
+    tt_unref(t);
+    tt_unref(t);
+    return NULL;
+  }
+  return t;
+}
+
+tt_latch *tt_timer_latch(tt_timer *t) { return &t->latch; }
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Select
+** ===================================================================== */
+
+static int cmp_chan(const void *a, const void *b) {
+  uintptr_t x = (uintptr_t)*(tt_chan *const *)a;
+  uintptr_t y = (uintptr_t)*(tt_chan *const *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* lock_all locks each distinct channel once, in address order (the order
+** that keeps two selects over the same channels from deadlocking). */
+static int sort_chans(tt_case *cases, int n, tt_chan **order) {
+  int i, k = 0, m = 0;
+  for (i = 0; i < n; i++)
+    if (cases[i].kind == TT_CASE_RECV || cases[i].kind == TT_CASE_SEND)
+      order[k++] = cases[i].chan;
+  qsort(order, (size_t)k, sizeof *order, cmp_chan);
+  for (i = 0; i < k; i++)
+    if (m == 0 || order[m - 1] != order[i]) order[m++] = order[i];
+  return m;
+}
+
+static void lock_all(tt_chan **order, int m) {
+  int i;
+  for (i = 0; i < m; i++) tt__chan_lock(order[i]);
+}
+
+static void unlock_all(tt_chan **order, int m) {
+  int i;
+  for (i = m - 1; i >= 0; i--) tt__chan_unlock(order[i]);
+}
+
+int tt_select(tt_case *cases, int n, bool has_default, double timeout) {
+  tt_chan *order[MAX_CASES];
+  int perm[MAX_CASES];
+  tt_wnode nodes[MAX_CASES];
+  tt_waiter *w;
+  double until;
+  int i, m, fired;
+
+  if (n < 0 || n > MAX_CASES) return -3;
+  until = tt__deadline(timeout);
+  /* A random poll order (Fisher-Yates) makes the choice among ready cases
+  ** fair, as in Go. */
+  for (i = 0; i < n; i++) perm[i] = i;
+  for (i = n - 1; i > 0; i--) {
+    int j = (int)(tt__random() % (uint64_t)(i + 1)), t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
+  }
+  m = sort_chans(cases, n, order);
+
+  /* Pass 1: is anything ready now? */
+  lock_all(order, m);
+  for (i = 0; i < n; i++) {
+    tt_case *c = &cases[perm[i]];
+    switch (c->kind) {
+      case TT_CASE_LATCH:
+        if (c->latch != NULL && tt_latch_is_set(c->latch)) {
+          unlock_all(order, m);
+          return perm[i];
+        }
+        break;
+      case TT_CASE_RECV:
+      case TT_CASE_SEND:
+        if (tt__chan_try(c->chan, c)) {
+          unlock_all(order, m);
+          return perm[i];
+        }
+        break;
+      default:
+        break;
+    }
+  }
+  if (has_default || (timeout == 0)) {
+    unlock_all(order, m);
+    return has_default ? TT_SELECT_DEFAULT : TT_SELECT_TIMEOUT;
+  }
+
+  /* Pass 2: park a node on every waitable. */
+  w = self_waiter();
+  for (i = 0; i < n; i++) {
+    tt_case *c = &cases[i];
+    tt_wnode *nd = &nodes[i];
+    tt_list_init(&nd->link);
+    nd->w = w;
+    nd->idx = i;
+    nd->c = c;
+    if (c->kind == TT_CASE_RECV || c->kind == TT_CASE_SEND) {
+      tt__chan_park(c->chan, nd);
+    } else if (c->kind == TT_CASE_LATCH && c->latch != NULL) {
+      tt__lock(&c->latch->mu);
+      if (tt_latch_is_set(c->latch))
+        tt__claim(w, i);
+      else
+        tt_list_push(&c->latch->waiters, &nd->link);
+      tt__unlock(&c->latch->mu);
+    }
+  }
+  unlock_all(order, m);
+
+  /* Sleep until some waitable claims us or the time runs out. */
+  tt__lock(&w->mu);
+  while (atomic_load(&w->fired) == -1) {
+    if (!tt__timedwait(&w->cv, &w->mu, until)) {
+      int expect = -1;
+      atomic_compare_exchange_strong(&w->fired, &expect, TT_SELECT_TIMEOUT);
+    }
+  }
+  tt__unlock(&w->mu);
+
+  /* Unpark from everything.  Taking each waitable's lock again also waits
+  ** out a claimer that is still signaling us. */
+  lock_all(order, m);
+  for (i = 0; i < n; i++)
+    if (cases[i].kind == TT_CASE_RECV || cases[i].kind == TT_CASE_SEND)
+      tt__chan_unpark(cases[i].chan, &nodes[i]);
+  unlock_all(order, m);
+  for (i = 0; i < n; i++) {
+    tt_case *c = &cases[i];
+    if (c->kind == TT_CASE_LATCH && c->latch != NULL) {
+      tt__lock(&c->latch->mu);
+      tt_list_remove(&nodes[i].link);
+      tt__unlock(&c->latch->mu);
+    }
+  }
+  fired = atomic_load(&w->fired);
+  return fired;
+}
+
+int tt_sleep(double seconds, tt_ctx *ctx) {
+  tt_case c;
+  int r;
+  memset(&c, 0, sizeof c);
+  c.kind = TT_CASE_LATCH;
+  c.latch = ctx != NULL ? tt_ctx_done(ctx) : NULL;
+  if (c.latch == NULL) c.kind = TT_CASE_NIL;
+  if (!(seconds > 0)) seconds = 0;
+  r = tt_select(&c, 1, false, seconds);
+  return r == 0 ? tt_ctx_err(ctx) : TT_OK;
+}
+
+/* }==================================================================== */

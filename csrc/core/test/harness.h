@@ -50,8 +50,8 @@ static int th_failed_checks;
       if (argc > 1 && strcmp(argv[1], t->name) != 0) continue; \
       t->fn(); \
       if (th_failed_checks == before) { passed++; \
-        printf("ok %s\n", t->name); } \
-      else { failed++; printf("FAILED %s\n", t->name); } \
+        printf("PASS %s\n", t->name); } \
+      else { failed++; printf("FAIL %s\n", t->name); } \
     } \
     tt_shutdown(); \
     printf("%d passed, %d failed\n", passed, failed); \

@@ -1,0 +1,315 @@
+/*
+** lctx.c -- contexts in Lua: constructors, cancel functions, keys and
+** after_func.
+**
+** Context values and causes are packed Lua values (ltransfer.c), so a
+** context made in one state can be read in another: each state that
+** reads a value gets its own copy.
+*/
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ltether.h"
+#include "lworker.h"
+
+/* {====================================================================
+** Cancel functions and keys (objects of the binding)
+** ===================================================================== */
+
+typedef struct lt_cancel {
+  tt_obj hdr;
+  tt_ctx *ctx;
+  bool with_cause;       /* made by with_cancel_cause: cancel(cause) */
+} lt_cancel;
+
+static void cancel_free(tt_obj *o) {
+  tt_unref(((lt_cancel *)o)->ctx);
+  free(o);
+}
+
+static const tt_type cancel_type = {"tether.CancelFunc", cancel_free, NULL};
+
+typedef struct lt_key {
+  tt_obj hdr;
+  char name[];
+} lt_key;
+
+static void key_free(tt_obj *o) { free(o); }
+
+static int key_describe(tt_obj *o, char *buf, size_t n) {
+  return snprintf(buf, n, "tether.Key(%s)", ((lt_key *)o)->name);
+}
+
+static const tt_type key_type = {"tether.Key", key_free, key_describe};
+
+static int cancel_call(lua_State *L) {
+  lt_cancel *c = lt_checkobj(L, 1, &cancel_type);
+  tt_obj *cause = NULL;
+  if (c->with_cause && !lua_isnoneornil(L, 2))
+    cause = lt_pack_one(L, 2, "cancel cause");
+  tt_cancel(c->ctx, cause);
+  tt_unref(cause);
+  return 0;
+}
+
+static int cancel_close(lua_State *L) {
+  lt_cancel *c = lt_checkobj(L, 1, &cancel_type);
+  tt_cancel(c->ctx, NULL);
+  return 0;
+}
+
+static int l_key(lua_State *L) {
+  size_t len;
+  const char *name = luaL_optlstring(L, 1, "key", &len);
+  lt_key *k = malloc(sizeof *k + len + 1);
+  if (k == NULL) return luaL_error(L, "not enough memory");
+  tt_obj_init(&k->hdr, &key_type);
+  memcpy(k->name, name, len + 1);
+  lt_pushnew(L, k);
+  return 1;
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Constructors
+** ===================================================================== */
+
+static tt_ctx *check_ctx(lua_State *L, int arg) {
+  return lt_checkobj(L, arg, &tt_ctx_type);
+}
+
+/* push_pair pushes a new context and its cancel function. */
+static int push_pair(lua_State *L, tt_ctx *c, bool with_cause) {
+  lt_cancel *k;
+  if (c == NULL) return luaL_error(L, "not enough memory");
+  k = malloc(sizeof *k);
+  if (k == NULL) {
+    tt_unref(c);
+    return luaL_error(L, "not enough memory");
+  }
+  tt_obj_init(&k->hdr, &cancel_type);
+  k->ctx = tt_ref(c);
+  k->with_cause = with_cause;
+  lt_pushnew(L, c);
+  lt_pushnew(L, k);
+  return 2;
+}
+
+static int l_background(lua_State *L) {
+  lt_pushobj(L, tt_background());
+  return 1;
+}
+
+static int l_todo(lua_State *L) {
+  lt_pushobj(L, tt_todo());
+  return 1;
+}
+
+static int l_with_cancel(lua_State *L) {
+  return push_pair(L, tt_with_cancel(check_ctx(L, 1)), false);
+}
+
+static int l_with_cancel_cause(lua_State *L) {
+  return push_pair(L, tt_with_cancel(check_ctx(L, 1)), true);
+}
+
+static tt_obj *opt_cause(lua_State *L, int arg) {
+  if (lua_isnoneornil(L, arg)) return NULL;
+  return lt_pack_one(L, arg, "cause");
+}
+
+static int l_with_timeout(lua_State *L) {
+  tt_ctx *p = check_ctx(L, 1);
+  double s = lt_checkseconds(L, 2);
+  tt_obj *cause = opt_cause(L, 3);
+  tt_ctx *c = tt_with_timeout(p, s, cause);
+  tt_unref(cause);
+  return push_pair(L, c, false);
+}
+
+static int l_with_deadline(lua_State *L) {
+  tt_ctx *p = check_ctx(L, 1);
+  double t = luaL_checknumber(L, 2);
+  tt_obj *cause;
+  tt_ctx *c;
+  luaL_argcheck(L, !isnan(t), 2, "number expected, got NaN");
+  cause = opt_cause(L, 3);
+  c = tt_with_deadline(p, t, cause);
+  tt_unref(cause);
+  return push_pair(L, c, false);
+}
+
+/* check_key reads a context key: a string or a tether.Key. */
+static tt_key check_key(lua_State *L, int arg) {
+  tt_key k = {NULL, NULL, 0};
+  if (lua_type(L, arg) == LUA_TSTRING) {
+    k.str = lua_tolstring(L, arg, &k.len);
+    return k;
+  }
+  k.obj = lt_testobj(L, arg, &key_type);
+  if (k.obj == NULL) {
+    const char *msg = lua_pushfstring(L, "string or tether.Key expected, "
+                                      "got %s", luaL_typename(L, arg));
+    luaL_argerror(L, arg, msg);
+  }
+  return k;
+}
+
+static int l_with_value(lua_State *L) {
+  tt_ctx *p = check_ctx(L, 1);
+  tt_key k = check_key(L, 2);
+  tt_obj *v;
+  tt_ctx *c;
+  luaL_checkany(L, 3);
+  v = lua_isnil(L, 3) ? NULL : lt_pack_one(L, 3, "context value");
+  c = tt_with_value(p, &k, v);
+  tt_unref(v);
+  if (c == NULL) return luaL_error(L, "not enough memory");
+  lt_pushnew(L, c);
+  return 1;
+}
+
+static int l_without_cancel(lua_State *L) {
+  tt_ctx *c = tt_without_cancel(check_ctx(L, 1));
+  if (c == NULL) return luaL_error(L, "not enough memory");
+  lt_pushnew(L, c);
+  return 1;
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** after_func
+** ===================================================================== */
+
+static void af_run(void *arg) {
+  tt_obj *out = NULL;
+  lt_task_run(tt_background(), arg, &out);
+  tt_unref(out);
+  lt_task_drop(arg);
+}
+
+static int af_call(lua_State *L) {
+  tt_afterfunc *af = lt_checkobj(L, 1, &tt_afterfunc_type);
+  lua_pushboolean(L, tt_afterfunc_stop(af));
+  return 1;
+}
+
+/* tether.after_func(ctx, fn) runs fn on another thread once ctx is done
+** and returns 'stop'; stop() is true if it prevented the run. */
+static int l_after_func(lua_State *L) {
+  tt_ctx *c = check_ctx(L, 1);
+  lt_task *t;
+  tt_afterfunc *af;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  t = lt_task_new(L, NULL, 2, 3, 0, false, "after_func");
+  af = tt_after_func(c, af_run, t, lt_task_drop);
+  if (af == NULL) {
+    lt_task_drop(t);
+    return luaL_error(L, "not enough memory");
+  }
+  lt_pushnew(L, af);
+  return 1;
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Methods
+** ===================================================================== */
+
+static int m_err(lua_State *L) {
+  int e = tt_ctx_err(check_ctx(L, 1));
+  if (e == 0) lua_pushnil(L);
+  else lt_pushobj(L, tt_error_for(e));
+  return 1;
+}
+
+static int m_cause(lua_State *L) {
+  tt_obj *c = tt_ctx_cause(check_ctx(L, 1));
+  if (c != NULL && c->type == &lt_value_type) lt_unpack_one(L, c);
+  else lt_pushobj(L, c);
+  tt_unref(c);
+  return 1;
+}
+
+static int m_done(lua_State *L) {
+  tt_ctx *c = check_ctx(L, 1);
+  if (tt_ctx_done(c) == NULL) lua_pushnil(L);
+  else lua_pushvalue(L, 1);
+  return 1;
+}
+
+static int m_deadline(lua_State *L) {
+  double d;
+  if (tt_ctx_deadline(check_ctx(L, 1), &d)) lua_pushnumber(L, d);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int m_value(lua_State *L) {
+  tt_ctx *c = check_ctx(L, 1);
+  tt_key k = check_key(L, 2);
+  tt_obj *v;
+  if (!tt_ctx_value(c, &k, &v) || v == NULL) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lt_unpack_one(L, v);
+  tt_unref(v);
+  return 1;
+}
+
+static int m_wait(lua_State *L) {
+  tt_ctx *c = check_ctx(L, 1);
+  double t = lt_optseconds(L, 2, -1);
+  lua_pushboolean(L, tt_ctx_wait(c, t));
+  return 1;
+}
+
+/* }==================================================================== */
+
+void lt_open_ctx(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"err", m_err},
+    {"cause", m_cause},
+    {"done", m_done},
+    {"deadline", m_deadline},
+    {"value", m_value},
+    {"wait", m_wait},
+    {NULL, NULL}
+  };
+  static const luaL_Reg cancel_meta[] = {
+    {"__call", cancel_call},
+    {"__close", cancel_close},
+    {NULL, NULL}
+  };
+  static const luaL_Reg af_meta[] = {
+    {"__call", af_call},
+    {NULL, NULL}
+  };
+  static const luaL_Reg funcs[] = {
+    {"background", l_background},
+    {"todo", l_todo},
+    {"with_cancel", l_with_cancel},
+    {"with_cancel_cause", l_with_cancel_cause},
+    {"with_timeout", l_with_timeout},
+    {"with_deadline", l_with_deadline},
+    {"with_value", l_with_value},
+    {"without_cancel", l_without_cancel},
+    {"after_func", l_after_func},
+    {"key", l_key},
+    {NULL, NULL}
+  };
+  lt_newtype(L, &tt_ctx_type, methods, NULL);
+  lt_newtype(L, &cancel_type, NULL, cancel_meta);
+  lt_newtype(L, &key_type, NULL, NULL);
+  lt_newtype(L, &tt_afterfunc_type, NULL, af_meta);
+  lua_pop(L, 4);
+  luaL_setfuncs(L, funcs, 0);
+}

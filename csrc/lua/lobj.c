@@ -1,0 +1,266 @@
+/*
+** lobj.c -- engine objects as Lua userdata, and the error type.
+**
+** A userdata is a box holding one pointer to an engine object and one
+** reference to it (after cqueues' thread.c).  Each state keeps a
+** weak-valued table from object address to userdata, so pushing the same
+** object twice gives the same userdata: '==' and table keys work, across
+** transfers too.
+*/
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ltether.h"
+
+#define CACHE_KEY "tether.cache"
+#define TYPE_FIELD "__tether_type"
+
+/* {====================================================================
+** Boxes
+** ===================================================================== */
+
+static int obj_gc(lua_State *L) {
+  tt_obj **box = lua_touserdata(L, 1);
+  if (box != NULL && *box != NULL) {
+    tt_unref(*box);
+    *box = NULL;
+  }
+  return 0;
+}
+
+static int obj_tostring(lua_State *L) {
+  tt_obj **box = lua_touserdata(L, 1);
+  char buf[256];
+  if (box == NULL || *box == NULL) {
+    lua_pushliteral(L, "tether object (freed)");
+    return 1;
+  }
+  tt_describe(*box, buf, sizeof buf);
+  if (strchr(buf, ':') == NULL && (*box)->type->describe != NULL &&
+      (*box)->type != &tt_error_type)
+    lua_pushfstring(L, "%s: %p", buf, (void *)*box);
+  else
+    lua_pushstring(L, buf);
+  return 1;
+}
+
+void lt_newtype(lua_State *L, const tt_type *t, const luaL_Reg *methods,
+                const luaL_Reg *meta) {
+  if (!luaL_newmetatable(L, t->name)) return;  /* already made here */
+  lua_pushlightuserdata(L, (void *)t);
+  lua_setfield(L, -2, TYPE_FIELD);
+  lua_pushcfunction(L, obj_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, obj_tostring);
+  lua_setfield(L, -2, "__tostring");
+  if (meta != NULL) luaL_setfuncs(L, meta, 0);
+  if (methods != NULL) {
+    luaL_newlib(L, (luaL_Reg *)methods);
+    lua_setfield(L, -2, "__index");
+  }
+}
+
+/* push_cache pushes this state's object cache, making it on first use. */
+static void push_cache(lua_State *L) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, CACHE_KEY) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, CACHE_KEY);
+}
+
+static void push_box(lua_State *L, tt_obj *o, bool take) {
+  tt_obj **box;
+  if (o == NULL) {
+    lua_pushnil(L);
+    return;
+  }
+  push_cache(L);
+  if (lua_rawgetp(L, -1, o) == LUA_TUSERDATA) {
+    lua_remove(L, -2);
+    if (take) tt_unref(o);
+    return;
+  }
+  lua_pop(L, 1);
+  /* Made in a safe state first (empty box), then filled: a memory error
+  ** in between cannot leave a box that frees what it does not own. */
+  box = lua_newuserdatauv(L, sizeof *box, 1);
+  *box = NULL;
+  if (luaL_getmetatable(L, o->type->name) != LUA_TTABLE) {
+    lua_pop(L, 3);
+    if (take) tt_unref(o);
+    luaL_error(L, "tether: type '%s' is not registered", o->type->name);
+    return;
+  }
+  lua_setmetatable(L, -2);
+  *box = take ? o : tt_ref(o);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, -3, o);
+  lua_remove(L, -2);
+}
+
+void lt_pushobj(lua_State *L, void *o) { push_box(L, o, false); }
+void lt_pushnew(lua_State *L, void *o) { push_box(L, o, true); }
+
+tt_obj *lt_toobj(lua_State *L, int idx) {
+  tt_obj **box;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
+    return NULL;
+  if (lua_getfield(L, -1, TYPE_FIELD) != LUA_TLIGHTUSERDATA) {
+    lua_pop(L, 2);
+    return NULL;
+  }
+  lua_pop(L, 2);
+  box = lua_touserdata(L, idx);
+  return *box;
+}
+
+void *lt_testobj(lua_State *L, int idx, const tt_type *t) {
+  tt_obj **box = luaL_testudata(L, idx, t->name);
+  return box != NULL ? *box : NULL;
+}
+
+void *lt_checkobj(lua_State *L, int arg, const tt_type *t) {
+  tt_obj **box = luaL_testudata(L, arg, t->name);
+  if (box == NULL) luaL_typeerror(L, arg, t->name);
+  if (*box == NULL) luaL_error(L, "attempt to use a freed %s", t->name);
+  return *box;
+}
+
+double lt_checkseconds(lua_State *L, int arg) {
+  double s = luaL_checknumber(L, arg);
+  luaL_argcheck(L, !isnan(s) && s >= 0, arg,
+                "non-negative number of seconds expected");
+  return s;
+}
+
+double lt_optseconds(lua_State *L, int arg, double def) {
+  if (lua_isnoneornil(L, arg)) return def;
+  return lt_checkseconds(L, arg);
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Errors
+** ===================================================================== */
+
+int lt_pusherror(lua_State *L, int code, const char *message) {
+  tt_error *e = tt_error_new(code, message, NULL);
+  lua_pushnil(L);
+  if (e == NULL) luaL_error(L, "not enough memory");
+  lt_pushnew(L, e);
+  return 2;
+}
+
+static void push_field_obj(lua_State *L, tt_obj *o) {
+  if (o != NULL && o->type == &lt_value_type)
+    lt_unpack_one(L, o);
+  else
+    lt_pushobj(L, o);
+}
+
+static int err_index(lua_State *L) {
+  tt_error *e = lt_checkobj(L, 1, &tt_error_type);
+  const char *k = luaL_checkstring(L, 2);
+  if (strcmp(k, "code") == 0)
+    lua_pushstring(L, tt_errname(e->code));
+  else if (strcmp(k, "message") == 0)
+    lua_pushstring(L, e->message);
+  else if (strcmp(k, "cause") == 0)
+    push_field_obj(L, e->cause);
+  else if (strcmp(k, "traceback") == 0)
+    lua_pushstring(L, e->traceback);
+  else if (strcmp(k, "value") == 0)
+    push_field_obj(L, e->value);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
+static int err_tostring(lua_State *L) {
+  tt_error *e = lt_checkobj(L, 1, &tt_error_type);
+  lua_pushstring(L, e->message);
+  return 1;
+}
+
+static int err_concat(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  luaL_tolstring(L, 2, NULL);
+  lua_concat(L, 2);
+  return 1;
+}
+
+/* tether.error(code, message [, cause]) makes an error object, for tasks
+** and causes that want a code of their own. */
+static int l_error(lua_State *L) {
+  const char *code = luaL_checkstring(L, 1);
+  const char *msg = luaL_optstring(L, 2, code);
+  tt_obj *cause = NULL;
+  tt_error *e;
+  int c;
+  for (c = 0; c < TT_NERRORS; c++)
+    if (strcmp(tt_errname(c), code) == 0) break;
+  if (c == TT_NERRORS) c = TT_EFAILED;
+  if (!lua_isnoneornil(L, 3)) cause = lt_pack_one(L, 3, "error cause");
+  e = tt_error_new(c, msg, cause);
+  tt_unref(cause);
+  if (e == NULL) return luaL_error(L, "not enough memory");
+  lt_pushnew(L, e);
+  return 1;
+}
+
+/* tether.type(x) is "context", "chan", ... for tether objects, else nil. */
+static int l_type(lua_State *L) {
+  tt_obj *o = lt_toobj(L, 1);
+  const char *n, *dot;
+  luaL_checkany(L, 1);
+  if (o == NULL) {
+    luaL_pushfail(L);
+    return 1;
+  }
+  n = o->type->name;
+  dot = strchr(n, '.');
+  n = dot != NULL ? dot + 1 : n;
+  lua_pushstring(L, n);
+  /* "Context" -> "context" */
+  {
+    char buf[64];
+    size_t i, len = strlen(n);
+    if (len >= sizeof buf) len = sizeof buf - 1;
+    for (i = 0; i < len; i++)
+      buf[i] = (char)((n[i] >= 'A' && n[i] <= 'Z') ? n[i] + 32 : n[i]);
+    lua_pop(L, 1);
+    lua_pushlstring(L, buf, len);
+  }
+  return 1;
+}
+
+void lt_open_obj(lua_State *L) {
+  static const luaL_Reg meta[] = {
+    {"__index", err_index},
+    {"__tostring", err_tostring},
+    {"__concat", err_concat},
+    {NULL, NULL}
+  };
+  static const luaL_Reg funcs[] = {
+    {"error", l_error},
+    {"type", l_type},
+    {NULL, NULL}
+  };
+  lt_newtype(L, &tt_error_type, NULL, meta);
+  lua_pop(L, 1);
+  luaL_setfuncs(L, funcs, 0);
+  lt_pushobj(L, &tt_canceled);
+  lua_setfield(L, -2, "canceled");
+  lt_pushobj(L, &tt_deadline);
+  lua_setfield(L, -2, "deadline_exceeded");
+}
+
+/* }==================================================================== */

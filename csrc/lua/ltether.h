@@ -1,0 +1,132 @@
+/*
+** ltether.h -- what the files of the Lua binding share.
+**
+** Every engine object reaches Lua as a full userdata holding one pointer
+** (a box, after cqueues): the userdata owns one reference, '__gc' drops
+** it.  Each lua_State keeps a weak table from object pointer to its
+** userdata, so an object has one userdata per state and '==' works.
+*/
+#ifndef ltether_h
+#define ltether_h
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "../core/tether.h"
+
+/* {====================================================================
+** Objects (lobj.c)
+** ===================================================================== */
+
+/* lt_newtype creates the metatable of an engine type, named after
+** 't->name' ("tether.Context"), with 'methods' in '__index' (may be NULL)
+** and 'meta' as metamethods; '__gc', '__close' and '__name' are set for
+** every type.  The metatable is left on the stack. */
+void lt_newtype(lua_State *L, const tt_type *t, const luaL_Reg *methods,
+                const luaL_Reg *meta);
+
+/* lt_pushobj pushes the userdata of 'o' in this state (making one, with a
+** new reference, if there is none yet) or nil for NULL.  The type must
+** have been registered with lt_newtype in this state. */
+void lt_pushobj(lua_State *L, void *o);
+
+/* lt_pushnew is lt_pushobj for an object whose reference the caller hands
+** over (it was just made): the caller's reference is consumed. */
+void lt_pushnew(lua_State *L, void *o);
+
+/* lt_toobj returns the engine object of a tether userdata at 'idx' (any
+** type), or NULL for any other value. */
+tt_obj *lt_toobj(lua_State *L, int idx);
+
+/* lt_checkobj returns the object at argument 'arg' if it is of type 't',
+** else raises "bad argument #arg to 'f' (tether.Context expected, got
+** string)". */
+void *lt_checkobj(lua_State *L, int arg, const tt_type *t);
+
+/* lt_testobj is lt_checkobj without the error: NULL if not of type 't'. */
+void *lt_testobj(lua_State *L, int idx, const tt_type *t);
+
+/* lt_pusherror pushes nil and an error object for 'code' and returns 2,
+** the "refusal" convention: return lt_pusherror(L, TT_EQUEUE_FULL, msg). */
+int lt_pusherror(lua_State *L, int code, const char *message);
+
+/* lt_checktimeout reads an optional number of seconds at 'arg': nil gives
+** 'def'; a negative, NaN or non-number raises. */
+double lt_checkseconds(lua_State *L, int arg);
+double lt_optseconds(lua_State *L, int arg, double def);
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Transfer of values between states (ltransfer.c)
+** ===================================================================== */
+
+/* The type of a packed sequence of Lua values ("tether.Value"): the
+** engine carries these as context values, causes, channel items, task
+** functions, arguments and results. */
+extern const tt_type lt_value_type;
+
+/* lt_pack packs the 'n' values at stack positions first..first+n-1 into a
+** new value object, by the rules of DESIGN section 2.  A value that cannot
+** cross raises a Lua error naming its path, e.g. "cannot transfer upvalue
+** 'conn' of task 'audit' (userdata)"; 'what' names the whole ("task
+** 'audit'", "channel item", "context value"). */
+tt_obj *lt_pack(lua_State *L, int first, int n, const char *what);
+
+/* lt_unpack pushes the values of a packed object and returns how many.  A
+** NULL object pushes nothing and returns 0.  It raises if a module named
+** in the pack cannot be required here. */
+int lt_unpack(lua_State *L, tt_obj *v);
+
+/* lt_pack_one / lt_unpack_one handle a single value (nil for NULL). */
+tt_obj *lt_pack_one(lua_State *L, int idx, const char *what);
+void lt_unpack_one(lua_State *L, tt_obj *v);
+
+/* lt_pack_error turns the error value at 'idx' (and a traceback, may be
+** NULL) into a tt_error and never raises: a tether error object is kept
+** as it is; any other value becomes code TT_EFAILED with message
+** tostring(value), the traceback, and the value packed if it can be. */
+tt_error *lt_pack_error(lua_State *L, int idx, const char *traceback);
+
+/* lt_pack_call packs a function (at 'fn_idx') and its 'n' arguments (at
+** first..first+n-1) as one value of n + 1 values.  Refusals name the
+** function as 'what' itself ("upvalue 'conn' of task 'audit'") and the
+** arguments by position ("argument #2 of task 'audit'"). */
+tt_obj *lt_pack_call(lua_State *L, int fn_idx, int first, int n,
+                     const char *what);
+
+/* lt_pack_results is lt_pack for the results of a task: refusals say
+** "result #1 of task 'audit'". */
+tt_obj *lt_pack_results(lua_State *L, int first, int n, const char *what);
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Registration (one function per file, called by luaopen_tether_core
+** with the module table on the top of the stack)
+** ===================================================================== */
+
+void lt_open_obj(lua_State *L);
+void lt_open_ctx(lua_State *L);
+void lt_open_wait(lua_State *L);
+void lt_open_chan(lua_State *L);
+void lt_open_transfer(lua_State *L);
+void lt_open_exec(lua_State *L);
+void lt_open_pool(lua_State *L);
+
+/* }==================================================================== */
+
+
+/* lwait.c: push a send case for ch:send_case(v) (the value at 'idx'). */
+int lt_push_sendcase(lua_State *L, tt_chan *c, int idx);
+
+/* lexec.c: push what a resolved handle yields (its results, or nil and
+** its error) and return how many values. */
+int lt_push_results(lua_State *L, tt_handle *h);
+
+/* lexec.c: one structured log line on stderr for a failed task. */
+void lt_log_failure(const char *what, const char *name, tt_obj *err);
+
+#endif

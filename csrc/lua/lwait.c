@@ -1,0 +1,174 @@
+/*
+** lwait.c -- tether.select, timers, sleep and the clock.
+**
+** A select case is any waitable: a context (its done), a timer, a task
+** handle, a pool (drained), a channel (a receive), a send case made by
+** ch:send_case(v), nil (never fires) or tether.default.
+*/
+#include <string.h>
+
+#include "ltether.h"
+
+#define MAX_CASES 64
+
+/* The binding's send case: a channel and the packed item to send. */
+typedef struct lt_sendcase {
+  tt_obj hdr;
+  tt_chan *chan;
+  tt_obj *item;          /* NULL once sent */
+} lt_sendcase;
+
+static void sendcase_free(tt_obj *o) {
+  lt_sendcase *s = (lt_sendcase *)o;
+  tt_unref(s->chan);
+  tt_unref(s->item);
+  free(s);
+}
+
+static const tt_type sendcase_type = {"tether.SendCase", sendcase_free,
+                                      NULL};
+
+/* The default marker is one static object shared by every state. */
+static const tt_type default_type = {"tether.Default", NULL, NULL};
+static tt_obj default_obj = {-1, &default_type};
+
+int lt_push_sendcase(lua_State *L, tt_chan *c, int idx) {
+  lt_sendcase *s = calloc(1, sizeof *s);
+  if (s == NULL) return luaL_error(L, "not enough memory");
+  tt_obj_init(&s->hdr, &sendcase_type);
+  s->chan = tt_ref(c);
+  lt_pushnew(L, s);
+  s->item = lt_pack_one(L, idx, "channel item");
+  return 1;
+}
+
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, tt_now());
+  return 1;
+}
+
+static int l_after(lua_State *L) {
+  tt_timer *t = tt_after(lt_checkseconds(L, 1));
+  if (t == NULL) return luaL_error(L, "cannot start the timer thread");
+  lt_pushnew(L, t);
+  return 1;
+}
+
+/* tether.sleep(s [, ctx]) returns true after 's' seconds, or nil and the
+** context's error if 'ctx' ends first. */
+static int l_sleep(lua_State *L) {
+  double s = lt_checkseconds(L, 1);
+  tt_ctx *c = lua_isnoneornil(L, 2) ? NULL
+                                    : lt_checkobj(L, 2, &tt_ctx_type);
+  int r = tt_sleep(s, c);
+  if (r == TT_OK) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushnil(L);
+  lt_pushobj(L, tt_error_for(r));
+  return 2;
+}
+
+static tt_latch *latch_of(tt_obj *o) {
+  if (o->type == &tt_ctx_type) return tt_ctx_done((tt_ctx *)o);
+  if (o->type == &tt_timer_type) return tt_timer_latch((tt_timer *)o);
+  if (o->type == &tt_handle_type) return tt_handle_latch((tt_handle *)o);
+  if (o->type == &tt_pool_type) return tt_pool_drained((tt_pool *)o);
+  return NULL;
+}
+
+/* tether.select(case1, case2, ...) waits for the first case that can
+** proceed and returns its index, then what it yields: for a channel, the
+** value and ok; for a context, its error; for a handle, its results; for a
+** timer or a send, true.  It returns nothing but the index for default. */
+static int l_select(lua_State *L) {
+  tt_case cs[MAX_CASES];
+  int n = lua_gettop(L), i, r, def = 0;
+  luaL_argcheck(L, n <= MAX_CASES, MAX_CASES + 1, "too many cases");
+  memset(cs, 0, sizeof cs);
+  for (i = 0; i < n; i++) {
+    int arg = i + 1;
+    tt_obj *o;
+    if (lua_isnil(L, arg)) continue;
+    o = lt_toobj(L, arg);
+    if (o == &default_obj) {
+      luaL_argcheck(L, def == 0, arg, "more than one default case");
+      def = arg;
+      continue;
+    }
+    if (o == NULL) luaL_typeerror(L, arg, "waitable");
+    if (o->type == &tt_chan_type) {
+      cs[i].kind = TT_CASE_RECV;
+      cs[i].chan = (tt_chan *)o;
+    } else if (o->type == &sendcase_type) {
+      lt_sendcase *s = (lt_sendcase *)o;
+      luaL_argcheck(L, s->item != NULL, arg, "send case already used");
+      cs[i].kind = TT_CASE_SEND;
+      cs[i].chan = s->chan;
+      cs[i].item = s->item;
+    } else if (o->type == &tt_ctx_type || o->type == &tt_timer_type ||
+               o->type == &tt_handle_type || o->type == &tt_pool_type) {
+      cs[i].kind = TT_CASE_LATCH;
+      cs[i].latch = latch_of(o);
+    } else {
+      luaL_typeerror(L, arg, "waitable");
+    }
+  }
+  r = tt_select(cs, n, def != 0, -1);
+  if (r == TT_SELECT_DEFAULT) {
+    lua_pushinteger(L, def);
+    return 1;
+  }
+  lua_pushinteger(L, r + 1);
+  switch (cs[r].kind) {
+    case TT_CASE_RECV:
+      if (!cs[r].ok) {
+        lua_pushnil(L);
+        lua_pushboolean(L, 0);
+        return 3;
+      }
+      lt_unpack_one(L, cs[r].item);
+      tt_unref(cs[r].item);
+      lua_pushboolean(L, 1);
+      return 3;
+    case TT_CASE_SEND: {
+      lt_sendcase *s = (lt_sendcase *)lt_toobj(L, r + 1);
+      if (cs[r].closed) return luaL_error(L, "send on closed channel");
+      s->item = NULL;  /* the channel owns it now */
+      lua_pushboolean(L, 1);
+      return 2;
+    }
+    default: {
+      tt_obj *o = lt_toobj(L, r + 1);
+      if (o->type == &tt_ctx_type) {
+        lt_pushobj(L, tt_error_for(tt_ctx_err((tt_ctx *)o)));
+        return 2;
+      }
+      if (o->type == &tt_handle_type)
+        return 1 + lt_push_results(L, (tt_handle *)o);
+      lua_pushboolean(L, 1);
+      return 2;
+    }
+  }
+}
+
+void lt_open_wait(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"now", l_now},
+    {"after", l_after},
+    {"sleep", l_sleep},
+    {"select", l_select},
+    {NULL, NULL}
+  };
+  static const luaL_Reg timer_methods[] = {
+    {NULL, NULL}
+  };
+  lt_newtype(L, &tt_timer_type, timer_methods, NULL);
+  lt_newtype(L, &sendcase_type, NULL, NULL);
+  lt_newtype(L, &default_type, NULL, NULL);
+  lua_pop(L, 3);
+  luaL_setfuncs(L, funcs, 0);
+  lt_pushobj(L, &default_obj);
+  lua_setfield(L, -2, "default");
+}

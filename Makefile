@@ -6,7 +6,7 @@
 
 CC      ?= gcc
 LUA     ?= lua5.4
-BUSTED  ?= $(LUA) /usr/bin/busted
+BUSTED  ?= $(LUA) /usr/bin/busted --ignore-lua
 LUA_INC := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
@@ -81,21 +81,9 @@ spec: all
 	$(BUSTED) $(BUSTED_ARGS)
 
 # luarocks installs the rock offline into a scratch tree, and the module
-# loads from there.
+# and the linter work from there.
 rock: all
-	@tree=$$(mktemp -d); \
-	luarocks --lua-version=5.4 make --deps-mode=none --tree $$tree \
-	  rockspec/tether-scm-1.rockspec >$$tree.log 2>&1 || \
-	  { cat $$tree.log; exit 1; }; \
-	eval "$$(luarocks --lua-version=5.4 --tree $$tree path | \
-	  sed -e 's/LUA_PATH=/LUA_PATH_5_4=/' -e 's/LUA_CPATH=/LUA_CPATH_5_4=/')"; \
-	cd /tmp && $(LUA) -e 'local t = require "tether"; \
-	  assert(t.background():err() == nil); \
-	  print("rock: require \"tether\" works from " .. \
-	    package.searchpath("tether.core", package.cpath))' && \
-	test -x $$tree/bin/tether-lint && echo "rock: tether-lint installed"; \
-	rc=$$?; rm -rf $$tree $$tree.log; \
-	git -C $(CURDIR) clean -qfX -- '*.o' '*.so' >/dev/null 2>&1; exit $$rc
+	bash tools/rock-check.sh
 
 test: deps
 	$(MAKE) all
@@ -113,3 +101,8 @@ demo: deps
 
 clean:
 	rm -rf $(BUILD)
+
+# Benchmarks against Go and luv (never part of `make test`).
+bench: deps
+	$(MAKE) all
+	bash bench/run.sh

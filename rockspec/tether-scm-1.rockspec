@@ -24,22 +24,17 @@ dependencies = {
   "lua >= 5.4, < 5.5",
 }
 
-local function sources(dir, names)
-  local t = {}
-  for i, n in ipairs(names) do t[i] = dir .. n .. ".c" end
-  return t
-end
-
-local core_files = sources("csrc/core/", {
-  "obj", "time", "wait", "chan", "ctx", "exec", "pool",
-})
-local lua_files = sources("csrc/lua/", {
-  "tether", "lobj", "ltransfer", "lworker", "lctx", "lwait", "lchan",
-  "lexec", "lpool",
-})
-local all = {}
-for _, f in ipairs(core_files) do all[#all + 1] = f end
-for _, f in ipairs(lua_files) do all[#all + 1] = f end
+-- The rockspec runs in an empty environment: the file lists are
+-- written out.
+local all = {
+  "csrc/core/obj.c", "csrc/core/time.c", "csrc/core/wait.c",
+  "csrc/core/chan.c", "csrc/core/ctx.c", "csrc/core/exec.c",
+  "csrc/core/pool.c", "csrc/core/group.c", "csrc/core/flight.c",
+  "csrc/core/saga.c",
+  "csrc/lua/tether.c", "csrc/lua/lobj.c", "csrc/lua/ltransfer.c",
+  "csrc/lua/lworker.c", "csrc/lua/lctx.c", "csrc/lua/lwait.c",
+  "csrc/lua/lchan.c", "csrc/lua/lexec.c", "csrc/lua/lpool.c",
+}
 
 build = {
   type = "builtin",

@@ -390,7 +390,9 @@ typedef int (*tt_fn)(tt_ctx *ctx, void *arg, tt_obj **out);
 
 /* A task's argument is dropped once, when the engine is done with it
 ** (after the last attempt, or when the task is stopped, or when a dead
-** letter is dropped). */
+** letter is dropped).  A refused submission drops nothing: the caller
+** still owns the argument.  The argument is dropped before the handle
+** resolves (a pool's dead letter keeps it until retried or dropped). */
 typedef void (*tt_drop)(void *arg);
 
 /* A tt_handle is the future of a task: it becomes resolved exactly once
@@ -417,7 +419,8 @@ tt_latch *tt_handle_latch(tt_handle *h);
 
 /* tt_handle_stop removes a task that has not started (also one waiting
 ** for a retry) and returns true; once it started it does nothing and
-** returns false. */
+** returns false.  A stopped task's handle resolves TT_H_STOPPED with no
+** result. */
 bool tt_handle_stop(tt_handle *h);
 
 /* tt_handle_name returns the task's name (owned by the handle). */
@@ -425,17 +428,22 @@ const char *tt_handle_name(tt_handle *h);
 
 /* tt_go runs 'fn' on the default elastic executor with the background
 ** context: threads are made on demand up to a cap (64 by default) and idle
-** ones are kept for a while.  Returns a handle, or NULL with '*err'. */
+** ones are kept for a while (30 s); at the cap, tasks wait in a FIFO
+** queue.  'name' is copied (NULL: "task").  Returns a handle, or NULL with
+** '*err' (may be NULL); the caller then still owns 'arg'.  A failed task's
+** result is the error object it stored, else a tt_error for the code it
+** returned. */
 tt_handle *tt_go(const char *name, tt_fn fn, void *arg, tt_drop drop,
                  int *err);
 
 /* tt_exec runs 'fn(arg)' on the executor with no handle (used for
-** after_func and internal work).  Returns TT_OK or an error. */
+** after_func and internal work).  Returns TT_OK or an error.  Never call
+** it holding a lock that 'fn' takes: 'fn' may start at once. */
 int tt_exec(void (*fn)(void *arg), void *arg);
 
 /* Thread hooks let an embedder attach state to engine threads (the Lua
-** binding gives each worker its own lua_State): 'on_exit' runs on a
-** worker thread just before it ends. */
+** binding gives each worker its own lua_State): 'on_exit' runs on an
+** executor or pool worker thread just before it ends. */
 void tt_set_thread_exit_hook(void (*on_exit)(void));
 
 /* }==================================================================== */
@@ -450,7 +458,9 @@ extern const tt_type tt_pool_type;
 
 /* A retry policy.  The delay before attempt n+1 is
 ** min(max_backoff, backoff * factor^(n-1)), times a random factor in
-** [1 - jitter, 1 + jitter].  attempts = 1 means no retry. */
+** [1 - jitter, 1 + jitter].  attempts = 1 means no retry; 0 counts as 1,
+** factor 0 as 2, max_backoff 0 as no cap.  Negative values and a jitter
+** outside 0..1 are TT_EINVAL. */
 typedef struct tt_retry {
   int attempts;
   double backoff;
@@ -459,15 +469,18 @@ typedef struct tt_retry {
   double jitter;
 } tt_retry;
 
-/* A priority class: its name, its own workers, and whether its idle workers
-** may take queued work of lower classes (those listed after it). */
+/* A priority class: its name, its own workers (at least 1), and whether
+** its idle workers may take queued work of lower classes (those listed
+** after it).  Names must be distinct. */
 typedef struct tt_class_opts {
   const char *name;
   int workers;
   bool lend;
 } tt_class_opts;
 
-/* A tenant quota: at most 'limit' queued plus running ops. */
+/* A tenant quota: at most 'limit' queued plus running ops (<= 0: no
+** limit).  The tenant "default" names the bucket of ops without a
+** tenant. */
 typedef struct tt_quota {
   const char *tenant;
   int limit;
@@ -476,7 +489,22 @@ typedef struct tt_quota {
 /* Pool options.  Zero values mean defaults: workers 4, queue 64 (per
 ** class), no timeout, no shutdown context, one attempt, no quotas, one
 ** class named "default", no idle detection, 100 dead letters, 100 recent
-** failures. */
+** failures.
+**
+** - Workers are started by tt_pool_new, 'workers' of them for the one
+**   class, else each class's own ('workers', if also given, must equal
+**   their sum).  They end once the pool is drained or freed.
+** - 'queue' bounds each class's ready queue.  Ops waiting for a retry
+**   are not in it: they count as queued in the stats, in quotas and for
+**   drain, but re-enter the ready queue when their delay ends whatever
+**   its length, so a retry is never lost.
+** - The tenant of an op is the value under 'tenant_key' in its parent
+**   context: a tt_bytes gives its bytes, any other object its
+**   tt_describe text (up to 255 bytes).  Ops without one share the quota
+**   bucket "default".  A tenant's limit is its entry in 'quotas', else
+**   'quota_default'.
+** - dead_cap < 0 keeps no dead letters (ops that fail their last attempt
+**   then count as 'failed'); failures_cap < 0 keeps no failure records. */
 typedef struct tt_pool_opts {
   const char *name;
   int workers;
@@ -495,16 +523,23 @@ typedef struct tt_pool_opts {
   int failures_cap;
 } tt_pool_opts;
 
-/* Per-submission options; NULL fields and zero values take the pool's. */
+/* Per-submission options; NULL fields and zero values take the pool's.
+** Without a priority an op goes to the class named "default" if there is
+** one, else to the last (lowest) class. */
 typedef struct tt_submit_opts {
-  const char *name;
+  const char *name;        /* copied; NULL: "op" */
   const tt_retry *retry;
   const char *priority;
-  double timeout;          /* 0: the pool's */
+  double timeout;          /* 0: the pool's; < 0: none */
   double wait;             /* > 0: wait up to this long for queue space */
 } tt_submit_opts;
 
-/* Pool events, delivered to observers off the pool's lock. */
+/* Pool events, delivered to observers off the pool's lock, one thread at
+** a time, in the order the pool's state changed.  Each failed attempt
+** gives exactly one of RETRIED (another attempt is scheduled), FAILED or
+** DEAD (the op failed for good, kept as a dead letter or not), so that
+** the events of each kind count like the stats of the same name.  An op
+** submitted after an IDLE report is preceded by one RESUMING. */
 enum {
   TT_EV_SUBMITTED = 0, TT_EV_STARTED, TT_EV_RETRIED, TT_EV_COMPLETED,
   TT_EV_FAILED, TT_EV_DEAD, TT_EV_STOPPED, TT_EV_REJECTED, TT_EV_IDLE,
@@ -519,21 +554,35 @@ typedef struct tt_event {
   const char *name;        /* op name */
   const char *tenant;      /* may be NULL */
   const char *priority;    /* class name */
-  int attempt;             /* 1-based */
+  int attempt;             /* attempts started so far (0 before the
+                           ** first) */
   double at;               /* tt_now() */
   double duration;         /* for COMPLETED/FAILED/DEAD: run time */
   double delay;            /* for RETRIED: the backoff chosen */
-  int code;                /* for FAILED/DEAD/REJECTED: error code */
-  tt_obj *error;           /* for FAILED/DEAD: the error (borrowed) */
-  tt_obj *cause;           /* for FAILED/DEAD: the op context's cause */
+  int code;                /* for RETRIED/FAILED/DEAD/REJECTED: code */
+  tt_obj *error;           /* for RETRIED/FAILED/DEAD: the error
+                           ** (borrowed) */
+  tt_obj *cause;           /* for RETRIED/FAILED/DEAD: the op context's
+                           ** cause if it ended, else the error; the
+                           ** shutdown's cause for an op whose retry the
+                           ** shutdown prevented */
   tt_ctx *ctx;             /* the op's context where there is one */
 } tt_event;
 
 typedef void (*tt_observer)(const tt_event *ev, void *ud);
 
+/* Pool counters, read in one snapshot under the pool's lock, where
+**   submitted = completed + failed + stopped + dead + queued + inflight
+** always holds.  'queued' counts ops ready to run or waiting for a retry,
+** 'inflight' running ones; the others only grow.  'dead' counts ops that
+** became dead letters, 'dead_held' those kept now (retried or dropped
+** ones leave it, and so do 'dead_dropped' ones, pushed out by dead_cap).
+** A retried dead letter is a new submission.  'rejected' counts refused
+** submissions (closed, queue full, quota), 'retried' retries scheduled. */
 typedef struct tt_pool_stats {
   uint64_t submitted, completed, failed, retried, stopped, dead, rejected;
   uint64_t queued, inflight;
+  uint64_t dead_held, dead_dropped;
 } tt_pool_stats;
 
 /* One running op, as listed by tt_pool_inflight. */
@@ -558,28 +607,50 @@ typedef struct tt_failure {
   double at;               /* tt_wall() */
 } tt_failure;
 
+/* tt_pool_new makes a pool and starts its workers; NULL with '*err'
+** (TT_EINVAL for bad options, TT_ENOMEM, TT_ETHREAD).  'opts' may be
+** NULL.  The last tt_unref closes the pool, stops queued ops, drops the
+** dead letters, waits for running ops and joins the workers. */
 tt_pool *tt_pool_new(const tt_pool_opts *opts, int *err);
 const char *tt_pool_name(tt_pool *p);
 
-/* tt_pool_observe registers an observer; it returns an id for
-** tt_pool_unobserve.  Observers run on engine threads and must not block. */
+/* tt_pool_observe registers an observer; it returns an id (> 0) for
+** tt_pool_unobserve, or -1 when out of memory.  Observers run on engine
+** threads (or a caller's, which then delivers the queued events) and must
+** not block.  They may call the pool, also to (un)register observers.
+** Once tt_pool_unobserve returns, the observer is not called again.  The
+** event's pool may be being freed: observers must not take a reference to
+** it. */
 int tt_pool_observe(tt_pool *p, tt_observer fn, void *ud);
 void tt_pool_unobserve(tt_pool *p, int id);
 
 /* tt_pool_submit never blocks (unless opts->wait > 0): it returns a handle,
 ** or NULL with '*err' set to TT_EQUEUE_FULL, TT_EQUOTA, TT_ECLOSED,
-** TT_EINVAL (unknown priority) or TT_ENOMEM.  The op's context is
-** with_timeout(without_cancel(parent), timeout), also canceled when the
-** pool's shutdown context ends (with that context's cause).  A refused
-** submission takes nothing: the caller still owns 'arg'. */
+** TT_EINVAL (unknown priority, bad retry policy) or TT_ENOMEM.  The op's
+** context is with_timeout(without_cancel(parent), timeout), made afresh
+** for each attempt as it starts, also canceled when the pool's shutdown
+** context ends (with that context's cause; at once for attempts that
+** start after it ended).  A refused submission takes nothing: the caller
+** still owns 'arg'.  Refusals (not TT_EINVAL/TT_ENOMEM) count in
+** 'rejected' and emit TT_EV_REJECTED.  Ops get increasing ids from 1.
+**
+** An attempt fails when 'fn' returns non-zero.  Its cause is the op
+** context's cause if that context ended (&tt_deadline for a timeout),
+** else the error itself.  While attempts remain it is retried after the
+** policy's delay, on the timer thread; a canceled parent does not stop
+** retries, but the end of the shutdown context does: the op then fails
+** for good with the shutdown's cause.  An op that fails its last attempt
+** becomes a dead letter (its handle resolves TT_H_FAILED). */
 tt_handle *tt_pool_submit(tt_pool *p, tt_ctx *parent,
                           const tt_submit_opts *opts, tt_fn fn, void *arg,
                           tt_drop drop, int *err);
 
 /* tt_pool_drain closes the pool to new work and waits for queued and
-** running ops, until 'ctx' (may be NULL) is done or 'timeout' runs out.
-** It returns TT_OK, the context's error code or TT_ETIMEOUT; it may be
-** called again to keep waiting. */
+** running ops (also those waiting for a retry), until 'ctx' (may be NULL)
+** is done or 'timeout' (< 0: none) runs out.  It returns TT_OK, the
+** context's error code or TT_ETIMEOUT; it may be called again to keep
+** waiting.  On TT_OK every handle is resolved and every event delivered.
+** Once drained, the workers end. */
 int tt_pool_drain(tt_pool *p, tt_ctx *ctx, double timeout);
 
 /* tt_pool_close closes the pool to new work without waiting. */
@@ -601,10 +672,262 @@ tt_failure *tt_pool_dead_letters(tt_pool *p, size_t *n);
 void tt_failures_free(tt_failure *f, size_t n);
 
 /* tt_pool_retry_dead resubmits the dead letter 'id' (a fresh set of
-** attempts) and returns its new handle, or NULL with '*err'.
-** tt_pool_drop_dead forgets it and returns true if it was there. */
+** attempts, same name, tenant, class, parent values and policy) as a new
+** submission with a new id, and returns its new handle, or NULL with
+** '*err': TT_EINVAL if there is no such dead letter, or a refusal as for
+** tt_pool_submit (the dead letter then stays).  tt_pool_drop_dead forgets
+** it (dropping its argument) and returns true if it was there. */
 tt_handle *tt_pool_retry_dead(tt_pool *p, uint64_t id, int *err);
 bool tt_pool_drop_dead(tt_pool *p, uint64_t id);
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Groups, singleflight and sagas
+** ===================================================================== */
+
+/* A tt_group is an errgroup, after golang.org/x/sync/errgroup: a set of
+** tasks that run on the default executor with a shared context, whose
+** first failure cancels that context and is what waiting reports.  Any
+** thread may use a group.  Its type is named "tether.Group". */
+typedef struct tt_group tt_group;
+extern const tt_type tt_group_type;
+
+/* tt_group_new returns a group whose tasks run with the context stored in
+** '*gctx' (a new reference, also held by the group): a child of 'parent'
+** made by tt_with_cancel.  At most 'limit' tasks run at once (<= 0: no
+** limit), as Go's SetLimit.  It returns NULL (and '*gctx' NULL) if
+** 'parent' is NULL or memory runs out.
+**
+** 'gctx' is canceled by the group's first error, with that error as its
+** cause, or by a tt_group_wait that finds no error, with no cause (its
+** cause is then tt_canceled), or by the parent. */
+tt_group *tt_group_new(tt_ctx *parent, int limit, tt_ctx **gctx);
+
+/* tt_group_go runs fn(gctx, arg, &out) on the default executor.  When the
+** group is at its limit, it first waits until a task ends; the wait is
+** unbounded, as in Go, so a task that calls tt_group_go on its own group
+** at the limit can wait forever.  It returns TT_OK (the group then owns
+** 'arg' and calls 'drop(arg)', if 'drop' is not NULL, once 'fn' has
+** returned), or TT_EINVAL, TT_ENOMEM or TT_ETHREAD, and then the caller
+** keeps 'arg'.
+**
+** A task succeeds by returning TT_OK: its result '*out' (may be NULL) is
+** discarded.  It fails by returning non-zero, with its error object in
+** '*out'; if it left '*out' NULL the error is tt_error_for(code) (code
+** TT_EFAILED when not one of ours).  The first failure of the group is
+** kept and cancels gctx with that error as the cause; later ones are
+** dropped.
+**
+** tt_group_go may be called at any time, by any thread, also from tasks
+** of the group and after tt_group_wait returned: the group then has a
+** new batch of tasks to wait for (as Go's zero Group), and gctx may
+** already be canceled. */
+int tt_group_go(tt_group *g, tt_fn fn, void *arg, tt_drop drop);
+
+/* tt_group_try_go is tt_group_go that never waits: it returns false,
+** leaving 'arg' with the caller, when the group is at its limit (or the
+** task could not be started), and true once the task is started. */
+bool tt_group_try_go(tt_group *g, tt_fn fn, void *arg, tt_drop drop);
+
+/* tt_group_wait waits until every task started before the call has ended,
+** with the tasks started while those ran (by them or by other threads),
+** then cancels gctx (a no-op when a failure already did).  It returns
+** TT_OK with '*err' NULL, or TT_EFAILED with '*err' a new reference to
+** the group's first error ('err' may be NULL).  It may be called again,
+** also by several threads at once and after more tt_group_go calls: it
+** waits for the tasks started since, and the first error stays the first
+** error for the group's whole life.  The wait is not bounded; use
+** tt_group_latch in a select to bound it. */
+int tt_group_wait(tt_group *g, tt_obj **err);
+
+/* tt_group_latch returns the latch of the group's current batch: set once
+** every task started so far (and those they start) has ended, or already
+** set when no task is running.  It refers to that batch only: tasks
+** started after the batch ended belong to the next one, so call it again
+** to wait for them.  '*hold' receives a new reference that keeps the
+** latch alive; release it with tt_unref when done with the latch.  Unlike
+** tt_group_wait, it does not cancel gctx; follow it with tt_group_wait to
+** get the error. */
+tt_latch *tt_group_latch(tt_group *g, tt_obj **hold);
+
+/* tt_group_active returns how many tasks are started and not yet ended. */
+int tt_group_active(tt_group *g);
+
+/* A tt_flight is a singleflight group, after golang.org/x/sync/
+** singleflight: it runs at most one function per key at a time and gives
+** its result to every caller that asked for that key meanwhile.  Any
+** thread may use it.  Its type is named "tether.Singleflight". */
+typedef struct tt_flight tt_flight;
+extern const tt_type tt_flight_type;
+
+/* tt_flight_new returns an empty singleflight group, or NULL when out of
+** memory. */
+tt_flight *tt_flight_new(void);
+
+/* tt_flight_call returns the result of fn for 'key' (a byte string of
+** 'keylen' bytes; it may contain zeros).  If no run for the key is in
+** flight, it starts fn(workctx, arg, &out) on the default executor, never
+** on the calling thread, with workctx =
+** tt_with_timeout(tt_without_cancel(ctx), timeout), or just
+** tt_without_cancel(ctx) when 'timeout' <= 0: the run keeps ctx's values
+** but not its cancellation or deadline.  If a run is in flight, the call
+** waits for that run instead, and its own 'fn', 'timeout' and
+** 'cancel_when_abandoned' are ignored.
+**
+** 'arg' always passes to the call: 'drop(arg)' (if 'drop' is not NULL)
+** runs once fn has returned, or before tt_flight_call returns when 'arg'
+** is not used (a run was in flight, ctx was already done, or an error).
+**
+** It returns TT_OK with '*result' a new reference to the value (may be
+** NULL), or TT_EFAILED with '*result' a new reference to the error object
+** the run failed with (tt_error_for(code) if fn left '*out' NULL; TT_EFAILED
+** also when the run could not be started).  A failed result goes, as an
+** error, to every caller waiting at that moment, and is not cached: no
+** result is.  The key leaves the group when its run ends, so the next
+** call runs fn again.  '*shared' (may be NULL) is true when the result
+** went to more than one caller, as x/sync's 'shared'.
+**
+** A caller whose ctx ends first returns at once with tt_ctx_err(ctx) and
+** '*result' NULL, while the run goes on for the others; a ctx already
+** done at the call returns at once without starting or joining a run.
+** When every caller has left a run, it still goes on to completion by
+** default (a later caller for the key joins it; if none does, its result
+** goes to nobody).  With 'cancel_when_abandoned' set by the caller that
+** started the run, workctx is canceled (its cause an error "singleflight:
+** every caller left") when the last waiting caller leaves, and the key
+** leaves the group at once, so the next call starts a new run.
+**
+** Other results: TT_EINVAL (NULL 'sf', 'ctx' or 'fn') and TT_ENOMEM. */
+int tt_flight_call(tt_flight *sf, tt_ctx *ctx, const char *key,
+                   size_t keylen, tt_fn fn, void *arg, tt_drop drop,
+                   double timeout, bool cancel_when_abandoned,
+                   tt_obj **result, bool *shared);
+
+/* tt_flight_forget makes later calls for 'key' start a new run even if
+** one is in flight, as x/sync's Forget.  Callers already waiting for the
+** old run keep waiting for it.  Forgetting a key not in flight does
+** nothing. */
+void tt_flight_forget(tt_flight *sf, const char *key, size_t keylen);
+
+/* tt_flight_inflight returns how many keys have a run in flight. */
+size_t tt_flight_inflight(tt_flight *sf);
+
+/* A tt_saga_step is one step of a saga: its name (copied by tt_saga_new;
+** NULL gives "step N"), its action, the compensation that undoes a
+** completed action (NULL: nothing to undo), and 'ud', passed to both.
+** Each callback returns TT_OK, or non-zero with an error object (a new
+** reference, may be NULL) in '*err'.  They run on the thread that calls
+** tt_saga_run; 'state' is that call's. */
+typedef struct tt_saga_step {
+  const char *name;
+  int (*action)(tt_ctx *ctx, void *state, void *ud, tt_obj **err);
+  int (*compensate)(tt_ctx *ctx, void *state, void *ud, tt_obj **err);
+  void *ud;
+} tt_saga_step;
+
+/* The status of a step in a saga report. */
+enum {
+  TT_STEP_NOT_RUN = 0,          /* its action never started */
+  TT_STEP_DONE,                 /* its action completed (and was not
+                                ** undone: the saga succeeded, or the step
+                                ** has no compensation) */
+  TT_STEP_FAILED,               /* its action failed */
+  TT_STEP_COMPENSATED,          /* completed, then undone */
+  TT_STEP_COMPENSATION_FAILED   /* completed, and every attempt to undo
+                                ** it failed */
+};
+
+/* What one step did in one run of a saga.  'error' (a reference owned by
+** the report, or NULL) is the action's error for TT_STEP_FAILED and the
+** last compensation error for TT_STEP_COMPENSATION_FAILED.  'attempts'
+** counts the compensation attempts made (0 when none ran). */
+typedef struct tt_saga_step_report {
+  char *name;
+  int status;
+  int attempts;
+  tt_obj *error;
+} tt_saga_step_report;
+
+/* The report of one run of a saga, made by tt_saga_run and freed by the
+** caller with tt_saga_report_free.  'code' is what tt_saga_run returned.
+** 'failed_step' is the index of the step whose action failed, or of the
+** step the saga stopped before because its context was done (that step
+** is TT_STEP_NOT_RUN), or -1 when every step completed.  'error' (a
+** reference owned by the report, or NULL on success) is the failure: the
+** action's error, or the context's error sentinel.  The count
+** 'compensation_failures' is of steps left TT_STEP_COMPENSATION_FAILED. */
+typedef struct tt_saga_report {
+  char *saga;
+  int code;
+  int failed_step;
+  tt_obj *error;
+  int compensation_failures;
+  int nsteps;
+  tt_saga_step_report steps[];
+} tt_saga_report;
+
+/* A tt_saga is a sequence of steps whose completed actions are undone,
+** in reverse order, when a later one fails.  It is immutable after
+** creation (but for its hook) and may be run by several threads at once.
+** Its type is named "tether.Saga". */
+typedef struct tt_saga tt_saga;
+extern const tt_type tt_saga_type;
+
+/* tt_saga_new makes a saga named 'name' (copied; NULL gives "saga") from
+** 'nsteps' steps (copied).  Each attempt at a compensation gets
+** 'compensation_timeout' seconds (<= 0: no limit), and a compensation is
+** attempted as the policy 'retry' says (copied; NULL or attempts < 1: one
+** attempt), waiting between attempts by tt_retry's formula.  It returns
+** NULL if a step has no action, 'nsteps' < 0, or memory runs out. */
+tt_saga *tt_saga_new(const char *name, const tt_saga_step *steps,
+                     int nsteps, double compensation_timeout,
+                     const tt_retry *retry);
+
+/* tt_saga_run runs the saga's actions in order on the calling thread,
+** each with 'ctx' and 'state'.  Before each action it checks 'ctx': once
+** ctx is done, no further action starts.  When an action fails, or ctx
+** stopped the saga, the compensations of the steps whose actions
+** completed run in reverse order, also on the calling thread, even if ctx
+** is done: each attempt gets a fresh
+** tt_with_timeout(tt_without_cancel(ctx), compensation_timeout), which
+** keeps ctx's values.  Failed attempts are retried by the saga's policy,
+** the calling thread sleeping in between.  A compensation that fails its
+** last attempt is recorded in the report and passed to the hook set by
+** tt_saga_set_on_compensation_failure, and the earlier steps are still
+** compensated.
+**
+** It returns TT_OK when every action completed, TT_EFAILED when one
+** failed, or ctx's error code (TT_CANCELED, TT_DEADLINE) when ctx stopped
+** the saga; TT_EINVAL and TT_ENOMEM before running anything.  If 'report'
+** is not NULL, '*report' receives the run's report (NULL only for
+** TT_EINVAL and TT_ENOMEM). */
+int tt_saga_run(tt_saga *s, tt_ctx *ctx, void *state,
+                tt_saga_report **report);
+
+/* tt_saga_report_free frees a report and releases its errors.  NULL is
+** ignored. */
+void tt_saga_report_free(tt_saga_report *r);
+
+/* tt_saga_status_name names a step status for display: "not_run",
+** "done", "failed", "compensated", "compensation_failed". */
+const char *tt_saga_status_name(int status);
+
+/* tt_saga_name returns the saga's name (owned by the saga). */
+const char *tt_saga_name(tt_saga *s);
+
+/* tt_saga_set_on_compensation_failure sets the function called, on the
+** thread running the saga, each time a compensation fails its last
+** attempt, with the saga's and the step's names, the last error
+** (borrowed; may be NULL), the attempts made and 'ud'.  It is how an
+** embedder turns such a failure into a dead letter.  Any thread may call
+** it at any time: a later call replaces the hook (NULL removes it) for
+** every failure reached after it. */
+void tt_saga_set_on_compensation_failure(
+    tt_saga *s,
+    void (*fn)(const char *saga, const char *step, tt_obj *err,
+               int attempts, void *ud),
+    void *ud);
 
 /* }==================================================================== */
 

@@ -43,6 +43,8 @@ static int key_describe(tt_obj *o, char *buf, size_t n) {
 
 static const tt_type key_type = {"tether.Key", key_free, key_describe};
 
+const tt_type *lt_key_type(void) { return &key_type; }
+
 static int cancel_call(lua_State *L) {
   lt_cancel *c = lt_checkobj(L, 1, &cancel_type);
   tt_obj *cause = NULL;

@@ -56,7 +56,8 @@ void lt_newtype(lua_State *L, const tt_type *t, const luaL_Reg *methods,
   lua_setfield(L, -2, "__tostring");
   if (meta != NULL) luaL_setfuncs(L, meta, 0);
   if (methods != NULL) {
-    luaL_newlib(L, (luaL_Reg *)methods);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");
   }
 }

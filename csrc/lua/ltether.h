@@ -11,6 +11,7 @@
 
 #include <lua.h>
 #include <lauxlib.h>
+#include <stdlib.h>
 
 #include "../core/tether.h"
 
@@ -125,6 +126,13 @@ int lt_push_sendcase(lua_State *L, tt_chan *c, int idx);
 /* lexec.c: push what a resolved handle yields (its results, or nil and
 ** its error) and return how many values. */
 int lt_push_results(lua_State *L, tt_handle *h);
+
+/* lctx.c: the type of tether.key objects. */
+const tt_type *lt_key_type(void);
+
+/* lpool.c: the drained latch of a Lua pool object, or NULL if 'o' is not
+** one. */
+tt_latch *lt_pool_latch(tt_obj *o);
 
 /* lexec.c: one structured log line on stderr for a failed task. */
 void lt_log_failure(const char *what, const char *name, tt_obj *err);

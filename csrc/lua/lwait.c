@@ -74,8 +74,7 @@ static tt_latch *latch_of(tt_obj *o) {
   if (o->type == &tt_ctx_type) return tt_ctx_done((tt_ctx *)o);
   if (o->type == &tt_timer_type) return tt_timer_latch((tt_timer *)o);
   if (o->type == &tt_handle_type) return tt_handle_latch((tt_handle *)o);
-  if (o->type == &tt_pool_type) return tt_pool_drained((tt_pool *)o);
-  return NULL;
+  return lt_pool_latch(o);
 }
 
 /* tether.select(case1, case2, ...) waits for the first case that can
@@ -108,7 +107,7 @@ static int l_select(lua_State *L) {
       cs[i].chan = s->chan;
       cs[i].item = s->item;
     } else if (o->type == &tt_ctx_type || o->type == &tt_timer_type ||
-               o->type == &tt_handle_type || o->type == &tt_pool_type) {
+               o->type == &tt_handle_type || lt_pool_latch(o) != NULL) {
       cs[i].kind = TT_CASE_LATCH;
       cs[i].latch = latch_of(o);
     } else {

@@ -90,10 +90,10 @@ TEST(child_of_done_parent_is_done) {
 
 TEST(deadline_fires_with_cause_only_from_timer) {
   tt_bytes *why = tt_bytes_new("slow", 4);
+  double t0 = tt_now();
   tt_ctx *a = tt_with_timeout(tt_background(), 0.02, &why->hdr);
   tt_ctx *b = tt_with_timeout(tt_background(), 10, &why->hdr);
   tt_obj *cause;
-  double t0 = tt_now();
   CHECK(tt_ctx_wait(a, 5));
   CHECK(tt_now() - t0 >= 0.019);
   CHECK_EQ(tt_ctx_err(a), TT_DEADLINE);
@@ -211,8 +211,8 @@ TEST(after_func_on_never_canceled) {
 }
 
 TEST(timer_waitable) {
-  tt_timer *t = tt_after(0.02);
   double t0 = tt_now();
+  tt_timer *t = tt_after(0.02);
   CHECK(!tt_latch_is_set(tt_timer_latch(t)));
   CHECK(tt_latch_wait(tt_timer_latch(t), 5));
   CHECK(tt_now() - t0 >= 0.019);

@@ -1,0 +1,298 @@
+/*
+** group.c -- errgroups, after golang.org/x/sync/errgroup.
+**
+** DESIGN.  A group counts its started and unfinished tasks in 'active'
+** and keeps the first error.  Every task runs on the default executor
+** (tt_exec) with the group's context 'gctx', a child of the parent made
+** by tt_with_cancel.  The first task that fails records its error and
+** cancels 'gctx' with that error as the cause (Go's errOnce plus
+** cancel(err)); a wait that finds no error cancels 'gctx' with no cause,
+** so that its error and cause are 'canceled' (Go's Wait calls
+** cancel(g.err) with a nil error).
+**
+** The limit is Go's SetLimit semaphore as a counter and a condition
+** variable: tt_group_go waits on 'slot' while 'active' is at the limit.
+**
+** Waiting is built on latches so that a select can wait for a group too.
+** A 'batch' is one run of tasks between two moments at which 'active' is
+** zero: the first tt_group_go that finds the group idle opens a new
+** batch, and the task that brings 'active' back to zero closes it and
+** sets its latch.  tt_group_wait waits for the batch that is current when
+** it is called; tasks started by other tasks while that batch is open
+** join it, so a wait covers them too, as Go's WaitGroup does.
+**
+** Locks: 'mu' is a leaf.  Latches are set, contexts canceled and work
+** handed to the executor only after 'mu' is released.
+*/
+#include <stdio.h>
+
+#include "internal.h"
+
+/* {====================================================================
+** Batches
+** ===================================================================== */
+
+/* A gbatch is the waitable of one batch.  Its own reference count lets a
+** waiter keep the latch alive after the group has moved on to the next
+** batch. */
+typedef struct gbatch {
+  tt_obj hdr;
+  tt_latch latch;          /* set once the batch's last task has ended */
+} gbatch;
+
+static void batch_free(tt_obj *o) {
+  gbatch *b = (gbatch *)o;
+  tt__latch_destroy(&b->latch);
+  free(b);
+}
+
+static const tt_type batch_type = {"tether.GroupBatch", batch_free, NULL};
+
+static gbatch *batch_new(void) {
+  gbatch *b = calloc(1, sizeof *b);
+  if (b == NULL) return NULL;
+  tt_obj_init(&b->hdr, &batch_type);
+  tt__latch_init(&b->latch);
+  return b;
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Groups
+** ===================================================================== */
+
+struct tt_group {
+  tt_obj hdr;
+  tt_ctx *gctx;            /* immutable; the group's reference */
+  int limit;               /* immutable; <= 0: no limit */
+  pthread_mutex_t mu;      /* protects the fields below */
+  pthread_cond_t slot;     /* signaled when 'active' drops below 'limit' */
+  int active;              /* tasks started and not yet ended */
+  tt_obj *err;             /* the first error; set once, then kept */
+  bool failed;             /* set with 'err' (which is never NULL then) */
+  gbatch *open;            /* the open batch while 'active' > 0, else NULL */
+  gbatch *last;            /* the latest closed batch (set at creation) */
+};
+
+/* The error recorded when even a fresh error object cannot be made, so
+** that a failure is never lost for want of memory. */
+static tt_error nomem_error = {{-1, &tt_error_type}, TT_ENOMEM,
+                               "errgroup: not enough memory", NULL, NULL,
+                               NULL};
+
+static void group_free(tt_obj *o) {
+  tt_group *g = (tt_group *)o;
+  /* Tasks hold the group, so none is running; 'open' is NULL. */
+  tt_unref(g->last);
+  tt_unref(g->err);
+  tt_unref(g->gctx);
+  TT_CHECK(pthread_cond_destroy(&g->slot));
+  TT_CHECK(pthread_mutex_destroy(&g->mu));
+  free(g);
+}
+
+static int group_describe(tt_obj *o, char *buf, size_t n) {
+  tt_group *g = (tt_group *)o;
+  int active;
+  bool failed;
+  tt__lock(&g->mu);
+  active = g->active;
+  failed = g->failed;
+  tt__unlock(&g->mu);
+  return snprintf(buf, n, "tether.Group (%d active%s)", active,
+                  failed ? ", failed" : "");
+}
+
+const tt_type tt_group_type = {"tether.Group", group_free, group_describe};
+
+tt_group *tt_group_new(tt_ctx *parent, int limit, tt_ctx **gctx) {
+  tt_group *g;
+  if (gctx != NULL) *gctx = NULL;
+  if (parent == NULL) return NULL;
+  g = calloc(1, sizeof *g);
+  if (g == NULL) return NULL;
+  g->last = batch_new();
+  g->gctx = tt_with_cancel(parent);
+  if (g->last == NULL || g->gctx == NULL) {
+    tt_unref(g->last);
+    tt_unref(g->gctx);
+    free(g);
+    return NULL;
+  }
+  /* No task has run yet: waiting now returns at once. */
+  tt__latch_set(&g->last->latch);
+  tt_obj_init(&g->hdr, &tt_group_type);
+  g->limit = limit > 0 ? limit : 0;
+  TT_CHECK(pthread_mutex_init(&g->mu, NULL));
+  tt__cond_init(&g->slot);
+  if (gctx != NULL) *gctx = tt_ref(g->gctx);
+  return g;
+}
+
+/* end_one ends one task (or undoes a start that the executor refused):
+** it frees a slot and closes the batch if it was the last task. */
+static void end_one(tt_group *g) {
+  gbatch *closed = NULL;
+  tt__lock(&g->mu);
+  g->active--;
+  if (g->limit > 0 && g->active < g->limit)
+    TT_CHECK(pthread_cond_signal(&g->slot));
+  if (g->active == 0) {
+    closed = g->open;
+    g->open = NULL;
+    tt_unref(g->last);
+    g->last = tt_ref(closed);
+  }
+  tt__unlock(&g->mu);
+  if (closed != NULL) {
+    tt__latch_set(&closed->latch);
+    tt_unref(closed);
+  }
+}
+
+/* record_error keeps 'err' (a reference it takes over) if it is the
+** group's first error and then cancels 'gctx' with it as the cause. */
+static void record_error(tt_group *g, tt_obj *err) {
+  bool first = false;
+  tt__lock(&g->mu);
+  if (!g->failed) {
+    g->failed = true;
+    g->err = err;
+    first = true;
+  }
+  tt__unlock(&g->mu);
+  if (first)
+    tt_cancel(g->gctx, err);
+  else
+    tt_unref(err);
+}
+
+/* A gtask is one task of a group, owned by the executor's queue item and
+** then by the thread that runs it. */
+typedef struct gtask {
+  tt_group *g;             /* a reference */
+  tt_fn fn;
+  void *arg;
+  tt_drop drop;
+} gtask;
+
+static void gtask_run(void *p) {
+  gtask *t = p;
+  tt_group *g = t->g;
+  tt_obj *out = NULL;
+  int rc = t->fn(g->gctx, t->arg, &out);
+  if (t->drop != NULL) t->drop(t->arg);
+  free(t);
+  if (rc == TT_OK) {
+    tt_unref(out);  /* task results are discarded */
+  } else {
+    if (out == NULL) {
+      int code = rc > 0 && rc < TT_NERRORS ? rc : TT_EFAILED;
+      out = (tt_obj *)tt_error_for(code);
+      if (out == NULL) out = &nomem_error.hdr;
+    }
+    /* The error is recorded (and gctx canceled) before the task counts
+    ** as ended, so a wait that returns sees both. */
+    record_error(g, out);
+  }
+  end_one(g);
+  tt_unref(g);
+}
+
+/* start claims a slot (waiting for one unless 'try') and hands the task
+** to the executor.  It returns TT_OK, TT_EQUEUE_FULL (try at the limit)
+** or an error, in which case the caller keeps 'arg'. */
+static int start(tt_group *g, tt_fn fn, void *arg, tt_drop drop, bool try) {
+  gtask *t;
+  int rc;
+  if (g == NULL || fn == NULL) return TT_EINVAL;
+  t = malloc(sizeof *t);
+  if (t == NULL) return TT_ENOMEM;
+  tt__lock(&g->mu);
+  while (g->limit > 0 && g->active >= g->limit) {
+    if (try) {
+      tt__unlock(&g->mu);
+      free(t);
+      return TT_EQUEUE_FULL;
+    }
+    TT_CHECK(pthread_cond_wait(&g->slot, &g->mu));
+  }
+  if (g->active == 0) {
+    g->open = batch_new();
+    if (g->open == NULL) {
+      tt__unlock(&g->mu);
+      free(t);
+      return TT_ENOMEM;
+    }
+  }
+  g->active++;
+  tt__unlock(&g->mu);
+  t->g = tt_ref(g);
+  t->fn = fn;
+  t->arg = arg;
+  t->drop = drop;
+  rc = tt_exec(gtask_run, t);
+  if (rc != TT_OK) {
+    free(t);
+    end_one(g);
+    tt_unref(g);
+  }
+  return rc;
+}
+
+int tt_group_go(tt_group *g, tt_fn fn, void *arg, tt_drop drop) {
+  return start(g, fn, arg, drop, false);
+}
+
+bool tt_group_try_go(tt_group *g, tt_fn fn, void *arg, tt_drop drop) {
+  return start(g, fn, arg, drop, true) == TT_OK;
+}
+
+/* current returns a reference to the batch a wait would wait for. */
+static gbatch *current(tt_group *g) {
+  gbatch *b;
+  tt__lock(&g->mu);
+  b = tt_ref(g->open != NULL ? g->open : g->last);
+  tt__unlock(&g->mu);
+  return b;
+}
+
+int tt_group_wait(tt_group *g, tt_obj **err) {
+  gbatch *b;
+  tt_obj *first;
+  if (err != NULL) *err = NULL;
+  if (g == NULL) return TT_EINVAL;
+  b = current(g);
+  tt_latch_wait(&b->latch, -1);
+  tt_unref(b);
+  tt__lock(&g->mu);
+  first = tt_ref(g->err);
+  tt__unlock(&g->mu);
+  /* After a failure gctx is already canceled with the error as its
+  ** cause, and this does nothing. */
+  tt_cancel(g->gctx, first);
+  if (first == NULL) return TT_OK;
+  if (err != NULL)
+    *err = first;
+  else
+    tt_unref(first);
+  return TT_EFAILED;
+}
+
+tt_latch *tt_group_latch(tt_group *g, tt_obj **hold) {
+  gbatch *b = current(g);
+  *hold = &b->hdr;
+  return &b->latch;
+}
+
+int tt_group_active(tt_group *g) {
+  int n;
+  tt__lock(&g->mu);
+  n = g->active;
+  tt__unlock(&g->mu);
+  return n;
+}
+
+/* }==================================================================== */

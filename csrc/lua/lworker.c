@@ -1,0 +1,550 @@
+/*
+** lworker.c -- worker lua_States and Lua tasks on engine threads.
+**
+** A thread that runs Lua keeps its state in a thread-local pointer for
+** its whole life: standard libraries, the submitter's package paths,
+** require "tether", then, once per environment, the pool's init function
+** (the state's registry remembers which environments it has set up).
+** Never shared: only the owning thread ever touches its state.
+**
+** Everything a task does in Lua runs under lua_pcall: a failing task,
+** a result that cannot cross, even a memory error, ends as the task's
+** error object, never as a panic.
+*/
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lualib.h>
+
+#include "lworker.h"
+
+#define ENVS_KEY "tether.worker.envs"   /* env id -> true, once set up */
+#define TB_KEY "tether.worker.traceback"
+
+/* How many VM instructions run between two looks at the context when a
+** pool interrupts its tasks. */
+#define HOOK_COUNT 1000
+
+/* {====================================================================
+** Environments
+** ===================================================================== */
+
+struct lt_env {
+  tt_obj hdr;
+  uint64_t id;          /* unique for the life of the process */
+  char *path, *cpath;   /* may be NULL: keep the worker's defaults */
+  char *name;           /* may be NULL */
+  tt_obj *init;         /* packed init function, may be NULL */
+  bool interrupt;
+};
+
+static _Atomic uint64_t env_ids;
+
+static void env_free(tt_obj *o) {
+  lt_env *e = (lt_env *)o;
+  tt_unref(e->init);
+  free(e->path);
+  free(e->cpath);
+  free(e->name);
+  free(e);
+}
+
+const tt_type lt_env_type = {"tether.Env", env_free, NULL};
+
+static char *dupstr(const char *s) {
+  size_t n;
+  char *d;
+  if (s == NULL) return NULL;
+  n = strlen(s) + 1;
+  d = malloc(n);
+  if (d != NULL) memcpy(d, s, n);
+  return d;
+}
+
+/* env_make allocates an environment; it never raises, and on failure
+** frees what it made and leaves 'init' to the caller. */
+static lt_env *env_make(const char *path, const char *cpath,
+                        const char *name, tt_obj *init, bool interrupt) {
+  lt_env *e = calloc(1, sizeof *e);
+  if (e == NULL) return NULL;
+  e->path = dupstr(path);
+  e->cpath = dupstr(cpath);
+  e->name = dupstr(name);
+  if ((path != NULL && e->path == NULL) ||
+      (cpath != NULL && e->cpath == NULL) ||
+      (name != NULL && e->name == NULL)) {
+    free(e->path);
+    free(e->cpath);
+    free(e->name);
+    free(e);
+    return NULL;
+  }
+  tt_obj_init(&e->hdr, &lt_env_type);
+  e->id = atomic_fetch_add(&env_ids, 1) + 1;
+  e->init = init;
+  e->interrupt = interrupt;
+  return e;
+}
+
+/* push_paths pushes package.path and package.cpath of 'L' (nil where
+** missing); the strings stay anchored on the stack while used. */
+static void push_paths(lua_State *L) {
+  luaL_checkstack(L, 4, NULL);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "package");
+  lua_remove(L, -2);
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    lua_getfield(L, -1, "path");
+    lua_getfield(L, -2, "cpath");
+  } else {
+    lua_pushnil(L);
+    lua_pushnil(L);
+  }
+  lua_remove(L, -3);
+}
+
+lt_env *lt_env_new(lua_State *L, int init_idx, bool interrupt,
+                   const char *name) {
+  tt_obj *init = NULL;
+  lt_env *e;
+  if (init_idx != 0) init_idx = lua_absindex(L, init_idx);
+  /* Everything that may raise comes before the first allocation that
+  ** Lua does not own. */
+  push_paths(L);
+  if (init_idx != 0) {
+    const char *what = name != NULL
+      ? lua_pushfstring(L, "init of pool '%s'", name)
+      : lua_pushliteral(L, "init of pool");
+    init = lt_pack_one(L, init_idx, what);
+    lua_pop(L, 1);
+  }
+  e = env_make(lua_tostring(L, -2), lua_tostring(L, -1), name, init,
+               interrupt);
+  lua_pop(L, 2);
+  if (e == NULL) {
+    tt_unref(init);
+    luaL_error(L, "not enough memory");
+  }
+  return e;
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Tasks
+** ===================================================================== */
+
+struct lt_task {
+  lt_env *env;          /* one reference */
+  tt_obj *call;         /* packed function and arguments */
+  char *what;           /* "task 'audit'" */
+  bool pass_ctx;
+};
+
+lt_task *lt_task_new(lua_State *L, lt_env *env, int fn_idx, int first_arg,
+                     int nargs, bool pass_ctx, const char *what) {
+  tt_obj *call;
+  lt_task *t;
+  lt_env *own = NULL;
+  if (what == NULL) what = "task";
+  fn_idx = lua_absindex(L, fn_idx);
+  first_arg = lua_absindex(L, first_arg);
+  if (env == NULL) push_paths(L);
+  call = lt_pack_call(L, fn_idx, first_arg, nargs, what);
+  if (env == NULL) {
+    own = env_make(lua_tostring(L, -2), lua_tostring(L, -1), NULL, NULL,
+                   false);
+    lua_pop(L, 2);
+    env = own;
+  }
+  t = env != NULL ? calloc(1, sizeof *t) : NULL;
+  if (t != NULL) t->what = dupstr(what);
+  if (t == NULL || t->what == NULL) {
+    free(t);
+    tt_unref(own);
+    tt_unref(call);
+    luaL_error(L, "not enough memory");
+    return NULL;
+  }
+  t->env = own != NULL ? own : tt_ref(env);
+  t->call = call;
+  t->pass_ctx = pass_ctx;
+  return t;
+}
+
+void lt_task_drop(void *arg) {
+  lt_task *t = arg;
+  if (t == NULL) return;
+  tt_unref(t->env);
+  tt_unref(t->call);
+  free(t->what);
+  free(t);
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Worker states
+** ===================================================================== */
+
+static _Thread_local lua_State *tl_state;
+
+/* The context of the task running on this thread, for the interrupt
+** hook (which gets only the lua_State). */
+static _Thread_local tt_ctx *tl_ctx;
+
+/* mkerror makes a TT_EFAILED error from a format; NULL when out of
+** memory. */
+static tt_error *mkerror(const char *traceback, const char *fmt, ...) {
+  va_list ap;
+  char small[256], *msg = small;
+  int n;
+  tt_error *e;
+  va_start(ap, fmt);
+  n = vsnprintf(small, sizeof small, fmt, ap);
+  va_end(ap);
+  if (n < 0) return tt_error_new(TT_EFAILED, NULL, NULL);
+  if ((size_t)n >= sizeof small) {
+    msg = malloc((size_t)n + 1);
+    if (msg == NULL) return NULL;
+    va_start(ap, fmt);
+    vsnprintf(msg, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+  }
+  e = tt_error_new(TT_EFAILED, msg, NULL);
+  if (msg != small) free(msg);
+  if (e != NULL && traceback != NULL) e->traceback = dupstr(traceback);
+  return e;
+}
+
+/* msgh is the message handler of task calls: it keeps the traceback
+** aside (in the registry) and leaves the error value as it is, so that a
+** tether error object raised by the task stays one. */
+static int msgh(lua_State *L) {
+  static const char tail[] = "\n\t[C]: in ?";
+  const size_t nt = sizeof tail - 1;
+  size_t len;
+  const char *tb;
+  luaL_traceback(L, L, NULL, 1);
+  /* The last frame is the C function that runs the task: noise. */
+  tb = lua_tolstring(L, -1, &len);
+  if (len >= nt && memcmp(tb + len - nt, tail, nt) == 0) {
+    lua_pushlstring(L, tb, len - nt);
+    lua_remove(L, -2);
+  }
+  lua_setfield(L, LUA_REGISTRYINDEX, TB_KEY);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* take_traceback pushes the traceback kept by msgh (or nil) and clears
+** it. */
+static const char *take_traceback(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, TB_KEY);
+  lua_pushnil(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, TB_KEY);
+  return lua_tostring(L, -1);
+}
+
+static void set_paths(lua_State *L, const lt_env *env) {
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "package") == LUA_TTABLE) {
+    if (env->path != NULL) {
+      lua_pushstring(L, env->path);
+      lua_setfield(L, -2, "path");
+    }
+    if (env->cpath != NULL) {
+      lua_pushstring(L, env->cpath);
+      lua_setfield(L, -2, "cpath");
+    }
+  }
+  lua_pop(L, 2);
+}
+
+/* ws_open sets up a new worker state (run protected). */
+static int ws_open(lua_State *L) {
+  lt_env *env = lua_touserdata(L, 1);
+  luaL_openlibs(L);
+  if (env != NULL) set_paths(L, env);
+  lua_newtable(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, ENVS_KEY);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "tether");
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+typedef struct wsenv {
+  lt_env *env;
+  tt_error *err;        /* init failed: why */
+} wsenv;
+
+/* ws_env sets an environment up in this state the first time it is seen
+** here: its package paths, then its init function (run protected). */
+static int ws_env(lua_State *L) {
+  wsenv *w = lua_touserdata(L, 1);
+  lt_env *env = w->env;
+  lua_settop(L, 1);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, ENVS_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, ENVS_KEY);
+  }
+  if (lua_rawgeti(L, 2, (lua_Integer)env->id) != LUA_TNIL) return 0;
+  lua_pop(L, 1);
+  set_paths(L, env);
+  if (env->init != NULL) {
+    lua_pushcfunction(L, msgh);
+    lt_unpack_one(L, env->init);
+    if (lua_pcall(L, 0, 0, 3) != LUA_OK) {
+      int ev = lua_gettop(L);
+      const char *tb = take_traceback(L);
+      tt_error *inner = lt_pack_error(L, ev, tb);
+      const char *name = env->name != NULL ? env->name : "?";
+      w->err = inner != NULL
+        ? mkerror(inner->traceback, "init of pool '%s' failed: %s", name,
+                  inner->message)
+        : NULL;
+      tt_unref(inner);
+      return 0;
+    }
+  }
+  lua_pushboolean(L, 1);
+  lua_rawseti(L, 2, (lua_Integer)env->id);
+  return 0;
+}
+
+/* state_error makes an error from the error value at the top of 'L',
+** with 'prefix' before its message, that no longer depends on the state
+** (which may be about to close). */
+static tt_error *state_error(lua_State *L, const char *prefix) {
+  tt_error *e, *r;
+  if (lua_type(L, -1) == LUA_TSTRING)
+    return mkerror(NULL, "%s%s", prefix, lua_tostring(L, -1));
+  e = lt_pack_error(L, -1, NULL);
+  if (e == NULL) return NULL;
+  r = mkerror(NULL, "%s%s", prefix, e->message);
+  tt_unref(e);
+  return r;
+}
+
+/* ensure_state returns this thread's state with 'env' set up, or NULL
+** and the reason in '*err' (may be NULL when out of memory). */
+static lua_State *ensure_state(lt_env *env, tt_error **err) {
+  lua_State *L = tl_state;
+  *err = NULL;
+  if (L == NULL) {
+    L = luaL_newstate();
+    if (L == NULL) {
+      *err = mkerror(NULL, "cannot create worker state: not enough memory");
+      return NULL;
+    }
+    lua_pushcfunction(L, ws_open);
+    lua_pushlightuserdata(L, env);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+      *err = state_error(L, "cannot create worker state: ");
+      lua_close(L);
+      return NULL;
+    }
+    tl_state = L;
+  }
+  if (env != NULL) {
+    int top = lua_gettop(L);
+    wsenv w;
+    w.env = env;
+    w.err = NULL;
+    if (!lua_checkstack(L, 3)) {
+      *err = mkerror(NULL, "init of pool '%s' failed: stack overflow",
+                     env->name != NULL ? env->name : "?");
+      return NULL;
+    }
+    lua_pushcfunction(L, ws_env);
+    lua_pushlightuserdata(L, &w);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+      char prefix[128];
+      snprintf(prefix, sizeof prefix, "init of pool '%s' failed: ",
+               env->name != NULL ? env->name : "?");
+      tt_unref(w.err);
+      w.err = state_error(L, prefix);
+      if (w.err == NULL) w.err = tt_error_for(TT_ENOMEM);
+    }
+    lua_settop(L, top);
+    if (w.err != NULL) {
+      *err = w.err;
+      return NULL;
+    }
+  }
+  return L;
+}
+
+lua_State *lt_thread_state(lt_env *env, char *err, size_t errlen) {
+  tt_error *e = NULL;
+  lua_State *L = ensure_state(env, &e);
+  if (L == NULL && err != NULL && errlen > 0)
+    snprintf(err, errlen, "%s", e != NULL ? e->message
+                                           : "not enough memory");
+  tt_unref(e);
+  return L;
+}
+
+void lt_thread_exit(void) {
+  lua_State *L = tl_state;
+  if (L == NULL) return;
+  tl_state = NULL;
+  lua_close(L);
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Running a task
+** ===================================================================== */
+
+/* interrupt_hook raises the context's error inside a task whose context
+** is done.  Once it has raised, it fires on every instruction: a task
+** that swallows the error with pcall gets it again at its first
+** instruction outside the pcall, until it unwinds.  (Firing every
+** HOOK_COUNT instructions could fall in step with a loop and always
+** land inside its pcall.) */
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+  tt_ctx *c = tl_ctx;
+  int code;
+  (void)ar;
+  if (c == NULL || (code = tt_ctx_err(c)) == 0) return;
+  if (lua_gethookcount(L) != 1)
+    lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, 1);
+  lt_pushnew(L, tt_error_for(code));
+  lua_error(L);
+}
+
+typedef struct run {
+  lt_task *task;
+  tt_ctx *ctx;
+  tt_obj *out;
+  int rc;
+} run;
+
+/* resolve_named replaces the string "module.path:function" at 'idx' by
+** require("module.path").function. */
+static void resolve_named(lua_State *L, int idx) {
+  const char *s = lua_tostring(L, idx);
+  const char *colon = strrchr(s, ':');
+  if (colon == NULL || colon == s || colon[1] == '\0')
+    luaL_error(L, "bad task function '%s' (expected 'module:function')",
+               s);
+  lua_getglobal(L, "require");
+  lua_pushlstring(L, s, (size_t)(colon - s));
+  lua_call(L, 1, 1);
+  if (lua_getfield(L, -1, colon + 1) == LUA_TNIL)
+    luaL_error(L, "module '%s' has no function '%s'",
+               lua_pushlstring(L, s, (size_t)(colon - s)), colon + 1);
+  lua_replace(L, idx);
+  lua_pop(L, 1);
+}
+
+/* run_body does a task's work, protected: unpack, call, pack. */
+static int run_body(lua_State *L) {
+  run *r = lua_touserdata(L, 1);
+  lt_task *t = r->task;
+  int n, st, nres;
+  lua_Hook old_hook = lua_gethook(L);
+  int old_mask = lua_gethookmask(L), old_count = lua_gethookcount(L);
+  lua_settop(L, 1);
+  lua_pushcfunction(L, msgh);               /* 2 */
+  n = lt_unpack(L, t->call);                /* 3: fn, 4..: args */
+  if (n < 1) return luaL_error(L, "%s has no function", t->what);
+  if (lua_type(L, 3) == LUA_TSTRING) resolve_named(L, 3);
+  if (t->pass_ctx) {
+    luaL_checkstack(L, 2, NULL);
+    lt_pushobj(L, r->ctx);
+    lua_insert(L, 4);
+    n++;
+  }
+  if (t->env->interrupt)
+    lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, HOOK_COUNT);
+  st = lua_pcall(L, n - 1, LUA_MULTRET, 2);
+  if (t->env->interrupt) lua_sethook(L, old_hook, old_mask, old_count);
+  if (st != LUA_OK) {
+    int ev = lua_gettop(L);
+    const char *tb = take_traceback(L);
+    r->out = (tt_obj *)lt_pack_error(L, ev, tb);
+    r->rc = TT_EFAILED;
+    return 0;
+  }
+  nres = lua_gettop(L) - 2;
+  r->out = lt_pack_results(L, 3, nres, t->what);
+  r->rc = TT_OK;
+  return 0;
+}
+
+int lt_task_run(tt_ctx *ctx, void *arg, tt_obj **out) {
+  lt_task *t = arg;
+  tt_error *err = NULL;
+  tt_ctx *saved_ctx;
+  lua_State *L;
+  run r;
+  int top, st;
+  *out = NULL;
+  L = ensure_state(t->env, &err);
+  if (L == NULL) {
+    *out = (tt_obj *)err;
+    return TT_EFAILED;
+  }
+  /* Saved and restored: a task may run another task on this same thread
+  ** (nested, on top of this state's stack). */
+  saved_ctx = tl_ctx;
+  tl_ctx = ctx;
+  top = lua_gettop(L);
+  r.task = t;
+  r.ctx = ctx;
+  r.out = NULL;
+  r.rc = TT_EFAILED;
+  if (!lua_checkstack(L, 3)) {
+    r.out = (tt_obj *)mkerror(NULL, "%s failed: stack overflow", t->what);
+  } else {
+    lua_pushcfunction(L, run_body);
+    lua_pushlightuserdata(L, &r);
+    st = lua_pcall(L, 1, 0, 0);
+    if (st != LUA_OK) {
+      /* Unpacking failed (a module not found here), a result could not
+      ** cross, or memory ran out: the message says which. */
+      tt_unref(r.out);
+      r.out = (tt_obj *)lt_pack_error(L, -1, NULL);
+      r.rc = TT_EFAILED;
+    }
+  }
+  lua_settop(L, top);
+  tl_ctx = saved_ctx;
+  /* A small step now and then returns what finished tasks left behind
+  ** (their userdata hold references to contexts and channels). */
+  lua_gc(L, LUA_GCSTEP, 0);
+  *out = r.out;
+  return r.rc;
+}
+
+/* }==================================================================== */
+
+/* lt_task_clone makes another task with the same packed call and
+** environment (both shared by reference), for callbacks that run many
+** times.  NULL when out of memory. */
+lt_task *lt_task_clone(const lt_task *t) {
+  lt_task *c = calloc(1, sizeof *c);
+  if (c == NULL) return NULL;
+  c->what = dupstr(t->what);
+  if (c->what == NULL) {
+    free(c);
+    return NULL;
+  }
+  c->env = tt_ref(t->env);
+  c->call = tt_ref(t->call);
+  c->pass_ctx = t->pass_ctx;
+  return c;
+}

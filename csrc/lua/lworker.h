@@ -1,0 +1,76 @@
+/*
+** lworker.h -- Lua tasks on engine threads (DESIGN section 2).
+**
+** Each engine thread that runs a Lua task owns one lua_State, made on its
+** first Lua task and closed when the thread ends (the engine's thread exit
+** hook, installed by lt_open_transfer).  A task is a function and its
+** arguments packed together (ltransfer.c); the thread's state unpacks and
+** calls it, and packs its results.
+*/
+#ifndef lworker_h
+#define lworker_h
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ltether.h"
+
+/* An lt_env is what the tasks of one submitter or pool share: the
+** package.path and package.cpath of the submitting state, an optional
+** packed init function, the interrupt flag and a display name.  It is an
+** engine object ("tether.Env"), reference counted; each task holds one
+** reference. */
+typedef struct lt_env lt_env;
+extern const tt_type lt_env_type;
+
+/* lt_env_new makes an environment from the state 'L' (its package paths).
+** 'init_idx' is 0 for none, else the stack index of a function that each
+** worker state runs once, before its first task of this environment;
+** it is packed now and raises like lt_pack_one on refusal ("cannot
+** transfer upvalue 'db' of init of pool 'x' (userdata)").  'interrupt'
+** asks for the count hook that stops a task whose context is done.
+** 'name' (may be NULL) is the pool's name, as messages show it: "init of
+** pool 'x' failed: ...".  Raises on memory errors, leaking nothing. */
+lt_env *lt_env_new(lua_State *L, int init_idx, bool interrupt,
+                   const char *name);
+
+/* An lt_task is one Lua task: its function and arguments, packed. */
+typedef struct lt_task lt_task;
+
+/* lt_task_new packs the function at 'fn_idx' and the 'nargs' arguments at
+** first_arg.. into a task that runs under 'env' (referenced; NULL makes a
+** private environment from 'L' without init or interrupt).  The function
+** may also be a string "module.path:function", resolved on the worker with
+** require.  With 'pass_ctx' the function receives the task's context
+** first, then the arguments.  'what' names the task in messages ("task
+** 'audit'").  A value that cannot cross raises (nothing is leaked):
+** "cannot transfer upvalue 'conn' of task 'audit' (userdata)". */
+lt_task *lt_task_new(lua_State *L, lt_env *env, int fn_idx, int first_arg,
+                     int nargs, bool pass_ctx, const char *what);
+
+/* lt_task_run is the tt_fn of a Lua task.  It never raises and never ends
+** the process: on success it stores the packed results (an lt_value of as
+** many values as the function returned, possibly 0) in '*out' and returns
+** TT_OK; on failure it stores a tt_error (from lt_pack_error, with the
+** traceback; or a tether error raised as such, e.g. the context's error
+** raised by the interrupt hook) and returns TT_EFAILED. */
+int lt_task_run(tt_ctx *ctx, void *arg, tt_obj **out);
+
+/* lt_task_drop is the tt_drop of a Lua task: it frees it. */
+void lt_task_drop(void *arg);
+
+/* lt_thread_exit closes the calling thread's worker state, if it has one.
+** It is the engine's thread exit hook. */
+void lt_thread_exit(void);
+
+/* lt_thread_state returns the calling thread's worker state, making it on
+** first use and running the init of 'env' (may be NULL) if this state has
+** not run it yet.  On failure it returns NULL with a message in 'err'
+** ("cannot create worker state: ...", "init of pool 'x' failed: ..."). */
+lua_State *lt_thread_state(lt_env *env, char *err, size_t errlen);
+
+#endif
+
+/* lt_task_clone shares a task's packed call and environment in a new
+** task (for callbacks run many times); NULL when out of memory. */
+lt_task *lt_task_clone(const lt_task *t);

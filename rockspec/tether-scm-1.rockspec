@@ -34,6 +34,7 @@ local all = {
   "csrc/lua/tether.c", "csrc/lua/lobj.c", "csrc/lua/ltransfer.c",
   "csrc/lua/lworker.c", "csrc/lua/lctx.c", "csrc/lua/lwait.c",
   "csrc/lua/lchan.c", "csrc/lua/lexec.c", "csrc/lua/lpool.c",
+  "csrc/lua/lgroup.c", "csrc/lua/lflight.c", "csrc/lua/lsaga.c",
 }
 
 build = {

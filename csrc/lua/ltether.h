@@ -116,6 +116,9 @@ void lt_open_chan(lua_State *L);
 void lt_open_transfer(lua_State *L);
 void lt_open_exec(lua_State *L);
 void lt_open_pool(lua_State *L);
+void lt_open_group(lua_State *L);
+void lt_open_flight(lua_State *L);
+void lt_open_saga(lua_State *L);
 
 /* }==================================================================== */
 

@@ -27,6 +27,12 @@
 ** cell as upvalue n of function id, met earlier in this value.  When
 ** every upvalue is the global table ('allg'), none is written.
 **
+** What crosses how: scalars and strings by value; plain tables as deep
+** copies; engine objects by reference; values found in package.loaded
+** (looked up before anything else) by name; Lua functions as bytecode
+** plus upvalues, with _ENV bound to the destination's globals; nothing
+** else.
+**
 ** Packing runs inside the source state and raises on a value that cannot
 ** cross.  The object being built lives in a to-be-closed userdata until it
 ** is complete, so a refusal midway (or a memory error) frees what was
@@ -671,6 +677,23 @@ static void push_dump(lua_State *L, int idx) {
   lua_remove(L, -2);                  /* the cache */
 }
 
+/* binds_globals says whether upvalue 'name' of a function, whose value is
+** at 'v', is to be bound to the destination's global table rather than
+** copied: the global table itself, and an _ENV that is a table with a
+** metatable, an environment layered over the globals (as busted and many
+** sandboxes make: it could not cross anyway).  A plain table as _ENV is
+** copied like any upvalue, so that a function loaded into a sandbox with
+** load(code, name, "t", env) stays in its sandbox on the other side. */
+static bool binds_globals(lua_State *L, const char *name, int v) {
+  bool r;
+  if (is_globals(L, v)) return true;
+  if (strcmp(name, "_ENV") != 0 || lua_type(L, v) != LUA_TTABLE)
+    return false;
+  r = lua_getmetatable(L, v) != 0;
+  if (r) lua_pop(L, 1);
+  return r;
+}
+
 static void pk_function(packer *p, int idx) {
   lua_State *L = p->L;
   lua_Integer id;
@@ -690,8 +713,10 @@ static void pk_function(packer *p, int idx) {
   pk_depth(p);
   id = ++p->v->nids;
   pk_mark(p, idx, id);
-  for (nup = 0; lua_getupvalue(L, idx, nup + 1) != NULL; nup++) {
-    if (!is_globals(L, -1)) allg = false;
+  for (nup = 0; ; nup++) {
+    const char *name = lua_getupvalue(L, idx, nup + 1);
+    if (name == NULL) break;
+    if (!binds_globals(L, name, lua_gettop(L))) allg = false;
     lua_pop(L, 1);
   }
   push_dump(L, idx);
@@ -704,8 +729,8 @@ static void pk_function(packer *p, int idx) {
   lua_pop(L, 1);
   if (allg) return;
   for (i = 1; i <= nup; i++) {
-    lua_getupvalue(L, idx, i);
-    if (is_globals(L, -1)) {
+    const char *name = lua_getupvalue(L, idx, i);
+    if (binds_globals(L, name, lua_gettop(L))) {
       put_byte(p, U_GLOBALS);
     } else {
       /* Two closures that share a local share its cell after the

@@ -15,6 +15,9 @@ LUAMOD_API int luaopen_tether_core(lua_State *L) {
   lt_open_chan(L);
   lt_open_exec(L);
   lt_open_pool(L);
+  lt_open_group(L);
+  lt_open_flight(L);
+  lt_open_saga(L);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
   return 1;

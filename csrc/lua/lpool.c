@@ -284,9 +284,12 @@ static int check_quotas(lua_State *L, int arg, int idx, tt_quota *q,
     lua_Integer v = lua_tointegerx(L, -1, &isint);
     if (lua_type(L, -2) != LUA_TSTRING)
       field_error(L, arg, "quotas", "keys must be tenant names");
-    if (lua_type(L, -1) != LUA_TNUMBER || !isint || v < 0 || v > 1 << 30) {
-      lua_pushfstring(L, "quota of '%s' must be a non-negative integer, "
-                      "got %s", lua_tostring(L, -2), luaL_typename(L, -1));
+    if (lua_type(L, -1) != LUA_TNUMBER || !isint || v < 1 || v > 1 << 30) {
+      lua_pushfstring(L, "quota of '%s' must be a positive integer, "
+                      "got %s", lua_tostring(L, -2),
+                      lua_type(L, -1) == LUA_TNUMBER
+                          ? lua_pushfstring(L, "%s", lua_tostring(L, -1))
+                          : luaL_typename(L, -1));
       luaL_argerror(L, arg, lua_tostring(L, -1));
     }
     if (strcmp(lua_tostring(L, -2), "default") == 0) {
@@ -332,8 +335,11 @@ static int l_pool(lua_State *L) {
   o.queue = opt_int(L, 1, 1, "queue", 64, 0, 1 << 24);
   o.timeout = opt_number(L, 1, 1, "timeout", 0, 0);
   o.idle_after = opt_number(L, 1, 1, "idle_after", 0, 0);
+  /* The engine reads 0 as "the default" and < 0 as "keep none". */
   o.dead_cap = opt_int(L, 1, 1, "dead_letters", 100, 0, 1 << 20);
+  if (o.dead_cap == 0) o.dead_cap = -1;
   o.failures_cap = opt_int(L, 1, 1, "failures", 100, 0, 1 << 20);
+  if (o.failures_cap == 0) o.failures_cap = -1;
   o.retry.attempts = 1;
   if (lua_getfield(L, 1, "retry") != LUA_TNIL)
     check_retry(L, 1, -1, &o.retry);
@@ -513,13 +519,14 @@ static int m_submit(lua_State *L) {
   return 1;
 }
 
-/* pool:drain([ctx [, timeout]]) -> true | nil, err */
+/* pool:drain([ctx]) -> true | nil, err.  Only the context bounds the
+** wait, so drain(tether.with_timeout(...)) reads naturally (the cancel
+** function that comes along is ignored). */
 static int m_drain(lua_State *L) {
   lp_pool *p = check_pool(L);
   tt_ctx *ctx = lua_isnoneornil(L, 2) ? NULL
                                       : lt_checkobj(L, 2, &tt_ctx_type);
-  double t = lt_optseconds(L, 3, -1);
-  int r = tt_pool_drain(p->pool, ctx, t);
+  int r = tt_pool_drain(p->pool, ctx, -1);
   if (r == TT_OK) {
     lua_pushboolean(L, 1);
     return 1;

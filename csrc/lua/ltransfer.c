@@ -94,8 +94,35 @@ static void value_free(tt_obj *o) {
   free(v);
 }
 
+/* value_describe shows a lone string or number as itself, so that the
+** engine can name a tenant (a context value) or log a cause without Lua;
+** anything else is described by its shape. */
 static int value_describe(tt_obj *o, char *buf, size_t n) {
   lt_value *v = (lt_value *)o;
+  if (v->n == 1 && v->len > 0) {
+    const unsigned char *b = v->buf;
+    if (b[0] == T_STR) {
+      uint64_t len = 0;
+      size_t i = 1;
+      int shift = 0;
+      while (i < v->len && shift < 64) {
+        len |= (uint64_t)(b[i] & 0x7f) << shift;
+        shift += 7;
+        if (!(b[i++] & 0x80)) break;
+      }
+      if (i + len == v->len)
+        return snprintf(buf, n, "%.*s", (int)(len > 4096 ? 4096 : len),
+                        (const char *)b + i);
+    } else if (b[0] == T_INT && v->len == 1 + sizeof(lua_Integer)) {
+      lua_Integer x;
+      memcpy(&x, b + 1, sizeof x);
+      return snprintf(buf, n, LUA_INTEGER_FMT, x);
+    } else if (b[0] == T_FLT && v->len == 1 + sizeof(lua_Number)) {
+      lua_Number x;
+      memcpy(&x, b + 1, sizeof x);
+      return snprintf(buf, n, LUA_NUMBER_FMT, x);
+    }
+  }
   return snprintf(buf, n, "tether.Value (%d values, %zu bytes): %p", v->n,
                   v->len, (void *)v);
 }

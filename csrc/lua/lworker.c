@@ -4,7 +4,7 @@
 ** A thread that runs Lua keeps its state in a thread-local pointer for
 ** its whole life: standard libraries, the submitter's package paths,
 ** require "tether", then, once per environment, the pool's init function
-** (the state's registry remembers which environments it has set up).
+** (the state's registry remembers whose init functions it has run).
 ** Never shared: only the owning thread ever touches its state.
 **
 ** Everything a task does in Lua runs under lua_pcall: a failing task,
@@ -252,25 +252,43 @@ static const char *take_traceback(lua_State *L) {
   return lua_tostring(L, -1);
 }
 
+/* The id of the environment whose package paths this thread's state
+** has, so that a pool's tasks, which share one, skip the comparison. */
+static _Thread_local uint64_t tl_paths_from;
+
+/* set_path sets package[k] (the package table at -1) to 'want' unless it
+** already is that. */
+static void set_path(lua_State *L, const char *k, const char *want) {
+  const char *cur;
+  if (want == NULL) return;
+  lua_getfield(L, -1, k);
+  cur = lua_tostring(L, -1);
+  lua_pop(L, 1);
+  if (cur != NULL && strcmp(cur, want) == 0) return;
+  lua_pushstring(L, want);
+  lua_setfield(L, -2, k);
+}
+
+/* set_paths gives the state the package paths of 'env' (those of the
+** state that submitted the task).  They change only when an environment
+** with other paths comes along, so what an init function adds to them
+** stays for the tasks of its pool. */
 static void set_paths(lua_State *L, const lt_env *env) {
+  if (tl_paths_from == env->id) return;
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   if (lua_getfield(L, -1, "package") == LUA_TTABLE) {
-    if (env->path != NULL) {
-      lua_pushstring(L, env->path);
-      lua_setfield(L, -2, "path");
-    }
-    if (env->cpath != NULL) {
-      lua_pushstring(L, env->cpath);
-      lua_setfield(L, -2, "cpath");
-    }
+    set_path(L, "path", env->path);
+    set_path(L, "cpath", env->cpath);
   }
   lua_pop(L, 2);
+  tl_paths_from = env->id;
 }
 
 /* ws_open sets up a new worker state (run protected). */
 static int ws_open(lua_State *L) {
   lt_env *env = lua_touserdata(L, 1);
   luaL_openlibs(L);
+  tl_paths_from = 0;
   if (env != NULL) set_paths(L, env);
   lua_newtable(L);
   lua_setfield(L, LUA_REGISTRYINDEX, ENVS_KEY);
@@ -285,12 +303,16 @@ typedef struct wsenv {
   tt_error *err;        /* init failed: why */
 } wsenv;
 
-/* ws_env sets an environment up in this state the first time it is seen
-** here: its package paths, then its init function (run protected). */
+/* ws_env sets an environment up in this state: its package paths, then,
+** the first time it is seen here, its init function (run protected).
+** Only environments with an init are remembered: the private environment
+** of each tether.go task must not grow the table. */
 static int ws_env(lua_State *L) {
   wsenv *w = lua_touserdata(L, 1);
   lt_env *env = w->env;
   lua_settop(L, 1);
+  set_paths(L, env);
+  if (env->init == NULL) return 0;
   if (lua_getfield(L, LUA_REGISTRYINDEX, ENVS_KEY) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);
@@ -299,22 +321,19 @@ static int ws_env(lua_State *L) {
   }
   if (lua_rawgeti(L, 2, (lua_Integer)env->id) != LUA_TNIL) return 0;
   lua_pop(L, 1);
-  set_paths(L, env);
-  if (env->init != NULL) {
-    lua_pushcfunction(L, msgh);
-    lt_unpack_one(L, env->init);
-    if (lua_pcall(L, 0, 0, 3) != LUA_OK) {
-      int ev = lua_gettop(L);
-      const char *tb = take_traceback(L);
-      tt_error *inner = lt_pack_error(L, ev, tb);
-      const char *name = env->name != NULL ? env->name : "?";
-      w->err = inner != NULL
-        ? mkerror(inner->traceback, "init of pool '%s' failed: %s", name,
-                  inner->message)
-        : NULL;
-      tt_unref(inner);
-      return 0;
-    }
+  lua_pushcfunction(L, msgh);
+  lt_unpack_one(L, env->init);
+  if (lua_pcall(L, 0, 0, 3) != LUA_OK) {
+    int ev = lua_gettop(L);
+    const char *tb = take_traceback(L);
+    tt_error *inner = lt_pack_error(L, ev, tb);
+    const char *name = env->name != NULL ? env->name : "?";
+    w->err = inner != NULL
+      ? mkerror(inner->traceback, "init of pool '%s' failed: %s", name,
+                inner->message)
+      : NULL;
+    tt_unref(inner);
+    return 0;
   }
   lua_pushboolean(L, 1);
   lua_rawseti(L, 2, (lua_Integer)env->id);
@@ -398,6 +417,7 @@ void lt_thread_exit(void) {
   lua_State *L = tl_state;
   if (L == NULL) return;
   tl_state = NULL;
+  tl_paths_from = 0;
   lua_close(L);
 }
 

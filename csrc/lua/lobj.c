@@ -180,6 +180,8 @@ static int err_index(lua_State *L) {
     lua_pushstring(L, e->traceback);
   else if (strcmp(k, "value") == 0)
     push_field_obj(L, e->value);
+  else if (strcmp(k, "tenant") == 0 && e->code == TT_EQUOTA)
+    push_field_obj(L, e->value);  /* a quota refusal names its tenant */
   else
     lua_pushnil(L);
   return 1;

@@ -132,8 +132,8 @@ static double opt_number(lua_State *L, int arg, int idx, const char *field,
                                               luaL_typename(L, -1)));
   v = lua_tonumber(L, -1);
   if (isnan(v) || v < min)
-    field_error(L, arg, field, lua_pushfstring(L, "must be at least %f",
-                                              min));
+    field_error(L, arg, field, lua_pushfstring(L, "must be at least %I",
+                                              (LUAI_UACINT)min));
   lua_pop(L, 1);
   return v;
 }
@@ -554,7 +554,7 @@ static void set_int(lua_State *L, const char *k, unsigned long long v) {
 static int m_stats(lua_State *L) {
   tt_pool_stats s;
   tt_pool_stats_get(check_pool(L)->pool, &s);
-  lua_createtable(L, 0, 10);
+  lua_createtable(L, 0, 11);
   set_int(L, "submitted", s.submitted);
   set_int(L, "completed", s.completed);
   set_int(L, "failed", s.failed);
@@ -564,6 +564,8 @@ static int m_stats(lua_State *L) {
   set_int(L, "rejected", s.rejected);
   set_int(L, "queued", s.queued);
   set_int(L, "inflight", s.inflight);
+  set_int(L, "dead_held", s.dead_held);
+  set_int(L, "dead_dropped", s.dead_dropped);
   return 1;
 }
 

@@ -287,7 +287,7 @@ describe("priority tiers", function()
       "bad argument #2 to 'submit' (unknown priority class 'urgent')")
     assert.has_error(function()
       tether.pool { priorities = { fast = { workers = 1 },
-                                   slow = { workers = 1 } } } end,
+                                   low = { workers = 1 } } } end,
       "bad argument #1 to 'pool' (class 'fast' needs a 'rank' (or use the "
       .. "list form { {name = ..., workers = ...}, ... }))")
   end)

@@ -230,36 +230,76 @@ describe("tenant quotas", function()
 end)
 
 describe("priority tiers", function()
-  it("scenario 24: a flood of routine work never delays critical work, "
-     .. "and routine work still progresses", function()
+  it("scenario 24: a flood of routine work never delays critical work",
+     function()
     local pool = tether.pool { name = "tiers", queue = 5000, quiet = true,
       priorities = { high = { workers = 10 }, low = { workers = 50 } } }
-    local low_done = tether.chan(5000)
-    for _ = 1, 2000 do
-      assert(pool:submit(bg, { name = "routine", priority = "low" },
-        function(ctx, d) tether.sleep(0.002) d:send(true) end, low_done))
+    local gate = tether.chan()
+    local low = {}
+    for i = 1, 2000 do
+      low[i] = assert(pool:submit(bg, { name = "routine", priority = "low" },
+        function(ctx, g) g:recv() end, gate))
     end
-    -- While the low tier is saturated, high ops start on their own
-    -- workers: none of them waits behind the 2,000 queued routine ops.
-    local high = 0
-    for _ = 1, 50 do
+    -- Every low worker is stuck and 1,950 routine ops wait: critical ops
+    -- still run at once, on their own workers.
+    for i = 1, 50 do
       local h = pool:submit(bg, { name = "critical", priority = "high" },
-        function() return true end)
-      assert.is_true(h:wait())
-      high = high + 1
+        function(ctx, n) return n end, i)
+      assert.equal(i, h:wait())
     end
-    local low_during = low_done:len()
-    print(("\n  fairness: %d critical ops done while %d of 2000 routine "
-           .. "ops completed"):format(high, low_during))
-    assert.equal(50, high)
-    -- Critical work finished before the routine flood drained ...
-    assert.is_true(low_during < 2000)
-    assert.is_true(pool:stats().queued > 0)
-    -- ... and routine work was not starved meanwhile.
-    assert.is_true(low_during > 0)
-    pool:drain()
-    assert.equal(2000, low_done:len())
+    local s = pool:stats()
+    assert.equal(1950, s.queued)
+    assert.equal(50, s.inflight)
+    assert.equal(50, s.completed)
+    gate:close()
+    assert.is_true(pool:drain())
     assert.equal(2050, pool:stats().completed)
+  end)
+
+  it("scenario 24: routine work progresses while critical work is "
+     .. "saturated", function()
+    local pool = tether.pool { name = "tiers2", queue = 5000, quiet = true,
+      priorities = { high = { workers = 10 }, low = { workers = 50 } } }
+    local gate = tether.chan()
+    for _ = 1, 200 do
+      assert(pool:submit(bg, { name = "critical", priority = "high" },
+        function(ctx, g) g:recv() end, gate))
+    end
+    local hs = {}
+    for i = 1, 100 do
+      hs[i] = assert(pool:submit(bg, { name = "routine", priority = "low" },
+        function(ctx, n) return n end, i))
+    end
+    for i = 1, 100 do assert.equal(i, hs[i]:wait()) end
+    assert.equal(190, pool:stats().queued)
+    gate:close()
+    pool:drain()
+  end)
+
+  it("scenario 24: fairness in a saturated pool, counted", function()
+    local shutdown, stop = tether.with_cancel(bg)
+    local pool = tether.pool { name = "tiers3", queue = 100000,
+      quiet = true, shutdown = shutdown,
+      priorities = { high = { workers = 10 }, low = { workers = 50 } } }
+    local done = { high = tether.chan(100000), low = tether.chan(100000) }
+    local function op(ctx, out)
+      if tether.sleep(0.01, ctx) then out:send(true) end
+    end
+    -- Each tier gets more work than it can do in the window: 3,000 ops of
+    -- 10 ms, against 500 (high) and 2,500 (low) that fit in 0.5 s.
+    local t0 = tether.now()
+    for _ = 1, 3000 do
+      pool:submit(bg, { name = "c", priority = "high" }, op, done.high)
+      pool:submit(bg, { name = "r", priority = "low" }, op, done.low)
+    end
+    tether.sleep(math.max(0, 0.5 - (tether.now() - t0)))
+    local high, low = done.high:len(), done.low:len()
+    stop()
+    print(("\n  fairness (0.5 s, both tiers saturated): high %d ops on 10 "
+           .. "workers, low %d ops on 50 workers"):format(high, low))
+    assert.is_true(high > 0 and high < 3000)
+    assert.is_true(low > 0 and low < 3000)
+    assert.is_true(pool:drain())
   end)
 
   it("lend lets idle high workers take lower work", function()

@@ -18,7 +18,8 @@ g:go(function(ctx)
   return ok, err
 end)
 
-local audit_ctx = tether.with_timeout(tether.without_cancel(gctx), 2)
+local audit_ctx, audit_done = tether.with_timeout(
+  tether.without_cancel(gctx), 2)
 local audit = tether.go(function(ctx)
   tether.sleep(0.05)                        -- outlives the group's failure
   return "audit written for " .. ctx:value("request_id"), ctx:err()
@@ -29,5 +30,6 @@ print("group failed with: " .. tostring(err))
 print("group context: " .. tostring(gctx:err()) .. " (cause: "
       .. tostring(gctx:cause()) .. ")")
 local msg, aerr = audit:wait()
+audit_done()
 print(("detached audit: %s, its context err = %s"):format(msg,
   tostring(aerr)))

@@ -198,6 +198,32 @@ static int l_safe_go(lua_State *L) {
   return spawn(L, 2, name, true);
 }
 
+/* tether.shutdown() stops the engine's idle threads (executor threads
+** kept for reuse, the timer thread) and waits for them, so a program can
+** end with no thread of ours left; they start again on the next use. */
+static int l_shutdown(lua_State *L) {
+  (void)L;
+  tt_shutdown();
+  return 0;
+}
+
+/* tether.threads() counts the threads of the process (Linux), for
+** programs that check they leave none behind. */
+static int l_threads(lua_State *L) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  lua_Integer n = -1;
+  if (f == NULL) {
+    luaL_pushfail(L);
+    return 1;
+  }
+  while (fgets(line, sizeof line, f) != NULL)
+    if (strncmp(line, "Threads:", 8) == 0) n = atoi(line + 8);
+  fclose(f);
+  lua_pushinteger(L, n);
+  return 1;
+}
+
 /* }==================================================================== */
 
 void lt_open_exec(lua_State *L) {
@@ -212,6 +238,8 @@ void lt_open_exec(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"go", l_go},
     {"safe_go", l_safe_go},
+    {"shutdown", l_shutdown},
+    {"threads", l_threads},
     {NULL, NULL}
   };
   lt_newtype(L, &tt_handle_type, methods, NULL);

@@ -102,6 +102,11 @@ demo: deps
 clean:
 	rm -rf $(BUILD)
 
+# The suites under ASan+UBSan, then TSan, then the C tests under valgrind;
+# any report fails the target.
+check: deps
+	bash tools/check.sh
+
 # Benchmarks against Go and luv (never part of `make test`).
 bench: deps
 	$(MAKE) all

@@ -5,6 +5,8 @@
 -- require "tether"), packs them again there, closes that state and
 -- unpacks the result here: every value below really crosses two states.
 
+-- luacheck: read globals TRANSFER_SPEC_GLOBAL
+
 local tether = require "tether"
 local core = require "tether.core"
 local rt = core.transfer_roundtrip
@@ -154,8 +156,14 @@ describe("transfer", function()
 
     it("handles mutually recursive functions", function()
       local is_even, is_odd
-      function is_even(k) if k == 0 then return true end return is_odd(k - 1) end
-      function is_odd(k) if k == 0 then return false end return is_even(k - 1) end
+      function is_even(k)
+        if k == 0 then return true end
+        return is_odd(k - 1)
+      end
+      function is_odd(k)
+        if k == 0 then return false end
+        return is_even(k - 1)
+      end
       local e = rt(is_even)
       assert.is_true(e(10))
       assert.is_false(e(7))

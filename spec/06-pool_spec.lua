@@ -70,11 +70,17 @@ describe("pools", function()
     assert.equal("queue_full", err.code)
     assert.equal("queue full: pool 'tight'", err.message)
     assert.is_true(tether.now() - t0 < 1)
+    -- A refusal comes before anything is packed: even a task that could
+    -- not cross threads is just refused, cheaply.
+    local co = coroutine.create(print)
+    local d, derr = pool:submit(bg, "d", function() return co end)
+    assert.is_nil(d)
+    assert.equal("queue_full", derr.code)
     gate:send(true)
     assert.is_true(pool:drain())
     local _, cerr = pool:submit(bg, "late", function() end)
     assert.equal("closed", cerr.code)
-    assert.equal(2, pool:stats().rejected)
+    assert.equal(3, pool:stats().rejected)
   end)
 
   it("an opt-in bounded wait for queue space", function()

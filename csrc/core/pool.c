@@ -1444,52 +1444,79 @@ static tt_handle *refused(int *err, int rc) {
   return NULL;
 }
 
+/* A submission's settings, resolved against the pool's by first_look. */
+typedef struct sub {
+  char tbuf[TENANT_MAX];
+  const char *tenant, *name;
+  tt_retry retry;
+  double timeout, until;
+  int ci;
+} sub;
+
+/* first_look resolves a submission's settings and takes the cheap first
+** look at the pool (closed, queue room, quota), so that a refusal
+** allocates nothing; a refusal is counted and emitted here. */
+static int first_look(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
+                      sub *s) {
+  int rc;
+  s->name = so != NULL ? so->name : NULL;
+  s->until = -1;
+  if (p == NULL || parent == NULL) return TT_EINVAL;
+  s->ci = class_index(p, so != NULL ? so->priority : NULL);
+  if (s->ci < 0) return TT_EINVAL;
+  s->retry = p->retry;
+  s->timeout = p->timeout;
+  if (so != NULL) {
+    if (so->retry != NULL && retry_norm(so->retry, &s->retry) != TT_OK)
+      return TT_EINVAL;
+    if (so->timeout != so->timeout || so->wait != so->wait)
+      return TT_EINVAL;
+    if (so->timeout != 0) s->timeout = so->timeout;
+    if (so->wait > 0) s->until = tt_now() + so->wait;
+  }
+  s->tenant = tenant_of(p, parent, s->tbuf, sizeof s->tbuf);
+  tt__lock(&p->mu);
+  rc = admit(p, &p->cls[s->ci], quota_key(s->tenant), s->until);
+  if (rc != TT_OK) {
+    p->st.rejected++;
+    emit_rejected(p, rc, s->name, s->tenant, s->ci);
+  }
+  tt__unlock(&p->mu);
+  if (rc != TT_OK) deliver(p);
+  return rc;
+}
+
+int tt_pool_precheck(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so) {
+  sub s;
+  /* A bounded wait for room is the submission's own business. */
+  if (so != NULL && so->wait > 0) return TT_OK;
+  return first_look(p, parent, so, &s);
+}
+
 tt_handle *tt_pool_submit(tt_pool *p, tt_ctx *parent,
                           const tt_submit_opts *so, tt_fn fn, void *arg,
                           tt_drop drop, int *err) {
-  char tbuf[TENANT_MAX];
-  const char *tenant, *name = so != NULL ? so->name : NULL;
-  tt_retry retry;
-  double timeout, until = -1;
+  sub s;
+  const char *tenant, *name;
   int ci, rc;
   tt_ctx *base;
   op *o;
-  if (p == NULL || parent == NULL || fn == NULL) return refused(err, TT_EINVAL);
-  ci = class_index(p, so != NULL ? so->priority : NULL);
-  if (ci < 0) return refused(err, TT_EINVAL);
-  retry = p->retry;
-  timeout = p->timeout;
-  if (so != NULL) {
-    if (so->retry != NULL && retry_norm(so->retry, &retry) != TT_OK)
-      return refused(err, TT_EINVAL);
-    if (so->timeout != so->timeout || so->wait != so->wait)
-      return refused(err, TT_EINVAL);
-    if (so->timeout != 0) timeout = so->timeout;
-    if (so->wait > 0) until = tt_now() + so->wait;
-  }
-  tenant = tenant_of(p, parent, tbuf, sizeof tbuf);
-  /* A cheap first look, so that a refusal allocates nothing. */
-  tt__lock(&p->mu);
-  rc = admit(p, &p->cls[ci], quota_key(tenant), until);
-  if (rc != TT_OK) {
-    p->st.rejected++;
-    emit_rejected(p, rc, name, tenant, ci);
-  }
-  tt__unlock(&p->mu);
-  if (rc != TT_OK) {
-    deliver(p);
-    return refused(err, rc);
-  }
+  if (fn == NULL) return refused(err, TT_EINVAL);
+  rc = first_look(p, parent, so, &s);
+  if (rc != TT_OK) return refused(err, rc);
+  tenant = s.tenant;
+  name = s.name;
+  ci = s.ci;
   base = tt_without_cancel(parent);
   if (base == NULL) return refused(err, TT_ENOMEM);
-  o = op_new(p, name, fn, ci, tenant, base, &retry, timeout);
+  o = op_new(p, name, fn, ci, tenant, base, &s.retry, s.timeout);
   if (o == NULL) {
     tt_unref(base);
     return refused(err, TT_ENOMEM);
   }
   /* Look again: others may have taken the room meanwhile. */
   tt__lock(&p->mu);
-  rc = admit(p, &p->cls[ci], quota_key(tenant), until);
+  rc = admit(p, &p->cls[ci], quota_key(tenant), s.until);
   if (rc == TT_OK) {
     o->h.arg = arg;
     o->h.drop = drop;

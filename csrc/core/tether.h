@@ -645,6 +645,14 @@ tt_handle *tt_pool_submit(tt_pool *p, tt_ctx *parent,
                           const tt_submit_opts *opts, tt_fn fn, void *arg,
                           tt_drop drop, int *err);
 
+/* tt_pool_precheck takes the same cheap first look as tt_pool_submit
+** (closed, queue room, tenant quota) without submitting anything, so a
+** binding can refuse before it prepares an argument.  A refusal is counted
+** and emitted as tt_pool_submit's would be, so the caller must not submit
+** after one; TT_OK promises nothing (another submitter may take the room
+** first, and tt_pool_submit looks again). */
+int tt_pool_precheck(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so);
+
 /* tt_pool_drain closes the pool to new work and waits for queued and
 ** running ops (also those waiting for a retry), until 'ctx' (may be NULL)
 ** is done or 'timeout' (< 0: none) runs out.  It returns TT_OK, the

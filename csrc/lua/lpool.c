@@ -502,12 +502,19 @@ static int m_submit(lua_State *L) {
     return luaL_argerror(L, 3, msg);
   }
   if (lua_type(L, 4) != LUA_TSTRING) luaL_checktype(L, 4, LUA_TFUNCTION);
-  snprintf(what, sizeof what, "task '%s'", so.name ? so.name : "op");
-  t = lt_task_new(L, p->env, 4, 5, nargs, true, what);
-  h = tt_pool_submit(p->pool, parent, &so, lt_task_run, t, lt_task_drop,
-                     &err);
+  /* Refuse before packing anything: callers retry on queue_full, and a
+  ** refusal should cost them little. */
+  err = tt_pool_precheck(p->pool, parent, &so);
+  if (err == TT_OK) {
+    snprintf(what, sizeof what, "task '%s'", so.name ? so.name : "op");
+    t = lt_task_new(L, p->env, 4, 5, nargs, true, what);
+    h = tt_pool_submit(p->pool, parent, &so, lt_task_run, t, lt_task_drop,
+                       &err);
+    if (h == NULL) lt_task_drop(t);
+  } else {
+    h = NULL;
+  }
   if (h == NULL) {
-    lt_task_drop(t);
     if (err == TT_EINVAL && so.priority != NULL) {
       const char *msg = lua_pushfstring(L, "unknown priority class '%s'",
                                         so.priority);

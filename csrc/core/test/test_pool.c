@@ -228,9 +228,12 @@ TEST(queue_full_refusal_keeps_nothing) {
   CHECK(r == NULL);
   CHECK_EQ(err, TT_EQUEUE_FULL);
   CHECK_EQ(atomic_load(&drops), 0);  /* the caller still owns 'arg' */
+  /* The precheck refuses the same way, and counts it once. */
+  CHECK_EQ(tt_pool_precheck(p, tt_background(), NULL), TT_EQUEUE_FULL);
   s = stats(p);
+  CHECK_EQ(s.rejected, 2);
   CHECK_EQ(s.submitted, 3);
-  CHECK_EQ(s.rejected, 1);
+  CHECK_EQ(s.queued, 2);
   CHECK_EQ(s.queued, 2);
   CHECK_EQ(s.inflight, 1);
   CHECK(adds_up(&s));
@@ -255,7 +258,8 @@ TEST(queue_full_refusal_keeps_nothing) {
   s = stats(p);
   CHECK_EQ(s.submitted, 4);
   CHECK_EQ(s.completed, 4);
-  CHECK_EQ(s.rejected, 2);
+  CHECK_EQ(s.rejected, 3);
+  CHECK_EQ(tt_pool_precheck(p, tt_background(), NULL), TT_ECLOSED);
   tt_unref(b);
   tt_unref(q1);
   tt_unref(q2);

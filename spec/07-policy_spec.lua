@@ -169,6 +169,25 @@ describe("dead letters", function()
     check_invariant(pool:stats())
   end)
 
+  it("go to the dlq channel too, each as a record", function()
+    local dlq = tether.chan(10)
+    local pool = tether.pool { name = "with-dlq", workers = 1, quiet = true,
+      dlq = dlq, tenant_key = "tenant",
+      retry = { attempts = 2, backoff = 0.001 } }
+    local ctx = tether.with_value(bg, "tenant", "initech")
+    pool:submit(ctx, "export", function() error("disk full") end):wait()
+    local d = dlq:recv()
+    assert.equal("export", d.name)
+    assert.equal("with-dlq", d.pool)
+    assert.equal("initech", d.tenant)
+    assert.equal(2, d.attempts)
+    assert.matches("disk full", d.error)
+    assert.matches("stack traceback", d.traceback)
+    assert.equal(pool:dead_letters()[1].id, d.id)
+    assert.has_error(function() tether.pool { dlq = {} } end,
+      "bad argument #1 to 'pool' (field 'dlq' must be a tether.Chan)")
+  end)
+
   it("are bounded, and overflow is counted", function()
     local pool = tether.pool { name = "cap", workers = 1, quiet = true,
       dead_letters = 3 }

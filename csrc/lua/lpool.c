@@ -26,6 +26,8 @@ typedef struct lp_pool {
   tt_key tenant_key;     /* copy of the pool's tenant key */
   char *tenant_str;      /* owns tenant_key.str */
   int observer;          /* id from tt_pool_observe, or -1 */
+  tt_chan *dlq;          /* receives each dead letter, or NULL */
+  lt_env *dl_env;        /* paths, without init, for building them */
   bool quiet;            /* no log lines */
   char name[];
 } lp_pool;
@@ -39,6 +41,8 @@ static void lp_free(tt_obj *o) {
   if (p->on_idle != NULL) lt_task_drop(p->on_idle);
   if (p->on_resume != NULL) lt_task_drop(p->on_resume);
   tt_unref(p->env);
+  tt_unref(p->dlq);
+  tt_unref(p->dl_env);
   tt_unref(p->tenant_key.obj);
   free(p->tenant_str);
   free(p);
@@ -75,12 +79,123 @@ static void run_callback(void *arg) {
   lt_task_drop(arg);
 }
 
+/* A dead letter on its way to the pool's dlq channel.  The record is
+** built as a Lua table on an executor thread (which has a worker state),
+** not on whichever thread delivered the event. */
+typedef struct dl_job {
+  tt_chan *dlq;
+  lt_env *env;           /* package paths (no init) for a new state */
+  uint64_t id;
+  int attempts, code;
+  double at;
+  tt_obj *error, *cause;
+  char *tenant;
+  char pool[64];
+  char name[];
+} dl_job;
+
+static void dl_free(dl_job *j) {
+  tt_unref(j->dlq);
+  tt_unref(j->env);
+  tt_unref(j->error);
+  tt_unref(j->cause);
+  free(j->tenant);
+  free(j);
+}
+
+static void push_cause(lua_State *L, tt_obj *c);
+
+static int dl_build(lua_State *L) {
+  dl_job *j = lua_touserdata(L, 1);
+  tt_error *e = (j->error != NULL && j->error->type == &tt_error_type)
+                    ? (tt_error *)j->error : NULL;
+  tt_obj *v;
+  lua_createtable(L, 0, 9);
+  lua_pushinteger(L, (lua_Integer)j->id);
+  lua_setfield(L, -2, "id");
+  lua_pushstring(L, j->name);
+  lua_setfield(L, -2, "name");
+  lua_pushstring(L, j->pool);
+  lua_setfield(L, -2, "pool");
+  lua_pushstring(L, j->tenant);
+  lua_setfield(L, -2, "tenant");
+  lua_pushstring(L, e != NULL ? e->message : tt_strerror(j->code));
+  lua_setfield(L, -2, "error");
+  lua_pushstring(L, e != NULL ? e->traceback : NULL);
+  lua_setfield(L, -2, "traceback");
+  lua_pushstring(L, tt_errname(j->code));
+  lua_setfield(L, -2, "code");
+  push_cause(L, j->cause);
+  lua_setfield(L, -2, "cause");
+  lua_pushinteger(L, j->attempts);
+  lua_setfield(L, -2, "attempts");
+  lua_pushnumber(L, j->at);
+  lua_setfield(L, -2, "at");
+  v = lt_pack_one(L, -1, "dead letter");
+  if (tt_chan_try_send(j->dlq, v) != TT_OK) {
+    tt_unref(v);
+    return luaL_error(L, "the dlq channel of pool '%s' is full or closed",
+                      j->pool);
+  }
+  return 0;
+}
+
+static void dl_run(void *arg) {
+  dl_job *j = arg;
+  char err[256];
+  lua_State *L = lt_thread_state(j->env, err, sizeof err);
+  if (L != NULL) {
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, dl_build);
+    lua_pushlightuserdata(L, j);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+      snprintf(err, sizeof err, "%s", lua_tostring(L, -1));
+    else
+      err[0] = '\0';
+    lua_settop(L, top);
+  }
+  /* Losing a dead letter's copy is not silent: it stays in the pool's
+  ** dead letters, and the loss is logged. */
+  if (err[0] != '\0') {
+    flockfile(stderr);
+    fprintf(stderr, "{\"ts\":%.3f,\"level\":\"warn\",\"msg\":\"dead "
+            "letter not sent to dlq\",\"pool\":\"%s\",\"name\":\"%s\","
+            "\"reason\":\"%s\"}\n", tt_wall(), j->pool, j->name, err);
+    fflush(stderr);
+    funlockfile(stderr);
+  }
+  dl_free(j);
+}
+
+static void send_dead_letter(lp_pool *p, const tt_event *ev) {
+  size_t n = strlen(ev->name != NULL ? ev->name : "op");
+  dl_job *j = calloc(1, sizeof *j + n + 1);
+  if (j == NULL) return;
+  memcpy(j->name, ev->name != NULL ? ev->name : "op", n + 1);
+  snprintf(j->pool, sizeof j->pool, "%s", p->name);
+  j->dlq = tt_ref(p->dlq);
+  j->env = tt_ref(p->dl_env);
+  j->id = ev->id;
+  j->attempts = ev->attempt;
+  j->code = ev->code;
+  j->at = tt_wall();
+  j->error = tt_ref(ev->error);
+  j->cause = tt_ref(ev->cause);
+  j->tenant = ev->tenant != NULL ? strdup(ev->tenant) : NULL;
+  if (tt_exec(dl_run, j) != TT_OK) dl_free(j);
+}
+
 /* lp_observe turns the idle and resume events into one log line each and
-** starts the Lua callbacks on the executor. */
+** starts the Lua callbacks on the executor; dead letters also go to the
+** dlq channel if the pool has one. */
 static void lp_observe(const tt_event *ev, void *ud) {
   lp_pool *p = ud;
   const char *msg;
   lt_task *cb;
+  if (ev->kind == TT_EV_DEAD) {
+    if (p->dlq != NULL) send_dead_letter(p, ev);
+    return;
+  }
   if (ev->kind == TT_EV_IDLE) {
     msg = "pool idle";
     cb = p->on_idle;
@@ -394,6 +509,13 @@ static int l_pool(lua_State *L) {
   }
   lua_getfield(L, 1, "quiet");
   p->quiet = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (lua_getfield(L, 1, "dlq") != LUA_TNIL) {
+    tt_chan *c = lt_testobj(L, -1, &tt_chan_type);
+    if (c == NULL) field_error(L, 1, "dlq", "must be a tether.Chan");
+    p->dlq = tt_ref(c);
+    p->dl_env = lt_env_new(L, 0, false, name);
+  }
   lua_pop(L, 1);
   if (o.tenant_key.str != NULL) {
     p->tenant_str = malloc(o.tenant_key.len + 1);

@@ -2,11 +2,24 @@
 ** tether.c -- luaopen_tether_core: the module table of the binding.
 ** Each file registers its own functions and types on it.
 */
+#include <dlfcn.h>
+
 #include "ltether.h"
 
 LUAMOD_API int luaopen_tether_core(lua_State *L);
 
+/* pin keeps this library loaded for the life of the process.  When a
+** state closes, Lua unloads the C libraries it loaded, but engine threads
+** (workers, the executor, the timer) may still be running code from this
+** one: unloading it under them would crash the exit. */
+static void pin(void) {
+  Dl_info info;
+  if (dladdr((void *)luaopen_tether_core, &info) && info.dli_fname != NULL)
+    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
+}
+
 LUAMOD_API int luaopen_tether_core(lua_State *L) {
+  pin();
   lua_newtable(L);
   lt_open_obj(L);
   lt_open_transfer(L);

@@ -100,6 +100,23 @@ describe("tether.saga", function()
     assert.equal(3, failures[1].attempts)
   end)
 
+  it("a compensation that still fails becomes a dead letter", function()
+    local dlq = tether.chan(10)
+    local s = tether.saga { name = "refund-flow", dlq = dlq,
+      { name = "debit", action = function() end,
+        compensate = function() error("ledger offline") end },
+      { name = "notify", action = function() error("smtp down") end },
+    }
+    local ok, _, report = s:run(bg)
+    assert.is_nil(ok)
+    assert.equal(1, report.compensation_failures)
+    local d = dlq:recv()
+    assert.equal("refund-flow/debit (compensation)", d.name)
+    assert.equal("debit", d.step)
+    assert.equal(1, d.attempts)
+    assert.matches("ledger offline", tostring(d.error))
+  end)
+
   it("a step may fail by returning nil and an error", function()
     local s = tether.saga {
       { name = "check", action = function() return nil, "out of stock" end },

@@ -4,6 +4,7 @@
 ** local s = tether.saga{ name = "order", compensation_timeout = 2,
 **   retry = {attempts = 3, backoff = 0.1},
 **   on_compensation_failure = function(info) end,
+**   dlq = chan,  -- a compensation that still fails becomes a dead letter
 **   {name = "reserve", action = function(ctx, state) end,
 **    compensate = function(ctx, state) end}, ... }
 ** local ok, err, report = s:run(ctx, state)
@@ -26,12 +27,14 @@
 typedef struct ls_saga {
   tt_obj hdr;
   tt_saga *s;
+  tt_chan *dlq;          /* dead letters of failed compensations */
   lua_State *owner;      /* main thread of the state holding the steps */
 } ls_saga;
 
 static void ls_free(tt_obj *o) {
   ls_saga *s = (ls_saga *)o;
   tt_unref(s->s);
+  tt_unref(s->dlq);
   free(s);
 }
 
@@ -43,6 +46,7 @@ typedef struct ls_run {
   int steps;             /* stack index of the steps table */
   int state;             /* stack index of the user's state */
   int hook;              /* stack index of on_compensation_failure, or 0 */
+  tt_chan *dlq;          /* where compensation failures go, or NULL */
 } ls_run;
 
 static _Thread_local ls_run *current;
@@ -114,19 +118,34 @@ static void on_failure(const char *saga, const char *step, tt_obj *err,
   ls_run *r = current;
   lua_State *L;
   (void)ud;
-  if (r == NULL || r->hook == 0) return;
+  if (r == NULL || (r->hook == 0 && r->dlq == NULL)) return;
   L = r->L;
-  lua_pushvalue(L, r->hook);
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 5);
   lua_pushstring(L, saga);
   lua_setfield(L, -2, "saga");
   lua_pushstring(L, step);
   lua_setfield(L, -2, "step");
+  lua_pushfstring(L, "%s/%s (compensation)", saga, step);
+  lua_setfield(L, -2, "name");
   push_err(L, err);
   lua_setfield(L, -2, "error");
   lua_pushinteger(L, attempts);
   lua_setfield(L, -2, "attempts");
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
+  lua_pushnumber(L, tt_wall());
+  lua_setfield(L, -2, "at");
+  /* The dead-letter channel gets a copy; a full one loses nothing the
+  ** report does not also hold. */
+  if (r->dlq != NULL) {
+    tt_obj *v = lt_pack_one(L, -1, "dead letter");
+    if (tt_chan_try_send(r->dlq, v) != TT_OK) tt_unref(v);
+  }
+  if (r->hook != 0) {
+    lua_pushvalue(L, r->hook);
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
+  }
 }
 
 static void check_retry(lua_State *L, tt_retry *r) {
@@ -192,6 +211,11 @@ static int l_saga(lua_State *L) {
   luaL_argcheck(L, lua_isnil(L, -1) || lua_isfunction(L, -1), 1,
                 "field 'on_compensation_failure' must be a function");
   lua_pop(L, 1);
+  lua_getfield(L, 1, "dlq");
+  luaL_argcheck(L, lua_isnil(L, -1) ||
+                lt_testobj(L, -1, &tt_chan_type) != NULL, 1,
+                "field 'dlq' must be a tether.Chan");
+  lua_pop(L, 1);
   /* Copy the steps into a table of our own, so later changes to the
   ** user's table do not change the saga. */
   lua_createtable(L, (int)n, 0);
@@ -229,6 +253,9 @@ static int l_saga(lua_State *L) {
   tt_obj_init(&s->hdr, &ls_type);
   s->owner = main_thread(L);
   lt_pushnew(L, s);
+  lua_getfield(L, 1, "dlq");
+  s->dlq = tt_ref(lt_testobj(L, -1, &tt_chan_type));
+  lua_pop(L, 1);
   s->s = tt_saga_new(name, steps, (int)n, ctimeout, &retry);
   if (s->s == NULL) return luaL_error(L, "not enough memory");
   tt_saga_set_on_compensation_failure(s->s, on_failure, NULL);
@@ -285,6 +312,7 @@ static int m_run(lua_State *L) {
   run.state = 3;
   lua_getfield(L, run.steps, "on_compensation_failure");
   run.hook = lua_isnil(L, -1) ? 0 : lua_gettop(L);
+  run.dlq = s->dlq;
   saved = current;
   current = &run;
   rc = tt_saga_run(s->s, ctx, &run, &rep);

@@ -89,11 +89,15 @@ test: deps
 	$(MAKE) all
 	$(MAKE) ctest
 	$(MAKE) spec
+	$(MAKE) examples
 	$(MAKE) rock
 
+# Every example runs to its end (each checks what it shows).
 examples: all
 	@set -e; for f in examples/[0-9]*.lua; do \
-	  echo "== $$f"; $(LUA) $$f; done
+	  $(LUA) $$f >/dev/null 2>&1 || \
+	  { echo "example failed: $$f"; $(LUA) $$f; exit 1; }; done; \
+	echo "examples: all ran"
 
 demo: deps
 	$(MAKE) all

@@ -219,10 +219,13 @@ static int l_error(lua_State *L) {
   return 1;
 }
 
-/* tether.type(x) is "context", "chan", ... for tether objects, else nil. */
+/* tether.type(x) is "context", "chan", ... for tether objects, else nil:
+** the type name without its "tether." prefix, in lower case. */
 static int l_type(lua_State *L) {
   tt_obj *o = lt_toobj(L, 1);
   const char *n, *dot;
+  char buf[64];
+  size_t i, len;
   luaL_checkany(L, 1);
   if (o == NULL) {
     luaL_pushfail(L);
@@ -231,17 +234,11 @@ static int l_type(lua_State *L) {
   n = o->type->name;
   dot = strchr(n, '.');
   n = dot != NULL ? dot + 1 : n;
-  lua_pushstring(L, n);
-  /* "Context" -> "context" */
-  {
-    char buf[64];
-    size_t i, len = strlen(n);
-    if (len >= sizeof buf) len = sizeof buf - 1;
-    for (i = 0; i < len; i++)
-      buf[i] = (char)((n[i] >= 'A' && n[i] <= 'Z') ? n[i] + 32 : n[i]);
-    lua_pop(L, 1);
-    lua_pushlstring(L, buf, len);
-  }
+  len = strlen(n);
+  if (len >= sizeof buf) len = sizeof buf - 1;
+  for (i = 0; i < len; i++)
+    buf[i] = (char)((n[i] >= 'A' && n[i] <= 'Z') ? n[i] + 32 : n[i]);
+  lua_pushlstring(L, buf, len);
   return 1;
 }
 

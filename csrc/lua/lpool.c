@@ -85,52 +85,28 @@ static void run_callback(void *arg) {
 typedef struct dl_job {
   tt_chan *dlq;
   lt_env *env;           /* package paths (no init) for a new state */
-  uint64_t id;
-  int attempts, code;
-  double at;
-  tt_obj *error, *cause;
-  char *tenant;
+  tt_failure f;          /* owns its strings and references */
   char pool[64];
-  char name[];
 } dl_job;
 
 static void dl_free(dl_job *j) {
   tt_unref(j->dlq);
   tt_unref(j->env);
-  tt_unref(j->error);
-  tt_unref(j->cause);
-  free(j->tenant);
+  tt_unref(j->f.error);
+  tt_unref(j->f.cause);
+  free(j->f.name);
+  free(j->f.tenant);
   free(j);
 }
 
-static void push_cause(lua_State *L, tt_obj *c);
+static void push_failure(lua_State *L, const tt_failure *f);
 
 static int dl_build(lua_State *L) {
   dl_job *j = lua_touserdata(L, 1);
-  tt_error *e = (j->error != NULL && j->error->type == &tt_error_type)
-                    ? (tt_error *)j->error : NULL;
   tt_obj *v;
-  lua_createtable(L, 0, 9);
-  lua_pushinteger(L, (lua_Integer)j->id);
-  lua_setfield(L, -2, "id");
-  lua_pushstring(L, j->name);
-  lua_setfield(L, -2, "name");
+  push_failure(L, &j->f);
   lua_pushstring(L, j->pool);
   lua_setfield(L, -2, "pool");
-  lua_pushstring(L, j->tenant);
-  lua_setfield(L, -2, "tenant");
-  lua_pushstring(L, e != NULL ? e->message : tt_strerror(j->code));
-  lua_setfield(L, -2, "error");
-  lua_pushstring(L, e != NULL ? e->traceback : NULL);
-  lua_setfield(L, -2, "traceback");
-  lua_pushstring(L, tt_errname(j->code));
-  lua_setfield(L, -2, "code");
-  push_cause(L, j->cause);
-  lua_setfield(L, -2, "cause");
-  lua_pushinteger(L, j->attempts);
-  lua_setfield(L, -2, "attempts");
-  lua_pushnumber(L, j->at);
-  lua_setfield(L, -2, "at");
   v = lt_pack_one(L, -1, "dead letter");
   if (tt_chan_try_send(j->dlq, v) != TT_OK) {
     tt_unref(v);
@@ -160,7 +136,7 @@ static void dl_run(void *arg) {
     flockfile(stderr);
     fprintf(stderr, "{\"ts\":%.3f,\"level\":\"warn\",\"msg\":\"dead "
             "letter not sent to dlq\",\"pool\":\"%s\",\"name\":\"%s\","
-            "\"reason\":\"%s\"}\n", tt_wall(), j->pool, j->name, err);
+            "\"reason\":\"%s\"}\n", tt_wall(), j->pool, j->f.name, err);
     fflush(stderr);
     funlockfile(stderr);
   }
@@ -168,21 +144,20 @@ static void dl_run(void *arg) {
 }
 
 static void send_dead_letter(lp_pool *p, const tt_event *ev) {
-  size_t n = strlen(ev->name != NULL ? ev->name : "op");
-  dl_job *j = calloc(1, sizeof *j + n + 1);
+  dl_job *j = calloc(1, sizeof *j);
   if (j == NULL) return;
-  memcpy(j->name, ev->name != NULL ? ev->name : "op", n + 1);
   snprintf(j->pool, sizeof j->pool, "%s", p->name);
   j->dlq = tt_ref(p->dlq);
   j->env = tt_ref(p->dl_env);
-  j->id = ev->id;
-  j->attempts = ev->attempt;
-  j->code = ev->code;
-  j->at = tt_wall();
-  j->error = tt_ref(ev->error);
-  j->cause = tt_ref(ev->cause);
-  j->tenant = ev->tenant != NULL ? strdup(ev->tenant) : NULL;
-  if (tt_exec(dl_run, j) != TT_OK) dl_free(j);
+  j->f.id = ev->id;
+  j->f.name = strdup(ev->name != NULL ? ev->name : "op");
+  j->f.tenant = ev->tenant != NULL ? strdup(ev->tenant) : NULL;
+  j->f.error = tt_ref(ev->error);
+  j->f.cause = tt_ref(ev->cause);
+  j->f.code = ev->code;
+  j->f.attempts = ev->attempt;
+  j->f.at = tt_wall();
+  if (j->f.name == NULL || tt_exec(dl_run, j) != TT_OK) dl_free(j);
 }
 
 /* lp_observe turns the idle and resume events into one log line each and
@@ -728,29 +703,35 @@ static void push_cause(lua_State *L, tt_obj *c) {
   else lt_pushobj(L, c);
 }
 
+/* push_failure pushes a failure record or dead letter as a table:
+** {id, name, tenant, error, traceback, code, cause, attempts, at}. */
+static void push_failure(lua_State *L, const tt_failure *f) {
+  tt_error *e = (f->error != NULL && f->error->type == &tt_error_type)
+                    ? (tt_error *)f->error : NULL;
+  lua_createtable(L, 0, 10);
+  set_int(L, "id", f->id);
+  lua_pushstring(L, f->name);
+  lua_setfield(L, -2, "name");
+  lua_pushstring(L, f->tenant);
+  lua_setfield(L, -2, "tenant");
+  lua_pushstring(L, e != NULL ? e->message : tt_strerror(f->code));
+  lua_setfield(L, -2, "error");
+  lua_pushstring(L, e != NULL ? e->traceback : NULL);
+  lua_setfield(L, -2, "traceback");
+  lua_pushstring(L, tt_errname(f->code));
+  lua_setfield(L, -2, "code");
+  push_cause(L, f->cause);
+  lua_setfield(L, -2, "cause");
+  set_int(L, "attempts", (unsigned long long)f->attempts);
+  lua_pushnumber(L, f->at);
+  lua_setfield(L, -2, "at");
+}
+
 static int push_failures(lua_State *L, tt_failure *f, size_t n) {
   size_t i;
   lua_createtable(L, (int)n, 0);
   for (i = 0; i < n; i++) {
-    tt_error *e = (f[i].error != NULL && f[i].error->type == &tt_error_type)
-                      ? (tt_error *)f[i].error : NULL;
-    lua_createtable(L, 0, 9);
-    set_int(L, "id", f[i].id);
-    lua_pushstring(L, f[i].name);
-    lua_setfield(L, -2, "name");
-    lua_pushstring(L, f[i].tenant);
-    lua_setfield(L, -2, "tenant");
-    lua_pushstring(L, e != NULL ? e->message : tt_strerror(f[i].code));
-    lua_setfield(L, -2, "error");
-    lua_pushstring(L, e != NULL ? e->traceback : NULL);
-    lua_setfield(L, -2, "traceback");
-    lua_pushstring(L, tt_errname(f[i].code));
-    lua_setfield(L, -2, "code");
-    push_cause(L, f[i].cause);
-    lua_setfield(L, -2, "cause");
-    set_int(L, "attempts", (unsigned long long)f[i].attempts);
-    lua_pushnumber(L, f[i].at);
-    lua_setfield(L, -2, "at");
+    push_failure(L, &f[i]);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   tt_failures_free(f, n);

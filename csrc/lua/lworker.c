@@ -55,15 +55,8 @@ static void env_free(tt_obj *o) {
 
 const tt_type lt_env_type = {"tether.Env", env_free, NULL};
 
-static char *dupstr(const char *s) {
-  size_t n;
-  char *d;
-  if (s == NULL) return NULL;
-  n = strlen(s) + 1;
-  d = malloc(n);
-  if (d != NULL) memcpy(d, s, n);
-  return d;
-}
+/* dupstr is strdup that passes NULL through. */
+static char *dupstr(const char *s) { return s != NULL ? strdup(s) : NULL; }
 
 /* env_make allocates an environment; it never raises, and on failure
 ** frees what it made and leaves 'init' to the caller. */

@@ -245,9 +245,9 @@ describe("contexts", function()
 
     it("3: detach, then bound: 50 ms around a 100 ms sleep", function()
       local function work(parent)
+        local t0 = tether.now()
         local ctx, cancel = tether.with_timeout(
           tether.without_cancel(parent), 0.05)
-        local t0 = tether.now()
         local ok, err = tether.sleep(0.1, ctx)
         cancel()
         return ok, err, tether.now() - t0

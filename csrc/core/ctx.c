@@ -38,7 +38,7 @@ struct tt_ctx {
   tt_obj *val;
 
   /* K_CANCEL and K_DEADLINE. */
-  pthread_mutex_t mu;    /* protects 'children', 'afs', 'cause' */
+  pthread_mutex_t mu;    /* protects 'children' and 'cause' */
   _Atomic int err;       /* 0 until the first cancel; published last */
   tt_obj *cause;         /* set by the first cancel, before 'err' */
   tt_latch done;
@@ -47,7 +47,7 @@ struct tt_ctx {
   tt_ctx *reg;           /* parent->canc while registered there, else
                          ** NULL; 'reg' and 'sib' are guarded by the
                          ** mutex of parent->canc, which never changes */
-  tt_list afs;           /* pending after_funcs, under 'mu' */
+  tt_list afs;           /* pending after_funcs, under af_mu */
   tt_ctx *cnext;         /* work list link, owned by one canceler */
 
   /* K_DEADLINE. */
@@ -73,19 +73,32 @@ static bool cancelable(const tt_ctx *c) {
 
 enum { AF_PENDING, AF_STARTED, AF_STOPPED };
 
+/* af_mu guards every after_func's 'ctx' and the 'afs' lists of all
+** contexts.  It is one lock for the process because a stop may race with
+** the free of its context: the after_func holds no reference to it (that
+** would keep a never-canceled context alive as long as the registration),
+** so only a lock that outlives both can decide who unlinks.  It is taken
+** after a context's 'mu' when both are held. */
+static pthread_mutex_t af_mu = PTHREAD_MUTEX_INITIALIZER;
+
 struct tt_afterfunc {
   tt_obj hdr;
-  tt_ctx *ctx;           /* strong: the cancelable context, or NULL */
+  tt_ctx *ctx;           /* weak: the context whose 'afs' holds 'link',
+                         ** or NULL once off it; under af_mu */
   void (*fn)(void *);
   void *arg;
   void (*drop)(void *);
   _Atomic int state;
-  tt_list link;          /* in ctx->afs, under ctx->mu; holds a ref */
+  tt_list link;          /* in ctx->afs, holding a reference; under af_mu
+                         ** while 'ctx' is set */
 };
 
+/* af_free drops the argument of a function that never ran and was never
+** stopped: its context can never end, or was freed without ending. */
 static void af_free(tt_obj *o) {
   tt_afterfunc *af = (tt_afterfunc *)o;
-  tt_unref(af->ctx);
+  if (atomic_load(&af->state) == AF_PENDING && af->drop != NULL)
+    af->drop(af->arg);
   free(af);
 }
 
@@ -109,6 +122,16 @@ static void af_start(tt_afterfunc *af) {
   tt_unref(af);
 }
 
+/* af_take moves the after_funcs of 'c' onto 'out' (each keeps the list's
+** reference) and detaches them from it.  Under af_mu. */
+static void af_take(tt_ctx *c, tt_list *out) {
+  tt_list *l;
+  while ((l = tt_list_shift(&c->afs)) != NULL) {
+    tt_container_of(l, tt_afterfunc, link)->ctx = NULL;
+    tt_list_push(out, l);
+  }
+}
+
 tt_afterfunc *tt_after_func(tt_ctx *c, void (*fn)(void *), void *arg,
                             void (*drop)(void *)) {
   tt_afterfunc *af = calloc(1, sizeof *af);
@@ -121,11 +144,13 @@ tt_afterfunc *tt_after_func(tt_ctx *c, void (*fn)(void *), void *arg,
   atomic_init(&af->state, AF_PENDING);
   tt_list_init(&af->link);
   if (k == NULL) return af;  /* never done: it can only be stopped */
-  af->ctx = tt_ref(k);
   tt__lock(&k->mu);
   if (atomic_load(&k->err) == 0) {
+    tt__lock(&af_mu);
     tt_list_push(&k->afs, &af->link);
+    af->ctx = k;
     tt_ref(af);
+    tt__unlock(&af_mu);
     tt__unlock(&k->mu);
     return af;
   }
@@ -136,16 +161,17 @@ tt_afterfunc *tt_after_func(tt_ctx *c, void (*fn)(void *), void *arg,
 
 bool tt_afterfunc_stop(tt_afterfunc *af) {
   int expect = AF_PENDING;
+  bool linked = false;
   if (!atomic_compare_exchange_strong(&af->state, &expect, AF_STOPPED))
     return false;
+  tt__lock(&af_mu);
   if (af->ctx != NULL) {
-    bool linked;
-    tt__lock(&af->ctx->mu);
-    linked = tt_list_linked(&af->link);
-    if (linked) tt_list_remove(&af->link);
-    tt__unlock(&af->ctx->mu);
-    if (linked) tt_unref(af);
+    tt_list_remove(&af->link);
+    af->ctx = NULL;
+    linked = true;
   }
+  tt__unlock(&af_mu);
+  if (linked) tt_unref(af);
   if (af->drop != NULL) af->drop(af->arg);
   return true;
 }
@@ -174,10 +200,16 @@ static void ctx_free(tt_obj *o) {
   tt_ctx *c = (tt_ctx *)o;
   if (cancelable(c)) {
     tt_list *l;
+    tt_list afs;
     unregister(c);
-    /* Pending after_funcs hold the context, so none can be left here;
-    ** the list is empty.  Children hold us too. */
-    while ((l = tt_list_shift(&c->afs)) != NULL)
+    /* After_funcs still pending will never run: the context ends without
+    ** being done.  Their arguments are dropped as their last reference
+    ** goes (af_free). */
+    tt_list_init(&afs);
+    tt__lock(&af_mu);
+    af_take(c, &afs);
+    tt__unlock(&af_mu);
+    while ((l = tt_list_shift(&afs)) != NULL)
       tt_unref(tt_container_of(l, tt_afterfunc, link));
     tt_unref(c->cause);
     tt_unref(c->dl_cause);
@@ -349,12 +381,9 @@ static bool cancel_one(tt_ctx *c, int err, tt_obj *cause, tt_ctx **work) {
     }
   }
   tt_list_init(&afs);
-  if (!tt_list_empty(&c->afs)) {
-    afs = c->afs;
-    afs.next->prev = &afs;
-    afs.prev->next = &afs;
-    tt_list_init(&c->afs);
-  }
+  tt__lock(&af_mu);
+  af_take(c, &afs);
+  tt__unlock(&af_mu);
   tt__unlock(&c->mu);
   tt__latch_set(&c->done);
   while ((l = tt_list_shift(&afs)) != NULL)

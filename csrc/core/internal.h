@@ -9,6 +9,9 @@
 **   pool.mu -> chan.mu (by address) -> latch.mu / ctx.mu -> waiter.mu
 **                                       -> timer heap mu
 **
+** ctx.c's 'af_mu' (after_func registrations) is taken after a context's
+** 'mu' and takes nothing else.
+**
 ** A context's 'mu' is taken for one context at a time, except that
 ** cancel propagation takes a child's lock after releasing the parent's
 ** (it copies the child list first), so contexts never nest locks.

@@ -20,8 +20,20 @@
 ** Boxes
 ** ===================================================================== */
 
+/* to_box returns the box of a tether userdata at 'idx', or NULL for any
+** other value: metamethods can be called by hand with anything, and only
+** a userdata with one of our metatables holds a box. */
+static tt_obj **to_box(lua_State *L, int idx) {
+  bool ours;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
+    return NULL;
+  ours = lua_getfield(L, -1, TYPE_FIELD) == LUA_TLIGHTUSERDATA;
+  lua_pop(L, 2);
+  return ours ? lua_touserdata(L, idx) : NULL;
+}
+
 static int obj_gc(lua_State *L) {
-  tt_obj **box = lua_touserdata(L, 1);
+  tt_obj **box = to_box(L, 1);
   if (box != NULL && *box != NULL) {
     tt_unref(*box);
     *box = NULL;
@@ -30,7 +42,7 @@ static int obj_gc(lua_State *L) {
 }
 
 static int obj_tostring(lua_State *L) {
-  tt_obj **box = lua_touserdata(L, 1);
+  tt_obj **box = to_box(L, 1);
   char buf[256];
   if (box == NULL || *box == NULL) {
     lua_pushliteral(L, "tether object (freed)");
@@ -82,7 +94,10 @@ static void push_box(lua_State *L, tt_obj *o, bool take) {
     return;
   }
   push_cache(L);
-  if (lua_rawgetp(L, -1, o) == LUA_TUSERDATA) {
+  /* A userdata whose __gc was called by hand holds nothing any more: it
+  ** is replaced, so the object gets a usable userdata again. */
+  if (lua_rawgetp(L, -1, o) == LUA_TUSERDATA &&
+      *(tt_obj **)lua_touserdata(L, -1) != NULL) {
     lua_remove(L, -2);
     if (take) tt_unref(o);
     return;
@@ -109,16 +124,8 @@ void lt_pushobj(lua_State *L, void *o) { push_box(L, o, false); }
 void lt_pushnew(lua_State *L, void *o) { push_box(L, o, true); }
 
 tt_obj *lt_toobj(lua_State *L, int idx) {
-  tt_obj **box;
-  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
-    return NULL;
-  if (lua_getfield(L, -1, TYPE_FIELD) != LUA_TLIGHTUSERDATA) {
-    lua_pop(L, 2);
-    return NULL;
-  }
-  lua_pop(L, 2);
-  box = lua_touserdata(L, idx);
-  return *box;
+  tt_obj **box = to_box(L, idx);
+  return box != NULL ? *box : NULL;
 }
 
 void *lt_testobj(lua_State *L, int idx, const tt_type *t) {

@@ -109,6 +109,7 @@ tt_obj *lt_pack_results(lua_State *L, int first, int n, const char *what);
 ** with the module table on the top of the stack)
 ** ===================================================================== */
 
+int luaopen_tether_core(lua_State *L);
 void lt_open_obj(lua_State *L);
 void lt_open_ctx(lua_State *L);
 void lt_open_wait(lua_State *L);

@@ -137,7 +137,7 @@ typedef struct box {
 } box;
 
 static int box_close(lua_State *L) {
-  box *b = lua_touserdata(L, 1);
+  box *b = luaL_testudata(L, 1, BOX_T);
   if (b != NULL && b->v != NULL) {
     lt_value *v = b->v;
     b->v = NULL;
@@ -904,6 +904,10 @@ static tt_obj *pk_end(packer *p) {
       v->cap = v->len;
     }
   }
+  /* Close the box's slot on its own before lowering the top: Lua 5.4.4's
+  ** lua_settop keeps a stale stack pointer when a __close handler it runs
+  ** reallocates the stack (fixed in 5.4.5); lua_closeslot does not. */
+  lua_closeslot(L, p->base + 1);
   lua_settop(L, p->base);
   return &v->hdr;
 }

@@ -187,6 +187,7 @@ void lt_task_drop(void *arg) {
 ** ===================================================================== */
 
 static _Thread_local lua_State *tl_state;
+static _Thread_local unsigned tl_tasks;  /* tasks run by this state */
 
 /* The context of the task running on this thread, for the interrupt
 ** hook (which gets only the lua_State). */
@@ -285,9 +286,12 @@ static int ws_open(lua_State *L) {
   if (env != NULL) set_paths(L, env);
   lua_newtable(L);
   lua_setfield(L, LUA_REGISTRYINDEX, ENVS_KEY);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "tether");
-  lua_call(L, 1, 0);
+  /* The binding's types are registered straight from this library, with
+  ** no search of package.cpath: a new state is cheaper that way.  The Lua
+  ** facade ("tether") is required later, only if a value names it. */
+  luaL_requiref(L, "tether.core", luaopen_tether_core, 0);
+  lua_pop(L, 1);
+  lua_gc(L, LUA_GCGEN, 0, 0);
   return 0;
 }
 
@@ -536,9 +540,11 @@ int lt_task_run(tt_ctx *ctx, void *arg, tt_obj **out) {
   }
   lua_settop(L, top);
   tl_ctx = saved_ctx;
-  /* A small step now and then returns what finished tasks left behind
-  ** (their userdata hold references to contexts and channels). */
-  lua_gc(L, LUA_GCSTEP, 0);
+  /* A step now and then returns what finished tasks left behind (their
+  ** userdata hold references to contexts and channels) even in a worker
+  ** that allocates too little to trigger the collector itself; the state
+  ** runs the generational collector, so a step is a cheap minor one. */
+  if (++tl_tasks % 16 == 0) lua_gc(L, LUA_GCSTEP, 0);
   *out = r.out;
   return r.rc;
 }

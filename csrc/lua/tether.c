@@ -6,14 +6,15 @@
 
 #include "ltether.h"
 
-LUAMOD_API int luaopen_tether_core(lua_State *L);
 
 /* pin keeps this library loaded for the life of the process.  When a
 ** state closes, Lua unloads the C libraries it loaded, but engine threads
 ** (workers, the executor, the timer) may still be running code from this
 ** one: unloading it under them would crash the exit. */
 static void pin(void) {
+  static atomic_flag done = ATOMIC_FLAG_INIT;
   Dl_info info;
+  if (atomic_flag_test_and_set(&done)) return;
   if (dladdr((void *)luaopen_tether_core, &info) && info.dli_fname != NULL)
     (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
 }

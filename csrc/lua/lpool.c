@@ -509,7 +509,10 @@ static int l_pool(lua_State *L) {
     return luaL_error(L, "cannot create pool '%s': %s", name,
                       tt_strerror(err));
   }
-  p->observer = tt_pool_observe(p->pool, lp_observe, p);
+  /* Events cost the pool something only while someone observes them:
+  ** observe only for what this binding does with them. */
+  if (o.idle_after > 0 || p->dlq != NULL)
+    p->observer = tt_pool_observe(p->pool, lp_observe, p);
   return 1;
 }
 

@@ -1,0 +1,275 @@
+-- report.lua: turns the result lines of the benchmark runs into the
+-- markdown table of bench/README.md.
+--
+-- Usage (from the repository's root, as run.sh calls it):
+--   lua5.4 bench/report.lua RESULTS MACHINE_FILE [README]
+-- RESULTS holds lines "<run> <impl>.<metric> <value>" (impl: c, lua, go,
+-- luv), or "<run> <impl>.<metric> missing <why>" for a measurement that
+-- could not be made.  MACHINE_FILE holds lines "key: value" (date, cpus,
+-- cpu, command, notes).  The table goes to stdout; with README, the part
+-- of that file between the markers
+--   <!-- results:begin --> and <!-- results:end -->
+-- is replaced by the table and the machine's description.
+
+local results_path, machine_path, readme_path = arg[1], arg[2], arg[3]
+assert(results_path and machine_path, "usage: report.lua RESULTS MACHINE "
+       .. "[README]")
+
+-- {====================================================================
+-- Reading the runs
+-- =====================================================================
+
+local runs = {}      -- key -> list of values, one per run
+local missing = {}   -- key -> why it was not measured
+local nruns = 0
+
+for line in io.lines(results_path) do
+  local run, key, rest = line:match("^(%d+)%s+(%S+)%s+(.*)$")
+  if run then
+    nruns = math.max(nruns, tonumber(run))
+    local why = rest:match("^missing%s+(.*)$")
+    local v = tonumber(rest)
+    if why then
+      missing[key] = why
+    elseif v and v == v then
+      runs[key] = runs[key] or {}
+      table.insert(runs[key], v)
+    end
+  end
+end
+
+local machine = {}
+for line in io.lines(machine_path) do
+  local k, v = line:match("^(%w+):%s*(.*)$")
+  if k then machine[k] = v end
+end
+
+-- median returns the median of the numbers in 't', leaving 't' as it is.
+local function median(t)
+  local s = {}
+  for i, v in ipairs(t) do s[i] = v end
+  table.sort(s)
+  local n = #s
+  if n % 2 == 1 then return s[(n + 1) // 2] end
+  return (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+-- value returns the median of a key's runs, or nil.
+local function value(key)
+  local t = runs[key]
+  if t and #t > 0 then return median(t) end
+  return nil
+end
+
+-- }====================================================================
+
+
+-- {====================================================================
+-- Formatting
+-- =====================================================================
+
+-- sig formats a number with three significant digits, without a
+-- scientific exponent.
+local function sig(x)
+  local a = math.abs(x)
+  if a >= 100 then return string.format("%.0f", x) end
+  if a >= 10 then return string.format("%.1f", x) end
+  if a >= 1 then return string.format("%.2f", x) end
+  return string.format("%.3g", x)
+end
+
+-- fmt formats a value by the unit in its metric's suffix.
+local function fmt(key, x)
+  if key:match("_ns$") then
+    if x >= 1e6 then return sig(x / 1e6) .. " ms" end
+    if x >= 1e3 then return sig(x / 1e3) .. " µs" end
+    return sig(x) .. " ns"
+  elseif key:match("_us$") then
+    if x >= 1e3 then return sig(x / 1e3) .. " ms" end
+    return sig(x) .. " µs"
+  elseif key:match("_ms$") then
+    return sig(x) .. " ms"
+  elseif key:match("_per_s$") then
+    if x >= 1e6 then return sig(x / 1e6) .. " M/s" end
+    if x >= 1e3 then return sig(x / 1e3) .. " k/s" end
+    return sig(x) .. " /s"
+  elseif key:match("_kib$") then
+    return sig(x) .. " KiB"
+  elseif key:match("_calls$") then
+    return string.format("%d", math.floor(x + 0.5))
+  end
+  return sig(x)
+end
+
+-- cell formats the median of 'key', followed by its ratio to the peer's
+-- median when there is one: tether ÷ peer.
+local function cell(key, peer_key, peer_name)
+  local x = value(key)
+  if not x then
+    return missing[key] and ("n/a (" .. missing[key] .. ")") or "n/a"
+  end
+  local s = fmt(key, x)
+  local p = peer_key and value(peer_key)
+  if p and p ~= 0 then
+    s = s .. string.format(" (%s× %s)", sig(x / p), peer_name)
+  end
+  if #runs[key] < nruns and missing[key] then
+    s = s .. string.format(" [%d of %d runs; the others %s]", #runs[key],
+                           nruns, missing[key])
+  end
+  return s
+end
+
+-- }====================================================================
+
+
+-- {====================================================================
+-- The rows
+-- =====================================================================
+
+-- Each row names its metric, its peer, the peer's label in the ratios,
+-- and its goal: who must compare how with the peer (or with a bound).
+-- 'lower' says a smaller value is better (times, memory); rates are
+-- better when higher.
+local rows = {
+  {shape = "with_cancel + cancel", metric = "with_cancel_ns",
+   peer = "go", peer_label = "Go `context.WithCancel`",
+   goal = {impl = "c", peer = true}},
+  {shape = "with_timeout + cancel", metric = "with_timeout_ns",
+   peer = "go", peer_label = "Go `context.WithTimeout`",
+   goal = {impl = "c", peer = true}},
+  {shape = "with_timeout(without_cancel(p)) + cancel (detached)",
+   metric = "detach_bound_ns", peer = "go",
+   peer_label = "Go, `WithoutCancel` written for 1.19",
+   goal = {impl = "c", peer = true}},
+  {shape = "value lookup through 10 layers", metric = "value10_ns",
+   peer = "go", peer_label = "Go `ctx.Value`",
+   goal = {impl = "c", peer = true}},
+  {shape = "cancel propagation to 10,000 children (flat)",
+   metric = "prop_flat_us", peer = "go", peer_label = "Go",
+   goal = {impl = "c", peer = true}},
+  {shape = "cancel propagation to 10,000 descendants (100 chains of "
+     .. "depth 100)", metric = "prop_chain_us", peer = "go",
+   peer_label = "Go", goal = {impl = "c", peer = true}},
+  {shape = "seed pool (5 workers, queue 20, non-blocking submit, retry "
+     .. "on full), no-op tasks", metric = "pool_tasks_per_s", peer = "go",
+   peer_label = "Go, the same pool (goroutines + buffered channel)",
+   goal = {impl = "c", peer = true, higher = true}},
+  {shape = "singleflight, 1,000 concurrent callers on one key (fn "
+     .. "sleeps 1 ms): wall time", metric = "sf_wall_ms", peer = "go",
+   peer_label = "Go x/sync `singleflight`"},
+  {shape = "singleflight, the same: calls of fn", metric = "sf_calls",
+   peer = "go", peer_label = "Go x/sync `singleflight`", noratio = true},
+  {shape = "errgroup with 2 no-op tasks + wait", metric = "group2_ns",
+   peer = "go", peer_label = "Go x/sync `errgroup.WithContext`"},
+  {shape = "closure tasks/s, 2 workers", metric = "closure2_per_s",
+   peer = "luv", peer_label = "luv `uv.new_work`, 2 threads",
+   noc = true, goal = {impl = "lua", factor = 3, higher = true}},
+  {shape = "round trip of one no-op task", metric = "roundtrip_us",
+   peer = "luv", peer_label = "luv `uv.new_work` + `uv.run`",
+   noc = true, goal = {impl = "lua", factor = 0.5}},
+  {shape = "tasks/s of a closure with a 100-element table upvalue, "
+     .. "2 workers", metric = "upvalue100_per_s", peer = "luv",
+   peer_label = "luv, the 100 elements as arguments", noc = true},
+  {shape = "new worker state (pool of 1 + first task, minus a reused "
+     .. "worker's round trip)", metric = "newstate_us", noc = true,
+   goal = {impl = "lua", bound = 100, unit = "µs"}},
+  {shape = "RSS per idle worker (50 workers that each ran a task)",
+   metric = "rss_worker_kib", peer = "luv",
+   peer_label = "luv, 50 pool threads", noc = true,
+   goal = {impl = "lua", bound = 64, unit = "KiB"}},
+  {shape = "interrupt `while true do end`: shutdown cancel → handle "
+     .. "resolved", metric = "interrupt_cancel_us", noc = true,
+   goal = {impl = "lua", bound = 50, unit = "µs"}},
+  {shape = "interrupt `while true do end`: op deadline → handle "
+     .. "resolved", metric = "interrupt_timeout_us", noc = true,
+   goal = {impl = "lua", bound = 50, unit = "µs"}},
+}
+
+-- goal_cell says whether a row's goal is met in this run.
+local function goal_cell(row)
+  local g = row.goal
+  if not g then return "—" end
+  local x = value(g.impl .. "." .. row.metric)
+  local who = g.impl == "c" and "C" or "Lua"
+  local peer_name = row.peer == "go" and "Go" or "luv"
+  local want, ok
+  if g.bound then
+    want = string.format("%s ≤ %d %s", who, g.bound, g.unit)
+    ok = x and x <= g.bound
+  else
+    local p = value(row.peer .. "." .. row.metric)
+    local f = g.factor or 1
+    local rel = g.higher and "≥" or "≤"
+    want = f == 1 and string.format("%s %s %s", who, rel, peer_name)
+           or string.format("%s %s %g× %s", who, rel, f, peer_name)
+    if x and p then
+      if g.higher then ok = x >= f * p else ok = x <= f * p end
+    end
+  end
+  if ok == nil then return want .. ": n/a" end
+  return want .. ": " .. (ok and "**met**" or "**missed**")
+end
+
+local out = {}
+local function put(s) out[#out + 1] = s end
+
+put("| shape | tether (C API) | tether (Lua API) | peer | goal |")
+put("|---|---|---|---|---|")
+for _, row in ipairs(rows) do
+  local pk = row.peer and not row.noratio
+             and (row.peer .. "." .. row.metric) or nil
+  local pname = row.peer == "go" and "Go" or "luv"
+  local c = row.noc and "—" or cell("c." .. row.metric, pk, pname)
+  local l = cell("lua." .. row.metric, pk, pname)
+  local p = "—"
+  if row.peer then
+    p = cell(row.peer .. "." .. row.metric) .. ", " .. row.peer_label
+  end
+  put(string.format("| %s | %s | %s | %s | %s |", row.shape, c, l, p,
+                    goal_cell(row)))
+end
+local table_md = table.concat(out, "\n")
+
+-- }====================================================================
+
+
+-- {====================================================================
+-- Output
+-- =====================================================================
+
+print(table_md)
+
+if readme_path then
+  local f = assert(io.open(readme_path, "r"))
+  local text = f:read("a")
+  f:close()
+  local lines = {
+    "<!-- results:begin -->",
+    string.format("Measured on %s with `%s`, on a machine with %s CPUs "
+                  .. "(%s), %s; each figure is the median of %d runs.",
+                  machine.date or "?", machine.command or "make bench",
+                  machine.cpus or "?", machine.cpu or "?",
+                  machine.os or "Linux", nruns),
+    "Ratios are tether ÷ peer in the same run: below 1 is faster for "
+      .. "times and memory, above 1 is faster for rates.",
+    "",
+    table_md,
+    "",
+  }
+  if machine.notes and machine.notes ~= "" then
+    lines[#lines + 1] = machine.notes
+    lines[#lines + 1] = ""
+  end
+  lines[#lines + 1] = "<!-- results:end -->"
+  local section = table.concat(lines, "\n")
+  local b = text:find("<!-- results:begin -->", 1, true)
+  local _, e = text:find("<!-- results:end -->", 1, true)
+  assert(b and e, readme_path .. " has no results markers")
+  text = text:sub(1, b - 1) .. section .. text:sub(e + 1)
+  f = assert(io.open(readme_path, "w"))
+  f:write(text)
+  f:close()
+end
+
+-- }====================================================================

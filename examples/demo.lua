@@ -170,7 +170,10 @@ end
 pool:close()
 local budget, done = tether.with_timeout(bg, 45)
 while true do
-  local i = tether.select(pool, tether.after(0.1), budget)
+  -- A tick of our own, canceled once used, so no timer outlives the loop.
+  local tick, untick = tether.with_timeout(bg, 0.1)
+  local i = tether.select(pool, tick, budget)
+  untick()
   progress(i == 1)
   if i ~= 2 then break end
 end

@@ -22,7 +22,9 @@ local WATCHDOG = 120      -- no progress for this long ends the process
 -- =====================================================================
 
 local function tids()
-  local pid = assert(io.open("/proc/self/stat")):read("n")
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("n")
+  f:close()
   local set, p = {}, assert(io.popen("ls /proc/" .. pid .. "/task"))
   for tid in p:lines() do set[tonumber(tid)] = true end
   p:close()

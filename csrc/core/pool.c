@@ -701,6 +701,10 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
                         .ctx = ctx});
   settle(p);
   tt__unlock(&p->mu);
+  /* The attempt is over: end its context, as Go's "defer cancel()" does,
+  ** so its deadline leaves the timer heap now rather than when it
+  ** passes. */
+  tt_cancel(ctx, NULL);
   tt_unref(ctx);
   deliver(p);
   tt_unref(&o->h);  /* the running list's reference */
@@ -808,6 +812,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
   tt_unref(old_cause);
   tt_unref(rec_err);
   tt_unref(rec_cause);
+  tt_cancel(ctx, NULL);  /* the attempt is over, as in op_completed */
   tt_unref(ctx);
   if (plain)
     finish_failed(p, o, false);

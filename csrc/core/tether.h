@@ -165,10 +165,11 @@ double tt_now(void);
 /* tt_wall returns seconds since the Unix epoch (for logs only). */
 double tt_wall(void);
 
-/* tt_shutdown stops the engine's threads (the timer thread and idle
-** executor threads) and frees what they hold.  Call it at the end of a C
-** program that wants a clean exit under leak checkers; work still running
-** is waited for.  The engine restarts its threads on the next use. */
+/* tt_shutdown stops the engine's idle threads (idle executor threads, and
+** the timer thread when no deadline is pending: a pending one must still
+** fire) and waits for them.  Call it at the end of a C program that wants
+** a clean exit under leak checkers; work still running is waited for.
+** The engine restarts its threads on the next use. */
 void tt_shutdown(void);
 
 /* }==================================================================== */

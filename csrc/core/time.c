@@ -14,13 +14,17 @@
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv;            /* signaled when the earliest changes */
+static pthread_cond_t stopped_cv;    /* signaled when a stop completes */
 static tt_tentry **heap;             /* 1-based, guarded by 'mu' */
 static size_t heap_len, heap_cap;    /* guarded by 'mu' */
 static bool running, stopping;       /* guarded by 'mu' */
 static pthread_t thread;             /* valid while 'running' */
 static pthread_once_t cv_once = PTHREAD_ONCE_INIT;
 
-static void init_cv(void) { tt__cond_init(&cv); }
+static void init_cv(void) {
+  tt__cond_init(&cv);
+  tt__cond_init(&stopped_cv);
+}
 
 static void heap_swap(size_t a, size_t b) {
   tt_tentry *t = heap[a];
@@ -91,9 +95,11 @@ static void *timer_main(void *arg) {
 int tt__timer_add(tt_tentry *e, double when) {
   TT_CHECK(pthread_once(&cv_once, init_cv));
   tt__lock(&mu);
+  /* A thread being stopped takes no new entries: wait until it is gone,
+  ** then start another. */
+  while (stopping) tt__timedwait(&stopped_cv, &mu, -1);
   if (!running) {
     int err;
-    stopping = false;
     err = tt__thread_start(&thread, timer_main, NULL, false);
     if (err != 0) {
       tt__unlock(&mu);
@@ -133,22 +139,24 @@ bool tt__timer_del(tt_tentry *e) {
 }
 
 void tt__timer_shutdown(void) {
-  bool was;
   TT_CHECK(pthread_once(&cv_once, init_cv));
   tt__lock(&mu);
-  was = running;
+  /* A thread with deadlines still to fire is not idle: it stays, or they
+  ** would never fire.  Only an idle timer thread is stopped. */
+  if (!running || stopping || heap_len > 0) {
+    tt__unlock(&mu);
+    return;
+  }
   stopping = true;
   TT_CHECK(pthread_cond_signal(&cv));
   tt__unlock(&mu);
-  if (was) TT_CHECK(pthread_join(thread, NULL));
+  TT_CHECK(pthread_join(thread, NULL));
   tt__lock(&mu);
   running = false;
-  /* Entries still queued belong to objects that will delete them; the
-  ** heap array itself is freed once nothing is left in it. */
-  if (heap_len == 0) {
-    free(heap);
-    heap = NULL;
-    heap_cap = 0;
-  }
+  stopping = false;
+  free(heap);
+  heap = NULL;
+  heap_cap = 0;
+  TT_CHECK(pthread_cond_broadcast(&stopped_cv));
   tt__unlock(&mu);
 }

@@ -187,44 +187,7 @@ end
 -- }====================================================================
 
 
--- {====================================================================
--- Watchdog: a pool worker (tether.shutdown() waits for executor threads,
--- not for pool workers) that ends the process when no beat comes for
--- 'limit' seconds, so that a hang fails with a message.
--- =====================================================================
-
-local function start_watchdog(what, limit)
-  local beats = tether.chan(1 << 16)
-  local pool = tether.pool { name = what .. "-watchdog", workers = 1,
-                             queue = 1, quiet = true }
-  local h = pool:submit(bg, "watchdog", function(_, ch, secs, name)
-    local t = require "tether"
-    local last = "start"
-    while true do
-      local ctx, cancel = t.with_timeout(t.background(), secs)
-      local label, ok, err = ch:recv(ctx)
-      cancel()
-      if err ~= nil then
-        io.stderr:write(("%s: no progress for %d s after '%s'; "
-          .. "ending the process\n"):format(name, secs, last))
-        io.stderr:flush()
-        os.exit(3)
-      end
-      if not ok then return end
-      last = label
-    end
-  end, beats, limit, what)
-  return {
-    beat = function(label) beats:try_send(label) end,
-    stop = function()
-      beats:close()
-      h:wait()
-      assert.is_true(pool:drain())
-    end,
-  }
-end
-
--- }====================================================================
+local start_watchdog = dofile("spec/support/watchdog.lua")
 
 
 describe("stress", function()

@@ -14,7 +14,7 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
 OPT     ?= -O2 -g
 SAN     ?=
 CFLAGS  := -std=c11 $(OPT) $(WARN) -pthread -D_GNU_SOURCE -fPIC $(SAN)
-LDFLAGS := -pthread $(SAN)
+LDFLAGS := -pthread $(SAN) -lm
 
 BUILD   ?= build
 CORE_SRC := $(sort $(wildcard csrc/core/*.c))

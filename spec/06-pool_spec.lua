@@ -14,10 +14,7 @@ local function submit_retrying(pool, parent, name, fn, ...)
   end
 end
 
-local function check_invariant(s)
-  assert.equal(s.submitted, s.completed + s.failed + s.stopped + s.dead
-               + s.queued + s.inflight)
-end
+local check_invariant = require("spec.support.accounting").check
 
 describe("pools", function()
   it("scenario 7: 100 submissions through 5 workers and a queue of 20 "

@@ -4,10 +4,7 @@ local tether = require "tether"
 
 local bg = tether.background()
 
-local function check_invariant(s)
-  assert.equal(s.submitted, s.completed + s.failed + s.stopped + s.dead
-               + s.queued + s.inflight)
-end
+local check_invariant = require("spec.support.accounting").check
 
 -- A task that fails its first 'fails' attempts, counting attempts on a
 -- channel (upvalues are snapshots; shared state goes through tether

@@ -8,6 +8,7 @@
 -- TETHER_STRESS_SECONDS (default 6) sets how long the submitters run;
 -- TETHER_STRESS_SEED fixes the random choices (printed).
 local tether = require "tether"
+local accounting = require "spec.support.accounting"
 
 local bg = tether.background()
 local SECONDS = tonumber(os.getenv("TETHER_STRESS_SECONDS")) or 6
@@ -283,8 +284,7 @@ describe("stress", function()
         assert.equal(0, rec.wrong, name .. ": wrong results")
         assert.equal(0, st.queued, name)
         assert.equal(0, st.inflight, name)
-        assert.equal(st.submitted, st.completed + st.failed + st.stopped
-                     + st.dead + st.queued + st.inflight, name)
+        accounting.check(st, name)
         assert.equal(rec.accepted, st.submitted, name)
         assert.equal(refused, st.rejected, name)
         assert.equal(rec.done, st.completed, name)

@@ -176,6 +176,11 @@ static const struct { const char *name, *msg; } errtab[TT_NERRORS] = {
   {"failed", "task failed"},
   {"stopped", "task stopped"},
   {"no_thread", "cannot create thread"},
+  {"spilled", "spilled to the durable store"},
+  {"store_unavailable", "durable store unavailable"},
+  {"abandoned", "abandoned at exit"},
+  {"signal", "signal received"},
+  {"client_gone", "client gone"},
 };
 
 const char *tt_strerror(int code) {

@@ -23,8 +23,9 @@
 ** detached parent when there is no timeout, so that the pool can always
 ** cancel it when its shutdown context ends.
 **
-** Accounting.  Under 'mu', at every instant:
-**   submitted = completed + failed + stopped + dead + queued + inflight
+** Accounting.  Under 'mu', at every instant (tether.h's identity):
+**   submitted = completed + failed + stopped + dead + spilled + abandoned
+**               + queued + inflight
 ** where 'queued' counts READY and WAITING ops, 'inflight' RUNNING ones.
 ** Each op that fails its last attempt is counted once, in 'dead' if the
 ** pool keeps dead letters, else in 'failed'.  'dead' counts ops that

@@ -55,6 +55,11 @@ enum {
   TT_EFAILED,       /* a task failed (its error object says why) */
   TT_ESTOPPED,      /* a task was stopped before it ran */
   TT_ETHREAD,       /* a thread could not be created */
+  TT_ESPILLED,      /* the op went to the pool's durable store */
+  TT_ESTORE,        /* the durable store could not take the op in time */
+  TT_EABANDONED,    /* the op was still queued or running at exit */
+  TT_ESIGNAL,       /* a signal canceled the context */
+  TT_ECLIENT_GONE,  /* the HTTP client hung up before the response */
   TT_NERRORS
 };
 
@@ -540,11 +545,15 @@ typedef struct tt_submit_opts {
 ** gives exactly one of RETRIED (another attempt is scheduled), FAILED or
 ** DEAD (the op failed for good, kept as a dead letter or not), so that
 ** the events of each kind count like the stats of the same name.  An op
-** submitted after an IDLE report is preceded by one RESUMING. */
+** submitted after an IDLE report is preceded by one RESUMING.  SPILLED
+** ends an op that went to the pool's durable store instead of its queue,
+** ABANDONED one still queued or running when the process exited; like
+** COMPLETED, FAILED, DEAD and STOPPED, each is an op's last event. */
 enum {
   TT_EV_SUBMITTED = 0, TT_EV_STARTED, TT_EV_RETRIED, TT_EV_COMPLETED,
   TT_EV_FAILED, TT_EV_DEAD, TT_EV_STOPPED, TT_EV_REJECTED, TT_EV_IDLE,
-  TT_EV_RESUMING, TT_EV_DRAINED, TT_NEVENTS
+  TT_EV_RESUMING, TT_EV_DRAINED, TT_EV_SPILLED, TT_EV_ABANDONED,
+  TT_NEVENTS
 };
 
 typedef struct tt_event {
@@ -573,9 +582,13 @@ typedef struct tt_event {
 typedef void (*tt_observer)(const tt_event *ev, void *ud);
 
 /* Pool counters, read in one snapshot under the pool's lock, where
-**   submitted = completed + failed + stopped + dead + queued + inflight
-** always holds.  'queued' counts ops ready to run or waiting for a retry,
-** 'inflight' running ones; the others only grow.  'dead' counts ops that
+**   submitted = completed + failed + stopped + dead + spilled + abandoned
+**               + queued + inflight
+** always holds (the accounting identity).  'queued' counts ops ready to
+** run or waiting for a retry, 'inflight' running ones; the others only
+** grow.  'spilled' counts accepted ops written to the durable store
+** instead of the queue, 'abandoned' ops left queued or running when the
+** process exited.  'dead' counts ops that
 ** became dead letters, 'dead_held' those kept now (retried or dropped
 ** ones leave it, and so do 'dead_dropped' ones, pushed out by dead_cap).
 ** A retried dead letter is a new submission.  'rejected' counts refused
@@ -583,6 +596,7 @@ typedef void (*tt_observer)(const tt_event *ev, void *ud);
 typedef struct tt_pool_stats {
   uint64_t submitted, completed, failed, retried, stopped, dead, rejected;
   uint64_t queued, inflight;
+  uint64_t spilled, abandoned;
   uint64_t dead_held, dead_dropped;
 } tt_pool_stats;
 
@@ -937,6 +951,180 @@ void tt_saga_set_on_compensation_failure(
     void (*fn)(const char *saga, const char *step, tt_obj *err,
                int attempts, void *ud),
     void *ud);
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Text: a growable buffer, JSON strings
+** ===================================================================== */
+
+/* A tt_buf is a growable byte buffer, kept NUL-terminated.  Appending
+** never fails loudly: when memory runs out, 'failed' is set, later
+** appends do nothing, and the caller checks 'failed' once at the end.
+** Initialise with TT_BUF_INIT or tt_buf_init; free with tt_buf_free. */
+typedef struct tt_buf {
+  char *data;              /* NULL until the first append */
+  size_t len, cap;
+  bool failed;
+} tt_buf;
+
+#define TT_BUF_INIT {NULL, 0, 0, false}
+
+void tt_buf_init(tt_buf *b);
+void tt_buf_free(tt_buf *b);
+void tt_buf_add(tt_buf *b, const void *p, size_t n);
+void tt_buf_adds(tt_buf *b, const char *s);
+void tt_buf_addc(tt_buf *b, char c);
+void tt_buf_addf(tt_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* tt_buf_json_str appends 'n' bytes of 's' as a quoted JSON string that
+** is valid whatever the bytes are: quotes, backslashes and control
+** characters (NUL included) are escaped, and each byte that is not part
+** of well-formed UTF-8 (overlong forms, surrogates, code points above
+** U+10FFFF, truncated sequences) becomes U+FFFD.  A NULL 's' appends
+** null. */
+void tt_buf_json_str(tt_buf *b, const char *s, size_t n);
+
+/* tt_buf_json_num appends a number as JSON: integers exactly, others
+** with enough digits to read back the same double; NaN and infinities,
+** which JSON lacks, become null. */
+void tt_buf_json_num(tt_buf *b, double v);
+
+/* tt_buf_rfc3339 appends a wall-clock time (seconds since the Unix
+** epoch) as an RFC 3339 UTC timestamp with milliseconds,
+** "2026-11-30T06:44:27.123Z". */
+void tt_buf_rfc3339(tt_buf *b, double wall);
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Logs: one JSON line per record
+** ===================================================================== */
+
+/* Levels, least to most severe; TT_LOG_OFF silences everything. */
+enum { TT_LOG_DEBUG = 0, TT_LOG_INFO, TT_LOG_WARN, TT_LOG_ERROR,
+       TT_LOG_OFF };
+
+/* A field of a log record.  'len' is the length of 's' for TT_F_STR
+** ((size_t)-1: up to its NUL).  A NULL string is written as null. */
+enum { TT_F_STR = 0, TT_F_INT, TT_F_NUM, TT_F_BOOL };
+
+typedef struct tt_field {
+  const char *key;
+  int kind;
+  const char *s;
+  size_t len;
+  long long i;
+  double n;
+} tt_field;
+
+/* Field constructors, for arrays written in place:
+**   tt_field f[] = {TT_FSTR("pool", name), TT_FINT("id", id)}; */
+#define TT_FSTR(k, v) {(k), TT_F_STR, (v), (size_t)-1, 0, 0}
+#define TT_FSTRN(k, v, l) {(k), TT_F_STR, (v), (l), 0, 0}
+#define TT_FINT(k, v) {(k), TT_F_INT, NULL, 0, (long long)(v), 0}
+#define TT_FNUM(k, v) {(k), TT_F_NUM, NULL, 0, 0, (double)(v)}
+#define TT_FBOOL(k, v) {(k), TT_F_BOOL, NULL, 0, (long long)!!(v), 0}
+
+/* A record as a sink sees it: 'line' is its JSON text, one object on one
+** line ending in '\n' ({"ts":"<RFC 3339>","level":"error","msg":...,
+** then the fields in order}), 'len' its length. */
+typedef struct tt_log_record {
+  double ts;               /* tt_wall() */
+  int level;
+  const char *msg;
+  const tt_field *fields;
+  size_t nfields;
+  const char *line;
+  size_t len;
+} tt_log_record;
+
+typedef void (*tt_log_sink)(const tt_log_record *r, void *ud);
+
+/* tt_log writes one record if 'level' is enabled: every engine message
+** (an op failed or dead, a pool idle, ...) goes through it.  Any thread
+** may call it; each record reaches the sink whole. */
+void tt_log(int level, const char *msg, const tt_field *fields, size_t n);
+
+/* tt_log_enabled is true when records of 'level' are written, so a
+** caller can skip building fields. */
+bool tt_log_enabled(int level);
+
+/* tt_log_set_level sets the least level written (TT_LOG_INFO by
+** default); tt_log_get_level returns it. */
+void tt_log_set_level(int level);
+int tt_log_get_level(void);
+
+/* tt_log_set_sink replaces where records go (NULL: stderr, the default)
+** and returns once no thread still runs the previous sink, so its 'ud'
+** may be freed then.  A sink runs on the logging thread, must not block
+** for long, and must not call tt_log_set_sink. */
+void tt_log_set_sink(tt_log_sink fn, void *ud);
+
+/* tt_log_level_name names a level ("debug", "info", "warn", "error",
+** "off"); tt_log_level_parse reads a name back (-1 if unknown). */
+const char *tt_log_level_name(int level);
+int tt_log_level_parse(const char *name);
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Trace context (W3C Trace Context)
+** ===================================================================== */
+
+/* The identity of a span as it travels between processes: a 16-byte
+** trace id, an 8-byte span id (neither all zeros) and the trace flags
+** (bit 0: sampled).  'remote' is true when it came from another process
+** (a traceparent header). */
+typedef struct tt_span_context {
+  uint8_t trace_id[16];
+  uint8_t span_id[8];
+  uint8_t flags;
+  bool remote;
+} tt_span_context;
+
+#define TT_TRACEPARENT_LEN 55   /* "00-" 32 "-" 16 "-" 2 */
+
+/* tt_traceparent_parse reads a traceparent header value of 'n' bytes as
+** W3C Trace Context level 1 says: version 00 is exactly 55 characters of
+** lower-case hex and dashes; a later version may be longer if a '-'
+** follows the flags; version ff, upper-case hex, and all-zero trace or
+** span ids are invalid.  Surrounding spaces and tabs are ignored.  It
+** returns TT_OK (with 'remote' set) or TT_EINVAL. */
+int tt_traceparent_parse(const char *s, size_t n, tt_span_context *out);
+
+/* tt_traceparent_format writes the version-00 header of 'sc' into 'out'
+** (TT_TRACEPARENT_LEN characters and a NUL). */
+void tt_traceparent_format(const tt_span_context *sc,
+                           char out[TT_TRACEPARENT_LEN + 1]);
+
+/* tt_hex writes 'n' bytes as lower-case hex and a NUL into 'out' (2n + 1
+** bytes). */
+void tt_hex(const uint8_t *p, size_t n, char *out);
+
+/* tt_random_bytes fills 'p' from the kernel's random source (getrandom);
+** ids of traces and spans come from it.  Returns TT_OK or TT_EINVAL if
+** the source failed. */
+int tt_random_bytes(void *p, size_t n);
+
+/* A context carries the current span's identity as a value under
+** tt_trace_key (an object key nothing else can name).
+** tt_with_span_context returns a child of 'parent' that carries 'sc';
+** tt_ctx_span_context copies the nearest one into '*out' and returns
+** true, or false when the context carries none. */
+extern const tt_key tt_trace_key;
+tt_ctx *tt_with_span_context(tt_ctx *parent, const tt_span_context *sc);
+bool tt_ctx_span_context(tt_ctx *c, tt_span_context *out);
+
+/* The value object under tt_trace_key ("tether.SpanContext"). */
+typedef struct tt_spanctx {
+  tt_obj hdr;
+  tt_span_context sc;
+} tt_spanctx;
+extern const tt_type tt_spanctx_type;
 
 /* }==================================================================== */
 

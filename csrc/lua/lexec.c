@@ -103,40 +103,18 @@ typedef struct safe_task {
   char name[];
 } safe_task;
 
-/* put_json writes 's' as a JSON string. */
-static void put_json(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; s != NULL && *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-    else if (c == '\n') fputs("\\n", f);
-    else if (c == '\t') fputs("\\t", f);
-    else if (c < 0x20) fprintf(f, "\\u%04x", c);
-    else fputc(c, f);
-  }
-  fputc('"', f);
-}
-
-/* lt_log_failure writes one structured line on stderr for a failed task:
-** the name, the error and its traceback. */
+/* lt_log_failure writes one log record for a failed task: the name, the
+** error and its traceback. */
 void lt_log_failure(const char *what, const char *name, tt_obj *err) {
   tt_error *e = (err != NULL && err->type == &tt_error_type)
                     ? (tt_error *)err : NULL;
-  char ts[32];
-  double now = tt_wall();
-  snprintf(ts, sizeof ts, "%.3f", now);
-  flockfile(stderr);
-  fprintf(stderr, "{\"ts\":%s,\"level\":\"error\",\"msg\":", ts);
-  put_json(stderr, what);
-  fputs(",\"name\":", stderr);
-  put_json(stderr, name);
-  fputs(",\"error\":", stderr);
-  put_json(stderr, e != NULL ? e->message : "unknown error");
-  fputs(",\"traceback\":", stderr);
-  put_json(stderr, e != NULL && e->traceback != NULL ? e->traceback : "");
-  fputs("}\n", stderr);
-  fflush(stderr);
-  funlockfile(stderr);
+  tt_field f[] = {
+    TT_FSTR("name", name),
+    TT_FSTR("error", e != NULL ? e->message : "unknown error"),
+    TT_FSTR("traceback", e != NULL && e->traceback != NULL ? e->traceback
+                                                           : ""),
+  };
+  tt_log(TT_LOG_ERROR, what, f, sizeof f / sizeof f[0]);
 }
 
 static int safe_run(tt_ctx *ctx, void *arg, tt_obj **out) {

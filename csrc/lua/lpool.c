@@ -133,12 +133,9 @@ static void dl_run(void *arg) {
   /* Losing a dead letter's copy is not silent: it stays in the pool's
   ** dead letters, and the loss is logged. */
   if (err[0] != '\0') {
-    flockfile(stderr);
-    fprintf(stderr, "{\"ts\":%.3f,\"level\":\"warn\",\"msg\":\"dead "
-            "letter not sent to dlq\",\"pool\":\"%s\",\"name\":\"%s\","
-            "\"reason\":\"%s\"}\n", tt_wall(), j->pool, j->f.name, err);
-    fflush(stderr);
-    funlockfile(stderr);
+    tt_field f[] = {TT_FSTR("pool", j->pool), TT_FSTR("name", j->f.name),
+                    TT_FSTR("reason", err)};
+    tt_log(TT_LOG_WARN, "dead letter not sent to dlq", f, 3);
   }
   dl_free(j);
 }
@@ -181,11 +178,8 @@ static void lp_observe(const tt_event *ev, void *ud) {
     return;
   }
   if (!p->quiet) {
-    flockfile(stderr);
-    fprintf(stderr, "{\"ts\":%.3f,\"level\":\"info\",\"msg\":\"%s\","
-            "\"pool\":\"%s\"}\n", tt_wall(), msg, p->name);
-    fflush(stderr);
-    funlockfile(stderr);
+    tt_field f[] = {TT_FSTR("pool", p->name)};
+    tt_log(TT_LOG_INFO, msg, f, 1);
   }
   if (cb != NULL) {
     lt_task *copy = lt_task_clone(cb);
@@ -661,7 +655,7 @@ static void set_int(lua_State *L, const char *k, unsigned long long v) {
 static int m_stats(lua_State *L) {
   tt_pool_stats s;
   tt_pool_stats_get(check_pool(L)->pool, &s);
-  lua_createtable(L, 0, 11);
+  lua_createtable(L, 0, 13);
   set_int(L, "submitted", s.submitted);
   set_int(L, "completed", s.completed);
   set_int(L, "failed", s.failed);
@@ -671,6 +665,8 @@ static int m_stats(lua_State *L) {
   set_int(L, "rejected", s.rejected);
   set_int(L, "queued", s.queued);
   set_int(L, "inflight", s.inflight);
+  set_int(L, "spilled", s.spilled);
+  set_int(L, "abandoned", s.abandoned);
   set_int(L, "dead_held", s.dead_held);
   set_int(L, "dead_dropped", s.dead_dropped);
   return 1;

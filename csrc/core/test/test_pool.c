@@ -35,7 +35,8 @@ static tt_pool_stats stats(tt_pool *p) {
 
 static bool adds_up(const tt_pool_stats *s) {
   return s->submitted == s->completed + s->failed + s->stopped + s->dead +
-                         s->queued + s->inflight;
+                         s->spilled + s->abandoned + s->queued +
+                         s->inflight;
 }
 
 static tt_ctx *with_tenant(const char *name) {

@@ -4,17 +4,29 @@
 # the `deps` target installs what is missing (as root) or prints the
 # apt-get line to run.
 
-CC      ?= gcc
+ifeq ($(origin CC),default)
+CC      := gcc
+endif
 LUA     ?= lua5.4
 BUSTED  ?= $(LUA) /usr/bin/busted --ignore-lua
 LUA_INC := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+
+# Libraries of the engine found by pkg-config (each issue that needs one
+# adds its pkg-config name here and its Debian package to DEB_PKGS).
+PKGS    :=
+EXT_CFLAGS := $(if $(PKGS),$(shell pkg-config --cflags $(PKGS) 2>/dev/null))
+EXT_LIBS   := $(if $(PKGS),$(shell pkg-config --libs $(PKGS) 2>/dev/null))
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes \
            -Wstrict-prototypes -Wpointer-arith -Wundef
 OPT     ?= -O2 -g
 SAN     ?=
-CFLAGS  := -std=c11 $(OPT) $(WARN) -pthread -D_GNU_SOURCE -fPIC $(SAN)
-LDFLAGS := -pthread $(SAN) -lm
+# A user's CFLAGS and LDFLAGS (environment or command line) come first;
+# what the build needs is appended to them.
+override CFLAGS  += -std=c11 $(OPT) $(WARN) -pthread -D_GNU_SOURCE -fPIC \
+                    $(SAN) $(EXT_CFLAGS) -MMD -MP
+override LDFLAGS += -pthread $(SAN)
+LDLIBS  := $(EXT_LIBS) -lm
 
 BUILD   ?= build
 CORE_SRC := $(sort $(wildcard csrc/core/*.c))
@@ -24,13 +36,19 @@ LUA_OBJ  := $(LUA_SRC:csrc/lua/%.c=$(BUILD)/lua/%.o)
 CTEST_SRC := $(sort $(wildcard csrc/core/test/test_*.c))
 CTEST_BIN := $(CTEST_SRC:csrc/core/test/%.c=$(BUILD)/test/%)
 
+# Examples, demo and specs find the modules of the checkout the way an
+# installed rock would be found: through the 5.4 search paths (lua5.1,
+# which starts busted, ignores these).
+export LUA_PATH_5_4 := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;
+export LUA_CPATH_5_4 := $(CURDIR)/$(BUILD)/?.so;;
+
 LIB     := $(BUILD)/libtether.a
 MODULE  := $(BUILD)/tether/core.so
 
 # Debian packages the project needs, and the command each is checked by.
 DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson
 
-.PHONY: all deps test ctest spec rock demo examples clean check bench
+.PHONY: all deps test ctest spec rock demo examples clean check bench env
 
 all: $(LIB) $(MODULE)
 
@@ -48,13 +66,13 @@ deps:
 	  fi; \
 	fi
 
-$(BUILD)/core/%.o: csrc/core/%.c csrc/core/tether.h csrc/core/internal.h \
-                   $(wildcard csrc/core/*.h)
+# Header dependencies come from the compiler (-MMD -MP), one .d file per
+# object.
+$(BUILD)/core/%.o: csrc/core/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/lua/%.o: csrc/lua/%.c csrc/lua/ltether.h csrc/core/tether.h \
-                  $(wildcard csrc/lua/*.h)
+$(BUILD)/lua/%.o: csrc/lua/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_INC) -c $< -o $@
 
@@ -66,11 +84,13 @@ $(LIB): $(CORE_OBJ)
 # The module is not linked against liblua: lua5.4 exports the API.
 $(MODULE): $(LUA_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) -shared -o $@ $(LUA_OBJ) $(LIB) $(LDFLAGS)
+	$(CC) -shared $(LDFLAGS) -o $@ $(LUA_OBJ) $(LIB) $(LDLIBS)
 
-$(BUILD)/test/%: csrc/core/test/%.c $(LIB) $(wildcard csrc/core/test/*.h)
+$(BUILD)/test/%: csrc/core/test/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Icsrc/core $< $(LIB) -o $@ $(LDFLAGS)
+	$(CC) $(CFLAGS) -Icsrc/core $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
+
+-include $(wildcard $(BUILD)/*/*.d)
 
 # C tests of the engine: each binary prints "N passed, N failed".
 ctest: $(CTEST_BIN)
@@ -98,6 +118,12 @@ examples: all
 	  $(LUA) $$f >/dev/null 2>&1 || \
 	  { echo "example failed: $$f"; $(LUA) $$f; exit 1; }; done; \
 	echo "examples: all ran"
+
+# `eval "$(make -s env)"` sets up a shell to run the examples and the
+# module from the checkout, as `make examples` does.
+env:
+	@echo "export LUA_PATH_5_4='$(LUA_PATH_5_4)'"
+	@echo "export LUA_CPATH_5_4='$(LUA_CPATH_5_4)'"
 
 demo: deps
 	$(MAKE) all

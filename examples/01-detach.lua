@@ -1,7 +1,5 @@
 -- Scenario 1: detach.  Cancel a parent; a context made from it by
 -- without_cancel still reports no error.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local parent, cancel = tether.with_cancel(tether.background())

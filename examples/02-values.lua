@@ -1,8 +1,6 @@
 -- Scenario 2: values cross the detach.  Values set before the detach
 -- (string keys and tether.key objects) are readable from the detached
 -- context after the parent is gone.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local trace_key = tether.key("trace")

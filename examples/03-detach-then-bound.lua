@@ -1,8 +1,6 @@
 -- Scenario 3: detach, then bound.  The work detaches from its parent and
 -- gets its own 50 ms timeout around a 100 ms sleep: it ends at ~50 ms with
 -- deadline_exceeded whether or not the parent was canceled first.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local function work(parent)

@@ -1,8 +1,6 @@
 -- Scenario 5: no done channel.  ctx:done() of a detached (or background)
 -- context is nil, and a select on it with tether.default takes the
 -- default branch at once.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local parent, cancel = tether.with_cancel(tether.background())

@@ -1,8 +1,6 @@
 -- Scenario 6: recovered work.  tether.safe_go runs a function on another
 -- thread; a Lua error inside it is caught and logged as one structured
 -- line (name, error, traceback) on stderr, and the program goes on.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local h = tether.safe_go("send-welcome-mail", function(user)

@@ -1,8 +1,6 @@
 -- Scenario 7: a pool.  Five workers, a queue of twenty; submit refuses
 -- with queue_full instead of blocking, the caller retries; a hundred
 -- submissions all run, each once; drain waits for them.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local pool = tether.pool { name = "seed", workers = 5, queue = 20 }

@@ -1,8 +1,6 @@
 -- Scenario 8: shutdown.  Every op also listens to the pool's shutdown
 -- context; when it ends, in-flight ops see their context canceled and stop
 -- gracefully, with the shutdown's cause.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local shutdown, stop = tether.with_cancel_cause(tether.background())

@@ -2,8 +2,6 @@
 -- tether.group; when one fails, the group's context is canceled and wait
 -- returns that error, while a best-effort audit started detached from the
 -- request (without_cancel, with its own bound) still completes.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local request = tether.with_value(tether.background(), "request_id", "r-42")

@@ -1,8 +1,6 @@
 -- Scenario 10: singleflight with detach.  Two callers load the same key;
 -- the first caller's context is canceled at once and it returns canceled,
 -- while the second receives the value; the loader ran exactly once.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local sf = tether.singleflight()

@@ -1,8 +1,6 @@
 -- Scenario 11: drain with a budget.  Slow ops and a tight drain deadline:
 -- drain returns nil, deadline_exceeded on time, and the ops still running
 -- stay accounted for; a second drain later waits for them.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local bg = tether.background()

@@ -1,8 +1,6 @@
 -- Scenario 12: tenant quotas.  The tenant comes from a context value; a
 -- tenant over its quota of queued plus running ops is refused with
 -- quota_exceeded, another tenant within quota is not.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local bg = tether.background()

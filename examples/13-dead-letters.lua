@@ -2,8 +2,6 @@
 -- dead-letter queue with its name, error, attempts and tenant; the queue
 -- is also a channel a supervisor can read, and a dead letter can be
 -- retried or dropped later, as in a dead set.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local bg = tether.background()

@@ -2,8 +2,6 @@
 -- compensation; step three fails, and the compensations of steps two and
 -- one run, in that order, detached -- even when the saga's context was
 -- canceled meanwhile.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local saga = tether.saga {

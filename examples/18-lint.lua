@@ -1,14 +1,9 @@
 -- Scenario 18: the linter flags work spawned from a handler that captures
 -- the request context without detaching it, with file:line:column.
 --
--- Run from the repository root:  lua5.4 examples/18-lint.lua
+-- Run it with `make examples`, or after `eval "$(make -s env)"`.
 -- It needs luacheck's parser (Debian package lua-check) but not the tether
 -- C module: the linter reads source text and never runs it.
-
--- Find lua/tether/lint.lua next to this example, from any directory.
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-package.path = here .. "/../lua/?.lua;" .. here .. "/../lua/?/init.lua;"
-  .. package.path
 
 local lint = require "tether.lint"
 

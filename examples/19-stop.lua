@@ -1,8 +1,6 @@
 -- Scenario 19: stop handles.  submit returns a handle; stopping five of
 -- ten queued ops before they run leaves exactly five completed; stopping
 -- after the run is a no-op that returns false.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local bg = tether.background()

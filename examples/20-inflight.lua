@@ -1,7 +1,5 @@
 -- Scenario 20: in-flight listing.  During a slow op, pool:inflight() lists
 -- it with its name, tenant and start time.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local pool = tether.pool { name = "exports", workers = 2,

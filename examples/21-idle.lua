@@ -1,8 +1,6 @@
 -- Scenario 21: idle and resume.  A pool whose queue stays empty for its
 -- idle period reports "pool idle" once (a log line on stderr and the
 -- on_idle callback); the next submission reports "pool resuming".
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local events = tether.chan(10)

@@ -1,8 +1,6 @@
 -- Scenario 22: a retry policy per op.  Each submission carries its own
 -- attempts and backoff; the two ops retry differently.  Waiting retries
 -- sit on the timer thread, not on a sleeping worker.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local bg = tether.background()

@@ -1,8 +1,6 @@
 -- Scenario 23: causes.  After a drain, each failed op's cause can be
 -- inspected: deadline_exceeded for ops that timed out, canceled or the
 -- given cause for ops canceled explicitly, the Lua error otherwise.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local bg = tether.background()

@@ -1,8 +1,6 @@
 -- Scenario 24: priority tiers.  Critical work gets its own tier (10
 -- workers), routine work another (50 workers): a flood of routine work
 -- does not delay critical work, and routine work still progresses.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local bg = tether.background()

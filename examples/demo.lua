@@ -19,8 +19,6 @@
 --
 -- It prints a live progress line and a final summary, and checks that no
 -- thread of ours is left when it ends.
-package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./build/?.so;" .. package.cpath
 local tether = require "tether"
 
 local ORDERS = tonumber(arg and arg[1]) or 3000

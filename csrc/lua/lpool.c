@@ -195,81 +195,13 @@ static void lp_observe(const tt_event *ev, void *ud) {
 ** Options
 ** ===================================================================== */
 
-static int field_error(lua_State *L, int arg, const char *field,
-                       const char *what) {
-  const char *msg = lua_pushfstring(L, "field '%s' %s", field, what);
-  return luaL_argerror(L, arg, msg);
-}
-
-/* opt_number reads t[field] (at 'idx', for argument 'arg'): a number
-** >= min, or 'def' when absent. */
-static double opt_number(lua_State *L, int arg, int idx, const char *field,
-                         double def, double min) {
-  double v;
-  int t = lua_getfield(L, idx, field);
-  if (t == LUA_TNIL) {
-    lua_pop(L, 1);
-    return def;
-  }
-  if (t != LUA_TNUMBER)
-    field_error(L, arg, field, lua_pushfstring(L, "must be a number, got %s",
-                                              luaL_typename(L, -1)));
-  v = lua_tonumber(L, -1);
-  if (isnan(v) || v < min)
-    field_error(L, arg, field, lua_pushfstring(L, "must be at least %I",
-                                              (LUAI_UACINT)min));
-  lua_pop(L, 1);
-  return v;
-}
-
-static int opt_int(lua_State *L, int arg, int idx, const char *field,
-                   int def, int min, int max) {
-  int isint, t = lua_getfield(L, idx, field);
-  lua_Integer v;
-  if (t == LUA_TNIL) {
-    lua_pop(L, 1);
-    return def;
-  }
-  v = lua_tointegerx(L, -1, &isint);
-  if (!isint)
-    field_error(L, arg, field, lua_pushfstring(L, "must be an integer, "
-                                              "got %s",
-                                              luaL_typename(L, -1)));
-  if (v < min || v > max)
-    field_error(L, arg, field, lua_pushfstring(L, "must be between %d and "
-                                              "%d", min, max));
-  lua_pop(L, 1);
-  return (int)v;
-}
-
-/* check_retry reads a retry policy table at 'idx'. */
-static void check_retry(lua_State *L, int arg, int idx, tt_retry *r) {
-  idx = lua_absindex(L, idx);
-  if (!lua_istable(L, idx))
-    field_error(L, arg, "retry", lua_pushfstring(L, "must be a table, got "
-                                                "%s",
-                                                luaL_typename(L, idx)));
-  r->attempts = opt_int(L, arg, idx, "attempts", 1, 1, 1000000);
-  r->backoff = opt_number(L, arg, idx, "backoff", 0.1, 0);
-  r->factor = opt_number(L, arg, idx, "factor", 2, 1);
-  r->max_backoff = opt_number(L, arg, idx, "max_backoff", 3600, 0);
-  r->jitter = opt_number(L, arg, idx, "jitter", 0, 0);
-  if (r->jitter > 1)
-    field_error(L, arg, "jitter", "must be between 0 and 1");
-}
-
-/* opt_function reads an optional function field. */
-static bool opt_function(lua_State *L, int arg, int idx, const char *field) {
-  int t = lua_getfield(L, idx, field);
-  if (t == LUA_TNIL) {
-    lua_pop(L, 1);
-    return false;
-  }
-  if (t != LUA_TFUNCTION)
-    field_error(L, arg, field, lua_pushfstring(L, "must be a function, got "
-                                              "%s", luaL_typename(L, -1)));
-  return true;  /* left on the stack */
-}
+/* The whole set of tether.pool's options (DESIGN section 5): a key not
+** listed here raises.  Options that later features add join this list. */
+static const char *const pool_options[] = {
+  "name", "workers", "queue", "timeout", "shutdown", "retry", "tenant_key",
+  "quotas", "priorities", "idle_after", "on_idle", "on_resume",
+  "interrupt", "init", "quiet", "dlq", "dead_letters", "failures", NULL
+};
 
 /* Conventional class names, highest first, for the map form of
 ** 'priorities' (a Lua table keeps no order). */
@@ -299,7 +231,7 @@ static int check_classes(lua_State *L, int arg, int idx, tt_class_opts *cls,
   int n = 0, i, j;
   idx = lua_absindex(L, idx);
   if (!lua_istable(L, idx))
-    field_error(L, arg, "priorities", "must be a table");
+    lt_fielderror(L, arg, "priorities", "must be a table");
   if (lua_rawlen(L, idx) > 0) {
     /* The list form: order is priority, first = highest. */
     int len = (int)lua_rawlen(L, idx);
@@ -308,11 +240,11 @@ static int check_classes(lua_State *L, int arg, int idx, tt_class_opts *cls,
       lua_rawgeti(L, idx, i);
       if (!lua_istable(L, -1) ||
           lua_getfield(L, -1, "name") != LUA_TSTRING)
-        field_error(L, arg, "priorities", "entries must be tables with a "
+        lt_fielderror(L, arg, "priorities", "entries must be tables with a "
                     "string 'name'");
       cls[n].name = lua_tostring(L, -1);
       lua_pop(L, 1);
-      cls[n].workers = opt_int(L, arg, lua_gettop(L), "workers", 1, 1,
+      cls[n].workers = lt_optint(L, arg, lua_gettop(L), "workers", 1, 1,
                                4096);
       lua_getfield(L, -1, "lend");
       cls[n].lend = lua_toboolean(L, -1);
@@ -327,9 +259,9 @@ static int check_classes(lua_State *L, int arg, int idx, tt_class_opts *cls,
     int cpos = lua_gettop(L);
     luaL_argcheck(L, n < MAX_CLASSES, arg, "too many priority classes");
     if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1))
-      field_error(L, arg, "priorities", "must map class names to tables");
+      lt_fielderror(L, arg, "priorities", "must map class names to tables");
     cls[n].name = lua_tostring(L, -2);
-    cls[n].workers = opt_int(L, arg, cpos, "workers", 1, 1, 4096);
+    cls[n].workers = lt_optint(L, arg, cpos, "workers", 1, 1, 4096);
     lua_getfield(L, cpos, "lend");
     cls[n].lend = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -361,13 +293,13 @@ static int check_quotas(lua_State *L, int arg, int idx, tt_quota *q,
   int n = 0;
   idx = lua_absindex(L, idx);
   if (!lua_istable(L, idx))
-    field_error(L, arg, "quotas", "must be a table");
+    lt_fielderror(L, arg, "quotas", "must be a table");
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     int isint;
     lua_Integer v = lua_tointegerx(L, -1, &isint);
     if (lua_type(L, -2) != LUA_TSTRING)
-      field_error(L, arg, "quotas", "keys must be tenant names");
+      lt_fielderror(L, arg, "quotas", "keys must be tenant names");
     if (lua_type(L, -1) != LUA_TNUMBER || !isint || v < 1 || v > 1 << 30) {
       lua_pushfstring(L, "quota of '%s' must be a positive integer, "
                       "got %s", lua_tostring(L, -2),
@@ -409,29 +341,30 @@ static int l_pool(lua_State *L) {
 
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
+  lt_checkopts(L, 1, 1, NULL, pool_options, false);
   memset(&o, 0, sizeof o);
   lua_getfield(L, 1, "name");
   name = lua_isnil(L, -1) ? "pool" : lua_tolstring(L, -1, &nlen);
-  if (name == NULL) field_error(L, 1, "name", "must be a string");
+  if (name == NULL) lt_fielderror(L, 1, "name", "must be a string");
   nlen = strlen(name);
   o.name = name;
-  o.workers = opt_int(L, 1, 1, "workers", 0, 0, 4096);
-  o.queue = opt_int(L, 1, 1, "queue", 64, 0, 1 << 24);
-  o.timeout = opt_number(L, 1, 1, "timeout", 0, 0);
-  o.idle_after = opt_number(L, 1, 1, "idle_after", 0, 0);
+  o.workers = lt_optint(L, 1, 1, "workers", 0, 0, 4096);
+  o.queue = lt_optint(L, 1, 1, "queue", 64, 0, 1 << 24);
+  o.timeout = lt_optnumber(L, 1, 1, "timeout", 0, 0);
+  o.idle_after = lt_optnumber(L, 1, 1, "idle_after", 0, 0);
   /* The engine reads 0 as "the default" and < 0 as "keep none". */
-  o.dead_cap = opt_int(L, 1, 1, "dead_letters", 100, 0, 1 << 20);
+  o.dead_cap = lt_optint(L, 1, 1, "dead_letters", 100, 0, 1 << 20);
   if (o.dead_cap == 0) o.dead_cap = -1;
-  o.failures_cap = opt_int(L, 1, 1, "failures", 100, 0, 1 << 20);
+  o.failures_cap = lt_optint(L, 1, 1, "failures", 100, 0, 1 << 20);
   if (o.failures_cap == 0) o.failures_cap = -1;
   o.retry.attempts = 1;
   if (lua_getfield(L, 1, "retry") != LUA_TNIL)
-    check_retry(L, 1, -1, &o.retry);
+    lt_checkretry(L, 1, -1, &o.retry);
   lua_pop(L, 1);
   if (lua_getfield(L, 1, "shutdown") != LUA_TNIL) {
     o.shutdown = lt_testobj(L, -1, &tt_ctx_type);
     if (o.shutdown == NULL)
-      field_error(L, 1, "shutdown", "must be a tether.Context");
+      lt_fielderror(L, 1, "shutdown", "must be a tether.Context");
   }
   lua_pop(L, 1);
   if (lua_getfield(L, 1, "priorities") != LUA_TNIL) {
@@ -449,15 +382,15 @@ static int l_pool(lua_State *L) {
   } else if (!lua_isnil(L, -1)) {
     o.tenant_key.obj = lt_testobj(L, -1, lt_key_type());
     if (o.tenant_key.obj == NULL)
-      field_error(L, 1, "tenant_key", "must be a string or a tether.Key");
+      lt_fielderror(L, 1, "tenant_key", "must be a string or a tether.Key");
   }
   if (o.nquotas > 0 || o.quota_default > 0)
     if (o.tenant_key.str == NULL && o.tenant_key.obj == NULL)
-      field_error(L, 1, "quotas", "need a 'tenant_key'");
+      lt_fielderror(L, 1, "quotas", "need a 'tenant_key'");
   lua_getfield(L, 1, "interrupt");
   interrupt = lua_toboolean(L, -1);
   lua_pop(L, 1);
-  if (opt_function(L, 1, 1, "init")) init_idx = lua_gettop(L);
+  if (lt_optfunction(L, 1, 1, "init")) init_idx = lua_gettop(L);
 
   p = calloc(1, sizeof *p + nlen + 1);
   if (p == NULL) return luaL_error(L, "not enough memory");
@@ -466,12 +399,12 @@ static int l_pool(lua_State *L) {
   p->observer = -1;
   lt_pushnew(L, p);  /* from here on, an error frees it through __gc */
   p->env = lt_env_new(L, init_idx, interrupt, name);
-  if (opt_function(L, 1, 1, "on_idle")) {
+  if (lt_optfunction(L, 1, 1, "on_idle")) {
     p->on_idle = lt_task_new(L, NULL, lua_gettop(L), 0, 0, false,
                              "on_idle");
     lua_pop(L, 1);
   }
-  if (opt_function(L, 1, 1, "on_resume")) {
+  if (lt_optfunction(L, 1, 1, "on_resume")) {
     p->on_resume = lt_task_new(L, NULL, lua_gettop(L), 0, 0, false,
                                "on_resume");
     lua_pop(L, 1);
@@ -481,7 +414,7 @@ static int l_pool(lua_State *L) {
   lua_pop(L, 1);
   if (lua_getfield(L, 1, "dlq") != LUA_TNIL) {
     tt_chan *c = lt_testobj(L, -1, &tt_chan_type);
-    if (c == NULL) field_error(L, 1, "dlq", "must be a tether.Chan");
+    if (c == NULL) lt_fielderror(L, 1, "dlq", "must be a tether.Chan");
     p->dlq = tt_ref(c);
     p->dl_env = lt_env_new(L, 0, false, name);
   }
@@ -576,20 +509,20 @@ static int m_submit(lua_State *L) {
     if (lua_getfield(L, 3, "name") == LUA_TSTRING)
       so.name = lua_tostring(L, -1);
     else if (!lua_isnil(L, -1))
-      field_error(L, 3, "name", "must be a string");
+      lt_fielderror(L, 3, "name", "must be a string");
     lua_pop(L, 1);  /* the string stays anchored in the options table */
     if (lua_getfield(L, 3, "retry") != LUA_TNIL) {
-      check_retry(L, 3, -1, &retry);
+      lt_checkretry(L, 3, -1, &retry);
       so.retry = &retry;
     }
     lua_pop(L, 1);
     if (lua_getfield(L, 3, "priority") == LUA_TSTRING)
       so.priority = lua_tostring(L, -1);
     else if (!lua_isnil(L, -1))
-      field_error(L, 3, "priority", "must be a string");
+      lt_fielderror(L, 3, "priority", "must be a string");
     lua_pop(L, 1);
-    so.timeout = opt_number(L, 3, 3, "timeout", 0, 0);
-    so.wait = opt_number(L, 3, 3, "wait", 0, 0);
+    so.timeout = lt_optnumber(L, 3, 3, "timeout", 0, 0);
+    so.wait = lt_optnumber(L, 3, 3, "wait", 0, 0);
   } else {
     const char *msg = lua_pushfstring(L, "string or table expected, got %s",
                                       luaL_typename(L, 3));

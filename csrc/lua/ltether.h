@@ -11,6 +11,7 @@
 
 #include <lua.h>
 #include <lauxlib.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "../core/tether.h"
@@ -55,6 +56,46 @@ int lt_pusherror(lua_State *L, int code, const char *message);
 ** 'def'; a negative, NaN or non-number raises. */
 double lt_checkseconds(lua_State *L, int arg);
 double lt_optseconds(lua_State *L, int arg, double def);
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Options tables (lopts.c): one strict reader for the whole binding
+** ===================================================================== */
+
+/* lt_checkopts raises if the table at 'idx' (argument 'arg' of the
+** calling function) has a key not in 'known' (NULL-terminated): "unknown
+** option 'worker'; did you mean 'workers'?".  'prefix' (may be NULL)
+** names a nested table ("retry") in the message; with 'allow_array',
+** integer keys (a list part) are allowed too.  Every function that takes
+** an options table calls it before reading the fields. */
+void lt_checkopts(lua_State *L, int arg, int idx, const char *prefix,
+                  const char *const known[], bool allow_array);
+
+/* lt_fielderror raises "bad argument #arg to 'f' (field 'name' what)". */
+int lt_fielderror(lua_State *L, int arg, const char *field,
+                  const char *what);
+
+/* Readers of t[field] for the table at 'idx': absent (nil) gives 'def';
+** a value of the wrong type or out of range raises a field error.
+** lt_optfunction leaves the function on the stack and returns true, or
+** returns false (nothing pushed) when absent; lt_optstring's result
+** lives as long as the table holds it. */
+double lt_optnumber(lua_State *L, int arg, int idx, const char *field,
+                    double def, double min);
+int lt_optint(lua_State *L, int arg, int idx, const char *field, int def,
+              int min, int max);
+bool lt_optfunction(lua_State *L, int arg, int idx, const char *field);
+bool lt_optboolean(lua_State *L, int arg, int idx, const char *field,
+                   bool def);
+const char *lt_optstring(lua_State *L, int arg, int idx, const char *field,
+                         const char *def);
+
+/* lt_checkretry reads a retry policy table ({attempts, backoff, factor,
+** max_backoff, jitter}) at 'idx' into '*r': the one reader of retry
+** policies for pools, submissions and sagas. */
+void lt_checkretry(lua_State *L, int arg, int idx, tt_retry *r);
 
 /* }==================================================================== */
 

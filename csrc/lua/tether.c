@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 
 #include "ltether.h"
+#include "lworker.h"
 
 
 /* pin keeps this library loaded for the life of the process.  When a
@@ -23,7 +24,8 @@ LUAMOD_API int luaopen_tether_core(lua_State *L) {
   pin();
   lua_newtable(L);
   lt_open_obj(L);
-  lt_open_transfer(L);
+  lt_open_value(L);
+  lt_open_testhook(L);
   lt_open_ctx(L);
   lt_open_wait(L);
   lt_open_chan(L);
@@ -32,6 +34,8 @@ LUAMOD_API int luaopen_tether_core(lua_State *L) {
   lt_open_group(L);
   lt_open_flight(L);
   lt_open_saga(L);
+  /* Worker threads close their lua_State as they end. */
+  tt_set_thread_exit_hook(lt_thread_exit);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
   return 1;

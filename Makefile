@@ -46,9 +46,11 @@ LIB     := $(BUILD)/libtether.a
 MODULE  := $(BUILD)/tether/core.so
 
 # Debian packages the project needs, and the command each is checked by.
-DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson
+DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson \
+            shellcheck cppcheck
 
-.PHONY: all deps test ctest spec rock demo examples clean check bench env
+.PHONY: all deps test ctest spec rock demo examples clean check bench env \
+        lint
 
 all: $(LIB) $(MODULE)
 
@@ -111,6 +113,12 @@ test: deps
 	$(MAKE) spec
 	$(MAKE) examples
 	$(MAKE) rock
+
+# Static checks: luacheck over the Lua code, shellcheck over the scripts,
+# cppcheck over the C sources (tools/lint.sh says how, .luacheckrc and
+# tools/cppcheck.* hold the exceptions with their reasons).
+lint: deps
+	bash tools/lint.sh
 
 # Every example runs to its end (each checks what it shows).
 examples: all

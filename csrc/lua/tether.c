@@ -17,6 +17,8 @@ static void pin(void) {
   Dl_info info;
   if (atomic_flag_test_and_set(&done)) return;
   if (dladdr((void *)luaopen_tether_core, &info) && info.dli_fname != NULL)
+    /* cppcheck-suppress leakReturnValNotUsed ; the handle is never closed,
+    ** on purpose: it is what keeps the library loaded */
     (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
 }
 

@@ -50,7 +50,7 @@ DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson \
             shellcheck cppcheck
 
 .PHONY: all deps test ctest spec rock demo examples clean check bench env \
-        lint
+        lint sources
 
 all: $(LIB) $(MODULE)
 
@@ -102,7 +102,13 @@ ctest: $(CTEST_BIN)
 spec: all
 	$(BUSTED) $(BUSTED_ARGS)
 
-# luarocks installs the rock offline into a scratch tree, and the module
+# The C sources of the library and the module, on one line
+# (tools/rock-check.sh checks that the rockspec lists the same).
+sources:
+	@echo $(CORE_SRC) $(LUA_SRC)
+
+# The rockspec must list what the checkout builds and installs (C sources,
+# Lua modules, scripts); then luarocks installs the rock offline into a scratch tree, and the module
 # and the linter work from there.
 rock: all
 	bash tools/rock-check.sh

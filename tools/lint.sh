@@ -11,10 +11,10 @@ failed=()
 
 # luacheck is installed for Lua 5.1 only (TOOLCHAIN.md section 5); its
 # code runs on 5.4, which is what `std = "lua54"` checks against.
-echo "== luacheck: lua/ spec/ examples/ bench/ bin/"
+echo "== luacheck: lua/ spec/ examples/ bench/ bin/ tools/"
 if ! LUA_PATH_5_4="/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;;" \
      lua5.4 /usr/bin/luacheck --no-color --formatter plain --codes \
-     lua spec examples bench bin/tether-lint; then
+     lua spec examples bench bin/tether-lint tools; then
   failed+=(luacheck)
 fi
 

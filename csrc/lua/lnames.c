@@ -207,6 +207,7 @@ static bool names_stale(lua_State *L) {
   return fp != old;
 }
 
+/* lt_names_init: see ltransfer.h. */
 void lt_names_init(lua_State *L, lt_names *n) {
   lua_pushnil(L);
   n->slot = lua_gettop(L);
@@ -214,6 +215,8 @@ void lt_names_init(lua_State *L, lt_names *n) {
   n->checked = false;
 }
 
+/* lt_name_of: see ltransfer.h.  The map is fetched (or built) on the
+** first lookup of a pack, and built again at most once per pack. */
 const char *lt_name_of(lua_State *L, lt_names *n, int idx, size_t *len) {
   luaL_checkstack(L, 6, NULL);
   if (!n->have) {

@@ -74,6 +74,8 @@ static int box_close(lua_State *L) {
   return 0;
 }
 
+/* lt_push_box: see ltransfer.h.  The metatable is made on first use in
+** each state. */
 lt_box *lt_push_box(lua_State *L) {
   lt_box *b;
   luaL_checkstack(L, 4, NULL);
@@ -90,6 +92,7 @@ lt_box *lt_push_box(lua_State *L) {
   return b;
 }
 
+/* lt_is_globals: see ltransfer.h. */
 bool lt_is_globals(lua_State *L, int idx) {
   bool r;
   idx = lua_absindex(L, idx);
@@ -99,6 +102,7 @@ bool lt_is_globals(lua_State *L, int idx) {
   return r;
 }
 
+/* lt_push_weak: see ltransfer.h. */
 void lt_push_weak(lua_State *L, const char *key, const char *mode) {
   if (lua_getfield(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE) return;
   lua_pop(L, 1);

@@ -69,8 +69,8 @@ void lt_thread_exit(void);
 ** ("cannot create worker state: ...", "init of pool 'x' failed: ..."). */
 lua_State *lt_thread_state(lt_env *env, char *err, size_t errlen);
 
-#endif
-
 /* lt_task_clone shares a task's packed call and environment in a new
 ** task (for callbacks run many times); NULL when out of memory. */
 lt_task *lt_task_clone(const lt_task *t);
+
+#endif

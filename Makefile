@@ -46,9 +46,11 @@ LIB     := $(BUILD)/libtether.a
 MODULE  := $(BUILD)/tether/core.so
 
 # Debian packages the project needs, and the command each is checked by.
-DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson
+DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson \
+            shellcheck cppcheck
 
-.PHONY: all deps test ctest spec rock demo examples clean check bench env
+.PHONY: all deps test ctest spec rock demo examples clean check bench env \
+        lint sources
 
 all: $(LIB) $(MODULE)
 
@@ -100,7 +102,13 @@ ctest: $(CTEST_BIN)
 spec: all
 	$(BUSTED) $(BUSTED_ARGS)
 
-# luarocks installs the rock offline into a scratch tree, and the module
+# The C sources of the library and the module, on one line
+# (tools/rock-check.sh checks that the rockspec lists the same).
+sources:
+	@echo $(CORE_SRC) $(LUA_SRC)
+
+# The rockspec must list what the checkout builds and installs (C sources,
+# Lua modules, scripts); then luarocks installs the rock offline into a scratch tree, and the module
 # and the linter work from there.
 rock: all
 	bash tools/rock-check.sh
@@ -111,6 +119,12 @@ test: deps
 	$(MAKE) spec
 	$(MAKE) examples
 	$(MAKE) rock
+
+# Static checks: luacheck over the Lua code, shellcheck over the scripts,
+# cppcheck over the C sources (tools/lint.sh says how, .luacheckrc and
+# tools/cppcheck.* hold the exceptions with their reasons).
+lint: deps
+	bash tools/lint.sh
 
 # Every example runs to its end (each checks what it shows).
 examples: all

@@ -150,7 +150,7 @@ lua_each() {
   impl=lua
   [[ $prog == *luv* ]] && impl=luv
   while read -r name metrics; do
-    keys=$(sed "s/\([^,]*\)/$impl.\1/g" <<<"$metrics")
+    keys=$impl.${metrics//,/,$impl.}
     collect "$run" "$impl ${prog##*/} $name" "$keys" \
       env "$@" "$lua" "$prog" "$name"
   done < <("$lua" "$prog" --list)
@@ -187,6 +187,7 @@ echo "all runs took $((SECONDS - start)) s"
 # =====================================================================
 
 cpu=$(sed -n 's/^model name[[:space:]]*: *//p' /proc/cpuinfo | head -n 1)
+# shellcheck source=/dev/null  # the machine's file, not one of ours
 os_name=$(. /etc/os-release && echo "$PRETTY_NAME")
 go_version=$(go version | awk '{print $3}')
 luv_version=$("$lua" -e 'print(require("luv").version_string())')
@@ -220,7 +221,7 @@ echo "bench/README.md updated; raw results in $results"
 
 if [ -n "$summary" ]; then
   echo "failures:" >&2
-  sed 's/^/  /' <<<"$summary" >&2
+  printf '  %s\n' "${summary//$'\n'/$'\n  '}" >&2
   exit 1
 fi
 

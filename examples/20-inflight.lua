@@ -6,7 +6,7 @@ local pool = tether.pool { name = "exports", workers = 2,
                            tenant_key = "tenant" }
 local ctx = tether.with_value(tether.background(), "tenant", "acme")
 local gate = tether.chan()
-pool:submit(ctx, "export-invoices", function(c, g) g:recv() end, gate)
+pool:submit(ctx, "export-invoices", function(_, g) g:recv() end, gate)
 tether.sleep(0.02)
 
 for _, op in ipairs(pool:inflight()) do

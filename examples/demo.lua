@@ -47,6 +47,7 @@ local function process_order(ctx, order, sf, loads, out)
   -- Each worker keeps a small price cache in its own globals (worker
   -- states live as long as their threads); misses go through the shared
   -- singleflight, so concurrent misses for one SKU load it once.
+  -- luacheck: globals PRICE_CACHE
   PRICE_CACHE = PRICE_CACHE or {}
   local function lookup_price(sku)
     if PRICE_CACHE[sku] then return PRICE_CACHE[sku] end
@@ -64,14 +65,14 @@ local function process_order(ctx, order, sf, loads, out)
     name = "order", compensation_timeout = 0.5,
     retry = { attempts = 2, backoff = 0.005 },
     { name = "price",
-      action = function(c, st)
+      action = function(sctx, st)
         st.total = 0
         for _, item in ipairs(st.order.items) do
           st.total = st.total + lookup_price(item) end
       end },
     { name = "reserve",
-      action = function(c, st)
-        local g = tether.group(c)
+      action = function(sctx, st)
+        local g = tether.group(sctx)
         for _, item in ipairs(st.order.items) do
           g:go(function(gctx, sku, fail)
             tether.sleep(0.002, gctx)
@@ -82,20 +83,20 @@ local function process_order(ctx, order, sf, loads, out)
         if err then error(err) end
         st.reserved = true
       end,
-      compensate = function(c, st) st.released = true end },
+      compensate = function(sctx, st) st.released = true end },
     { name = "charge",
-      action = function(c, st)
+      action = function(sctx, st)
         if st.order.gateway_down then
           error("payment gateway unreachable")  -- transient: raise
         end
         if st.order.declined then return nil, "card declined" end
-        tether.sleep(0.008, c)                -- the gateway's latency
+        tether.sleep(0.008, sctx)             -- the gateway's latency
         st.charged = true
       end,
-      compensate = function(c, st) st.refunded = true end },
+      compensate = function(sctx, st) st.refunded = true end },
     { name = "ship",
-      action = function(c, st)
-        tether.sleep(0.002, c)
+      action = function(sctx, st)
+        tether.sleep(0.002, sctx)
         st.shipped = true
       end },
   }

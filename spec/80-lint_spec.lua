@@ -1608,3 +1608,152 @@ describe("docs/migration.md", function()
     assert.truthy(sources["before.lua"]:find("tether.sleep(", 1, true))
   end)
 end)
+
+describe("tether-lint on hostile input", function()
+  local dir
+
+  before_each(function()
+    dir = tmpdir()
+    write(dir .. "/leak.lua", [[
+local tether = require "tether"
+local function handler(ctx)
+  tether.go(function() work(ctx) end)
+end
+return handler
+]])
+  end)
+
+  after_each(function()
+    rmdir(dir)
+  end)
+
+  local LEAK_LINE = ":3:29: (W101) context 'ctx' (a request context) is "
+    .. "captured by work spawned with tether.go; detach it with "
+    .. "tether.without_cancel and give it its own timeout\n"
+
+  it("makes a file nested 100k deep that file's error and goes on",
+      function()
+    local deep = dir .. "/deep.lua"
+    write(deep, "return " .. ("{"):rep(100000) .. ("}"):rep(100000) .. "\n")
+    local out, status = run(LINT .. " " .. quote(dir))
+    assert.equal(2, status)
+    assert.falsy(out:find("traceback", 1, true))
+    local first, rest = out:match("^([^\n]*\n)(.*)$")
+    assert.truthy(first:find("^" .. deep:gsub("%p", "%%%0")
+      .. ":1:1: %(E011%) Lua cannot load this file: [^\n]+\n$"))
+    assert.equal(dir .. "/leak.lua" .. LEAK_LINE
+      .. "Total: 1 warning / 1 error in 2 files\n", rest)
+  end)
+
+  it("reports what Lua refuses to load as a syntax error", function()
+    -- luacheck's parser takes both; Lua's does not.
+    local nested = "local x = " .. ("("):rep(300) .. "1" .. (")"):rep(300)
+      .. "\nreturn x\n"
+    local f = lint.check_source(nested, "nested.lua")
+    assert.equal(1, #f)
+    assert.same({"E011", "nested.lua", 1, 1},
+      {f[1].code, f[1].file, f[1].line, f[1].column})
+    assert.truthy(f[1].message:find("^Lua cannot load this file: "))
+    f = lint.check_source("local x <const> = 1\n\nx = 2\n", "const.lua")
+    assert.same({{
+      code = "E011", file = "const.lua", line = 3, column = 1,
+      end_column = 1, message = "attempt to assign to const variable 'x'",
+    }}, f)
+    f = lint.check_source("goto done\n", "goto.lua")
+    assert.equal("E011", f[1].code)
+    assert.truthy(f[1].message:find("no visible label 'done'", 1, true))
+    -- A first line starting with '#' is skipped, as lua5.4 does.
+    assert.same({}, lint.check_source("#!/usr/bin/env lua5.4\nreturn 1\n"))
+    write(dir .. "/const.lua", "local c <const> = 1\nc = 2\n")
+    local out, status = run(LINT .. " - < " .. quote(dir .. "/const.lua"))
+    assert.equal("stdin:2:1: (E011) attempt to assign to const variable "
+      .. "'c'\nTotal: 0 warnings / 1 error in 1 file\n", out)
+    assert.equal(2, status)
+  end)
+
+  it("visits each real file once through symbolic links", function()
+    assert(os.execute("ln -s . " .. quote(dir .. "/loop")))
+    assert.same({dir .. "/leak.lua"}, lint.expand_paths({dir}))
+    -- Two loops, a link to a file, and paths named twice.
+    assert(os.execute("mkdir -p " .. quote(dir .. "/sub") .. " && ln -s .. "
+      .. quote(dir .. "/sub/up") .. " && ln -s leak.lua "
+      .. quote(dir .. "/zz-link.lua")))
+    write(dir .. "/sub/other.lua", "return 1\n")
+    local want = {dir .. "/leak.lua", dir .. "/sub/other.lua"}
+    assert.same(want, lint.expand_paths({dir}))
+    assert.same(want, lint.expand_paths({dir, dir .. "/sub",
+      dir .. "/zz-link.lua", dir .. "/loop/leak.lua"}))
+    local out, status = run(LINT .. " " .. quote(dir))
+    assert.equal(dir .. "/leak.lua" .. LEAK_LINE
+      .. "Total: 1 warning in 2 files\n", out)
+    assert.equal(1, status)
+    -- The same without LuaFileSystem, through find(1).
+    local saved_loaded, saved_preload = package.loaded.lfs,
+      package.preload.lfs
+    package.loaded.lfs = nil
+    package.preload.lfs = function() error("no lfs here") end
+    local ok, files = pcall(lint.expand_paths, {dir, dir .. "/zz-link.lua"})
+    package.loaded.lfs, package.preload.lfs = saved_loaded, saved_preload
+    assert(ok, files)
+    assert.same(want, files)
+  end)
+
+  it("makes a failure of the analysis that file's error and goes on",
+      function()
+    local rules = require "tether.lint.rules"
+    local check = rules.check
+    write(dir .. "/boom.lua", "return 1\n")
+    rules.check = function(A)
+      if A.file:find("boom%.lua$") then
+        error("analysis exploded\nwith a second line")
+      end
+      return check(A)
+    end
+    local ok, report = pcall(lint.check_paths, {dir})
+    rules.check = check
+    assert(ok, report)
+    assert.equal(1, report.errors)
+    assert.equal(1, report.warnings)
+    local boom = report.files[1].findings
+    assert.equal(1, #boom)
+    assert.equal("E012", boom[1].code)
+    assert.truthy(boom[1].message:find("^cannot analyse this file: .*"
+      .. "analysis exploded$"))
+    assert.equal("W101", report.files[2].findings[1].code)
+  end)
+
+  it("refuses to encode a table that contains itself", function()
+    local t = {a = {}}
+    t.a.back = t
+    assert.has_error(function() lint.json(t) end,
+      "tether.lint.json: the table contains itself (at value.a.back)")
+    local list = {}
+    list[1] = {list}
+    assert.has_error(function() lint.json(list) end,
+      "tether.lint.json: the table contains itself (at value[1][1])")
+    local ok, err = pcall(lint.json, _G)
+    assert.falsy(ok)
+    assert.truthy(tostring(err):find("^tether%.lint%.json: the table "
+      .. "contains itself %(at value%.[%w_.]+%)$"), err)
+    -- Shared, but not cyclic, is fine.
+    local shared = {1}
+    assert.equal('[\n  [\n    1\n  ],\n  [\n    1\n  ]\n]',
+      lint.json({shared, shared}))
+  end)
+
+  it("keeps the keys of a table that is not a sequence", function()
+    local json = require "dkjson"
+    assert.same({["1"] = "a", ["2"] = "b", x = "c"},
+      json.decode(lint.json({"a", "b", x = "c"})))
+    assert.same({["1"] = "a", ["3"] = "c"},
+      json.decode(lint.json({[1] = "a", [3] = "c"})))
+    assert.equal('{\n  "1": "a",\n  "x": {\n    "true": 2.5\n  }\n}',
+      lint.json({"a", x = {[true] = 2.5}}))
+    assert.same({"a", "b"}, json.decode(lint.json({"a", "b"})))
+    assert.has_error(function() lint.json({[1] = 1, ["1"] = 2}) end,
+      "tether.lint.json: two keys are both named '1' (at value)")
+    assert.has_error(function() lint.json({x = {[{}] = 1}}) end,
+      "tether.lint.json: a key of type table cannot be a JSON name "
+        .. "(at value.x)")
+  end)
+end)

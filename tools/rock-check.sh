@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Installs the rock offline into a scratch tree with luarocks and checks
+# Checks that the rockspec lists what the checkout builds and installs (the
+# Makefile's C sources, the modules under lua/, the scripts in bin/), then
+# installs the rock offline into a scratch tree with luarocks and checks
 # that `require "tether"` and tether-lint work from that tree, away from
 # the source tree.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+read -r -a sources <<<"$(make -s --no-print-directory sources)"
+if ! lua5.4 tools/rock-sources.lua rockspec/tether-scm-1.rockspec \
+     "${sources[@]}"; then
+  echo "rock: the rockspec's lists differ from the checkout's"
+  exit 1
+fi
+echo "rock: the rockspec lists every C source, module and script"
 tree=$(mktemp -d)
 trap 'rm -rf "$tree"' EXIT
-cd "$top"
 if ! luarocks --lua-version=5.4 make --deps-mode=none --tree "$tree" \
      rockspec/tether-scm-1.rockspec >"$tree/log" 2>&1; then
   cat "$tree/log"
@@ -16,6 +25,7 @@ fi
 # to keep.
 find csrc -name '*.o' -delete
 rm -f tether/core.so core.so 2>/dev/null || true
+rmdir tether 2>/dev/null || true
 eval "$(luarocks --lua-version=5.4 --tree "$tree" path |
         sed -e 's/LUA_PATH=/LUA_PATH_5_4=/' -e 's/LUA_CPATH=/LUA_CPATH_5_4=/')"
 export PATH="$tree/bin:$PATH"

@@ -2,7 +2,7 @@
 ** lctx.c -- contexts in Lua: constructors, cancel functions, keys and
 ** after_func.
 **
-** Context values and causes are packed Lua values (ltransfer.c), so a
+** Context values and causes are packed Lua values (lpack.c), so a
 ** context made in one state can be read in another: each state that
 ** reads a value gets its own copy.
 */

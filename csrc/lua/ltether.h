@@ -22,8 +22,9 @@
 
 /* lt_newtype creates the metatable of an engine type, named after
 ** 't->name' ("tether.Context"), with 'methods' in '__index' (may be NULL)
-** and 'meta' as metamethods; '__gc', '__close' and '__name' are set for
-** every type.  The metatable is left on the stack. */
+** and 'meta' as metamethods (may be NULL); '__gc', '__tostring' and
+** '__name' are set for every type, '__close' only where 'meta' has it.
+** The metatable is left on the stack. */
 void lt_newtype(lua_State *L, const tt_type *t, const luaL_Reg *methods,
                 const luaL_Reg *meta);
 
@@ -52,8 +53,9 @@ void *lt_testobj(lua_State *L, int idx, const tt_type *t);
 ** the "refusal" convention: return lt_pusherror(L, TT_EQUEUE_FULL, msg). */
 int lt_pusherror(lua_State *L, int code, const char *message);
 
-/* lt_checktimeout reads an optional number of seconds at 'arg': nil gives
-** 'def'; a negative, NaN or non-number raises. */
+/* lt_checkseconds reads a number of seconds at 'arg'; a negative, NaN or
+** non-number raises.  lt_optseconds is the same with nil (or nothing)
+** giving 'def'. */
 double lt_checkseconds(lua_State *L, int arg);
 double lt_optseconds(lua_State *L, int arg, double def);
 
@@ -101,7 +103,8 @@ void lt_checkretry(lua_State *L, int arg, int idx, tt_retry *r);
 
 
 /* {====================================================================
-** Transfer of values between states (ltransfer.c)
+** Transfer of values between states (lvalue.c, lpack.c, lunpack.c;
+** their private header is ltransfer.h)
 ** ===================================================================== */
 
 /* The type of a packed sequence of Lua values ("tether.Value"): the
@@ -125,10 +128,11 @@ int lt_unpack(lua_State *L, tt_obj *v);
 tt_obj *lt_pack_one(lua_State *L, int idx, const char *what);
 void lt_unpack_one(lua_State *L, tt_obj *v);
 
-/* lt_pack_error turns the error value at 'idx' (and a traceback, may be
-** NULL) into a tt_error and never raises: a tether error object is kept
-** as it is; any other value becomes code TT_EFAILED with message
-** tostring(value), the traceback, and the value packed if it can be. */
+/* lt_pack_error (lworker.c) turns the error value at 'idx' (and a
+** traceback, may be NULL) into a tt_error and never raises: a tether
+** error object is kept as it is; any other value becomes code TT_EFAILED
+** with message tostring(value), the traceback, and the value packed if it
+** can be. */
 tt_error *lt_pack_error(lua_State *L, int idx, const char *traceback);
 
 /* lt_pack_call packs a function (at 'fn_idx') and its 'n' arguments (at
@@ -155,7 +159,8 @@ void lt_open_obj(lua_State *L);
 void lt_open_ctx(lua_State *L);
 void lt_open_wait(lua_State *L);
 void lt_open_chan(lua_State *L);
-void lt_open_transfer(lua_State *L);
+void lt_open_value(lua_State *L);
+void lt_open_testhook(lua_State *L);
 void lt_open_exec(lua_State *L);
 void lt_open_pool(lua_State *L);
 void lt_open_group(lua_State *L);

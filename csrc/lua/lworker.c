@@ -183,6 +183,68 @@ void lt_task_drop(void *arg) {
 
 
 /* {====================================================================
+** Errors of tasks
+** ===================================================================== */
+
+/* err_message computes tostring(value) for an error, as lua.c's message
+** handler does. */
+static int err_message(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg != NULL) return 1;
+  if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+    return 1;
+  lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  return 1;
+}
+
+/* err_pack packs the error value for err.value (run protected: a value
+** that cannot cross is simply left behind). */
+static int err_pack(lua_State *L) {
+  tt_obj **out = lua_touserdata(L, 2);
+  *out = lt_pack_one(L, 1, "error value");
+  return 0;
+}
+
+/* lt_pack_error: see ltether.h. */
+tt_error *lt_pack_error(lua_State *L, int idx, const char *traceback) {
+  tt_obj *o, *value = NULL;
+  tt_error *e;
+  char *msg = NULL;
+  char fallback[64];
+  int top = lua_gettop(L);
+  idx = lua_absindex(L, idx);
+  snprintf(fallback, sizeof fallback, "(error object is a %s value)",
+           luaL_typename(L, idx));
+  if (lua_checkstack(L, 4)) {
+    o = lt_toobj(L, idx);
+    if (o != NULL && o->type == &tt_error_type) return tt_ref(o);
+    lua_pushcfunction(L, err_message);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING)
+      msg = dupstr(lua_tostring(L, -1));
+    lua_settop(L, top);
+    /* The value itself goes along if it can cross, for err.value. */
+    lua_pushcfunction(L, err_pack);
+    lua_pushvalue(L, idx);
+    lua_pushlightuserdata(L, &value);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) value = NULL;
+    lua_settop(L, top);
+  }
+  e = tt_error_new(TT_EFAILED, msg != NULL ? msg : fallback, NULL);
+  free(msg);
+  if (e == NULL) {
+    tt_unref(value);
+    return NULL;
+  }
+  e->traceback = traceback != NULL ? dupstr(traceback) : NULL;
+  e->value = value;
+  return e;
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
 ** Worker states
 ** ===================================================================== */
 

@@ -3,8 +3,8 @@
 **
 ** Each engine thread that runs a Lua task owns one lua_State, made on its
 ** first Lua task and closed when the thread ends (the engine's thread exit
-** hook, installed by lt_open_transfer).  A task is a function and its
-** arguments packed together (ltransfer.c); the thread's state unpacks and
+** hook, installed by luaopen_tether_core).  A task is a function and its
+** arguments packed together (lpack.c); the thread's state unpacks and
 ** calls it, and packs its results.
 */
 #ifndef lworker_h
@@ -69,8 +69,8 @@ void lt_thread_exit(void);
 ** ("cannot create worker state: ...", "init of pool 'x' failed: ..."). */
 lua_State *lt_thread_state(lt_env *env, char *err, size_t errlen);
 
-#endif
-
 /* lt_task_clone shares a task's packed call and environment in a new
 ** task (for callbacks run many times); NULL when out of memory. */
 lt_task *lt_task_clone(const lt_task *t);
+
+#endif

@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 
 #include "ltether.h"
+#include "lworker.h"
 
 
 /* pin keeps this library loaded for the life of the process.  When a
@@ -16,6 +17,8 @@ static void pin(void) {
   Dl_info info;
   if (atomic_flag_test_and_set(&done)) return;
   if (dladdr((void *)luaopen_tether_core, &info) && info.dli_fname != NULL)
+    /* cppcheck-suppress leakReturnValNotUsed ; the handle is never closed,
+    ** on purpose: it is what keeps the library loaded */
     (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
 }
 
@@ -23,7 +26,8 @@ LUAMOD_API int luaopen_tether_core(lua_State *L) {
   pin();
   lua_newtable(L);
   lt_open_obj(L);
-  lt_open_transfer(L);
+  lt_open_value(L);
+  lt_open_testhook(L);
   lt_open_ctx(L);
   lt_open_wait(L);
   lt_open_chan(L);
@@ -32,6 +36,8 @@ LUAMOD_API int luaopen_tether_core(lua_State *L) {
   lt_open_group(L);
   lt_open_flight(L);
   lt_open_saga(L);
+  /* Worker threads close their lua_State as they end. */
+  tt_set_thread_exit_hook(lt_thread_exit);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
   return 1;

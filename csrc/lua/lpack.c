@@ -1,0 +1,565 @@
+/*
+** lpack.c -- packing Lua values into a tether.Value (ltransfer.h has the
+** format, DESIGN section 2 the rules).
+**
+** Packing runs inside the source state and raises on a value that cannot
+** cross, naming the path to it.  The object being built lives in a
+** to-be-closed box until it is complete, so a refusal midway (or a memory
+** error) frees what was already packed.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ltransfer.h"
+
+
+/* A path segment says how the packer reached the value it is on, for
+** the message of a refusal.  'idx' is a stack index: of the key for
+** SEG_FIELD, of the function for SEG_UPVAL (with upvalue number 'n');
+** 'n' is the position of a top-level value for SEG_ARG and SEG_RESULT. */
+enum { SEG_WHAT, SEG_ARG, SEG_RESULT, SEG_FIELD, SEG_KEY, SEG_UPVAL };
+
+typedef struct seg {
+  int kind;
+  int idx;
+  int n;
+} seg;
+
+/* A packer is the state of one pack: the value being built, the table of
+** values already met, and the path from the top-level value to the one
+** being packed. */
+typedef struct packer {
+  lua_State *L;
+  lt_value *v;
+  const char *what;
+  int base;          /* the stack top before packing began */
+  int seen;          /* table: value -> id (or -(k+1) for objs[k]) */
+  lt_names names;    /* the map of module names, looked up lazily */
+  int depth;
+  seg path[LT_MAXDEPTH + 2];
+} packer;
+
+/* pk_nomem raises the memory error of a failed allocation. */
+static _Noreturn void pk_nomem(packer *p) {
+  luaL_error(p->L, "not enough memory");
+  /* cppcheck-suppress unreachableCode ; tells the compiler, which does not
+  ** know that luaL_error never returns, that this function does not */
+  abort();
+}
+
+/* pk_grow makes room for 'need' more bytes in the value's buffer,
+** doubling it. */
+static void pk_grow(packer *p, size_t need) {
+  lt_value *v = p->v;
+  size_t cap;
+  unsigned char *nb;
+  if (v->cap - v->len >= need) return;
+  cap = v->cap != 0 ? v->cap : 64;
+  while (cap - v->len < need) {
+    if (cap > SIZE_MAX / 2) pk_nomem(p);
+    cap *= 2;
+  }
+  nb = realloc(v->buf, cap);
+  if (nb == NULL) pk_nomem(p);
+  v->buf = nb;
+  v->cap = cap;
+}
+
+/* put appends 'n' bytes. */
+static void put(packer *p, const void *data, size_t n) {
+  pk_grow(p, n);
+  memcpy(p->v->buf + p->v->len, data, n);
+  p->v->len += n;
+}
+
+/* put_byte appends one byte (a tag). */
+static void put_byte(packer *p, int c) {
+  unsigned char b = (unsigned char)c;
+  put(p, &b, 1);
+}
+
+/* put_varint appends 'x' as a varint. */
+static void put_varint(packer *p, uint64_t x) {
+  unsigned char tmp[LT_VARINT_MAX];
+  size_t n = lt_varint_put(tmp, x);
+  put(p, tmp, n);
+}
+
+/* put_u32 writes 'x' (saturated) at offset 'at', in room reserved before:
+** the counts of a table, known only once it is written. */
+static void put_u32(packer *p, size_t at, size_t x) {
+  uint32_t u = x > UINT32_MAX ? UINT32_MAX : (uint32_t)x;
+  memcpy(p->v->buf + at, &u, sizeof u);
+}
+
+/* push_seg enters one level of the path. */
+static void push_seg(packer *p, int kind, int idx, int n) {
+  seg *s = &p->path[p->depth++];
+  s->kind = kind;
+  s->idx = idx;
+  s->n = n;
+}
+
+/* push_seg_text pushes the words for one segment of a path. */
+static void push_seg_text(packer *p, const seg *s) {
+  lua_State *L = p->L;
+  switch (s->kind) {
+    case SEG_WHAT:
+      lua_pushstring(L, p->what);
+      break;
+    case SEG_ARG:
+      lua_pushfstring(L, "argument #%d of %s", s->n, p->what);
+      break;
+    case SEG_RESULT:
+      lua_pushfstring(L, "result #%d of %s", s->n, p->what);
+      break;
+    case SEG_KEY:
+      lua_pushliteral(L, "a key");
+      break;
+    case SEG_UPVAL: {
+      const char *name = lua_getupvalue(L, s->idx, s->n);
+      if (name != NULL && *name != '\0') {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "upvalue '%s'", name);
+      } else {
+        lua_settop(L, lua_gettop(L) - (name != NULL));
+        lua_pushfstring(L, "upvalue #%d", s->n);
+      }
+      break;
+    }
+    default:  /* SEG_FIELD */
+      switch (lua_type(L, s->idx)) {
+        case LUA_TSTRING:
+          lua_pushfstring(L, "field '%s'", lua_tostring(L, s->idx));
+          break;
+        case LUA_TNUMBER:
+        case LUA_TBOOLEAN:
+          luaL_tolstring(L, s->idx, NULL);
+          lua_pushfstring(L, "field [%s]", lua_tostring(L, -1));
+          lua_remove(L, -2);
+          break;
+        default:
+          lua_pushfstring(L, "field [%s]", luaL_typename(L, s->idx));
+          break;
+      }
+      break;
+  }
+}
+
+/* refuse raises "cannot transfer <path> (<why>)", the path read from the
+** innermost segment out; with 'root_only' it names just the top-level
+** value (a path 200 levels long helps nobody). */
+static _Noreturn void refuse(packer *p, const char *why, bool root_only) {
+  lua_State *L = p->L;
+  int i, parts = 0;
+  luaL_checkstack(L, 2 * p->depth + 8, NULL);
+  lua_pushliteral(L, "cannot transfer ");
+  parts++;
+  for (i = root_only ? 0 : p->depth - 1; i >= 0; i--) {
+    push_seg_text(p, &p->path[i]);
+    parts++;
+    if (i > 0) {
+      lua_pushliteral(L, " of ");
+      parts++;
+    }
+  }
+  lua_pushfstring(L, " (%s)", why);
+  lua_concat(L, parts + 1);
+  lua_error(L);
+  /* cppcheck-suppress unreachableCode ; as in pk_nomem */
+  abort();
+}
+
+static void pk_value(packer *p, int idx);
+
+/* pk_seen returns the id recorded for the value at 'idx', or 0. */
+static lua_Integer pk_seen(packer *p, int idx) {
+  lua_State *L = p->L;
+  lua_Integer id;
+  lua_pushvalue(L, idx);
+  lua_rawget(L, p->seen);
+  id = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return id;
+}
+
+/* pk_mark records 'id' for the value at 'idx'. */
+static void pk_mark(packer *p, int idx, lua_Integer id) {
+  lua_State *L = p->L;
+  lua_pushvalue(L, idx);
+  lua_pushinteger(L, id);
+  lua_rawset(L, p->seen);
+}
+
+/* pk_named packs the value at 'idx' by name if it has one, and says so. */
+static bool pk_named(packer *p, int idx) {
+  size_t len;
+  const char *s = lt_name_of(p->L, &p->names, idx, &len);
+  if (s == NULL) return false;
+  put_byte(p, T_MOD);
+  put_varint(p, len);
+  put(p, s, len);
+  lua_pop(p->L, 1);
+  return true;
+}
+
+/* pk_depth refuses a value nested deeper than LT_MAXDEPTH, naming only
+** the top-level value. */
+static void pk_depth(packer *p) {
+  if (p->depth > LT_MAXDEPTH) {
+    char why[64];
+    snprintf(why, sizeof why, "nested more than %d levels deep",
+             LT_MAXDEPTH);
+    refuse(p, why, true);
+  }
+}
+
+/* pk_table packs the table at 'idx': the global table as itself, a table
+** met before as a reference, a module's by name, a plain one as a deep
+** copy; a table with a metatable is refused. */
+static void pk_table(packer *p, int idx) {
+  lua_State *L = p->L;
+  lua_Integer id;
+  size_t at, count = 0, narr;
+  if (lt_is_globals(L, idx)) {
+    put_byte(p, T_GLOBALS);
+    return;
+  }
+  if ((id = pk_seen(p, idx)) > 0) {
+    put_byte(p, T_REF);
+    put_varint(p, (uint64_t)id);
+    return;
+  }
+  if (pk_named(p, idx)) return;
+  if (lua_getmetatable(L, idx)) {
+    lua_pop(L, 1);
+    refuse(p, "table with a metatable", false);
+  }
+  pk_depth(p);
+  id = ++p->v->nids;
+  pk_mark(p, idx, id);
+  put_byte(p, T_TABLE);
+  at = p->v->len;
+  pk_grow(p, 8);
+  p->v->len += 8;
+  narr = (size_t)lua_rawlen(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    int k = lua_gettop(L) - 1;
+    push_seg(p, SEG_KEY, k, 0);
+    pk_value(p, k);
+    p->depth--;
+    push_seg(p, SEG_FIELD, k, 0);
+    pk_value(p, k + 1);
+    p->depth--;
+    lua_pop(L, 1);
+    count++;
+  }
+  put_byte(p, T_END);
+  put_u32(p, at, narr);
+  put_u32(p, at + 4, count);
+}
+
+/* A dumper collects lua_dump's output in a luaL_Buffer that it opens on
+** the first write, after lua_dump has read the function off the top
+** (lstrlib's str_dump does the same). */
+typedef struct dumper {
+  bool init;
+  luaL_Buffer b;
+} dumper;
+
+/* dump_writer is the lua_Writer of push_dump. */
+static int dump_writer(lua_State *L, const void *b, size_t size, void *ud) {
+  dumper *d = ud;
+  if (!d->init) {
+    d->init = true;
+    luaL_buffinit(L, &d->b);
+  }
+  luaL_addlstring(&d->b, b, size);
+  return 0;
+}
+
+/* push_dump pushes the bytecode of the Lua function at 'idx', from this
+** state's cache when that closure was dumped before.  Debug information
+** is kept: tracebacks and upvalue names need it. */
+static void push_dump(lua_State *L, int idx) {
+  dumper d;
+  luaL_checkstack(L, 6, NULL);
+  lt_push_weak(L, LT_DUMPS_KEY, "k");
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, -2) == LUA_TSTRING) {
+    lua_remove(L, -2);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, idx);
+  d.init = false;
+  if (lua_dump(L, dump_writer, &d, 0) != 0)
+    luaL_error(L, "unable to dump given function");
+  if (d.init)
+    luaL_pushresult(&d.b);
+  else
+    lua_pushliteral(L, "");
+  lua_remove(L, -2);                  /* the function copy */
+  lua_pushvalue(L, idx);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -4);                  /* cache[f] = code */
+  lua_remove(L, -2);                  /* the cache */
+}
+
+/* binds_globals says whether upvalue 'name' of a function, whose value is
+** at 'v', is to be bound to the destination's global table rather than
+** copied: the global table itself, and an _ENV that is a table with a
+** metatable, an environment layered over the globals (as busted and many
+** sandboxes make: it could not cross anyway).  A plain table as _ENV is
+** copied like any upvalue, so that a function loaded into a sandbox with
+** load(code, name, "t", env) stays in its sandbox on the other side. */
+static bool binds_globals(lua_State *L, const char *name, int v) {
+  bool r;
+  if (lt_is_globals(L, v)) return true;
+  if (strcmp(name, "_ENV") != 0 || lua_type(L, v) != LUA_TTABLE)
+    return false;
+  r = lua_getmetatable(L, v) != 0;
+  if (r) lua_pop(L, 1);
+  return r;
+}
+
+/* pk_function packs the function at 'idx': by name if it has one, else a
+** Lua function as its bytecode and upvalues (none when all of them are
+** the global table); a C function is refused. */
+static void pk_function(packer *p, int idx) {
+  lua_State *L = p->L;
+  lua_Integer id;
+  int nup, i;
+  bool allg = true;
+  size_t len;
+  const char *code;
+  if ((id = pk_seen(p, idx)) > 0) {
+    put_byte(p, T_REF);
+    put_varint(p, (uint64_t)id);
+    return;
+  }
+  /* By name before anything else: a module's function may hold upvalues
+  ** that could never cross (a C function's, a file handle). */
+  if (pk_named(p, idx)) return;
+  if (lua_iscfunction(L, idx)) refuse(p, "C function", false);
+  pk_depth(p);
+  id = ++p->v->nids;
+  pk_mark(p, idx, id);
+  for (nup = 0; ; nup++) {
+    const char *name = lua_getupvalue(L, idx, nup + 1);
+    if (name == NULL) break;
+    if (!binds_globals(L, name, lua_gettop(L))) allg = false;
+    lua_pop(L, 1);
+  }
+  push_dump(L, idx);
+  code = lua_tolstring(L, -1, &len);
+  put_byte(p, T_FUNC);
+  put_byte(p, allg);
+  put_varint(p, len);
+  put(p, code, len);
+  put_byte(p, nup);
+  lua_pop(L, 1);
+  if (allg) return;
+  for (i = 1; i <= nup; i++) {
+    const char *name = lua_getupvalue(L, idx, i);
+    if (binds_globals(L, name, lua_gettop(L))) {
+      put_byte(p, U_GLOBALS);
+    } else {
+      /* Two closures that share a local share its cell after the
+      ** transfer too (a counter and its reader). */
+      lua_pushlightuserdata(L, lua_upvalueid(L, idx, i));
+      lua_pushvalue(L, -1);
+      if (lua_rawget(L, p->seen) == LUA_TNUMBER) {
+        put_byte(p, U_JOIN);
+        put_varint(p, (uint64_t)lua_tointeger(L, -1));
+        lua_pop(L, 2);
+      } else {
+        lua_pop(L, 1);
+        lua_pushinteger(L, id * 256 + i);
+        lua_rawset(L, p->seen);
+        put_byte(p, U_VALUE);
+        push_seg(p, SEG_UPVAL, idx, i);
+        pk_value(p, lua_gettop(L));
+        p->depth--;
+      }
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* pk_userdata packs the userdata at 'idx': an engine object by
+** reference, one found in package.loaded by name; any other is refused. */
+static void pk_userdata(packer *p, int idx) {
+  lua_State *L = p->L;
+  lua_Integer id;
+  tt_obj *o = lt_toobj(L, idx);
+  if (o != NULL) {
+    lt_value *v = p->v;
+    if ((id = pk_seen(p, idx)) < 0) {
+      put_byte(p, T_OBJ);
+      put_varint(p, (uint64_t)(-id - 1));
+      return;
+    }
+    if (v->nobjs == v->objcap) {
+      size_t cap = v->objcap != 0 ? v->objcap * 2 : 4;
+      tt_obj **no = realloc(v->objs, cap * sizeof *no);
+      if (no == NULL) pk_nomem(p);
+      v->objs = no;
+      v->objcap = cap;
+    }
+    /* Stored as soon as taken: the value owns the reference even if an
+    ** error comes next. */
+    v->objs[v->nobjs++] = tt_ref(o);
+    put_byte(p, T_OBJ);
+    put_varint(p, v->nobjs - 1);
+    pk_mark(p, idx, -(lua_Integer)v->nobjs);
+    return;
+  }
+  if (pk_named(p, idx)) return;
+  refuse(p, "userdata", false);
+}
+
+/* pk_value packs the value at 'idx', whatever its type. */
+static void pk_value(packer *p, int idx) {
+  lua_State *L = p->L;
+  luaL_checkstack(L, 8, NULL);
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      put_byte(p, T_NIL);
+      break;
+    case LUA_TBOOLEAN:
+      put_byte(p, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+      break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        lua_Integer i = lua_tointeger(L, idx);
+        put_byte(p, T_INT);
+        put(p, &i, sizeof i);
+      } else {
+        lua_Number d = lua_tonumber(L, idx);
+        put_byte(p, T_FLT);
+        put(p, &d, sizeof d);
+      }
+      break;
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      put_byte(p, T_STR);
+      put_varint(p, len);
+      put(p, s, len);
+      break;
+    }
+    case LUA_TTABLE:
+      pk_table(p, idx);
+      break;
+    case LUA_TFUNCTION:
+      pk_function(p, idx);
+      break;
+    case LUA_TUSERDATA:
+      pk_userdata(p, idx);
+      break;
+    case LUA_TLIGHTUSERDATA:
+      refuse(p, "light userdata", false);
+      break;
+    default:
+      refuse(p, luaL_typename(L, idx), false);
+      break;
+  }
+}
+
+/* pk_begin sets the stack up for packing: the box that owns the value
+** while it is built, the table of values seen, the slot of the map of
+** module names. */
+static void pk_begin(lua_State *L, packer *p, const char *what) {
+  lt_box *b;
+  lt_value *v;
+  p->L = L;
+  p->what = what != NULL ? what : "value";
+  p->base = lua_gettop(L);
+  p->depth = 0;
+  b = lt_push_box(L);
+  v = calloc(1, sizeof *v);
+  if (v == NULL) luaL_error(L, "not enough memory");
+  tt_obj_init(&v->hdr, &lt_value_type);
+  b->v = v;
+  p->v = v;
+  lua_newtable(L);
+  p->seen = lua_gettop(L);
+  lt_names_init(L, &p->names);
+}
+
+/* pk_root packs one top-level value; 'kind' and 'n' say how a refusal
+** names it. */
+static void pk_root(packer *p, int idx, int kind, int n) {
+  push_seg(p, kind, idx, n);
+  pk_value(p, idx);
+  p->depth--;
+  p->v->n++;
+}
+
+/* pk_end takes the finished value out of its box and restores the
+** stack (closing the now empty box). */
+static tt_obj *pk_end(packer *p) {
+  lua_State *L = p->L;
+  lt_box *b = lua_touserdata(L, p->base + 1);
+  lt_value *v = b->v;
+  b->v = NULL;
+  if (v->cap > v->len + 256) {
+    unsigned char *nb = realloc(v->buf, v->len);
+    if (nb != NULL) {
+      v->buf = nb;
+      v->cap = v->len;
+    }
+  }
+  /* Close the box's slot on its own before lowering the top: Lua 5.4.4's
+  ** lua_settop keeps a stale stack pointer when a __close handler it runs
+  ** reallocates the stack (fixed in 5.4.5); lua_closeslot does not. */
+  lua_closeslot(L, p->base + 1);
+  lua_settop(L, p->base);
+  return &v->hdr;
+}
+
+/* lt_pack: see ltether.h (each top-level value is "argument #i"). */
+tt_obj *lt_pack(lua_State *L, int first, int n, const char *what) {
+  packer p;
+  int i;
+  first = lua_absindex(L, first);
+  pk_begin(L, &p, what);
+  for (i = 0; i < n; i++) pk_root(&p, first + i, SEG_ARG, i + 1);
+  return pk_end(&p);
+}
+
+/* lt_pack_one: see ltether.h (the value is named by 'what' itself). */
+tt_obj *lt_pack_one(lua_State *L, int idx, const char *what) {
+  packer p;
+  idx = lua_absindex(L, idx);
+  pk_begin(L, &p, what);
+  pk_root(&p, idx, SEG_WHAT, 0);
+  return pk_end(&p);
+}
+
+/* lt_pack_call: see ltether.h (the function first, then its
+** arguments). */
+tt_obj *lt_pack_call(lua_State *L, int fn_idx, int first, int n,
+                     const char *what) {
+  packer p;
+  int i;
+  fn_idx = lua_absindex(L, fn_idx);
+  first = lua_absindex(L, first);
+  pk_begin(L, &p, what);
+  pk_root(&p, fn_idx, SEG_WHAT, 0);
+  for (i = 0; i < n; i++) pk_root(&p, first + i, SEG_ARG, i + 1);
+  return pk_end(&p);
+}
+
+/* lt_pack_results: see ltether.h (each value is "result #i"). */
+tt_obj *lt_pack_results(lua_State *L, int first, int n, const char *what) {
+  packer p;
+  int i;
+  first = lua_absindex(L, first);
+  pk_begin(L, &p, what);
+  for (i = 0; i < n; i++) pk_root(&p, first + i, SEG_RESULT, i + 1);
+  return pk_end(&p);
+}

@@ -241,7 +241,7 @@ describe("tenant quotas", function()
       .. "integer, got string)")
     assert.has_error(function()
       tether.pool { quotas = { acme = 1 } } end,
-      "bad argument #1 to 'pool' (field 'quotas' need a 'tenant_key')")
+      "bad argument #1 to 'pool' (field 'quotas' needs a 'tenant_key')")
   end)
 end)
 

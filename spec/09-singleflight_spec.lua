@@ -127,7 +127,6 @@ describe("tether.singleflight", function()
       "bad argument #3 to 'call' (function expected, got no value)")
     assert.has_error(function()
       sf:call(bg, "k", print, { timeout = -1 }) end,
-      "bad argument #4 to 'call' (field 'timeout' must be a non-negative "
-      .. "number)")
+      "bad argument #4 to 'call' (field 'timeout' must be at least 0)")
   end)
 end)

@@ -179,6 +179,10 @@ const tt_type *lt_key_type(void);
 ** one. */
 tt_latch *lt_pool_latch(tt_obj *o);
 
+/* lsaga.c: why the object 'o' cannot cross to another state (a saga
+** whose steps cannot be copied), or NULL when it can. */
+const char *lt_saga_stays(tt_obj *o);
+
 /* lexec.c: one structured log line on stderr for a failed task. */
 void lt_log_failure(const char *what, const char *name, tt_obj *err);
 

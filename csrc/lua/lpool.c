@@ -512,6 +512,7 @@ static int l_pool(lua_State *L) {
   p->observer = -1;
   lt_pushnew(L, p);  /* from here on, an error frees it through __gc */
   p->env = lt_env_new(L, init_idx, interrupt, name);
+  if (interrupt) lt_env_watch(p->env, o.shutdown);
   if (lt_optfunction(L, 1, 1, "on_idle")) {
     p->on_idle = lt_task_new(L, NULL, lua_gettop(L), 0, 0, false,
                              "on_idle");

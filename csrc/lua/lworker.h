@@ -34,6 +34,12 @@ extern const tt_type lt_env_type;
 lt_env *lt_env_new(lua_State *L, int init_idx, bool interrupt,
                    const char *name);
 
+/* lt_env_watch makes the end of 'stop' (a pool's shutdown context; may
+** be NULL) interrupt the tasks of an environment with interrupts at
+** once, as the end of each task's own context does.  Call it before the
+** first task. */
+void lt_env_watch(lt_env *e, tt_ctx *stop);
+
 /* An lt_task is one Lua task: its function and arguments, packed. */
 typedef struct lt_task lt_task;
 
@@ -69,8 +75,8 @@ void lt_thread_exit(void);
 ** ("cannot create worker state: ...", "init of pool 'x' failed: ..."). */
 lua_State *lt_thread_state(lt_env *env, char *err, size_t errlen);
 
-#endif
-
 /* lt_task_clone shares a task's packed call and environment in a new
 ** task (for callbacks run many times); NULL when out of memory. */
 lt_task *lt_task_clone(const lt_task *t);
+
+#endif

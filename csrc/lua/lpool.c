@@ -72,11 +72,41 @@ static lp_pool *check_pool(lua_State *L) {
 ** Events: log lines and callbacks
 ** ===================================================================== */
 
+/* A run of on_idle or on_resume: the task, and what its failure is
+** logged as ("on_idle failed", with the pool's name). */
+typedef struct cb_job {
+  lt_task *task;
+  const char *msg;
+  char pool[64];
+} cb_job;
+
 static void run_callback(void *arg) {
+  cb_job *j = arg;
   tt_obj *out = NULL;
-  lt_task_run(tt_background(), arg, &out);
+  if (lt_task_run(tt_background(), j->task, &out) != TT_OK)
+    lt_log_failure(j->msg, j->pool, out);
   tt_unref(out);
-  lt_task_drop(arg);
+  lt_task_drop(j->task);
+  free(j);
+}
+
+/* start_callback runs 'cb' on the executor; one that cannot start is
+** logged, never skipped in silence. */
+static void start_callback(lp_pool *p, lt_task *cb, const char *msg) {
+  cb_job *j = malloc(sizeof *j);
+  if (j != NULL) {
+    j->task = lt_task_clone(cb);
+    j->msg = msg;
+    snprintf(j->pool, sizeof j->pool, "%s", p->name);
+  }
+  if (j == NULL || j->task == NULL || tt_exec(run_callback, j) != TT_OK) {
+    tt_field f[] = {TT_FSTR("pool", p->name), TT_FSTR("callback", msg)};
+    if (j != NULL) {
+      if (j->task != NULL) lt_task_drop(j->task);
+      free(j);
+    }
+    tt_log(TT_LOG_ERROR, "callback not run", f, 2);
+  }
 }
 
 /* A dead letter on its way to the pool's dlq channel.  The record is
@@ -100,6 +130,15 @@ static void dl_free(dl_job *j) {
 }
 
 static void push_failure(lua_State *L, const tt_failure *f);
+
+/* dl_lost logs a dead letter whose copy the dlq channel will not get
+** (the pool still holds the dead letter itself). */
+static void dl_lost(const char *pool, const char *name, const char *why) {
+  tt_field f[] = {TT_FSTR("pool", pool),
+                  TT_FSTR("name", name != NULL ? name : "op"),
+                  TT_FSTR("reason", why)};
+  tt_log(TT_LOG_WARN, "dead letter not sent to dlq", f, 3);
+}
 
 static int dl_build(lua_State *L) {
   dl_job *j = lua_touserdata(L, 1);
@@ -132,17 +171,16 @@ static void dl_run(void *arg) {
   }
   /* Losing a dead letter's copy is not silent: it stays in the pool's
   ** dead letters, and the loss is logged. */
-  if (err[0] != '\0') {
-    tt_field f[] = {TT_FSTR("pool", j->pool), TT_FSTR("name", j->f.name),
-                    TT_FSTR("reason", err)};
-    tt_log(TT_LOG_WARN, "dead letter not sent to dlq", f, 3);
-  }
+  if (err[0] != '\0') dl_lost(j->pool, j->f.name, err);
   dl_free(j);
 }
 
 static void send_dead_letter(lp_pool *p, const tt_event *ev) {
   dl_job *j = calloc(1, sizeof *j);
-  if (j == NULL) return;
+  if (j == NULL) {
+    dl_lost(p->name, ev->name, "not enough memory");
+    return;
+  }
   snprintf(j->pool, sizeof j->pool, "%s", p->name);
   j->dlq = tt_ref(p->dlq);
   j->env = tt_ref(p->dl_env);
@@ -151,6 +189,7 @@ static void send_dead_letter(lp_pool *p, const tt_event *ev) {
   if (ev->tenant != NULL) {
     j->f.tenant = malloc(ev->tenant_len + 1);
     if (j->f.tenant == NULL) {
+      dl_lost(p->name, ev->name, "not enough memory");
       dl_free(j);
       return;
     }
@@ -162,7 +201,10 @@ static void send_dead_letter(lp_pool *p, const tt_event *ev) {
   j->f.code = ev->code;
   j->f.attempts = ev->attempt;
   j->f.at = tt_wall();
-  if (j->f.name == NULL || tt_exec(dl_run, j) != TT_OK) dl_free(j);
+  if (j->f.name == NULL || tt_exec(dl_run, j) != TT_OK) {
+    dl_lost(p->name, ev->name, "cannot start the copy");
+    dl_free(j);
+  }
 }
 
 /* lp_observe turns the idle and resume events into one log line each and
@@ -170,7 +212,7 @@ static void send_dead_letter(lp_pool *p, const tt_event *ev) {
 ** dlq channel if the pool has one. */
 static void lp_observe(const tt_event *ev, void *ud) {
   lp_pool *p = ud;
-  const char *msg;
+  const char *msg, *cbmsg;
   lt_task *cb;
   if (ev->kind == TT_EV_DEAD) {
     if (p->dlq != NULL) send_dead_letter(p, ev);
@@ -179,9 +221,11 @@ static void lp_observe(const tt_event *ev, void *ud) {
   if (ev->kind == TT_EV_IDLE) {
     msg = "pool idle";
     cb = p->on_idle;
+    cbmsg = "on_idle failed";
   } else if (ev->kind == TT_EV_RESUMING) {
     msg = "pool resuming";
     cb = p->on_resume;
+    cbmsg = "on_resume failed";
   } else {
     return;
   }
@@ -189,11 +233,7 @@ static void lp_observe(const tt_event *ev, void *ud) {
     tt_field f[] = {TT_FSTR("pool", p->name)};
     tt_log(TT_LOG_INFO, msg, f, 1);
   }
-  if (cb != NULL) {
-    lt_task *copy = lt_task_clone(cb);
-    if (copy != NULL && tt_exec(run_callback, copy) != TT_OK)
-      lt_task_drop(copy);
-  }
+  if (cb != NULL) start_callback(p, cb, cbmsg);
 }
 
 /* }==================================================================== */

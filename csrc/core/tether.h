@@ -854,6 +854,11 @@ void tt_flight_forget(tt_flight *sf, const char *key, size_t keylen);
 /* tt_flight_inflight returns how many keys have a run in flight. */
 size_t tt_flight_inflight(tt_flight *sf);
 
+/* tt_flight_waiting returns how many callers wait for the run in flight
+** for 'key' (0 when none is): each of them will get its result, unless
+** its own context ends first. */
+int tt_flight_waiting(tt_flight *sf, const char *key, size_t keylen);
+
 /* A tt_saga_step is one step of a saga: its name (copied by tt_saga_new;
 ** NULL gives "step N"), its action, the compensation that undoes a
 ** completed action (NULL: nothing to undo), and 'ud', passed to both.

@@ -84,11 +84,22 @@ static int m_inflight(lua_State *L) {
   return 1;
 }
 
+/* sf:waiting(key) -> how many callers wait for the run in flight for
+** key (0 when none is). */
+static int m_waiting(lua_State *L) {
+  tt_flight *sf = lt_checkobj(L, 1, &tt_flight_type);
+  size_t klen;
+  const char *key = luaL_checklstring(L, 2, &klen);
+  lua_pushinteger(L, tt_flight_waiting(sf, key, klen));
+  return 1;
+}
+
 void lt_open_flight(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"call", m_call},
     {"forget", m_forget},
     {"inflight", m_inflight},
+    {"waiting", m_waiting},
     {NULL, NULL}
   };
   lt_newtype(L, &tt_flight_type, methods, NULL);

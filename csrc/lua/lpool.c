@@ -475,6 +475,10 @@ static int check_quotas(lua_State *L, int arg, int idx, tt_quota *q,
 ** tether.pool{...}
 ** ===================================================================== */
 
+/* tether.pool{...} -> pool: a pool of worker threads, each with its own
+** Lua state, with the options of DESIGN section 5 (pool_options[]; an
+** unknown key raises, naming the nearest known one).  Each invalid
+** combination raises with its own message. */
 static int l_pool(lua_State *L) {
   tt_pool_opts o;
   tt_class_opts cls[MAX_CLASSES];
@@ -753,6 +757,7 @@ static int m_drain(lua_State *L) {
   return 2;
 }
 
+/* pool:close() closes the pool to new work without waiting. */
 static int m_close(lua_State *L) {
   tt_pool_close(check_pool(L)->pool);
   return 0;
@@ -776,6 +781,9 @@ static void set_int(lua_State *L, const char *k, unsigned long long v) {
   lua_setfield(L, -2, k);
 }
 
+/* pool:stats() -> a table of the pool's counters, read in one snapshot:
+** submitted = completed + failed + stopped + dead + spilled + abandoned
+** + queued + inflight always holds. */
 static int m_stats(lua_State *L) {
   tt_pool_stats s;
   tt_pool_stats_get(check_pool(L)->pool, &s);
@@ -796,6 +804,8 @@ static int m_stats(lua_State *L) {
   return 1;
 }
 
+/* pool:inflight() -> a list of the running ops, {id, name, tenant,
+** priority, started, attempt} each. */
 static int m_inflight(lua_State *L) {
   lp_pool *p = check_pool(L);
   tt_inflight buf[256];
@@ -863,12 +873,15 @@ static int push_failures(lua_State *L, tt_failure *f, size_t n) {
   return 1;
 }
 
+/* pool:failures() -> the recent failed attempts, oldest first. */
 static int m_failures(lua_State *L) {
   size_t n = 0;
   tt_failure *f = tt_pool_failures(check_pool(L)->pool, &n);
   return push_failures(L, f, n);
 }
 
+/* pool:dead_letters() -> the dead letters kept, oldest first, {id, name,
+** tenant, error, traceback, code, cause, attempts, at} each. */
 static int m_dead_letters(lua_State *L) {
   size_t n = 0;
   tt_failure *f = tt_pool_dead_letters(check_pool(L)->pool, &n);
@@ -925,12 +938,16 @@ static int m_retry_dead(lua_State *L) {
   return 1;
 }
 
+/* pool:drop_dead(id_or_record) -> true if the dead letter was there (it
+** is forgotten, with its argument). */
 static int m_drop_dead(lua_State *L) {
   lp_pool *p = check_pool(L);
   lua_pushboolean(L, tt_pool_drop_dead(p->pool, check_id(L, 2)));
   return 1;
 }
 
+/* pool:drained() -> the pool itself, a waitable for tether.select that
+** fires once the pool is closed and empty. */
 static int m_drained(lua_State *L) {
   check_pool(L);
   lua_pushvalue(L, 1);

@@ -22,8 +22,10 @@
 
 /* lt_newtype creates the metatable of an engine type, named after
 ** 't->name' ("tether.Context"), with 'methods' in '__index' (may be NULL)
-** and 'meta' as metamethods; '__gc', '__close' and '__name' are set for
-** every type.  The metatable is left on the stack. */
+** and 'meta' as metamethods; '__name', '__gc' (which drops the
+** userdata's reference) and '__tostring' are set for every type, '__close'
+** only where 'meta' gives one (a cancel function cancels).  The metatable
+** is left on the stack. */
 void lt_newtype(lua_State *L, const tt_type *t, const luaL_Reg *methods,
                 const luaL_Reg *meta);
 
@@ -52,8 +54,9 @@ void *lt_testobj(lua_State *L, int idx, const tt_type *t);
 ** the "refusal" convention: return lt_pusherror(L, TT_EQUEUE_FULL, msg). */
 int lt_pusherror(lua_State *L, int code, const char *message);
 
-/* lt_checktimeout reads an optional number of seconds at 'arg': nil gives
-** 'def'; a negative, NaN or non-number raises. */
+/* lt_checkseconds reads a number of seconds at 'arg'; a negative, NaN or
+** non-number raises.  lt_optseconds is the same for an optional one: nil
+** or none gives 'def'. */
 double lt_checkseconds(lua_State *L, int arg);
 double lt_optseconds(lua_State *L, int arg, double def);
 
@@ -94,7 +97,11 @@ const char *lt_optstring(lua_State *L, int arg, int idx, const char *field,
 
 /* lt_checkretry reads a retry policy table ({attempts, backoff, factor,
 ** max_backoff, jitter}) at 'idx' into '*r': the one reader of retry
-** policies for pools, submissions and sagas. */
+** policies for pools, submissions and sagas, with one set of limits and
+** defaults: attempts 1..1000000 (1), backoff >= 0 (0.1 s), factor >= 1
+** (2), max_backoff >= 0 (3600 s), jitter 0..1 (0).  An unknown key
+** raises ("unknown option 'retry.attempt'; did you mean
+** 'retry.attempts'?"). */
 void lt_checkretry(lua_State *L, int arg, int idx, tt_retry *r);
 
 /* }==================================================================== */

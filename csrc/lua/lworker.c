@@ -577,6 +577,10 @@ static int w_xpcall(lua_State *L) {
 /* w_load is Lua's load, except that an interrupt raised in a
 ** reader function is raised again instead of returned. */
 static int w_load(lua_State *L) {
+  /* Lua's load checks these too, but would not know its own name. */
+  if (lua_type(L, 1) != LUA_TSTRING) luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_optstring(L, 2, NULL);
+  luaL_optstring(L, 3, NULL);
   lua_pushcfunction(L, atomic_load(&native_load));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
@@ -644,9 +648,8 @@ static int resume_co(lua_State *L, lua_State *co, int narg) {
 }
 
 static lua_State *check_co(lua_State *L, int arg) {
-  lua_State *co = lua_tothread(L, arg);
-  luaL_argexpected(L, co != NULL, arg, "coroutine");
-  return co;
+  luaL_checktype(L, arg, LUA_TTHREAD);
+  return lua_tothread(L, arg);
 }
 
 /* coroutine.resume(co, ...) as Lua's, with resume_co. */
@@ -767,10 +770,16 @@ static int call_setmetatable(lua_State *L, lua_CFunction native) {
 }
 
 static int w_setmetatable(lua_State *L) {
+  int t = lua_type(L, 2);
+  /* Lua's checks, made here where the function knows its name. */
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
   return call_setmetatable(L, atomic_load(&native_setmetatable));
 }
 
 static int w_dbsetmetatable(lua_State *L) {
+  int t = lua_type(L, 2);
+  luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
   return call_setmetatable(L, atomic_load(&native_dbsetmetatable));
 }
 

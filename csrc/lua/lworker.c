@@ -249,18 +249,28 @@ static tt_error *mkerror(const char *traceback, const char *fmt, ...) {
 
 /* msgh is the message handler of task calls: it keeps the traceback
 ** aside (in the registry) and leaves the error value as it is, so that a
-** tether error object raised by the task stays one. */
+** tether error object raised by the task stays one.  Such an object (the
+** context's error of an interrupt, among others) travels as it is, with
+** no traceback, so none is made for it: luaL_traceback looks every
+** function up in package.loaded, tens of microseconds that an
+** interrupted op's waiters would wait. */
 static int msgh(lua_State *L) {
   static const char tail[] = "\n\t[C]: in ?";
   const size_t nt = sizeof tail - 1;
   size_t len;
   const char *tb;
+  int i;
+  tt_obj *o = lt_toobj(L, 1);
+  if (o != NULL && o->type == &tt_error_type) return 1;
   luaL_traceback(L, L, NULL, 1);
-  /* The last frame is the C function that runs the task: noise. */
-  tb = lua_tolstring(L, -1, &len);
-  if (len >= nt && memcmp(tb + len - nt, tail, nt) == 0) {
-    lua_pushlstring(L, tb, len - nt);
-    lua_remove(L, -2);
+  /* The last frames are the C functions that run the task ('tramp' and
+  ** run_body, or ws_env): noise. */
+  for (i = 0; i < 2; i++) {
+    tb = lua_tolstring(L, -1, &len);
+    if (len >= nt && memcmp(tb + len - nt, tail, nt) == 0) {
+      lua_pushlstring(L, tb, len - nt);
+      lua_remove(L, -2);
+    }
   }
   lua_setfield(L, LUA_REGISTRYINDEX, TB_KEY);
   lua_settop(L, 1);

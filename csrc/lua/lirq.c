@@ -434,7 +434,6 @@ static int w_close(lua_State *L) {
 static int w_gc(lua_State *L) {
   lua_State *co;
   int nres, st;
-  if (!lua_isfunction(L, lua_upvalueindex(1))) return 0;
   co = lua_newthread(L);
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_pushvalue(L, 1);
@@ -456,11 +455,11 @@ static int w_gc(lua_State *L) {
 ** w_gc.  (A __gc put into a metatable after it was set is not seen: Lua
 ** runs that one with hooks off.) */
 static void wrap_gc(lua_State *L, int mt) {
-  lua_CFunction f;
   mt = lua_absindex(L, mt);
   lua_pushliteral(L, "__gc");
-  if (lua_rawget(L, mt) == LUA_TNIL ||
-      ((f = lua_tocfunction(L, -1)) != NULL && f == w_gc)) {
+  /* A C finalizer runs no Lua code: it is left as it is, and so is one
+  ** already wrapped. */
+  if (lua_rawget(L, mt) == LUA_TNIL || lua_tocfunction(L, -1) != NULL) {
     lua_pop(L, 1);
     return;
   }

@@ -232,7 +232,7 @@ static int l_after_func(lua_State *L) {
   tt_afterfunc *af;
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_pushvalue(L, 2);
-  if (lua_getinfo(L, ">S", &ar))
+  if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
     snprintf(name, sizeof name, "%s:%d", ar.short_src, ar.linedefined);
   t = lt_task_new(L, NULL, 2, 3, lua_gettop(L) - 2, false, "after_func");
   j = malloc(sizeof *j);

@@ -144,14 +144,28 @@ describe("after_func with Lua functions", function()
   end)
 
   it("stop prevents the run and reports it", function()
-    local ctx, cancel = tether.with_cancel(tether.background())
-    local ch = tether.chan(1)
-    local stop = tether.after_func(ctx, function() ch:send("ran") end)
+    local ctx = tether.with_cancel(tether.background())
+    local stop = tether.after_func(ctx, function() end)
     assert.is_true(stop())
     assert.is_false(stop())
-    cancel()
-    tether.sleep(0.02)
-    assert.equal(0, ch:len())
+    -- That nothing runs after the cancel is seen in a process of its own,
+    -- where tether.shutdown() can wait for all of the executor's work (a
+    -- function the cancel started, had stop failed).
+    local out, ok = run_lua([[
+      local tether = require "tether"
+      local ch = tether.chan(2)
+      local ctx, cancel = tether.with_cancel(tether.background())
+      local ctx2, cancel2 = tether.with_cancel(tether.background())
+      local stop = tether.after_func(ctx, function() ch:send("stopped ran") end)
+      tether.after_func(ctx2, function() ch:send("ran") end)
+      assert(stop())
+      cancel()
+      cancel2()
+      tether.shutdown()
+      print(ch:len(), (ch:try_recv()))
+    ]])
+    assert.is_true(ok, out)
+    assert.equal("1\tran\n", out)
   end)
 
   it("runs at once for a context already done", function()

@@ -4,17 +4,27 @@ local tether = require "tether"
 
 local bg = tether.background()
 
--- submit_retrying submits, retrying on queue_full as a caller should.
+local check_invariant = require("spec.support.accounting").check
+local eventually = require "spec.support.eventually"
+
+-- submit_retrying submits, retrying on queue_full as a caller should, for
+-- at most 5 s.
 local function submit_retrying(pool, parent, name, fn, ...)
-  while true do
-    local h, err = pool:submit(parent, name, fn, ...)
-    if h then return h end
-    assert.equal("queue_full", err.code)
-    tether.sleep(0.001)
-  end
+  local args = table.pack(...)
+  local h, err
+  eventually(function()
+    h, err = pool:submit(parent, name, fn, table.unpack(args, 1, args.n))
+    if not h then assert.equal("queue_full", err.code) end
+    return h ~= nil
+  end, "room in the queue of pool '" .. pool:name() .. "'")
+  return h
 end
 
-local check_invariant = require("spec.support.accounting").check
+-- running waits until 'n' ops of 'pool' run.
+local function running(pool, n)
+  eventually(function() return pool:stats().inflight >= n end,
+             n .. " running ops in pool '" .. pool:name() .. "'")
+end
 
 describe("pools", function()
   it("scenario 7: 100 submissions through 5 workers and a queue of 20 "
@@ -24,16 +34,16 @@ describe("pools", function()
     local refused = 0
     local handles = {}
     for i = 1, 100 do
-      while true do
+      eventually(function()
         local h, err = pool:submit(bg, "op", function(ctx, n, out)
           out:send(n)
           return n
         end, i, seen)
-        if h then handles[i] = h; break end
+        if h then handles[i] = h; return true end
         assert.equal("queue_full", err.code)
         refused = refused + 1
-        tether.sleep(0.001)
-      end
+        return false
+      end, "room in the queue")
     end
     assert.is_true(pool:drain(tether.with_timeout(bg, 30)))
     local count = {}
@@ -58,7 +68,7 @@ describe("pools", function()
     local pool = tether.pool { name = "tight", workers = 1, queue = 1 }
     local a = pool:submit(bg, "a", function(ctx, g) g:recv() end, gate)
     -- Wait until 'a' runs, so the next one sits in the queue.
-    while pool:stats().inflight < 1 do tether.sleep(0.001) end
+    running(pool, 1)
     local b = pool:submit(bg, "b", function() end)
     assert.is_truthy(a and b)
     local t0 = tether.now()
@@ -130,18 +140,21 @@ describe("pools", function()
     for i = 1, 3 do
       hs[i] = pool:submit(bg, "loop", function(ctx, n, st)
         st:send(n)
-        local ticks = 0
-        while not ctx:err() do
-          ticks = ticks + 1
+        -- Work in small steps, looking at ctx between them (for 5 s at
+        -- most: a shutdown that never comes fails the spec).
+        for _ = 1, 5000 do
+          if ctx:err() then break end
           tether.sleep(0.001, ctx)
         end
-        return "stopped cleanly", ctx:cause()
+        return ctx:err() and "stopped cleanly" or "never stopped",
+               ctx:cause()
       end, i, started)
     end
-    for _ = 1, 3 do started:recv() end
+    local limit = tether.with_timeout(bg, 10)
+    for _ = 1, 3 do assert.is_truthy(started:recv(limit)) end
     stop_all("maintenance")
     for i = 1, 3 do
-      local msg, cause = hs[i]:wait()
+      local msg, cause = hs[i]:wait(limit)
       assert.equal("stopped cleanly", msg)
       assert.equal("maintenance", cause)
     end
@@ -155,7 +168,7 @@ describe("pools", function()
     for i = 1, 4 do
       pool:submit(bg, "slow" .. i, function(ctx, g) g:recv() end, gate)
     end
-    while pool:stats().inflight < 2 do tether.sleep(0.001) end
+    running(pool, 2)
     local budget = tether.with_timeout(bg, 0.05)
     local ok, err = pool:drain(budget)
     assert.is_nil(ok)
@@ -177,7 +190,7 @@ describe("pools", function()
     local pool = tether.pool { name = "stops", workers = 1, queue = 20 }
     local blocker = pool:submit(bg, "blocker", function(ctx, g) g:recv() end,
                                 gate)
-    while pool:stats().inflight < 1 do tether.sleep(0.001) end
+    running(pool, 1)
     local hs = {}
     for i = 1, 10 do
       hs[i] = pool:submit(bg, "op" .. i, function(ctx, n) return n end, i)
@@ -214,7 +227,7 @@ describe("pools", function()
     local t0 = tether.now()
     local ctx = tether.with_value(bg, "tenant", "acme")
     pool:submit(ctx, "resize-image", function(c, g) g:recv() end, gate)
-    while pool:stats().inflight < 1 do tether.sleep(0.001) end
+    running(pool, 1)
     local list = pool:inflight()
     assert.equal(1, #list)
     assert.equal("resize-image", list[1].name)
@@ -268,13 +281,14 @@ describe("pools", function()
      function()
     local pool = tether.pool { name = "busy", workers = 1, timeout = 0.05,
                                interrupt = true }
+    local limit = tether.with_timeout(bg, 10)
     local spin = pool:submit(bg, "spin", function() while true do end end)
-    local _, err = spin:wait()
+    local _, err = spin:wait(limit)
     assert.equal(tether.deadline_exceeded, err)
     local stubborn = pool:submit(bg, "stubborn", function()
       for _ = 1, 1e12 do pcall(function() while true do end end) end
     end)
-    _, err = stubborn:wait()
+    _, err = stubborn:wait(limit)
     assert.equal(tether.deadline_exceeded, err)
     -- The worker is still good for more work.
     assert.equal(3, pool:submit(bg, "after", function() return 3 end):wait())

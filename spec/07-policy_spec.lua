@@ -5,6 +5,7 @@ local tether = require "tether"
 local bg = tether.background()
 
 local check_invariant = require("spec.support.accounting").check
+local eventually = require "spec.support.eventually"
 
 -- A task that fails its first 'fails' attempts, counting attempts on a
 -- channel (upvalues are snapshots; shared state goes through tether
@@ -60,7 +61,8 @@ describe("retries", function()
       retry = { attempts = 3, backoff = 10 } }
     local counter = tether.chan(5)
     local h = pool:submit(bg, "slow-retry", flaky, counter, 5)
-    while pool:stats().retried < 1 do tether.sleep(0.001) end
+    eventually(function() return pool:stats().retried >= 1 end,
+               "the first retry")
     local s = pool:stats()
     assert.equal(1, s.queued)
     assert.equal(0, s.inflight)
@@ -87,7 +89,8 @@ describe("retries", function()
     local c2 = tether.chan(5)
     local h2 = pool:submit(bg, { name = "doomed",
       retry = { attempts = 10, backoff = 0.05 } }, flaky, c2, 100)
-    while pool:stats().retried < 3 do tether.sleep(0.001) end
+    eventually(function() return pool:stats().retried >= 3 end,
+               "three retries")
     stop()
     local _, err = h2:wait()
     assert.is_truthy(err)
@@ -241,7 +244,7 @@ describe("tenant quotas", function()
       .. "integer, got string)")
     assert.has_error(function()
       tether.pool { quotas = { acme = 1 } } end,
-      "bad argument #1 to 'pool' (field 'quotas' need a 'tenant_key')")
+      "bad argument #1 to 'pool' (field 'quotas' needs a 'tenant_key')")
   end)
 end)
 
@@ -250,14 +253,16 @@ describe("priority tiers", function()
      function()
     local pool = tether.pool { name = "tiers", queue = 5000, quiet = true,
       priorities = { high = { workers = 10 }, low = { workers = 50 } } }
-    local gate = tether.chan()
+    local gate, started = tether.chan(), tether.chan(2000)
     local low = {}
     for i = 1, 2000 do
       low[i] = assert(pool:submit(bg, { name = "routine", priority = "low" },
-        function(ctx, g) g:recv() end, gate))
+        function(ctx, g, st) st:send(true) g:recv() end, gate, started))
     end
-    -- Every low worker is stuck and 1,950 routine ops wait: critical ops
-    -- still run at once, on their own workers.
+    -- Every low worker is stuck (each has said so) and 1,950 routine ops
+    -- wait: critical ops still run at once, on their own workers.
+    local limit = tether.with_timeout(bg, 10)
+    for _ = 1, 50 do assert.is_truthy(started:recv(limit)) end
     for i = 1, 50 do
       local h = pool:submit(bg, { name = "critical", priority = "high" },
         function(ctx, n) return n end, i)
@@ -276,17 +281,20 @@ describe("priority tiers", function()
      .. "saturated", function()
     local pool = tether.pool { name = "tiers2", queue = 5000, quiet = true,
       priorities = { high = { workers = 10 }, low = { workers = 50 } } }
-    local gate = tether.chan()
+    local gate, started = tether.chan(), tether.chan(200)
     for _ = 1, 200 do
       assert(pool:submit(bg, { name = "critical", priority = "high" },
-        function(ctx, g) g:recv() end, gate))
+        function(ctx, g, st) st:send(true) g:recv() end, gate, started))
     end
+    -- Every high worker is stuck, and has said so.
+    local limit = tether.with_timeout(bg, 10)
+    for _ = 1, 10 do assert.is_truthy(started:recv(limit)) end
     local hs = {}
     for i = 1, 100 do
       hs[i] = assert(pool:submit(bg, { name = "routine", priority = "low" },
         function(ctx, n) return n end, i))
     end
-    for i = 1, 100 do assert.equal(i, hs[i]:wait()) end
+    for i = 1, 100 do assert.equal(i, hs[i]:wait(limit)) end
     assert.equal(190, pool:stats().queued)
     gate:close()
     pool:drain()
@@ -302,7 +310,8 @@ describe("priority tiers", function()
       if tether.sleep(0.01, ctx) then out:send(true) end
     end
     -- Each tier gets more work than it can do in the window: 3,000 ops of
-    -- 10 ms, against 500 (high) and 2,500 (low) that fit in 0.5 s.
+    -- 10 ms each, where a window of 0.5 s fits 500 (high, 10 workers) and
+    -- 2,500 (low, 50 workers).
     local t0 = tether.now()
     for _ = 1, 3000 do
       pool:submit(bg, { name = "c", priority = "high" }, op, done.high)
@@ -310,12 +319,25 @@ describe("priority tiers", function()
     end
     tether.sleep(math.max(0, 0.5 - (tether.now() - t0)))
     local high, low = done.high:len(), done.low:len()
+    local window = tether.now() - t0
     stop()
-    print(("\n  fairness (0.5 s, both tiers saturated): high %d ops on 10 "
-           .. "workers, low %d ops on 50 workers"):format(high, low))
-    assert.is_true(high > 0 and high < 3000)
-    assert.is_true(low > 0 and low < 3000)
-    assert.is_true(pool:drain())
+    -- Each tier's throughput as a share of its capacity (its workers
+    -- times the window, over 10 ms an op).  No tier can pass its own
+    -- capacity (its workers are its own), and each gets a fair part of
+    -- it: a tier starved by the other fails the lower bound.
+    local share = {
+      high = high / (10 * window / 0.01),
+      low = low / (50 * window / 0.01),
+    }
+    print(("\n  fairness (%.2f s, both tiers saturated): high %d ops on 10 "
+           .. "workers (%.0f%% of capacity), low %d ops on 50 workers "
+           .. "(%.0f%%)"):format(window, high, share.high * 100, low,
+                                  share.low * 100))
+    for tier, r in pairs(share) do
+      assert.is_true(r <= 1.05, tier .. " passed its capacity: " .. r)
+      assert.is_true(r >= 0.25, tier .. " starved: " .. r)
+    end
+    assert.is_true(pool:drain(tether.with_timeout(bg, 10)))
   end)
 
   it("lend lets idle high workers take lower work", function()

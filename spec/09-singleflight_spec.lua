@@ -4,20 +4,26 @@ local tether = require "tether"
 
 local bg = tether.background()
 
+local eventually = require "spec.support.eventually"
+
 describe("tether.singleflight", function()
   it("runs fn once for concurrent callers and shares the value", function()
     local sf = tether.singleflight()
-    local calls = tether.chan(100)
+    local calls, gate = tether.chan(100), tether.chan()
     local hs = {}
     for i = 1, 8 do
-      hs[i] = tether.go(function(s, c)
+      hs[i] = tether.go(function(s, c, g)
         return s:call(tether.background(), "user:7", function(ctx)
           c:send(true)
-          tether.sleep(0.05)
+          g:recv()
           return { id = 7, name = "ann" }
         end)
-      end, sf, calls)
+      end, sf, calls, gate)
     end
+    -- The load goes on only once all eight callers wait for it.
+    eventually(function() return sf:waiting("user:7") == 8 end,
+               "eight callers of one load")
+    gate:send(true)
     for i = 1, 8 do
       local v, err, shared = hs[i]:wait()
       assert.same({ id = 7, name = "ann" }, v)
@@ -30,30 +36,37 @@ describe("tether.singleflight", function()
   it("scenario 10: a caller whose context is canceled returns at once; "
      .. "the other gets the value; the loader ran once", function()
     local sf = tether.singleflight()
-    local calls = tether.chan(10)
-    local function loader(ctx, c)
+    local calls, gate = tether.chan(10), tether.chan()
+    local function loader(ctx, c, g)
       c:send(true)
-      tether.sleep(0.05, ctx)
+      g:recv()
       return "value", ctx:value("who")
     end
-    local caller1, cancel = tether.with_cancel(
-      tether.with_value(bg, "who", "first"))
-    local first = tether.go(function(ctx, s, l, c)
-      return s:call(ctx, "k", function(w) return l(w, c) end)
-    end, caller1, sf, loader, calls)
-    local second = tether.go(function(s, l, c)
-      tether.sleep(0.01)
-      return s:call(tether.background(), "k", function(w) return l(w, c) end)
-    end, sf, loader, calls)
-    tether.sleep(0.02)
+    local limit = tether.with_timeout(bg, 10)
+    -- One caller starts the load, which waits for the gate...
+    local other = tether.go(function(s, l, c, g)
+      return s:call(tether.with_value(tether.background(), "who", "other"),
+                    "k", function(w) return l(w, c, g) end)
+    end, sf, loader, calls, gate)
+    assert.is_truthy(calls:recv(limit))
+    -- ...another joins it, and its context is canceled.
+    local ctx, cancel = tether.with_cancel(bg)
+    local leaving = tether.go(function(c, s, l, ch, g)
+      return s:call(c, "k", function(w) return l(w, ch, g) end)
+    end, ctx, sf, loader, calls, gate)
+    eventually(function() return sf:waiting("k") == 2 end,
+               "the second caller to join")
     cancel()
-    local v1, e1 = first:wait()
+    local v1, e1 = leaving:wait(limit)
     assert.is_nil(v1)
     assert.equal(tether.canceled, e1)
-    local v2, e2 = second:wait()
+    -- The load went on for the other, which gets the value.
+    assert.equal(1, sf:waiting("k"))
+    gate:send(true)
+    local v2, e2 = other:wait(limit)
     assert.equal("value", v2)
     assert.is_nil(e2)
-    assert.equal(1, calls:len())
+    assert.equal(0, calls:len())  -- the loader ran once
   end)
 
   it("shares a failed load as an error and does not cache it", function()
@@ -96,11 +109,14 @@ describe("tether.singleflight", function()
         out:send(tostring(err))
       end, { cancel_when_abandoned = true })
     end, ctx, sf, saw)
-    tether.sleep(0.02)
+    eventually(function() return sf:waiting("slow") == 1 end,
+               "the caller to start the load")
     cancel()
-    local _, err = h:wait()
+    local limit = tether.with_timeout(bg, 10)
+    local _, err = h:wait(limit)
     assert.equal(tether.canceled, err)
-    assert.equal("context canceled", saw:recv())
+    -- The load saw its context canceled, well before its 5 s sleep.
+    assert.equal("context canceled", saw:recv(limit))
   end)
 
   it("forget starts a new run for the key", function()
@@ -109,7 +125,7 @@ describe("tether.singleflight", function()
     local first = tether.go(function(s, g)
       return s:call(tether.background(), "k", function() g:recv() return 1 end)
     end, sf, gate)
-    while sf:inflight() < 1 do tether.sleep(0.001) end
+    eventually(function() return sf:inflight() == 1 end, "the first load")
     sf:forget("k")
     local v = sf:call(bg, "k", function() return 2 end)
     assert.equal(2, v)
@@ -127,7 +143,6 @@ describe("tether.singleflight", function()
       "bad argument #3 to 'call' (function expected, got no value)")
     assert.has_error(function()
       sf:call(bg, "k", print, { timeout = -1 }) end,
-      "bad argument #4 to 'call' (field 'timeout' must be a non-negative "
-      .. "number)")
+      "bad argument #4 to 'call' (field 'timeout' must be at least 0)")
   end)
 end)

@@ -126,6 +126,66 @@ describe("tether.saga", function()
     assert.equal("out of stock", tostring(err))
   end)
 
+  it("is shared by reference like every tether object: another thread "
+     .. "runs it, its steps as copies", function()
+    local s = tether.saga { name = "trip",
+      { name = "flight", action = function(ctx, st) st.log[#st.log + 1] =
+          "flight" end,
+        compensate = function(ctx, st) st.log[#st.log + 1] = "undo flight"
+        end },
+      { name = "hotel", action = function() error("no rooms") end } }
+    local pool = tether.pool { name = "sagas", workers = 2 }
+    local hs = {}
+    for i = 1, 2 do
+      hs[i] = pool:submit(bg, "book", function(ctx, saga)
+        local st = { log = {} }
+        local ok, err, report = saga:run(ctx, st)
+        return ok, tostring(err), table.concat(st.log, ","),
+               report.steps[1].status, report.failed_step
+      end, s)
+    end
+    for i = 1, 2 do
+      local ok, err, log, status, failed = hs[i]:wait()
+      assert.is_nil(ok)
+      assert.matches("no rooms", err)
+      assert.equal("flight,undo flight", log)
+      assert.equal("compensated", status)
+      assert.equal("hotel", failed)
+    end
+    -- And through a channel, from tether.go.
+    local ch = tether.chan(1)
+    ch:send(s)
+    local h = tether.go(function(c)
+      local saga = c:recv()
+      local st = { log = {} }
+      return saga:run(tether.background(), st), table.concat(st.log, ",")
+    end, ch)
+    local ok = h:wait()
+    assert.is_nil(ok)
+    assert.is_true(pool:drain())
+  end)
+
+  it("a saga whose steps cannot be copied is refused when it would cross, "
+     .. "with the reason", function()
+    local co = coroutine.create(print)
+    local s = tether.saga { name = "local-only",
+      { name = "resume", action = function() coroutine.resume(co) end } }
+    -- It still runs where it was made.
+    assert.is_true((s:run(bg)))
+    local pool = tether.pool { name = "refuse", workers = 1 }
+    assert.has_error(function()
+      pool:submit(bg, "run", function(ctx, saga) return saga:run(ctx) end, s)
+    end, "cannot transfer argument #1 of task 'run' (saga 'local-only' runs "
+      .. "only in the state that made it: cannot transfer upvalue 'co' of "
+      .. "field 'action' of field [1] of saga 'local-only' (thread))")
+    assert.has_error(function() tether.chan(1):send(s) end,
+      "cannot transfer channel item (saga 'local-only' runs only in the "
+      .. "state that made it: cannot transfer upvalue 'co' of field "
+      .. "'action' of field [1] of saga 'local-only' (thread))")
+    assert.equal(0, pool:stats().submitted)
+    assert.is_true(pool:drain())
+  end)
+
   it("bad input", function()
     assert.has_error(function() tether.saga {} end,
       "bad argument #1 to 'saga' (a saga needs at least one step)")
@@ -133,8 +193,8 @@ describe("tether.saga", function()
       "bad argument #1 to 'saga' (step 1 needs a function 'action')")
     assert.has_error(function()
       tether.saga { compensation_timeout = -1, { action = print } } end,
-      "bad argument #1 to 'saga' (field 'compensation_timeout' must be a "
-      .. "non-negative number)")
+      "bad argument #1 to 'saga' (field 'compensation_timeout' must be at "
+      .. "least 0)")
     local s = tether.saga { { action = print } }
     assert.has_error(function() s:run("ctx") end,
       "bad argument #1 to 'run' (tether.Context expected, got string)")

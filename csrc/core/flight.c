@@ -379,4 +379,14 @@ size_t tt_flight_inflight(tt_flight *sf) {
   return n;
 }
 
+int tt_flight_waiting(tt_flight *sf, const char *key, size_t keylen) {
+  call *c;
+  int n;
+  tt__lock(&sf->mu);
+  c = lookup(sf, hash_key(key, keylen), key, keylen);
+  n = c != NULL ? c->waiters : 0;
+  tt__unlock(&sf->mu);
+  return n;
+}
+
 /* }==================================================================== */

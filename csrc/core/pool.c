@@ -92,7 +92,9 @@ typedef struct op {
   int where;               /* OP_*; under pool mu */
   int cls;                 /* fixed */
   uint64_t id;             /* fixed once accepted */
-  char *tenant;            /* fixed; NULL when the op has no tenant */
+  char *tenant;            /* fixed; NULL when the op has no tenant;
+                           ** NUL-terminated, may hold NULs */
+  size_t tenant_len;       /* fixed; its length */
   tt_ctx *base;            /* without_cancel(parent); fixed */
   tt_retry retry;          /* fixed */
   double timeout;          /* fixed; <= 0: none */
@@ -115,6 +117,7 @@ typedef struct op {
 typedef struct tenant_ent {
   struct tenant_ent *next;
   int count;
+  size_t len;
   char name[];
 } tenant_ent;
 
@@ -157,6 +160,7 @@ struct tt_pool {
   pthread_mutex_t mu;
 
   /* Fixed at creation. */
+  uint64_t id;             /* unique in the process, from 1 */
   char *name;
   int queue_cap;
   double timeout;
@@ -213,6 +217,9 @@ struct tt_pool {
 
 static _Thread_local tt_pool *tl_delivering;  /* delivering pool, if any */
 
+/* The last pool id given out. */
+static _Atomic uint64_t pool_ids;
+
 static void pool_destroy(tt_pool *p);
 
 
@@ -237,6 +244,18 @@ static void pool_release_held(tt_pool *p) { atomic_fetch_sub(&p->irefs, 1); }
 ** Events
 ** ===================================================================== */
 
+/* dup_name copies 'len' bytes and a NUL; NULL stays NULL. */
+static char *dup_name(const char *s, size_t len) {
+  char *d;
+  if (s == NULL) return NULL;
+  d = malloc(len + 1);
+  if (d == NULL) return NULL;
+  memcpy(d, s, len);
+  d[len] = '\0';
+  return d;
+}
+
+
 /* emit queues event 'e' (under 'mu'); the fields about the op come from
 ** 'o' (may be NULL), the kind-specific ones from 'e'. */
 static void emit(tt_pool *p, op *o, tt_event e) {
@@ -252,6 +271,7 @@ static void emit(tt_pool *p, op *o, tt_event e) {
     e.id = o->id;
     e.name = o->h.name;
     e.tenant = o->tenant;
+    e.tenant_len = o->tenant_len;
     e.priority = p->cls[o->cls].name;
     e.attempt = o->attempt;
   }
@@ -266,19 +286,20 @@ static void emit(tt_pool *p, op *o, tt_event e) {
 /* emit_rejected queues a REJECTED event; the names are copied, since
 ** the caller's strings do not outlive the call. */
 static void emit_rejected(tt_pool *p, int code, const char *name,
-                          const char *tenant, int cls) {
+                          const char *tenant, size_t tenant_len, int cls) {
   evnode *n;
   if (atomic_load_explicit(&p->nobs, memory_order_relaxed) == 0) return;
   n = calloc(1, sizeof *n);
   if (n == NULL) return;
   n->sname = tt__strdup(name != NULL ? name : "op");
-  n->stenant = tt__strdup(tenant);
+  n->stenant = dup_name(tenant, tenant_len);
   n->ev.kind = TT_EV_REJECTED;
   n->ev.pool = p;
   n->ev.pool_name = p->name;
   n->ev.at = tt_now();
   n->ev.name = n->sname;
   n->ev.tenant = n->stenant;
+  n->ev.tenant_len = n->stenant != NULL ? tenant_len : 0;
   n->ev.priority = p->cls[cls].name;
   n->ev.code = code;
   tt_list_push(&p->evq, &n->link);
@@ -396,42 +417,58 @@ void tt_pool_unobserve(tt_pool *p, int id) {
 ** Tenants and quotas (all under 'mu')
 ** ===================================================================== */
 
-static unsigned tenant_hash(const char *s) {
+static unsigned tenant_hash(const char *s, size_t n) {
   unsigned h = 2166136261u;
-  for (; *s != '\0'; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+  size_t i;
+  for (i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
   return h % TENANT_BUCKETS;
 }
 
-/* The quota bucket of an op: its tenant, or "default" without one. */
-static const char *quota_key(const char *tenant) {
-  return tenant != NULL ? tenant : "default";
+/* Tenant names are byte strings compared whole: 'len' bytes at 's' (NULs
+** included).  The quota bucket of an op is its tenant, or "default"
+** without one. */
+static const char *quota_key(const char *tenant, size_t *len) {
+  if (tenant == NULL) {
+    *len = 7;
+    return "default";
+  }
+  return tenant;
 }
 
-static tenant_ent *tenant_find(tt_pool *p, const char *name) {
+static bool same_name(const char *a, size_t alen, const char *b,
+                      size_t blen) {
+  return alen == blen && memcmp(a, b, alen) == 0;
+}
+
+static tenant_ent *tenant_find(tt_pool *p, const char *name, size_t len) {
   tenant_ent *t;
-  for (t = p->tenants[tenant_hash(name)]; t != NULL; t = t->next)
-    if (strcmp(t->name, name) == 0) return t;
+  for (t = p->tenants[tenant_hash(name, len)]; t != NULL; t = t->next)
+    if (same_name(t->name, t->len, name, len)) return t;
   return NULL;
 }
 
-static int quota_limit(tt_pool *p, const char *name) {
+static int quota_limit(tt_pool *p, const char *name, size_t len) {
   int i;
   for (i = 0; i < p->nquotas; i++)
-    if (strcmp(p->quotas[i].tenant, name) == 0) return p->quotas[i].limit;
+    if (same_name(p->quotas[i].tenant, strlen(p->quotas[i].tenant), name,
+                  len))
+      return p->quotas[i].limit;
   return p->quota_default;
 }
 
-static bool tenant_inc(tt_pool *p, const char *tname) {
-  const char *key = quota_key(tname);
+static bool tenant_inc(tt_pool *p, const char *tname, size_t tlen) {
+  size_t len = tlen;
+  const char *key = quota_key(tname, &len);
   tenant_ent *t;
   if (!p->quotas_on) return true;
-  t = tenant_find(p, key);
+  t = tenant_find(p, key, len);
   if (t == NULL) {
-    size_t len = strlen(key);
-    unsigned b = tenant_hash(key);
+    unsigned b = tenant_hash(key, len);
     t = malloc(sizeof *t + len + 1);
     if (t == NULL) return false;
-    memcpy(t->name, key, len + 1);
+    memcpy(t->name, key, len);
+    t->name[len] = '\0';
+    t->len = len;
     t->count = 0;
     t->next = p->tenants[b];
     p->tenants[b] = t;
@@ -440,13 +477,15 @@ static bool tenant_inc(tt_pool *p, const char *tname) {
   return true;
 }
 
-static void tenant_dec(tt_pool *p, const char *tname) {
-  const char *key = quota_key(tname);
+static void tenant_dec(tt_pool *p, const char *tname, size_t tlen) {
+  size_t len = tlen;
+  const char *key = quota_key(tname, &len);
   tenant_ent **pt;
   if (!p->quotas_on) return;
-  for (pt = &p->tenants[tenant_hash(key)]; *pt != NULL; pt = &(*pt)->next) {
+  for (pt = &p->tenants[tenant_hash(key, len)]; *pt != NULL;
+       pt = &(*pt)->next) {
     tenant_ent *t = *pt;
-    if (strcmp(t->name, key) == 0) {
+    if (same_name(t->name, t->len, key, len)) {
       if (--t->count == 0) {
         *pt = t->next;
         free(t);
@@ -456,24 +495,26 @@ static void tenant_dec(tt_pool *p, const char *tname) {
   }
 }
 
-/* tenant_of writes the tenant of 'parent' into 'buf' and returns it, or
-** NULL if the pool has no tenant key or the context no such value.  A
-** tt_bytes value gives its bytes; any other object its description (the
-** Lua binding's packed string describes itself as that string). */
+/* tenant_of finds the tenant of 'parent' for a pool that looks it up
+** itself: NULL if the pool has no tenant key or the context no such
+** value.  A tt_bytes value gives its bytes, whole ('*hold' keeps the
+** value alive for the caller to release); any other object its
+** description, written into 'buf'. */
 static const char *tenant_of(tt_pool *p, tt_ctx *parent, char *buf,
-                             size_t n) {
+                             size_t n, size_t *len, tt_obj **hold) {
   tt_obj *v = NULL;
+  *hold = NULL;
+  *len = 0;
   if (!p->has_tenant_key) return NULL;
   if (!tt_ctx_value(parent, &p->tenant_key, &v) || v == NULL) return NULL;
   if (v->type == &tt_bytes_type) {
-    tt_bytes *b = (tt_bytes *)v;
-    size_t len = b->len < n - 1 ? b->len : n - 1;
-    memcpy(buf, b->data, len);
-    buf[len] = '\0';
-  } else if (tt_describe(v, buf, n) < 0) {
-    buf[0] = '\0';
+    *hold = v;
+    *len = ((tt_bytes *)v)->len;
+    return ((tt_bytes *)v)->data;
   }
+  if (tt_describe(v, buf, n) < 0) buf[0] = '\0';
   tt_unref(v);
+  *len = strlen(buf);
   return buf;
 }
 
@@ -629,7 +670,8 @@ static void record_failure(tt_pool *p, op *o, tt_obj *err, tt_obj *cause,
   }
   f->id = o->id;
   f->name = tt__strdup(o->h.name);
-  f->tenant = tt__strdup(o->tenant);
+  f->tenant = dup_name(o->tenant, o->tenant_len);
+  f->tenant_len = o->tenant_len;
   f->error = tt_ref(err);
   f->cause = tt_ref(cause);
   f->code = code;
@@ -696,7 +738,7 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   o->where = OP_GONE;
   p->st.inflight--;
   p->st.completed++;
-  tenant_dec(p, o->tenant);
+  tenant_dec(p, o->tenant, o->tenant_len);
   tt__handle_resolve(&o->h, TT_H_DONE, out);
   emit(p, o, (tt_event){.kind = TT_EV_COMPLETED, .duration = dur,
                         .ctx = ctx});
@@ -718,7 +760,7 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
 ** op must end as a plain failure instead (see finish_failed). */
 static bool to_dead_locked(tt_pool *p, op *o, op **evicted) {
   if (p->dead_cap <= 0 || p->dying) return false;
-  tenant_dec(p, o->tenant);
+  tenant_dec(p, o->tenant, o->tenant_len);
   tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(o->err));
   o->where = OP_DEAD;
   o->dead_at = tt_wall();
@@ -749,7 +791,7 @@ static void finish_failed(tt_pool *p, op *o, bool queued) {
   else
     p->st.inflight--;
   p->st.failed++;
-  tenant_dec(p, o->tenant);
+  tenant_dec(p, o->tenant, o->tenant_len);
   o->where = OP_GONE;
   tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(o->err));
   emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = o->code,
@@ -915,7 +957,7 @@ static void finish_stop(tt_pool *p, op *o) {
   o->where = OP_GONE;
   p->st.queued--;
   p->st.stopped++;
-  tenant_dec(p, o->tenant);
+  tenant_dec(p, o->tenant, o->tenant_len);
   tt__handle_resolve(&o->h, TT_H_STOPPED, NULL);
   emit(p, o, (tt_event){.kind = TT_EV_STOPPED});
   settle(p);
@@ -1112,6 +1154,7 @@ static tt_pool *pool_alloc(const tt_pool_opts *o) {
   p->idle_after = o->idle_after;
   p->dead_cap = o->dead_cap == 0 ? 100 : o->dead_cap;
   p->failures_cap = o->failures_cap == 0 ? 100 : o->failures_cap;
+  p->id = atomic_fetch_add(&pool_ids, 1) + 1;
   p->name = tt__strdup(o->name != NULL ? o->name : "pool");
   if (p->name == NULL) goto fail;
   p->ncls = o->nclasses > 0 ? o->nclasses : 1;
@@ -1361,6 +1404,8 @@ static void pool_free(tt_obj *obj) {
 
 const char *tt_pool_name(tt_pool *p) { return p->name; }
 
+uint64_t tt_pool_id(tt_pool *p) { return p->id; }
+
 /* }==================================================================== */
 
 
@@ -1379,8 +1424,10 @@ static int class_index(tt_pool *p, const char *name) {
 /* admit decides under 'mu' whether one more op fits class 'c' and quota
 ** bucket 'qkey', waiting for queue space until 'until' (< 0: not at
 ** all).  Only the ready queue counts against the capacity: ops waiting
-** for a retry re-enter it when their delay ends, whatever its length. */
-static int admit(tt_pool *p, pclass *c, const char *qkey, double until) {
+** for a retry re-enter it when their delay ends, whatever its length.
+** The bucket is that of 'tenant' (NULL: no tenant). */
+static int admit(tt_pool *p, pclass *c, const char *tenant,
+                 size_t tenant_len, double until) {
   for (;;) {
     if (p->closed) return TT_ECLOSED;
     if (c->nready < (size_t)p->queue_cap) break;
@@ -1390,8 +1437,10 @@ static int admit(tt_pool *p, pclass *c, const char *qkey, double until) {
     c->space_waiters--;
   }
   if (p->quotas_on) {
-    int limit = quota_limit(p, qkey);
-    tenant_ent *t = tenant_find(p, qkey);
+    size_t len = tenant_len;
+    const char *qkey = quota_key(tenant, &len);
+    int limit = quota_limit(p, qkey, len);
+    tenant_ent *t = tenant_find(p, qkey, len);
     if (limit > 0 && t != NULL && t->count >= limit) return TT_EQUOTA;
   }
   return TT_OK;
@@ -1400,7 +1449,7 @@ static int admit(tt_pool *p, pclass *c, const char *qkey, double until) {
 /* accept_locked puts op 'o' (its argument already in place) into the
 ** pool; it fails only for want of memory, and then changes nothing. */
 static int accept_locked(tt_pool *p, op *o) {
-  if (!tenant_inc(p, o->tenant)) return TT_ENOMEM;
+  if (!tenant_inc(p, o->tenant, o->tenant_len)) return TT_ENOMEM;
   o->id = ++p->next_id;
   idle_disarm(p);
   if (p->idle_reported) {
@@ -1418,8 +1467,8 @@ static int accept_locked(tt_pool *p, op *o) {
 /* op_new makes an op that holds no argument yet; it takes over 'base'
 ** on success only. */
 static op *op_new(tt_pool *p, const char *name, tt_fn fn, int cls,
-                  const char *tenant, tt_ctx *base, const tt_retry *retry,
-                  double timeout) {
+                  const char *tenant, size_t tenant_len, tt_ctx *base,
+                  const tt_retry *retry, double timeout) {
   op *o = calloc(1, sizeof *o);
   if (o == NULL) return NULL;
   if (!tt__handle_init(&o->h, &op_vt, name, "op", fn, NULL, NULL)) {
@@ -1435,7 +1484,8 @@ static op *op_new(tt_pool *p, const char *name, tt_fn fn, int cls,
   o->retry = *retry;
   o->timeout = timeout;
   if (tenant != NULL) {
-    o->tenant = tt__strdup(tenant);
+    o->tenant = dup_name(tenant, tenant_len);
+    o->tenant_len = tenant_len;
     if (o->tenant == NULL) {
       tt_unref(&o->h);
       return NULL;  /* the caller keeps 'base' */
@@ -1453,7 +1503,9 @@ static tt_handle *refused(int *err, int rc) {
 /* A submission's settings, resolved against the pool's by first_look. */
 typedef struct sub {
   char tbuf[TENANT_MAX];
+  tt_obj *thold;           /* keeps 'tenant' alive; release it at the end */
   const char *tenant, *name;
+  size_t tenant_len;
   tt_retry retry;
   double timeout, until;
   int ci;
@@ -1467,6 +1519,7 @@ static int first_look(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
   int rc;
   s->name = so != NULL ? so->name : NULL;
   s->until = -1;
+  s->thold = NULL;
   if (p == NULL || parent == NULL) return TT_EINVAL;
   s->ci = class_index(p, so != NULL ? so->priority : NULL);
   if (s->ci < 0) return TT_EINVAL;
@@ -1480,12 +1533,18 @@ static int first_look(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
     if (so->timeout != 0) s->timeout = so->timeout;
     if (so->wait > 0) s->until = tt_now() + so->wait;
   }
-  s->tenant = tenant_of(p, parent, s->tbuf, sizeof s->tbuf);
+  if (so != NULL && so->tenant_set) {
+    s->tenant = so->tenant;
+    s->tenant_len = so->tenant != NULL ? so->tenant_len : 0;
+  } else {
+    s->tenant = tenant_of(p, parent, s->tbuf, sizeof s->tbuf,
+                          &s->tenant_len, &s->thold);
+  }
   tt__lock(&p->mu);
-  rc = admit(p, &p->cls[s->ci], quota_key(s->tenant), s->until);
+  rc = admit(p, &p->cls[s->ci], s->tenant, s->tenant_len, s->until);
   if (rc != TT_OK) {
     p->st.rejected++;
-    emit_rejected(p, rc, s->name, s->tenant, s->ci);
+    emit_rejected(p, rc, s->name, s->tenant, s->tenant_len, s->ci);
   }
   tt__unlock(&p->mu);
   if (rc != TT_OK) deliver(p);
@@ -1494,35 +1553,42 @@ static int first_look(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
 
 int tt_pool_precheck(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so) {
   sub s;
+  int rc;
   /* A bounded wait for room is the submission's own business. */
   if (so != NULL && so->wait > 0) return TT_OK;
-  return first_look(p, parent, so, &s);
+  rc = first_look(p, parent, so, &s);
+  tt_unref(s.thold);
+  return rc;
 }
 
 tt_handle *tt_pool_submit(tt_pool *p, tt_ctx *parent,
                           const tt_submit_opts *so, tt_fn fn, void *arg,
                           tt_drop drop, int *err) {
   sub s;
-  const char *tenant, *name;
+  const char *name;
   int ci, rc;
   tt_ctx *base;
   op *o;
   if (fn == NULL) return refused(err, TT_EINVAL);
   rc = first_look(p, parent, so, &s);
-  if (rc != TT_OK) return refused(err, rc);
-  tenant = s.tenant;
+  if (rc != TT_OK) {
+    tt_unref(s.thold);
+    return refused(err, rc);
+  }
   name = s.name;
   ci = s.ci;
   base = tt_without_cancel(parent);
-  if (base == NULL) return refused(err, TT_ENOMEM);
-  o = op_new(p, name, fn, ci, tenant, base, &s.retry, s.timeout);
+  o = base != NULL ? op_new(p, name, fn, ci, s.tenant, s.tenant_len, base,
+                            &s.retry, s.timeout)
+                   : NULL;
+  tt_unref(s.thold);  /* the op has its own copy of the tenant */
   if (o == NULL) {
     tt_unref(base);
     return refused(err, TT_ENOMEM);
   }
   /* Look again: others may have taken the room meanwhile. */
   tt__lock(&p->mu);
-  rc = admit(p, &p->cls[ci], quota_key(tenant), s.until);
+  rc = admit(p, &p->cls[ci], o->tenant, o->tenant_len, s.until);
   if (rc == TT_OK) {
     o->h.arg = arg;
     o->h.drop = drop;
@@ -1533,7 +1599,7 @@ tt_handle *tt_pool_submit(tt_pool *p, tt_ctx *parent,
     }
   } else {
     p->st.rejected++;
-    emit_rejected(p, rc, name, tenant, ci);
+    emit_rejected(p, rc, name, o->tenant, o->tenant_len, ci);
   }
   tt__unlock(&p->mu);
   deliver(p);
@@ -1631,7 +1697,7 @@ size_t tt_pool_inflight(tt_pool *p, tt_inflight *out, size_t max) {
 static void copy_failure(tt_failure *d, const tt_failure *s) {
   *d = *s;
   d->name = tt__strdup(s->name);
-  d->tenant = tt__strdup(s->tenant);
+  d->tenant = dup_name(s->tenant, s->tenant_len);
   tt_ref(d->error);
   tt_ref(d->cause);
 }
@@ -1666,6 +1732,7 @@ tt_failure *tt_pool_dead_letters(tt_pool *p, size_t *n) {
       f.id = o->id;
       f.name = o->h.name;
       f.tenant = o->tenant;
+      f.tenant_len = o->tenant_len;
       f.error = o->err;
       f.cause = o->cause;
       f.code = o->code;
@@ -1709,7 +1776,7 @@ tt_handle *tt_pool_retry_dead(tt_pool *p, uint64_t id, int *err) {
   tt__unlock(&p->mu);
   if (old == NULL) return refused(err, TT_EINVAL);
   o = op_new(p, old->h.name, old->h.fn, old->cls, old->tenant,
-             tt_ref(old->base), &old->retry, old->timeout);
+             old->tenant_len, tt_ref(old->base), &old->retry, old->timeout);
   if (o == NULL) {
     tt_unref(old->base);
     tt_unref(&old->h);
@@ -1719,7 +1786,7 @@ tt_handle *tt_pool_retry_dead(tt_pool *p, uint64_t id, int *err) {
   if (old->where != OP_DEAD) {
     rc = TT_EINVAL;  /* dropped or retried meanwhile */
   } else {
-    rc = admit(p, &p->cls[old->cls], quota_key(old->tenant), -1);
+    rc = admit(p, &p->cls[old->cls], old->tenant, old->tenant_len, -1);
     if (rc == TT_OK) {
       o->h.arg = old->h.arg;
       o->h.drop = old->h.drop;
@@ -1737,7 +1804,8 @@ tt_handle *tt_pool_retry_dead(tt_pool *p, uint64_t id, int *err) {
       }
     } else {
       p->st.rejected++;
-      emit_rejected(p, rc, old->h.name, old->tenant, old->cls);
+      emit_rejected(p, rc, old->h.name, old->tenant, old->tenant_len,
+                    old->cls);
     }
   }
   tt__unlock(&p->mu);

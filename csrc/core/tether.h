@@ -486,7 +486,8 @@ typedef struct tt_class_opts {
 
 /* A tenant quota: at most 'limit' queued plus running ops (<= 0: no
 ** limit).  The tenant "default" names the bucket of ops without a
-** tenant. */
+** tenant.  (A quota names its tenant as a C string: a tenant whose name
+** holds a NUL byte has its own bucket but takes 'quota_default'.) */
 typedef struct tt_quota {
   const char *tenant;
   int limit;
@@ -504,7 +505,9 @@ typedef struct tt_quota {
 **   are not in it: they count as queued in the stats, in quotas and for
 **   drain, but re-enter the ready queue when their delay ends whatever
 **   its length, so a retry is never lost.
-** - The tenant of an op is the value under 'tenant_key' in its parent
+** - The tenant of an op is a byte string, compared whole (any length,
+**   any bytes): the one its submission gives (tt_submit_opts'
+**   'tenant_set'), else the value under 'tenant_key' in its parent
 **   context: a tt_bytes gives its bytes, any other object its
 **   tt_describe text (up to 255 bytes).  Ops without one share the quota
 **   bucket "default".  A tenant's limit is its entry in 'quotas', else
@@ -538,6 +541,13 @@ typedef struct tt_submit_opts {
   const char *priority;
   double timeout;          /* 0: the pool's; < 0: none */
   double wait;             /* > 0: wait up to this long for queue space */
+  /* With 'tenant_set', the op's tenant is 'tenant_len' bytes at 'tenant'
+  ** (copied; NULL: no tenant), and the pool's tenant_key is not looked
+  ** up: an embedder that reads tenants its own way (the Lua binding)
+  ** gives them here, to tt_pool_precheck and tt_pool_submit alike. */
+  bool tenant_set;
+  const char *tenant;
+  size_t tenant_len;
 } tt_submit_opts;
 
 /* Pool events, delivered to observers off the pool's lock, one thread at
@@ -562,7 +572,8 @@ typedef struct tt_event {
   const char *pool_name;
   uint64_t id;             /* op id (0 for pool-level events) */
   const char *name;        /* op name */
-  const char *tenant;      /* may be NULL */
+  const char *tenant;      /* may be NULL; NUL-terminated, but it may
+                           ** hold NULs: 'tenant_len' bytes */
   const char *priority;    /* class name */
   int attempt;             /* attempts started so far (0 before the
                            ** first) */
@@ -577,6 +588,7 @@ typedef struct tt_event {
                            ** shutdown's cause for an op whose retry the
                            ** shutdown prevented */
   tt_ctx *ctx;             /* the op's context where there is one */
+  size_t tenant_len;       /* the length of 'tenant' (0 without one) */
 } tt_event;
 
 typedef void (*tt_observer)(const tt_event *ev, void *ud);
@@ -614,12 +626,14 @@ typedef struct tt_inflight {
 typedef struct tt_failure {
   uint64_t id;
   char *name;
-  char *tenant;            /* may be NULL */
+  char *tenant;            /* may be NULL; NUL-terminated, 'tenant_len'
+                           ** bytes (NULs included) */
   tt_obj *error;           /* may be NULL */
   tt_obj *cause;           /* may be NULL */
   int code;
   int attempts;
   double at;               /* tt_wall() */
+  size_t tenant_len;       /* the length of 'tenant' (0 without one) */
 } tt_failure;
 
 /* tt_pool_new makes a pool and starts its workers; NULL with '*err'
@@ -628,6 +642,10 @@ typedef struct tt_failure {
 ** dead letters, waits for running ops and joins the workers. */
 tt_pool *tt_pool_new(const tt_pool_opts *opts, int *err);
 const char *tt_pool_name(tt_pool *p);
+
+/* tt_pool_id returns the pool's id: unique among the pools of the process
+** (ids are never reused), from 1.  Names need not be unique; ids are. */
+uint64_t tt_pool_id(tt_pool *p);
 
 /* tt_pool_observe registers an observer; it returns an id (> 0) for
 ** tt_pool_unobserve, or -1 when out of memory.  Observers run on engine
@@ -835,6 +853,11 @@ void tt_flight_forget(tt_flight *sf, const char *key, size_t keylen);
 
 /* tt_flight_inflight returns how many keys have a run in flight. */
 size_t tt_flight_inflight(tt_flight *sf);
+
+/* tt_flight_waiting returns how many callers wait for the run in flight
+** for 'key' (0 when none is): each of them will get its result, unless
+** its own context ends first. */
+int tt_flight_waiting(tt_flight *sf, const char *key, size_t keylen);
 
 /* A tt_saga_step is one step of a saga: its name (copied by tt_saga_new;
 ** NULL gives "step N"), its action, the compensation that undoes a

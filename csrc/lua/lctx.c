@@ -188,30 +188,63 @@ static int l_without_cancel(lua_State *L) {
 ** after_func
 ** ===================================================================== */
 
-static void af_run(void *arg) {
-  tt_obj *out = NULL;
-  lt_task_run(tt_background(), arg, &out);
-  tt_unref(out);
-  lt_task_drop(arg);
+/* An after_func job: the Lua task and the name its failure is logged
+** under (where the function was defined, as tether.go names tasks). */
+typedef struct af_job {
+  lt_task *task;
+  char name[96];
+} af_job;
+
+static void af_drop(void *arg) {
+  af_job *j = arg;
+  lt_task_drop(j->task);
+  free(j);
 }
 
+/* af_run runs the function; a failure is logged as safe_go's are, with
+** the name and the traceback: no one else would hear of it. */
+static void af_run(void *arg) {
+  af_job *j = arg;
+  tt_obj *out = NULL;
+  if (lt_task_run(tt_background(), j->task, &out) != TT_OK)
+    lt_log_failure("after_func failed", j->name, out);
+  tt_unref(out);
+  af_drop(j);
+}
+
+/* stop() -> true if it prevented the run of after_func's function. */
 static int af_call(lua_State *L) {
   tt_afterfunc *af = lt_checkobj(L, 1, &tt_afterfunc_type);
   lua_pushboolean(L, tt_afterfunc_stop(af));
   return 1;
 }
 
-/* tether.after_func(ctx, fn) runs fn on another thread once ctx is done
-** and returns 'stop'; stop() is true if it prevented the run. */
+/* tether.after_func(ctx, fn, ...) -> stop: runs fn(...) on another
+** thread once ctx is done (at once if it already is), the extra
+** arguments copied as tether.go's are; stop() is true if it prevented
+** the run.  A failing fn is logged, as safe_go's tasks are. */
 static int l_after_func(lua_State *L) {
   tt_ctx *c = check_ctx(L, 1);
+  char name[96] = "after_func";
+  lua_Debug ar;
   lt_task *t;
+  af_job *j;
   tt_afterfunc *af;
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  t = lt_task_new(L, NULL, 2, 3, 0, false, "after_func");
-  af = tt_after_func(c, af_run, t, lt_task_drop);
-  if (af == NULL) {
+  lua_pushvalue(L, 2);
+  if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
+    snprintf(name, sizeof name, "%s:%d", ar.short_src, ar.linedefined);
+  t = lt_task_new(L, NULL, 2, 3, lua_gettop(L) - 2, false, "after_func");
+  j = malloc(sizeof *j);
+  if (j == NULL) {
     lt_task_drop(t);
+    return luaL_error(L, "not enough memory");
+  }
+  j->task = t;
+  memcpy(j->name, name, sizeof name);
+  af = tt_after_func(c, af_run, j, af_drop);
+  if (af == NULL) {
+    af_drop(j);
     return luaL_error(L, "not enough memory");
   }
   lt_pushnew(L, af);

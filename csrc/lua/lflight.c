@@ -10,11 +10,10 @@
 ** value.  When every caller leaves, the run goes on to completion unless
 ** cancel_when_abandoned asked for its context to be canceled.
 */
-#include <math.h>
-
 #include "ltether.h"
 #include "lworker.h"
 
+/* tether.singleflight() -> a new, empty singleflight group. */
 static int l_singleflight(lua_State *L) {
   tt_flight *sf = tt_flight_new();
   if (sf == NULL) return luaL_error(L, "not enough memory");
@@ -22,6 +21,15 @@ static int l_singleflight(lua_State *L) {
   return 1;
 }
 
+/* The whole set of sf:call's options. */
+static const char *const call_options[] = {
+  "timeout", "cancel_when_abandoned", NULL
+};
+
+/* sf:call(ctx, key, fn [, opts]) -> v, err, shared: the result of one
+** run of fn(workctx) per key in flight, shared with every caller that
+** asked meanwhile; a caller whose ctx ends first returns nil and ctx's
+** error at once.  opts: {timeout = s, cancel_when_abandoned = bool}. */
 static int m_call(lua_State *L) {
   tt_flight *sf = lt_checkobj(L, 1, &tt_flight_type);
   tt_ctx *ctx = lt_checkobj(L, 2, &tt_ctx_type);
@@ -35,15 +43,9 @@ static int m_call(lua_State *L) {
   luaL_checktype(L, 4, LUA_TFUNCTION);
   if (!lua_isnoneornil(L, 5)) {
     luaL_checktype(L, 5, LUA_TTABLE);
-    if (lua_getfield(L, 5, "timeout") != LUA_TNIL) {
-      timeout = lua_tonumber(L, -1);
-      luaL_argcheck(L, lua_type(L, -1) == LUA_TNUMBER && !isnan(timeout) &&
-                    timeout >= 0, 5,
-                    "field 'timeout' must be a non-negative number");
-    }
-    lua_getfield(L, 5, "cancel_when_abandoned");
-    abandon = lua_toboolean(L, -1);
-    lua_pop(L, 2);
+    lt_checkopts(L, 5, 5, NULL, call_options, false);
+    timeout = lt_optnumber(L, 5, 5, "timeout", 0, 0);
+    abandon = lt_optboolean(L, 5, 5, "cancel_when_abandoned", false);
   }
   lua_settop(L, 4);
   t = lt_task_new(L, NULL, 4, 5, 0, true, "singleflight loader");
@@ -65,6 +67,8 @@ static int m_call(lua_State *L) {
   return 3;
 }
 
+/* sf:forget(key): later calls for key start a new run, even while one
+** is in flight (its callers keep waiting for it). */
 static int m_forget(lua_State *L) {
   tt_flight *sf = lt_checkobj(L, 1, &tt_flight_type);
   size_t klen;
@@ -73,9 +77,20 @@ static int m_forget(lua_State *L) {
   return 0;
 }
 
+/* sf:inflight() -> how many keys have a run in flight. */
 static int m_inflight(lua_State *L) {
   tt_flight *sf = lt_checkobj(L, 1, &tt_flight_type);
   lua_pushinteger(L, (lua_Integer)tt_flight_inflight(sf));
+  return 1;
+}
+
+/* sf:waiting(key) -> how many callers wait for the run in flight for
+** key (0 when none is). */
+static int m_waiting(lua_State *L) {
+  tt_flight *sf = lt_checkobj(L, 1, &tt_flight_type);
+  size_t klen;
+  const char *key = luaL_checklstring(L, 2, &klen);
+  lua_pushinteger(L, tt_flight_waiting(sf, key, klen));
   return 1;
 }
 
@@ -84,6 +99,7 @@ void lt_open_flight(lua_State *L) {
     {"call", m_call},
     {"forget", m_forget},
     {"inflight", m_inflight},
+    {"waiting", m_waiting},
     {NULL, NULL}
   };
   lt_newtype(L, &tt_flight_type, methods, NULL);

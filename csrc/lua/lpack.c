@@ -397,6 +397,8 @@ static void pk_userdata(packer *p, int idx) {
   tt_obj *o = lt_toobj(L, idx);
   if (o != NULL) {
     lt_value *v = p->v;
+    const char *stays = lt_saga_stays(o);
+    if (stays != NULL) refuse(p, stays, false);
     if ((id = pk_seen(p, idx)) < 0) {
       put_byte(p, T_OBJ);
       put_varint(p, (uint64_t)(-id - 1));

@@ -72,11 +72,41 @@ static lp_pool *check_pool(lua_State *L) {
 ** Events: log lines and callbacks
 ** ===================================================================== */
 
+/* A run of on_idle or on_resume: the task, and what its failure is
+** logged as ("on_idle failed", with the pool's name). */
+typedef struct cb_job {
+  lt_task *task;
+  const char *msg;
+  char pool[64];
+} cb_job;
+
 static void run_callback(void *arg) {
+  cb_job *j = arg;
   tt_obj *out = NULL;
-  lt_task_run(tt_background(), arg, &out);
+  if (lt_task_run(tt_background(), j->task, &out) != TT_OK)
+    lt_log_failure(j->msg, j->pool, out);
   tt_unref(out);
-  lt_task_drop(arg);
+  lt_task_drop(j->task);
+  free(j);
+}
+
+/* start_callback runs 'cb' on the executor; one that cannot start is
+** logged, never skipped in silence. */
+static void start_callback(lp_pool *p, lt_task *cb, const char *msg) {
+  cb_job *j = malloc(sizeof *j);
+  if (j != NULL) {
+    j->task = lt_task_clone(cb);
+    j->msg = msg;
+    snprintf(j->pool, sizeof j->pool, "%s", p->name);
+  }
+  if (j == NULL || j->task == NULL || tt_exec(run_callback, j) != TT_OK) {
+    tt_field f[] = {TT_FSTR("pool", p->name), TT_FSTR("callback", msg)};
+    if (j != NULL) {
+      if (j->task != NULL) lt_task_drop(j->task);
+      free(j);
+    }
+    tt_log(TT_LOG_ERROR, "callback not run", f, 2);
+  }
 }
 
 /* A dead letter on its way to the pool's dlq channel.  The record is
@@ -100,6 +130,15 @@ static void dl_free(dl_job *j) {
 }
 
 static void push_failure(lua_State *L, const tt_failure *f);
+
+/* dl_lost logs a dead letter whose copy the dlq channel will not get
+** (the pool still holds the dead letter itself). */
+static void dl_lost(const char *pool, const char *name, const char *why) {
+  tt_field f[] = {TT_FSTR("pool", pool),
+                  TT_FSTR("name", name != NULL ? name : "op"),
+                  TT_FSTR("reason", why)};
+  tt_log(TT_LOG_WARN, "dead letter not sent to dlq", f, 3);
+}
 
 static int dl_build(lua_State *L) {
   dl_job *j = lua_touserdata(L, 1);
@@ -132,29 +171,40 @@ static void dl_run(void *arg) {
   }
   /* Losing a dead letter's copy is not silent: it stays in the pool's
   ** dead letters, and the loss is logged. */
-  if (err[0] != '\0') {
-    tt_field f[] = {TT_FSTR("pool", j->pool), TT_FSTR("name", j->f.name),
-                    TT_FSTR("reason", err)};
-    tt_log(TT_LOG_WARN, "dead letter not sent to dlq", f, 3);
-  }
+  if (err[0] != '\0') dl_lost(j->pool, j->f.name, err);
   dl_free(j);
 }
 
 static void send_dead_letter(lp_pool *p, const tt_event *ev) {
   dl_job *j = calloc(1, sizeof *j);
-  if (j == NULL) return;
+  if (j == NULL) {
+    dl_lost(p->name, ev->name, "not enough memory");
+    return;
+  }
   snprintf(j->pool, sizeof j->pool, "%s", p->name);
   j->dlq = tt_ref(p->dlq);
   j->env = tt_ref(p->dl_env);
   j->f.id = ev->id;
   j->f.name = strdup(ev->name != NULL ? ev->name : "op");
-  j->f.tenant = ev->tenant != NULL ? strdup(ev->tenant) : NULL;
+  if (ev->tenant != NULL) {
+    j->f.tenant = malloc(ev->tenant_len + 1);
+    if (j->f.tenant == NULL) {
+      dl_lost(p->name, ev->name, "not enough memory");
+      dl_free(j);
+      return;
+    }
+    memcpy(j->f.tenant, ev->tenant, ev->tenant_len + 1);
+    j->f.tenant_len = ev->tenant_len;
+  }
   j->f.error = tt_ref(ev->error);
   j->f.cause = tt_ref(ev->cause);
   j->f.code = ev->code;
   j->f.attempts = ev->attempt;
   j->f.at = tt_wall();
-  if (j->f.name == NULL || tt_exec(dl_run, j) != TT_OK) dl_free(j);
+  if (j->f.name == NULL || tt_exec(dl_run, j) != TT_OK) {
+    dl_lost(p->name, ev->name, "cannot start the copy");
+    dl_free(j);
+  }
 }
 
 /* lp_observe turns the idle and resume events into one log line each and
@@ -162,7 +212,7 @@ static void send_dead_letter(lp_pool *p, const tt_event *ev) {
 ** dlq channel if the pool has one. */
 static void lp_observe(const tt_event *ev, void *ud) {
   lp_pool *p = ud;
-  const char *msg;
+  const char *msg, *cbmsg;
   lt_task *cb;
   if (ev->kind == TT_EV_DEAD) {
     if (p->dlq != NULL) send_dead_letter(p, ev);
@@ -171,9 +221,11 @@ static void lp_observe(const tt_event *ev, void *ud) {
   if (ev->kind == TT_EV_IDLE) {
     msg = "pool idle";
     cb = p->on_idle;
+    cbmsg = "on_idle failed";
   } else if (ev->kind == TT_EV_RESUMING) {
     msg = "pool resuming";
     cb = p->on_resume;
+    cbmsg = "on_resume failed";
   } else {
     return;
   }
@@ -181,11 +233,68 @@ static void lp_observe(const tt_event *ev, void *ud) {
     tt_field f[] = {TT_FSTR("pool", p->name)};
     tt_log(TT_LOG_INFO, msg, f, 1);
   }
-  if (cb != NULL) {
-    lt_task *copy = lt_task_clone(cb);
-    if (copy != NULL && tt_exec(run_callback, copy) != TT_OK)
-      lt_task_drop(copy);
+  if (cb != NULL) start_callback(p, cb, cbmsg);
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Tenants
+** ===================================================================== */
+
+/* A tenant is a string or a number, taken by value: a string is its name,
+** compared whole (any length, any bytes); a number names the tenant
+** spelled as its value in decimal, integers (and floats with an integral
+** value, so 1 and 1.0) as integers.  So 1, 1.0 and "1" are one tenant,
+** whose name is "1", as a quota table's key [1] or ["1"] names it.  Any
+** other value (a table, a boolean, NaN) is refused: one value must always
+** name the same bucket. */
+
+/* push_number_name pushes the name of the number at 'idx'; it returns
+** false (nothing pushed) for NaN. */
+static bool push_number_name(lua_State *L, int idx) {
+  lua_Number d;
+  char buf[64];
+  int prec;
+  if (lua_isinteger(L, idx)) {
+    lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, idx));
+    return true;
   }
+  d = lua_tonumber(L, idx);
+  if (isnan(d)) return false;
+  if (d == floor(d) && d >= -9223372036854775808.0 &&
+      d < 9223372036854775808.0) {
+    lua_pushfstring(L, "%I", (LUAI_UACINT)(lua_Integer)d);
+    return true;
+  }
+  if (isinf(d)) {
+    lua_pushstring(L, d > 0 ? "inf" : "-inf");
+    return true;
+  }
+  /* The shortest form that reads back as the same double. */
+  for (prec = 15; prec <= 17; prec++) {
+    snprintf(buf, sizeof buf, "%.*g", prec, (double)d);
+    if (strtod(buf, NULL) == (double)d) break;
+  }
+  lua_pushstring(L, buf);
+  return true;
+}
+
+/* push_tenant_name pushes the name of the tenant value at 'idx', or
+** raises argument error 'arg' of the calling function naming 'what'. */
+static void push_tenant_name(lua_State *L, int idx, int arg,
+                             const char *what) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TSTRING) {
+    lua_pushvalue(L, idx);
+    return;
+  }
+  if (t == LUA_TNUMBER && push_number_name(L, idx)) return;
+  luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a string or a "
+                                           "number, got %s", what,
+                                        t == LUA_TNUMBER
+                                          ? "NaN" : luaL_typename(L, idx)));
 }
 
 /* }==================================================================== */
@@ -203,6 +312,11 @@ static const char *const pool_options[] = {
   "interrupt", "init", "quiet", "dlq", "dead_letters", "failures", NULL
 };
 
+/* The whole set of pool:submit's options (DESIGN section 5). */
+static const char *const submit_options[] = {
+  "name", "retry", "priority", "timeout", "wait", NULL
+};
+
 /* Conventional class names, highest first, for the map form of
 ** 'priorities' (a Lua table keeps no order). */
 static const char *const rank_names[] = {
@@ -211,12 +325,9 @@ static const char *const rank_names[] = {
 
 static int class_rank(lua_State *L, int arg, int cls, const char *name) {
   int i, t = lua_getfield(L, cls, "rank");
-  if (t == LUA_TNUMBER) {
-    int r = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    return r;
-  }
   lua_pop(L, 1);
+  if (t != LUA_TNIL)
+    return lt_optint(L, arg, cls, "rank", 0, -(1 << 20), 1 << 20);
   for (i = 0; rank_names[i] != NULL; i++)
     if (strcmp(rank_names[i], name) == 0) return i;
   lua_pushfstring(L, "class '%s' needs a 'rank' (or use the list form "
@@ -234,21 +345,31 @@ static int check_classes(lua_State *L, int arg, int idx, tt_class_opts *cls,
     lt_fielderror(L, arg, "priorities", "must be a table");
   if (lua_rawlen(L, idx) > 0) {
     /* The list form: order is priority, first = highest. */
+    static const char *const known[] = {"name", "workers", "lend", NULL};
     int len = (int)lua_rawlen(L, idx);
     luaL_argcheck(L, len <= MAX_CLASSES, arg, "too many priority classes");
     for (i = 1; i <= len; i++) {
+      int cpos;
       lua_rawgeti(L, idx, i);
-      if (!lua_istable(L, -1) ||
-          lua_getfield(L, -1, "name") != LUA_TSTRING)
+      cpos = lua_gettop(L);
+      if (!lua_istable(L, cpos) ||
+          lua_getfield(L, cpos, "name") != LUA_TSTRING)
         lt_fielderror(L, arg, "priorities", "entries must be tables with a "
                     "string 'name'");
+      lt_checkopts(L, arg, cpos, lua_pushfstring(L, "priorities[%d]", i),
+                   known, false);
+      lua_pop(L, 1);
       cls[n].name = lua_tostring(L, -1);
       lua_pop(L, 1);
-      cls[n].workers = lt_optint(L, arg, lua_gettop(L), "workers", 1, 1,
-                               4096);
-      lua_getfield(L, -1, "lend");
-      cls[n].lend = lua_toboolean(L, -1);
-      lua_pop(L, 2);
+      cls[n].workers = lt_optint(L, arg, cpos, "workers", 1, 1, 4096);
+      cls[n].lend = lt_optboolean(L, arg, cpos, "lend", false);
+      lua_pop(L, 1);
+      for (j = 0; j < n; j++)
+        if (strcmp(cls[j].name, cls[n].name) == 0) {
+          lua_pushfstring(L, "priority class '%s' is listed twice",
+                          cls[n].name);
+          luaL_argerror(L, arg, lua_tostring(L, -1));
+        }
       ranks[n] = n;
       n++;
     }
@@ -256,15 +377,18 @@ static int check_classes(lua_State *L, int arg, int idx, tt_class_opts *cls,
   }
   lua_pushnil(L);
   while (lua_next(L, idx)) {
+    static const char *const known[] = {"workers", "lend", "rank", NULL};
     int cpos = lua_gettop(L);
     luaL_argcheck(L, n < MAX_CLASSES, arg, "too many priority classes");
     if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1))
       lt_fielderror(L, arg, "priorities", "must map class names to tables");
     cls[n].name = lua_tostring(L, -2);
-    cls[n].workers = lt_optint(L, arg, cpos, "workers", 1, 1, 4096);
-    lua_getfield(L, cpos, "lend");
-    cls[n].lend = lua_toboolean(L, -1);
+    lt_checkopts(L, arg, cpos,
+                 lua_pushfstring(L, "priorities.%s", cls[n].name), known,
+                 false);
     lua_pop(L, 1);
+    cls[n].workers = lt_optint(L, arg, cpos, "workers", 1, 1, 4096);
+    cls[n].lend = lt_optboolean(L, arg, cpos, "lend", false);
     ranks[n] = class_rank(L, arg, cpos, cls[n].name);
     n++;
     lua_pop(L, 1);
@@ -288,9 +412,12 @@ static int check_classes(lua_State *L, int arg, int idx, tt_class_opts *cls,
   return n;
 }
 
+/* check_quotas reads 'quotas' at 'idx' into 'q' (names are strings
+** left on the stack, one per quota, from 'names' on) and returns the
+** count; the entry 'default' goes to '*def'. */
 static int check_quotas(lua_State *L, int arg, int idx, tt_quota *q,
                         int *def) {
-  int n = 0;
+  int n = 0, i;
   idx = lua_absindex(L, idx);
   if (!lua_istable(L, idx))
     lt_fielderror(L, arg, "quotas", "must be a table");
@@ -298,24 +425,44 @@ static int check_quotas(lua_State *L, int arg, int idx, tt_quota *q,
   while (lua_next(L, idx)) {
     int isint;
     lua_Integer v = lua_tointegerx(L, -1, &isint);
-    if (lua_type(L, -2) != LUA_TSTRING)
-      lt_fielderror(L, arg, "quotas", "keys must be tenant names");
-    if (lua_type(L, -1) != LUA_TNUMBER || !isint || v < 1 || v > 1 << 30) {
+    size_t len;
+    luaL_checkstack(L, 4, "too many quotas");
+    const char *name;
+    if (lua_type(L, -2) != LUA_TSTRING && lua_type(L, -2) != LUA_TNUMBER)
+      lt_fielderror(L, arg, "quotas", "keys must be tenants (strings or "
+                    "numbers)");
+    push_tenant_name(L, -2, arg, "a tenant in 'quotas'");
+    name = lua_tolstring(L, -1, &len);
+    if (lua_type(L, -2) != LUA_TNUMBER || !isint || v < 1 || v > 1 << 30) {
       lua_pushfstring(L, "quota of '%s' must be a positive integer, "
-                      "got %s", lua_tostring(L, -2),
-                      lua_type(L, -1) == LUA_TNUMBER
-                          ? lua_pushfstring(L, "%s", lua_tostring(L, -1))
-                          : luaL_typename(L, -1));
+                      "got %s", name,
+                      lua_type(L, -2) == LUA_TNUMBER
+                          ? lua_pushfstring(L, "%s", lua_tostring(L, -2))
+                          : luaL_typename(L, -2));
       luaL_argerror(L, arg, lua_tostring(L, -1));
     }
-    if (strcmp(lua_tostring(L, -2), "default") == 0) {
+    if (lua_type(L, -3) == LUA_TSTRING && strcmp(name, "default") == 0 &&
+        len == 7) {
       *def = (int)v;
-    } else {
-      luaL_argcheck(L, n < MAX_QUOTAS, arg, "too many quotas");
-      q[n].tenant = lua_tostring(L, -2);
-      q[n].limit = (int)v;
-      n++;
+      lua_pop(L, 2);
+      continue;
     }
+    if (strlen(name) != len) {
+      lua_pushfstring(L, "a tenant in 'quotas' cannot hold a NUL byte "
+                      "('%s...')", name);
+      luaL_argerror(L, arg, lua_tostring(L, -1));
+    }
+    for (i = 0; i < n; i++)
+      if (strcmp(q[i].tenant, name) == 0) {
+        lua_pushfstring(L, "'quotas' names tenant '%s' twice", name);
+        luaL_argerror(L, arg, lua_tostring(L, -1));
+      }
+    luaL_argcheck(L, n < MAX_QUOTAS, arg, "too many quotas");
+    q[n].tenant = name;
+    q[n].limit = (int)v;
+    n++;
+    /* The name stays on the stack below the key, anchored. */
+    lua_insert(L, -3);
     lua_pop(L, 1);
   }
   return n;
@@ -328,6 +475,10 @@ static int check_quotas(lua_State *L, int arg, int idx, tt_quota *q,
 ** tether.pool{...}
 ** ===================================================================== */
 
+/* tether.pool{...} -> pool: a pool of worker threads, each with its own
+** Lua state, with the options of DESIGN section 5 (pool_options[]; an
+** unknown key raises, naming the nearest known one).  Each invalid
+** combination raises with its own message. */
 static int l_pool(lua_State *L) {
   tt_pool_opts o;
   tt_class_opts cls[MAX_CLASSES];
@@ -343,9 +494,7 @@ static int l_pool(lua_State *L) {
   lua_settop(L, 1);
   lt_checkopts(L, 1, 1, NULL, pool_options, false);
   memset(&o, 0, sizeof o);
-  lua_getfield(L, 1, "name");
-  name = lua_isnil(L, -1) ? "pool" : lua_tolstring(L, -1, &nlen);
-  if (name == NULL) lt_fielderror(L, 1, "name", "must be a string");
+  name = lt_optstring(L, 1, 1, "name", "pool");
   nlen = strlen(name);
   o.name = name;
   o.workers = lt_optint(L, 1, 1, "workers", 0, 0, 4096);
@@ -368,8 +517,18 @@ static int l_pool(lua_State *L) {
   }
   lua_pop(L, 1);
   if (lua_getfield(L, 1, "priorities") != LUA_TNIL) {
+    int i, sum = 0;
     o.nclasses = check_classes(L, 1, -1, cls, ranks);
     o.classes = cls;
+    for (i = 0; i < o.nclasses; i++) sum += cls[i].workers;
+    if (o.workers > 0 && o.workers != sum)
+      lt_fielderror(L, 1, "workers", lua_pushfstring(L, "(%d) must equal "
+                    "the sum of the priority classes' workers (%d), or be "
+                    "left out", o.workers, sum));
+    if (sum > 4096)
+      luaL_argerror(L, 1, lua_pushfstring(L, "the priority classes have %d "
+                                             "workers in all; at most 4096",
+                                          sum));
   }
   top = lua_gettop(L);  /* keeps the class names anchored */
   if (lua_getfield(L, 1, "quotas") != LUA_TNIL) {
@@ -386,10 +545,8 @@ static int l_pool(lua_State *L) {
   }
   if (o.nquotas > 0 || o.quota_default > 0)
     if (o.tenant_key.str == NULL && o.tenant_key.obj == NULL)
-      lt_fielderror(L, 1, "quotas", "need a 'tenant_key'");
-  lua_getfield(L, 1, "interrupt");
-  interrupt = lua_toboolean(L, -1);
-  lua_pop(L, 1);
+      lt_fielderror(L, 1, "quotas", "needs a 'tenant_key'");
+  interrupt = lt_optboolean(L, 1, 1, "interrupt", false);
   if (lt_optfunction(L, 1, 1, "init")) init_idx = lua_gettop(L);
 
   p = calloc(1, sizeof *p + nlen + 1);
@@ -399,6 +556,7 @@ static int l_pool(lua_State *L) {
   p->observer = -1;
   lt_pushnew(L, p);  /* from here on, an error frees it through __gc */
   p->env = lt_env_new(L, init_idx, interrupt, name);
+  if (interrupt) lt_env_watch(p->env, o.shutdown);
   if (lt_optfunction(L, 1, 1, "on_idle")) {
     p->on_idle = lt_task_new(L, NULL, lua_gettop(L), 0, 0, false,
                              "on_idle");
@@ -409,9 +567,7 @@ static int l_pool(lua_State *L) {
                                "on_resume");
     lua_pop(L, 1);
   }
-  lua_getfield(L, 1, "quiet");
-  p->quiet = lua_toboolean(L, -1);
-  lua_pop(L, 1);
+  p->quiet = lt_optboolean(L, 1, 1, "quiet", false);
   if (lua_getfield(L, 1, "dlq") != LUA_TNIL) {
     tt_chan *c = lt_testobj(L, -1, &tt_chan_type);
     if (c == NULL) lt_fielderror(L, 1, "dlq", "must be a tether.Chan");
@@ -430,9 +586,10 @@ static int l_pool(lua_State *L) {
   p->pool = tt_pool_new(&o, &err);
   (void)top;
   if (p->pool == NULL) {
+    /* Every invalid combination the engine knows is refused above with
+    ** its own message; this one is a last resort. */
     if (err == TT_EINVAL)
-      return luaL_argerror(L, 1, "invalid pool options (workers must "
-                           "equal the sum of the priority classes')");
+      return luaL_argerror(L, 1, "invalid pool options");
     return luaL_error(L, "cannot create pool '%s': %s", name,
                       tt_strerror(err));
   }
@@ -450,29 +607,21 @@ static int l_pool(lua_State *L) {
 ** Methods
 ** ===================================================================== */
 
-/* tenant_of reads the tenant of 'parent' for an error message. */
-static void push_tenant(lua_State *L, lp_pool *p, tt_ctx *parent) {
-  tt_obj *v = NULL;
-  if ((p->tenant_key.str != NULL || p->tenant_key.obj != NULL) &&
-      tt_ctx_value(parent, &p->tenant_key, &v) && v != NULL) {
-    lt_unpack_one(L, v);
-    tt_unref(v);
-  } else {
-    lua_pushliteral(L, "default");
-  }
-}
-
 /* refuse pushes nil and the refusal error with a message that says
-** which pool (and tenant) refused. */
-static int refuse(lua_State *L, lp_pool *p, tt_ctx *parent, int code) {
+** which pool (and tenant) refused.  'tenant' is the stack index of the
+** op's tenant value (0 or nil: no tenant) and 'tname' of its name. */
+static int refuse(lua_State *L, lp_pool *p, int tenant, int tname,
+                  int code) {
   tt_error *e;
   const char *msg;
-  tt_obj *tenant = NULL;
+  tt_obj *tv = NULL;
   if (code == TT_EQUOTA) {
-    push_tenant(L, p, parent);
     msg = lua_pushfstring(L, "quota exceeded: tenant '%s' of pool '%s'",
-                          luaL_tolstring(L, -1, NULL), p->name);
-    tenant = lt_pack_one(L, -3, "tenant");
+                          tname != 0 && lua_isstring(L, tname)
+                            ? lua_tostring(L, tname) : "default",
+                          p->name);
+    if (tenant != 0 && !lua_isnil(L, tenant))
+      tv = lt_pack_one(L, tenant, "tenant");
   } else if (code == TT_EQUEUE_FULL) {
     msg = lua_pushfstring(L, "queue full: pool '%s'", p->name);
   } else if (code == TT_ECLOSED) {
@@ -482,23 +631,63 @@ static int refuse(lua_State *L, lp_pool *p, tt_ctx *parent, int code) {
   }
   e = tt_error_new(code, msg, NULL);
   if (e == NULL) {
-    tt_unref(tenant);
+    tt_unref(tv);
     return luaL_error(L, "not enough memory");
   }
-  e->value = tenant;
+  e->value = tv;
   lua_pushnil(L);
   lt_pushnew(L, e);
   return 2;
 }
 
-/* pool:submit(parent, name_or_opts, fn, ...) -> handle | nil, err */
+/* read_tenant pushes the tenant value of 'parent' and its name (nil and
+** nil without one) and points so->tenant at the name, which stays on the
+** stack as long as the submission needs it.  A tenant that is neither a
+** string nor a number raises: a wrong type is a programming error. */
+static void read_tenant(lua_State *L, lp_pool *p, tt_ctx *parent,
+                        tt_submit_opts *so) {
+  tt_obj *v = NULL;
+  luaL_checkstack(L, 4, NULL);
+  so->tenant_set = true;
+  so->tenant = NULL;
+  so->tenant_len = 0;
+  if (p->tenant_key.str == NULL && p->tenant_key.obj == NULL) {
+    so->tenant_set = false;  /* the pool has no tenants */
+    lua_pushnil(L);
+    lua_pushnil(L);
+    return;
+  }
+  if (!tt_ctx_value(parent, &p->tenant_key, &v) || v == NULL) {
+    lua_pushnil(L);
+    lua_pushnil(L);
+    return;
+  }
+  if (v->type == &lt_value_type) {
+    lt_pushnew(L, v);  /* owns the reference, even if unpacking raises */
+    lt_unpack_one(L, v);
+    lua_remove(L, -2);
+  } else {
+    lt_unpack_one(L, v);
+    tt_unref(v);
+  }
+  push_tenant_name(L, -1, 2, "the context's tenant");
+  so->tenant = lua_tolstring(L, -1, &so->tenant_len);
+}
+
+/* pool:submit(parent, name_or_opts, fn, ...) -> handle | nil, err: runs
+** fn(ctx, ...) on a worker of the pool, where ctx is
+** with_timeout(without_cancel(parent), timeout).  It never blocks
+** (unless opts.wait asks for a bounded wait for queue space): a full
+** queue, a tenant over quota or a closed pool give nil and an error whose
+** code says which.  The tenant is the value under the pool's tenant_key
+** in 'parent' (a string or a number). */
 static int m_submit(lua_State *L) {
   lp_pool *p = check_pool(L);
   tt_ctx *parent = lt_checkobj(L, 2, &tt_ctx_type);
   tt_submit_opts so;
   tt_retry retry;
   char what[160];
-  int nargs = lua_gettop(L) - 4, err = TT_OK;
+  int nargs = lua_gettop(L) - 4, err = TT_OK, tenant;
   lt_task *t;
   tt_handle *h;
   memset(&so, 0, sizeof so);
@@ -506,21 +695,15 @@ static int m_submit(lua_State *L) {
   if (lua_type(L, 3) == LUA_TSTRING) {
     so.name = lua_tostring(L, 3);
   } else if (lua_istable(L, 3)) {
-    if (lua_getfield(L, 3, "name") == LUA_TSTRING)
-      so.name = lua_tostring(L, -1);
-    else if (!lua_isnil(L, -1))
-      lt_fielderror(L, 3, "name", "must be a string");
-    lua_pop(L, 1);  /* the string stays anchored in the options table */
+    lt_checkopts(L, 3, 3, NULL, submit_options, false);
+    /* The strings stay anchored in the options table. */
+    so.name = lt_optstring(L, 3, 3, "name", NULL);
     if (lua_getfield(L, 3, "retry") != LUA_TNIL) {
       lt_checkretry(L, 3, -1, &retry);
       so.retry = &retry;
     }
     lua_pop(L, 1);
-    if (lua_getfield(L, 3, "priority") == LUA_TSTRING)
-      so.priority = lua_tostring(L, -1);
-    else if (!lua_isnil(L, -1))
-      lt_fielderror(L, 3, "priority", "must be a string");
-    lua_pop(L, 1);
+    so.priority = lt_optstring(L, 3, 3, "priority", NULL);
     so.timeout = lt_optnumber(L, 3, 3, "timeout", 0, 0);
     so.wait = lt_optnumber(L, 3, 3, "wait", 0, 0);
   } else {
@@ -529,6 +712,10 @@ static int m_submit(lua_State *L) {
     return luaL_argerror(L, 3, msg);
   }
   if (lua_type(L, 4) != LUA_TSTRING) luaL_checktype(L, 4, LUA_TFUNCTION);
+  /* The tenant and its name go on top of the task's arguments, which
+  ** lt_task_new reads by position. */
+  read_tenant(L, p, parent, &so);
+  tenant = lua_gettop(L) - 1;
   /* Refuse before packing anything: callers retry on queue_full, and a
   ** refusal should cost them little. */
   err = tt_pool_precheck(p->pool, parent, &so);
@@ -547,7 +734,7 @@ static int m_submit(lua_State *L) {
                                         so.priority);
       return luaL_argerror(L, 3, msg);
     }
-    return refuse(L, p, parent, err);
+    return refuse(L, p, tenant, tenant + 1, err);
   }
   lt_pushnew(L, h);
   return 1;
@@ -570,13 +757,22 @@ static int m_drain(lua_State *L) {
   return 2;
 }
 
+/* pool:close() closes the pool to new work without waiting. */
 static int m_close(lua_State *L) {
   tt_pool_close(check_pool(L)->pool);
   return 0;
 }
 
+/* pool:name() -> the pool's name (names need not be unique). */
 static int m_name(lua_State *L) {
   lua_pushstring(L, check_pool(L)->name);
+  return 1;
+}
+
+/* pool:id() -> an integer unique among the pools of the process (ids are
+** never reused), as the admin page's actions name pools. */
+static int m_id(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)tt_pool_id(check_pool(L)->pool));
   return 1;
 }
 
@@ -585,6 +781,9 @@ static void set_int(lua_State *L, const char *k, unsigned long long v) {
   lua_setfield(L, -2, k);
 }
 
+/* pool:stats() -> a table of the pool's counters, read in one snapshot:
+** submitted = completed + failed + stopped + dead + spilled + abandoned
+** + queued + inflight always holds. */
 static int m_stats(lua_State *L) {
   tt_pool_stats s;
   tt_pool_stats_get(check_pool(L)->pool, &s);
@@ -605,6 +804,8 @@ static int m_stats(lua_State *L) {
   return 1;
 }
 
+/* pool:inflight() -> a list of the running ops, {id, name, tenant,
+** priority, started, attempt} each. */
 static int m_inflight(lua_State *L) {
   lp_pool *p = check_pool(L);
   tt_inflight buf[256];
@@ -644,8 +845,10 @@ static void push_failure(lua_State *L, const tt_failure *f) {
   set_int(L, "id", f->id);
   lua_pushstring(L, f->name);
   lua_setfield(L, -2, "name");
-  lua_pushstring(L, f->tenant);
-  lua_setfield(L, -2, "tenant");
+  if (f->tenant != NULL) {
+    lua_pushlstring(L, f->tenant, f->tenant_len);
+    lua_setfield(L, -2, "tenant");
+  }
   lua_pushstring(L, e != NULL ? e->message : tt_strerror(f->code));
   lua_setfield(L, -2, "error");
   lua_pushstring(L, e != NULL ? e->traceback : NULL);
@@ -670,12 +873,15 @@ static int push_failures(lua_State *L, tt_failure *f, size_t n) {
   return 1;
 }
 
+/* pool:failures() -> the recent failed attempts, oldest first. */
 static int m_failures(lua_State *L) {
   size_t n = 0;
   tt_failure *f = tt_pool_failures(check_pool(L)->pool, &n);
   return push_failures(L, f, n);
 }
 
+/* pool:dead_letters() -> the dead letters kept, oldest first, {id, name,
+** tenant, error, traceback, code, cause, attempts, at} each. */
 static int m_dead_letters(lua_State *L) {
   size_t n = 0;
   tt_failure *f = tt_pool_dead_letters(check_pool(L)->pool, &n);
@@ -693,21 +899,55 @@ static uint64_t check_id(lua_State *L, int arg) {
   return (uint64_t)id;
 }
 
+/* refuse_dead is refuse for a dead letter that could not be retried:
+** its tenant is the dead letter's. */
+static int refuse_dead(lua_State *L, lp_pool *p, uint64_t id, int code) {
+  size_t n = 0, i;
+  tt_failure *f = code == TT_EQUOTA ? tt_pool_dead_letters(p->pool, &n)
+                                    : NULL;
+  int top = lua_gettop(L);
+  lua_pushnil(L);
+  for (i = 0; i < n; i++)
+    if (f[i].id == id && f[i].tenant != NULL)
+      lua_pushlstring(L, f[i].tenant, f[i].tenant_len);
+  tt_failures_free(f, n);
+  if (lua_gettop(L) == top + 1) lua_pushnil(L);
+  lua_settop(L, top + 2);
+  return refuse(L, p, top + 2, top + 2, code);
+}
+
+/* pool:retry_dead(id_or_record) -> handle | nil, err: resubmits a dead
+** letter (a fresh set of attempts) as a new op.  An id the pool does not
+** hold (never a dead letter, or already retried or dropped) gives nil
+** and an error of code "invalid"; a refusal (queue full, quota, closed)
+** leaves the dead letter where it is. */
 static int m_retry_dead(lua_State *L) {
   lp_pool *p = check_pool(L);
   int err = TT_OK;
-  tt_handle *h = tt_pool_retry_dead(p->pool, check_id(L, 2), &err);
-  if (h == NULL) return lt_pusherror(L, err, NULL);
+  uint64_t id = check_id(L, 2);
+  tt_handle *h = tt_pool_retry_dead(p->pool, id, &err);
+  if (h == NULL) {
+    if (err == TT_EINVAL)
+      return lt_pusherror(L, err, lua_pushfstring(L, "no dead letter with "
+                                                     "id %I in pool '%s'",
+                                                  (lua_Integer)id,
+                                                  p->name));
+    return refuse_dead(L, p, id, err);
+  }
   lt_pushnew(L, h);
   return 1;
 }
 
+/* pool:drop_dead(id_or_record) -> true if the dead letter was there (it
+** is forgotten, with its argument). */
 static int m_drop_dead(lua_State *L) {
   lp_pool *p = check_pool(L);
   lua_pushboolean(L, tt_pool_drop_dead(p->pool, check_id(L, 2)));
   return 1;
 }
 
+/* pool:drained() -> the pool itself, a waitable for tether.select that
+** fires once the pool is closed and empty. */
 static int m_drained(lua_State *L) {
   check_pool(L);
   lua_pushvalue(L, 1);
@@ -722,6 +962,7 @@ void lt_open_pool(lua_State *L) {
     {"drain", m_drain},
     {"close", m_close},
     {"name", m_name},
+    {"id", m_id},
     {"stats", m_stats},
     {"inflight", m_inflight},
     {"failures", m_failures},

@@ -9,14 +9,23 @@
 **    compensate = function(ctx, state) end}, ... }
 ** local ok, err, report = s:run(ctx, state)
 **
-** Steps run in the calling thread, in the state that made the saga (the
-** step functions stay there, so they may hold anything); the engine
-** decides the order, the detached contexts of compensations, their
+** Steps run in the calling thread, in the state that runs the saga; the
+** engine decides the order, the detached contexts of compensations, their
 ** timeouts and retries.  A step fails by raising an error, or by
 ** returning nil (or false) and an error.
+**
+** A saga is a tether object, shared by reference like the others.  In
+** the state that made it, s:run calls the step functions themselves.
+** When the saga is made, the step functions are also packed (ltransfer.c)
+** if they can cross threads, and another state that runs the saga
+** unpacks them once (into its own userdata of the saga) and runs those
+** copies, whose upvalues are snapshots as with every transferred
+** function.  A saga whose steps cannot cross (a step holds a
+** coroutine, say) stays in its state: passing it to another thread is
+** refused at submit time with the reason (lt_saga_stays).
 */
-#include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "ltether.h"
@@ -28,21 +37,29 @@ typedef struct ls_saga {
   tt_obj hdr;
   tt_saga *s;
   tt_chan *dlq;          /* dead letters of failed compensations */
-  lua_State *owner;      /* main thread of the state holding the steps */
+  tt_obj *steps;         /* the packed step functions, or NULL */
+  char *stays;           /* why the steps cannot cross, or NULL */
 } ls_saga;
 
 static void ls_free(tt_obj *o) {
   ls_saga *s = (ls_saga *)o;
   tt_unref(s->s);
   tt_unref(s->dlq);
+  tt_unref(s->steps);
+  free(s->stays);
   free(s);
 }
 
 static const tt_type ls_type = {"tether.Saga", ls_free, NULL};
 
+const char *lt_saga_stays(tt_obj *o) {
+  return o->type == &ls_type ? ((ls_saga *)o)->stays : NULL;
+}
+
 /* What a run passes to the step callbacks as the engine's 'state'. */
 typedef struct ls_run {
   lua_State *L;
+  const char *saga;      /* the saga's name */
   int steps;             /* stack index of the steps table */
   int state;             /* stack index of the user's state */
   int hook;              /* stack index of on_compensation_failure, or 0 */
@@ -50,14 +67,6 @@ typedef struct ls_run {
 } ls_run;
 
 static _Thread_local ls_run *current;
-
-static lua_State *main_thread(lua_State *L) {
-  lua_State *m;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-  m = lua_tothread(L, -1);
-  lua_pop(L, 1);
-  return m;
-}
 
 /* msgh keeps the error value and stores a traceback beside it. */
 static int msgh(lua_State *L) {
@@ -110,148 +119,206 @@ static void push_err(lua_State *L, tt_obj *e) {
   else lt_pushobj(L, e);
 }
 
-/* on_failure calls the saga's on_compensation_failure with a table
-** {saga, step, error, attempts}; its own errors are ignored (a report
-** hook must not change the saga's outcome). */
+/* {====================================================================
+** Compensation failures: the dead-letter channel and the hook
+** ===================================================================== */
+
+typedef struct failure {
+  ls_run *r;
+  const char *step;
+  tt_obj *err;
+  int attempts;
+} failure;
+
+/* log_failure writes one log line for a failing callback of the saga:
+** the error at 'idx' and the traceback kept by msgh. */
+static void log_failure(lua_State *L, const char *msg, const char *saga,
+                        int idx) {
+  tt_error *e;
+  idx = lua_absindex(L, idx);
+  lua_getfield(L, LUA_REGISTRYINDEX, TB_KEY);
+  e = lt_pack_error(L, idx, lua_tostring(L, -1));
+  lua_pop(L, 1);
+  lt_log_failure(msg, saga, (tt_obj *)e);
+  tt_unref(e);
+}
+
+/* report_failure does the Lua side of one compensation failure (run
+** protected): the record {saga, step, name, error, attempts, at} goes to
+** the dead-letter channel and to on_compensation_failure.  Neither may
+** change the saga's outcome, and neither fails silently: a record the
+** channel cannot take, or a hook that raises, is logged.  The hook (or
+** nil) is argument 2. */
+static int report_failure(lua_State *L) {
+  failure *f = lua_touserdata(L, 1);
+  ls_run *r = f->r;
+  lua_settop(L, 2);
+  lua_createtable(L, 0, 6);
+  lua_pushstring(L, r->saga);
+  lua_setfield(L, -2, "saga");
+  lua_pushstring(L, f->step);
+  lua_setfield(L, -2, "step");
+  lua_pushfstring(L, "%s/%s (compensation)", r->saga, f->step);
+  lua_setfield(L, -2, "name");
+  push_err(L, f->err);
+  lua_setfield(L, -2, "error");
+  lua_pushinteger(L, f->attempts);
+  lua_setfield(L, -2, "attempts");
+  lua_pushnumber(L, tt_wall());
+  lua_setfield(L, -2, "at");
+  if (r->dlq != NULL) {
+    tt_obj *v = lt_pack_one(L, -1, "dead letter");
+    int rc = tt_chan_try_send(r->dlq, v);
+    if (rc != TT_OK) {
+      tt_field fl[] = {TT_FSTR("saga", r->saga), TT_FSTR("step", f->step),
+                       TT_FSTR("reason", rc == TT_ECLOSED
+                                           ? "the dlq channel is closed"
+                                           : "the dlq channel is full")};
+      tt_unref(v);
+      tt_log(TT_LOG_WARN, "dead letter not sent to dlq", fl, 3);
+    }
+  }
+  if (!lua_isnil(L, 2)) {
+    lua_pushcfunction(L, msgh);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    if (lua_pcall(L, 1, 0, 4) != LUA_OK)
+      log_failure(L, "on_compensation_failure failed", r->saga, -1);
+  }
+  return 0;
+}
+
+/* on_failure is the engine's hook for a compensation that failed its
+** last attempt, on the thread running the saga. */
 static void on_failure(const char *saga, const char *step, tt_obj *err,
                        int attempts, void *ud) {
   ls_run *r = current;
   lua_State *L;
+  failure f;
+  int top;
+  (void)saga;
   (void)ud;
   if (r == NULL || (r->hook == 0 && r->dlq == NULL)) return;
   L = r->L;
-  lua_createtable(L, 0, 5);
-  lua_pushstring(L, saga);
-  lua_setfield(L, -2, "saga");
-  lua_pushstring(L, step);
-  lua_setfield(L, -2, "step");
-  lua_pushfstring(L, "%s/%s (compensation)", saga, step);
-  lua_setfield(L, -2, "name");
-  push_err(L, err);
-  lua_setfield(L, -2, "error");
-  lua_pushinteger(L, attempts);
-  lua_setfield(L, -2, "attempts");
-  lua_pushnumber(L, tt_wall());
-  lua_setfield(L, -2, "at");
-  /* The dead-letter channel gets a copy; a full one loses nothing the
-  ** report does not also hold. */
-  if (r->dlq != NULL) {
-    tt_obj *v = lt_pack_one(L, -1, "dead letter");
-    if (tt_chan_try_send(r->dlq, v) != TT_OK) tt_unref(v);
+  top = lua_gettop(L);
+  f.r = r;
+  f.step = step;
+  f.err = err;
+  f.attempts = attempts;
+  /* Run protected: a Lua error must not unwind through the engine. */
+  lua_pushcfunction(L, report_failure);
+  lua_pushlightuserdata(L, &f);
+  if (r->hook != 0) lua_pushvalue(L, r->hook);
+  else lua_pushnil(L);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    tt_field fl[] = {TT_FSTR("saga", r->saga), TT_FSTR("step", step),
+                     TT_FSTR("error", lua_tostring(L, -1))};
+    tt_log(TT_LOG_ERROR, "compensation failure not reported", fl, 3);
   }
-  if (r->hook != 0) {
-    lua_pushvalue(L, r->hook);
-    lua_insert(L, -2);
-    if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
-  } else {
-    lua_pop(L, 1);
-  }
+  lua_settop(L, top);
 }
 
-static void check_retry(lua_State *L, tt_retry *r) {
-  r->attempts = 1;
-  r->backoff = 0.1;
-  r->factor = 2;
-  r->max_backoff = 30;
-  r->jitter = 0;
-  if (lua_getfield(L, 1, "retry") == LUA_TNIL) {
-    lua_pop(L, 1);
-    return;
-  }
-  luaL_argcheck(L, lua_istable(L, -1), 1, "field 'retry' must be a table");
-  if (lua_getfield(L, -1, "attempts") != LUA_TNIL) {
-    int isint;
-    lua_Integer n = lua_tointegerx(L, -1, &isint);
-    luaL_argcheck(L, isint && n >= 1 && n <= 1000, 1,
-                  "field 'retry.attempts' must be an integer from 1 to 1000");
-    r->attempts = (int)n;
-  }
-  lua_pop(L, 1);
-#define NUMFIELD(f, min, max) \
-  if (lua_getfield(L, -1, #f) != LUA_TNIL) { \
-    double v = lua_tonumber(L, -1); \
-    luaL_argcheck(L, lua_type(L, -1) == LUA_TNUMBER && !isnan(v) && \
-                  v >= (min) && v <= (max), 1, \
-                  "field 'retry." #f "' out of range"); \
-    r->f = v; \
-  } \
-  lua_pop(L, 1)
-  NUMFIELD(backoff, 0, 1e9);
-  NUMFIELD(factor, 1, 1e9);
-  NUMFIELD(max_backoff, 0, 1e9);
-  NUMFIELD(jitter, 0, 1);
-#undef NUMFIELD
-  lua_pop(L, 1);
+/* }==================================================================== */
+
+
+/* {====================================================================
+** tether.saga{...}
+** ===================================================================== */
+
+/* The whole set of a saga's options, and of each step's. */
+static const char *const saga_options[] = {
+  "name", "compensation_timeout", "retry", "on_compensation_failure",
+  "dlq", NULL
+};
+static const char *const step_options[] = {
+  "name", "action", "compensate", NULL
+};
+
+/* pack_steps packs the steps table at 1 into '*out' (run protected: a
+** step that cannot cross raises, and the saga then stays local). */
+static int pack_steps(lua_State *L) {
+  tt_obj **out = lua_touserdata(L, 2);
+  *out = lt_pack_one(L, 1, lua_tostring(L, 3));
+  return 0;
 }
 
+/* tether.saga{...} -> saga: checks the options (an unknown key raises,
+** in the saga's table and in each step's), copies the steps into a
+** table of its own, and packs them for other threads when it can. */
 static int l_saga(lua_State *L) {
   tt_saga_step steps[MAX_STEPS];
   const char *name;
-  double ctimeout = 0;
+  double ctimeout;
   tt_retry retry;
   lua_Integer n, i;
   ls_saga *s;
+  int own;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
+  lt_checkopts(L, 1, 1, NULL, saga_options, true);
   n = (lua_Integer)lua_rawlen(L, 1);
   luaL_argcheck(L, n >= 1, 1, "a saga needs at least one step");
   luaL_argcheck(L, n <= MAX_STEPS, 1, "too many steps");
-  lua_getfield(L, 1, "name");
-  name = lua_isnil(L, -1) ? "saga" : lua_tostring(L, -1);
-  luaL_argcheck(L, name != NULL, 1, "field 'name' must be a string");
-  if (lua_getfield(L, 1, "compensation_timeout") != LUA_TNIL) {
-    ctimeout = lua_tonumber(L, -1);
-    luaL_argcheck(L, lua_type(L, -1) == LUA_TNUMBER && !isnan(ctimeout) &&
-                  ctimeout >= 0, 1, "field 'compensation_timeout' must be "
-                  "a non-negative number");
-  }
+  name = lt_optstring(L, 1, 1, "name", "saga");
+  ctimeout = lt_optnumber(L, 1, 1, "compensation_timeout", 0, 0);
+  retry.attempts = 1;
+  retry.backoff = 0.1;
+  retry.factor = 2;
+  retry.max_backoff = 3600;
+  retry.jitter = 0;
+  if (lua_getfield(L, 1, "retry") != LUA_TNIL)
+    lt_checkretry(L, 1, -1, &retry);
   lua_pop(L, 1);
-  check_retry(L, &retry);
-  lua_getfield(L, 1, "on_compensation_failure");
-  luaL_argcheck(L, lua_isnil(L, -1) || lua_isfunction(L, -1), 1,
-                "field 'on_compensation_failure' must be a function");
+  if (lt_optfunction(L, 1, 1, "on_compensation_failure")) lua_pop(L, 1);
+  if (lua_getfield(L, 1, "dlq") != LUA_TNIL &&
+      lt_testobj(L, -1, &tt_chan_type) == NULL)
+    lt_fielderror(L, 1, "dlq", "must be a tether.Chan");
   lua_pop(L, 1);
-  lua_getfield(L, 1, "dlq");
-  luaL_argcheck(L, lua_isnil(L, -1) ||
-                lt_testobj(L, -1, &tt_chan_type) != NULL, 1,
-                "field 'dlq' must be a tether.Chan");
-  lua_pop(L, 1);
-  /* Copy the steps into a table of our own, so later changes to the
-  ** user's table do not change the saga. */
-  lua_createtable(L, (int)n, 0);
+  /* The steps go into a table of our own, {{action = f, compensate =
+  ** g}, ..., hook = h}, so later changes to the user's tables do not
+  ** change the saga. */
+  lua_createtable(L, (int)n, 1);
+  own = lua_gettop(L);
   for (i = 1; i <= n; i++) {
-    int t = lua_rawgeti(L, 1, i);
+    int t = lua_rawgeti(L, 1, i), st = lua_gettop(L);
     if (t != LUA_TTABLE) {
       lua_pushfstring(L, "step %d must be a table, got %s", (int)i,
                       luaL_typename(L, -1));
       return luaL_argerror(L, 1, lua_tostring(L, -1));
     }
-    if (lua_getfield(L, -1, "action") != LUA_TFUNCTION) {
+    lt_checkopts(L, 1, st, lua_pushfstring(L, "[%d]", (int)i), step_options,
+                 false);
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    if (lua_getfield(L, st, "action") != LUA_TFUNCTION) {
       lua_pushfstring(L, "step %d needs a function 'action'", (int)i);
       return luaL_argerror(L, 1, lua_tostring(L, -1));
     }
-    lua_pop(L, 1);
-    lua_getfield(L, -1, "compensate");
+    lua_setfield(L, -2, "action");
+    lua_getfield(L, st, "compensate");
     if (!lua_isnil(L, -1) && !lua_isfunction(L, -1)) {
       lua_pushfstring(L, "step %d: 'compensate' must be a function",
                       (int)i);
       return luaL_argerror(L, 1, lua_tostring(L, -1));
     }
     steps[i - 1].compensate = lua_isnil(L, -1) ? NULL : step_compensate;
-    lua_pop(L, 1);
-    lua_getfield(L, -1, "name");
+    lua_setfield(L, -2, "compensate");
+    if (lua_getfield(L, st, "name") != LUA_TNIL && !lua_isstring(L, -1)) {
+      lua_pushfstring(L, "step %d: 'name' must be a string", (int)i);
+      return luaL_argerror(L, 1, lua_tostring(L, -1));
+    }
     steps[i - 1].name = lua_tostring(L, -1);  /* copied by tt_saga_new */
     lua_pop(L, 1);
     steps[i - 1].action = step_action;
     steps[i - 1].ud = (void *)(intptr_t)(i - 1);
-    lua_rawseti(L, -2, i);
+    lua_rawseti(L, own, i);
+    lua_pop(L, 1);  /* the user's step */
   }
   lua_getfield(L, 1, "on_compensation_failure");
-  lua_setfield(L, -2, "on_compensation_failure");
+  lua_setfield(L, own, "hook");
   s = calloc(1, sizeof *s);
   if (s == NULL) return luaL_error(L, "not enough memory");
   tt_obj_init(&s->hdr, &ls_type);
-  s->owner = main_thread(L);
   lt_pushnew(L, s);
   lua_getfield(L, 1, "dlq");
   s->dlq = tt_ref(lt_testobj(L, -1, &tt_chan_type));
@@ -259,10 +326,31 @@ static int l_saga(lua_State *L) {
   s->s = tt_saga_new(name, steps, (int)n, ctimeout, &retry);
   if (s->s == NULL) return luaL_error(L, "not enough memory");
   tt_saga_set_on_compensation_failure(s->s, on_failure, NULL);
-  lua_pushvalue(L, -2);
+  lua_pushvalue(L, own);
   lua_setiuservalue(L, -2, 1);
+  /* Packed now, while the functions are at hand: the state that runs
+  ** the saga elsewhere cannot reach them. */
+  lua_pushcfunction(L, pack_steps);
+  lua_pushvalue(L, own);
+  lua_pushlightuserdata(L, &s->steps);
+  lua_pushfstring(L, "saga '%s'", name);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+    const char *why = lua_pushfstring(L, "saga '%s' runs only in the "
+                                         "state that made it: %s", name,
+                                      lua_tostring(L, -1));
+    s->stays = strdup(why);
+    if (s->stays == NULL) return luaL_error(L, "not enough memory");
+    lua_pop(L, 2);
+  }
   return 1;
 }
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** s:run
+** ===================================================================== */
 
 static void push_report(lua_State *L, tt_saga_report *r) {
   int i;
@@ -295,7 +383,25 @@ static void push_report(lua_State *L, tt_saga_report *r) {
   lua_setfield(L, -2, "steps");
 }
 
-/* s:run(ctx [, state]) -> true, nil, report | nil, err, report */
+/* push_steps pushes the steps table of the saga at 1 in this state: the
+** one kept in its userdata, or, in a state that did not make the saga,
+** the packed steps unpacked (and kept there for the next run). */
+static void push_steps(lua_State *L, ls_saga *s) {
+  if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  if (s->steps == NULL)
+    luaL_error(L, "%s", s->stays != NULL
+                          ? s->stays
+                          : "saga runs only in the state that made it");
+  lt_unpack_one(L, s->steps);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, 1, 1);
+}
+
+/* s:run(ctx [, state]) -> true, nil, report | nil, err, report: runs the
+** actions in order on this thread; when one fails (or ctx ends between
+** two), the compensations of the steps that ran execute in reverse order,
+** detached from ctx.  It may be called from any thread. */
 static int m_run(lua_State *L) {
   ls_saga *s = lt_checkobj(L, 1, &ls_type);
   tt_ctx *ctx = lt_checkobj(L, 2, &tt_ctx_type);
@@ -303,14 +409,12 @@ static int m_run(lua_State *L) {
   ls_run run, *saved;
   int rc;
   lua_settop(L, 3);
-  if (s->owner != main_thread(L) ||
-      lua_getiuservalue(L, 1, 1) != LUA_TTABLE)
-    return luaL_error(L, "saga '%s' runs only in the state that made it",
-                      tt_saga_name(s->s));
+  push_steps(L, s);
   run.L = L;
+  run.saga = tt_saga_name(s->s);
   run.steps = lua_gettop(L);
   run.state = 3;
-  lua_getfield(L, run.steps, "on_compensation_failure");
+  lua_getfield(L, run.steps, "hook");
   run.hook = lua_isnil(L, -1) ? 0 : lua_gettop(L);
   run.dlq = s->dlq;
   saved = current;
@@ -329,6 +433,8 @@ static int m_run(lua_State *L) {
   tt_saga_report_free(rep);
   return 3;
 }
+
+/* }==================================================================== */
 
 void lt_open_saga(lua_State *L) {
   static const luaL_Reg methods[] = {

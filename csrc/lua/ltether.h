@@ -22,9 +22,10 @@
 
 /* lt_newtype creates the metatable of an engine type, named after
 ** 't->name' ("tether.Context"), with 'methods' in '__index' (may be NULL)
-** and 'meta' as metamethods (may be NULL); '__gc', '__tostring' and
-** '__name' are set for every type, '__close' only where 'meta' has it.
-** The metatable is left on the stack. */
+** and 'meta' as metamethods; '__name', '__gc' (which drops the
+** userdata's reference) and '__tostring' are set for every type, '__close'
+** only where 'meta' gives one (a cancel function cancels).  The metatable
+** is left on the stack. */
 void lt_newtype(lua_State *L, const tt_type *t, const luaL_Reg *methods,
                 const luaL_Reg *meta);
 
@@ -54,8 +55,8 @@ void *lt_testobj(lua_State *L, int idx, const tt_type *t);
 int lt_pusherror(lua_State *L, int code, const char *message);
 
 /* lt_checkseconds reads a number of seconds at 'arg'; a negative, NaN or
-** non-number raises.  lt_optseconds is the same with nil (or nothing)
-** giving 'def'. */
+** non-number raises.  lt_optseconds is the same for an optional one: nil
+** or none gives 'def'. */
 double lt_checkseconds(lua_State *L, int arg);
 double lt_optseconds(lua_State *L, int arg, double def);
 
@@ -96,7 +97,11 @@ const char *lt_optstring(lua_State *L, int arg, int idx, const char *field,
 
 /* lt_checkretry reads a retry policy table ({attempts, backoff, factor,
 ** max_backoff, jitter}) at 'idx' into '*r': the one reader of retry
-** policies for pools, submissions and sagas. */
+** policies for pools, submissions and sagas, with one set of limits and
+** defaults: attempts 1..1000000 (1), backoff >= 0 (0.1 s), factor >= 1
+** (2), max_backoff >= 0 (3600 s), jitter 0..1 (0).  An unknown key
+** raises ("unknown option 'retry.attempt'; did you mean
+** 'retry.attempts'?"). */
 void lt_checkretry(lua_State *L, int arg, int idx, tt_retry *r);
 
 /* }==================================================================== */
@@ -183,6 +188,10 @@ const tt_type *lt_key_type(void);
 /* lpool.c: the drained latch of a Lua pool object, or NULL if 'o' is not
 ** one. */
 tt_latch *lt_pool_latch(tt_obj *o);
+
+/* lsaga.c: why the object 'o' cannot cross to another state (a saga
+** whose steps cannot be copied), or NULL when it can. */
+const char *lt_saga_stays(tt_obj *o);
 
 /* lexec.c: one structured log line on stderr for a failed task. */
 void lt_log_failure(const char *what, const char *name, tt_obj *err);

@@ -9,7 +9,10 @@
 
 #include "ltether.h"
 
+/* The most cases one select takes (the engine's limit, tt_select). */
 #define MAX_CASES 64
+#define LT_STR_(x) #x
+#define LT_STR(x) LT_STR_(x)
 
 /* The binding's send case: a channel and the packed item to send. */
 typedef struct lt_sendcase {
@@ -80,11 +83,13 @@ static tt_latch *latch_of(tt_obj *o) {
 /* tether.select(case1, case2, ...) waits for the first case that can
 ** proceed and returns its index, then what it yields: for a channel, the
 ** value and ok; for a context, its error; for a handle, its results; for a
-** timer or a send, true.  It returns nothing but the index for default. */
+** timer or a send, true.  It returns nothing but the index for default.
+** It takes at most 64 cases: more raise "too many cases (at most 64)". */
 static int l_select(lua_State *L) {
   tt_case cs[MAX_CASES];
   int n = lua_gettop(L), i, r, def = 0;
-  luaL_argcheck(L, n <= MAX_CASES, MAX_CASES + 1, "too many cases");
+  luaL_argcheck(L, n <= MAX_CASES, MAX_CASES + 1,
+                "too many cases (at most " LT_STR(MAX_CASES) ")");
   memset(cs, 0, sizeof cs);
   for (i = 0; i < n; i++) {
     int arg = i + 1;

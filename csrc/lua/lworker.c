@@ -9,7 +9,8 @@
 **
 ** Everything a task does in Lua runs under lua_pcall: a failing task,
 ** a result that cannot cross, even a memory error, ends as the task's
-** error object, never as a panic.
+** error object, never as a panic.  The tasks of pools with interrupts
+** run under lirq.c's hook, from before their init.
 */
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -25,10 +26,6 @@
 #define ENVS_KEY "tether.worker.envs"   /* env id -> true, once set up */
 #define TB_KEY "tether.worker.traceback"
 
-/* How many VM instructions run between two looks at the context when a
-** pool interrupts its tasks. */
-#define HOOK_COUNT 1000
-
 /* {====================================================================
 ** Environments
 ** ===================================================================== */
@@ -39,6 +36,8 @@ struct lt_env {
   char *path, *cpath;   /* may be NULL: keep the worker's defaults */
   char *name;           /* may be NULL */
   tt_obj *init;         /* packed init function, may be NULL */
+  tt_ctx *stop;         /* also interrupts the tasks when it ends, or
+                        ** NULL; set before the first task */
   bool interrupt;
 };
 
@@ -47,6 +46,7 @@ static _Atomic uint64_t env_ids;
 static void env_free(tt_obj *o) {
   lt_env *e = (lt_env *)o;
   tt_unref(e->init);
+  tt_unref(e->stop);
   free(e->path);
   free(e->cpath);
   free(e->name);
@@ -123,6 +123,11 @@ lt_env *lt_env_new(lua_State *L, int init_idx, bool interrupt,
     luaL_error(L, "not enough memory");
   }
   return e;
+}
+
+void lt_env_watch(lt_env *e, tt_ctx *stop) {
+  tt_unref(e->stop);
+  e->stop = tt_ref(stop);
 }
 
 /* }==================================================================== */
@@ -251,10 +256,6 @@ tt_error *lt_pack_error(lua_State *L, int idx, const char *traceback) {
 static _Thread_local lua_State *tl_state;
 static _Thread_local unsigned tl_tasks;  /* tasks run by this state */
 
-/* The context of the task running on this thread, for the interrupt
-** hook (which gets only the lua_State). */
-static _Thread_local tt_ctx *tl_ctx;
-
 /* mkerror makes a TT_EFAILED error from a format; NULL when out of
 ** memory. */
 static tt_error *mkerror(const char *traceback, const char *fmt, ...) {
@@ -281,18 +282,28 @@ static tt_error *mkerror(const char *traceback, const char *fmt, ...) {
 
 /* msgh is the message handler of task calls: it keeps the traceback
 ** aside (in the registry) and leaves the error value as it is, so that a
-** tether error object raised by the task stays one. */
+** tether error object raised by the task stays one.  Such an object (the
+** context's error of an interrupt, among others) travels as it is, with
+** no traceback, so none is made for it: luaL_traceback looks every
+** function up in package.loaded, tens of microseconds that an
+** interrupted op's waiters would wait. */
 static int msgh(lua_State *L) {
   static const char tail[] = "\n\t[C]: in ?";
   const size_t nt = sizeof tail - 1;
   size_t len;
   const char *tb;
+  int i;
+  tt_obj *o = lt_toobj(L, 1);
+  if (o != NULL && o->type == &tt_error_type) return 1;
   luaL_traceback(L, L, NULL, 1);
-  /* The last frame is the C function that runs the task: noise. */
-  tb = lua_tolstring(L, -1, &len);
-  if (len >= nt && memcmp(tb + len - nt, tail, nt) == 0) {
-    lua_pushlstring(L, tb, len - nt);
-    lua_remove(L, -2);
+  /* The last frames are the C functions that run the task ('tramp' and
+  ** run_body, or ws_env): noise. */
+  for (i = 0; i < 2; i++) {
+    tb = lua_tolstring(L, -1, &len);
+    if (len >= nt && memcmp(tb + len - nt, tail, nt) == 0) {
+      lua_pushlstring(L, tb, len - nt);
+      lua_remove(L, -2);
+    }
   }
   lua_setfield(L, LUA_REGISTRYINDEX, TB_KEY);
   lua_settop(L, 1);
@@ -340,6 +351,13 @@ static void set_paths(lua_State *L, const lt_env *env) {
   tl_paths_from = env->id;
 }
 
+static int run_body(lua_State *L);
+static int ws_env(lua_State *L);
+
+bool lt_task_boundary(lua_CFunction f) {
+  return f == run_body || f == ws_env;
+}
+
 /* ws_open sets up a new worker state (run protected). */
 static int ws_open(lua_State *L) {
   lt_env *env = lua_touserdata(L, 1);
@@ -371,6 +389,8 @@ static int ws_env(lua_State *L) {
   lt_env *env = w->env;
   lua_settop(L, 1);
   set_paths(L, env);
+  /* Before init: a coroutine it makes inherits the hook. */
+  if (env->interrupt) lt_irq_arm(L);
   if (env->init == NULL) return 0;
   if (lua_getfield(L, LUA_REGISTRYINDEX, ENVS_KEY) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -381,8 +401,9 @@ static int ws_env(lua_State *L) {
   if (lua_rawgeti(L, 2, (lua_Integer)env->id) != LUA_TNIL) return 0;
   lua_pop(L, 1);
   lua_pushcfunction(L, msgh);
+  lua_pushcfunction(L, lt_tramp);
   lt_unpack_one(L, env->init);
-  if (lua_pcall(L, 0, 0, 3) != LUA_OK) {
+  if (lua_pcall(L, 1, 0, 3) != LUA_OK) {
     int ev = lua_gettop(L);
     const char *tb = take_traceback(L);
     tt_error *inner = lt_pack_error(L, ev, tb);
@@ -475,9 +496,14 @@ lua_State *lt_thread_state(lt_env *env, char *err, size_t errlen) {
 void lt_thread_exit(void) {
   lua_State *L = tl_state;
   if (L == NULL) return;
+  lt_irq saved;
   tl_state = NULL;
   tl_paths_from = 0;
+  /* The state's close runs its finalizers: they get a grace period. */
+  lt_irq_begin(&saved, NULL, NULL);
+  lt_irq_finalizers(L);
   lua_close(L);
+  lt_irq_end(&saved);
 }
 
 /* }==================================================================== */
@@ -486,23 +512,6 @@ void lt_thread_exit(void) {
 /* {====================================================================
 ** Running a task
 ** ===================================================================== */
-
-/* interrupt_hook raises the context's error inside a task whose context
-** is done.  Once it has raised, it fires on every instruction: a task
-** that swallows the error with pcall gets it again at its first
-** instruction outside the pcall, until it unwinds.  (Firing every
-** HOOK_COUNT instructions could fall in step with a loop and always
-** land inside its pcall.) */
-static void interrupt_hook(lua_State *L, lua_Debug *ar) {
-  tt_ctx *c = tl_ctx;
-  int code;
-  (void)ar;
-  if (c == NULL || (code = tt_ctx_err(c)) == 0) return;
-  if (lua_gethookcount(L) != 1)
-    lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, 1);
-  lt_pushnew(L, tt_error_for(code));
-  lua_error(L);
-}
 
 typedef struct run {
   lt_task *task;
@@ -529,13 +538,12 @@ static void resolve_named(lua_State *L, int idx) {
   lua_pop(L, 1);
 }
 
-/* run_body does a task's work, protected: unpack, call, pack. */
+/* run_body does a task's work, protected: unpack, call (through
+** 'tramp'), pack. */
 static int run_body(lua_State *L) {
   run *r = lua_touserdata(L, 1);
   lt_task *t = r->task;
   int n, st, nres;
-  lua_Hook old_hook = lua_gethook(L);
-  int old_mask = lua_gethookmask(L), old_count = lua_gethookcount(L);
   lua_settop(L, 1);
   lua_pushcfunction(L, msgh);               /* 2 */
   n = lt_unpack(L, t->call);                /* 3: fn, 4..: args */
@@ -547,10 +555,9 @@ static int run_body(lua_State *L) {
     lua_insert(L, 4);
     n++;
   }
-  if (t->env->interrupt)
-    lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, HOOK_COUNT);
-  st = lua_pcall(L, n - 1, LUA_MULTRET, 2);
-  if (t->env->interrupt) lua_sethook(L, old_hook, old_mask, old_count);
+  lua_pushcfunction(L, lt_tramp);
+  lua_insert(L, 3);
+  st = lua_pcall(L, n, LUA_MULTRET, 2);
   if (st != LUA_OK) {
     int ev = lua_gettop(L);
     const char *tb = take_traceback(L);
@@ -567,20 +574,21 @@ static int run_body(lua_State *L) {
 int lt_task_run(tt_ctx *ctx, void *arg, tt_obj **out) {
   lt_task *t = arg;
   tt_error *err = NULL;
-  tt_ctx *saved_ctx;
+  lt_irq saved_irq;
   lua_State *L;
   run r;
   int top, st;
   *out = NULL;
+  /* Saved and restored: a task may run another task on this same thread
+  ** (nested, on top of this state's stack).  Set before the state is
+  ** made ready: a spinning init is interrupted too. */
+  lt_irq_begin(&saved_irq, t->env->interrupt ? ctx : NULL, t->env->stop);
   L = ensure_state(t->env, &err);
   if (L == NULL) {
+    lt_irq_end(&saved_irq);
     *out = (tt_obj *)err;
     return TT_EFAILED;
   }
-  /* Saved and restored: a task may run another task on this same thread
-  ** (nested, on top of this state's stack). */
-  saved_ctx = tl_ctx;
-  tl_ctx = ctx;
   top = lua_gettop(L);
   r.task = t;
   r.ctx = ctx;
@@ -601,12 +609,14 @@ int lt_task_run(tt_ctx *ctx, void *arg, tt_obj **out) {
     }
   }
   lua_settop(L, top);
-  tl_ctx = saved_ctx;
   /* A step now and then returns what finished tasks left behind (their
   ** userdata hold references to contexts and channels) even in a worker
   ** that allocates too little to trigger the collector itself; the state
-  ** runs the generational collector, so a step is a cheap minor one. */
+  ** runs the generational collector, so a step is a cheap minor one.
+  ** Its finalizers get a grace period. */
+  lt_irq_finalizers(L);
   if (++tl_tasks % 16 == 0) lua_gc(L, LUA_GCSTEP, 0);
+  lt_irq_end(&saved_irq);
   *out = r.out;
   return r.rc;
 }

@@ -34,6 +34,12 @@ extern const tt_type lt_env_type;
 lt_env *lt_env_new(lua_State *L, int init_idx, bool interrupt,
                    const char *name);
 
+/* lt_env_watch makes the end of 'stop' (a pool's shutdown context; may
+** be NULL) interrupt the tasks of an environment with interrupts at
+** once, as the end of each task's own context does.  Call it before the
+** first task. */
+void lt_env_watch(lt_env *e, tt_ctx *stop);
+
 /* An lt_task is one Lua task: its function and arguments, packed. */
 typedef struct lt_task lt_task;
 
@@ -72,5 +78,53 @@ lua_State *lt_thread_state(lt_env *env, char *err, size_t errlen);
 /* lt_task_clone shares a task's packed call and environment in a new
 ** task (for callbacks run many times); NULL when out of memory. */
 lt_task *lt_task_clone(const lt_task *t);
+
+/* lt_task_boundary tells whether 'f' is one of this file's C functions
+** that make a protected call through lt_tramp (running a task, or an
+** init): lirq.c needs them to tell __close handlers from other code. */
+bool lt_task_boundary(lua_CFunction f);
+
+
+/* {====================================================================
+** Interrupts (lirq.c)
+** ===================================================================== */
+
+/* What a worker thread knows of the interrupt of the task it runs: saved
+** and restored around each task (tasks may nest on one thread). */
+typedef struct lt_irq {
+  tt_ctx *ctx;          /* whose end interrupts the task; NULL: none */
+  tt_ctx *stop;         /* whose end interrupts it too; may be NULL */
+  double deadline;      /* ctx's deadline, or HUGE_VAL */
+  double fired;         /* tt_now() when first interrupted; 0: not yet */
+  lua_State *yielded;   /* a coroutine the hook made yield */
+  lua_State *closing;   /* a coroutine whose __close handlers run */
+} lt_irq;
+
+/* lt_tramp calls the function at 1 with the other values and returns all
+** its results.  Every protected call in a worker state goes through it,
+** so that a Lua function called directly by a protected call's C
+** function is a __close handler run while that call unwinds. */
+int lt_tramp(lua_State *L);
+
+/* lt_irq_arm puts the interrupt hook on the main thread of 'L' and the
+** stand-ins (pcall, xpcall, load, setmetatable, coroutine.resume, wrap
+** and close, debug.sethook and debug.setmetatable) in its libraries, the
+** first time; every thread made in 'L' afterwards inherits the hook. */
+void lt_irq_arm(lua_State *L);
+
+/* lt_irq_begin saves this thread's interrupt into '*saved' and starts
+** that of a task: the end of 'ctx' (NULL: none, the task is never
+** interrupted), its deadline or the end of 'stop' (may be NULL)
+** interrupts it.  lt_irq_end restores '*saved'. */
+void lt_irq_begin(lt_irq *saved, tt_ctx *ctx, tt_ctx *stop);
+void lt_irq_end(const lt_irq *saved);
+
+/* lt_irq_finalizers ends the interrupt of the task that ran on 'L' (may
+** be NULL) and gives the finalizers that run from now on (a collection
+** between tasks, the state's close) a grace period, after which the hook
+** stops them. */
+void lt_irq_finalizers(lua_State *L);
+
+/* }==================================================================== */
 
 #endif

@@ -50,9 +50,10 @@ build = {
     },
     ["tether"] = "lua/tether/init.lua",
     ["tether.lint"] = "lua/tether/lint.lua",
+    ["tether.run"] = "lua/tether/run.lua",
   },
   install = {
-    bin = { ["tether-lint"] = "bin/tether-lint" },
+    bin = { ["tether-lint"] = "bin/tether-lint", ["tether"] = "bin/tether" },
   },
 }
 

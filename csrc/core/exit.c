@@ -8,10 +8,13 @@
 ** the program calls exit() without closing its state (os.exit(code)).
 **
 ** A drain marks its pools first, so two drains (a runner's on a signal,
-** the state's at close) never work on one pool; it closes them all, then
-** waits for each, every wait bounded by the same deadline, so all pools
-** drain together; then it abandons what is left in each (tt_pool_abandon:
-** counted, an event, a log record per op) and takes them out of the list.
+** the state's at close) never work on one pool.  All its waits share one
+** deadline, so all pools drain together: it waits, the pools still open,
+** for a moment when all of them are idle (an op may hand work to another
+** pool, which must still take it), then closes them all and drains each
+** in the time left; then it abandons what is left in each
+** (tt_pool_abandon: counted, an event, a log record per op) and takes
+** them out of the list.
 ** While it runs they stay listed, so that tt_exit_stats shows the drain.
 **
 ** Lock: 'X_mu' guards the list and is a leaf: pools are closed, drained
@@ -107,6 +110,28 @@ static void forget(tracked *t) {
   free(t);
 }
 
+/* all_idle waits, until 'until', for a moment when every pool of 'mine'
+** was found idle in one pass (an op of one pool may submit to another,
+** so a pool may be busy again after its wait); false when time ran out
+** or a wait is refused (the caller is one of the pool's own ops). */
+static bool all_idle(tracked *mine, double until) {
+  tracked *t;
+  for (;;) {
+    bool idle = true;
+    for (t = mine; t != NULL; t = t->dnext) {
+      tt_pool_stats s;
+      double left;
+      tt_pool_stats_get(t->pool, &s);
+      if (s.queued == 0 && s.inflight == 0) continue;
+      idle = false;
+      left = until - tt_now();
+      if (left <= 0 || tt_pool_wait_idle(t->pool, NULL, left) != TT_OK)
+        return false;
+    }
+    if (idle) return true;
+  }
+}
+
 void tt_exit_drain(const void *owner, bool all, double timeout,
                    tt_exit_report *rep) {
   tracked *mine = take(owner, all), *t;
@@ -119,6 +144,10 @@ void tt_exit_drain(const void *owner, bool all, double timeout,
         timeout = tt_pool_exit_timeout(t->pool);
   }
   until = t0 + timeout;
+  /* First the pools stay open, so that work an op hands to another pool
+  ** still gets in; then they close together, and each drains what it
+  ** holds in the time left. */
+  all_idle(mine, until);
   for (t = mine; t != NULL; t = t->dnext) tt_pool_close(t->pool);
   while (mine != NULL) {
     double left = until - tt_now();

@@ -1070,11 +1070,13 @@ void tt_interrupt(void);
 unsigned long tt_interrupt_count(void);
 
 /* Exit.  A pool registered with tt_exit_track is drained when its owner
-** ends: tt_exit_drain closes every pool of the owner at once, waits
-** until they are all drained or a deadline passes, the largest exit
-** timeout among them (all pools drain together under one deadline), and
-** then abandons what is left (tt_pool_abandon: each op counted and
-** reported as one log record "abandoned at exit").  The first
+** ends.  tt_exit_drain lets every pool of the owner drain together,
+** under one deadline, the largest exit timeout among them: it waits,
+** the pools still open (an op may hand work to another pool), until all
+** of them are idle at once, then closes them all and waits for each to
+** drain in the time left; then it abandons what is left
+** (tt_pool_abandon: each op counted and reported as one log record
+** "abandoned at exit").  The first
 ** tt_exit_track also registers an atexit handler that does this for
 ** every owner, so a program that calls exit() without closing anything
 ** loses nothing silently.  The Lua binding tracks the pools a Lua state

@@ -306,7 +306,8 @@ describe("commands started by ops", function()
       return os.execute("echo $$ > " .. path .. "; exec sleep 60")
     end, f)
     -- Bounded: the op writes the pid at once.
-    local pid, limit = nil, tether.now() + 10
+    local pid
+    local limit = tether.now() + 10
     repeat
       local fh = io.open(f)
       pid = fh and tonumber(fh:read("a"))

@@ -39,7 +39,12 @@
 ** ends for good (completed, stopped, failed without a dead letter) drops
 ** it first and is counted and resolved after, and in between it is
 ** OP_FINISHING, still counted where it was, so that a drain cannot end
-** before every argument is dropped.
+** before every argument is dropped.  tt_pool_abandon (at exit) ends queued
+** ops the same way, as 'abandoned'; a running op it cannot end: it is
+** flagged 'abandoned', counted (inflight to abandoned) and resolved at
+** once, stays on the running list while its worker finishes it, and its
+** end then only cleans up.  'idle_w', a latch for tt_pool_wait_idle, is
+** set by settle when nothing is queued or running.
 **
 ** Locks.  'mu' guards the pool's state.  Nothing that can call out runs
 ** under it: no task function, drop(), observer, tt_cancel, or tt_unref

@@ -557,8 +557,10 @@ typedef struct tt_submit_opts {
 ** the events of each kind count like the stats of the same name.  An op
 ** submitted after an IDLE report is preceded by one RESUMING.  SPILLED
 ** ends an op that went to the pool's durable store instead of its queue,
-** ABANDONED one still queued or running when the process exited; like
-** COMPLETED, FAILED, DEAD and STOPPED, each is an op's last event. */
+** ABANDONED one still queued or running when the program ended and its
+** pool could wait no longer (tt_pool_abandon, called by tt_exit_drain);
+** like COMPLETED, FAILED, DEAD and STOPPED, each is an op's last event:
+** a running op that is abandoned runs on, but its end emits nothing. */
 enum {
   TT_EV_SUBMITTED = 0, TT_EV_STARTED, TT_EV_RETRIED, TT_EV_COMPLETED,
   TT_EV_FAILED, TT_EV_DEAD, TT_EV_STOPPED, TT_EV_REJECTED, TT_EV_IDLE,
@@ -597,8 +599,11 @@ typedef void (*tt_observer)(const tt_event *ev, void *ud);
 ** always holds (the accounting identity).  'queued' counts ops ready to
 ** run or waiting for a retry, 'inflight' running ones; the others only
 ** grow.  'spilled' counts accepted ops written to the durable store
-** instead of the queue, 'abandoned' ops left queued or running when the
-** process exited.  'dead' counts ops that
+** instead of the queue, 'abandoned' ops still queued or running when the
+** program ended and their pool's exit drain ran out of time
+** (tt_pool_abandon; each is also one "abandoned at exit" log record).
+** An op is counted in exactly one of the terms at any instant, so the
+** identity holds at exit too.  'dead' counts ops that
 ** became dead letters, 'dead_held' those kept now (retried or dropped
 ** ones leave it, and so do 'dead_dropped' ones, pushed out by dead_cap).
 ** A retried dead letter is a new submission.  'rejected' counts refused

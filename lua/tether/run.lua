@@ -233,21 +233,25 @@ local function progress(stopctx, every)
 end
 
 -- watch waits, on an engine thread, for the run context to end.  When a
--- signal ended it, it drains every pool and then either ends the
--- process itself or, if the script has ended meanwhile and the main
--- thread waits for it (it took 'claim' first), hands it the result.
+-- signal ended it, it drains every pool; the script may use what is left
+-- of the --drain time to end by itself ('script_done').  Then the
+-- watcher either ends the process itself or, if the script has ended and
+-- the main thread waits for it (it took 'claim' first), hands it the
+-- result.
 local function watch(ctx, drain, claim, result, show, stop_progress,
-                     progress_done)
+                     progress_done, script_done)
   local t = require "tether"
   ctx:wait()
   local cause = ctx:cause()
   if t.type(cause) ~= "error" or cause.code ~= "signal" then return end
+  local deadline = t.now() + drain
   local sig = cause.signal
   if show then
     io.stderr:write(("\r\27[Ktether run: SIG%s: draining every pool for "
       .. "up to %g s\n"):format(sig, drain))
   end
   local r = t.drain_all(drain)
+  if deadline > t.now() then script_done:wait(deadline - t.now()) end
   local code = sig == "INT" and 130 or 143
   local line = ("tether run: SIG%s: %d pool%s drained in %.2f s; %s\n")
     :format(sig, r.pools, r.pools == 1 and "" or "s", r.seconds,
@@ -285,15 +289,18 @@ local function run(opts, script, args, out, err)
   claim:send(true)
   local show = opts.progress or (not opts["no-progress"] and is_tty(2))
   local pctx, pstop = tether.with_cancel(tether.background())
+  local script_done, script_end = tether.with_cancel(tether.background())
   local phandle
   if show then phandle = tether.go(progress, pctx, 0.5) end
-  tether.go(watch, ctx, opts.drain, claim, result, show, pstop, phandle)
+  tether.go(watch, ctx, opts.drain, claim, result, show, pstop, phandle,
+            script_done)
 
   -- The script sees the runner's arguments as lua5.4 would show its own.
   _G.arg = { [0] = script }
   for k, v in ipairs(args) do _G.arg[k] = v end
   local ok, e = xpcall(chunk, debug.traceback, table.unpack(args))
   out:flush()
+  script_end()
 
   local function signaled()
     local c = ctx:cause()

@@ -173,6 +173,7 @@ for ((r = 1; r <= runs; r++)); do
   lua_each "$r" bench/ctx.lua
   lua_each "$r" bench/pool.lua
   lua_each "$r" bench/runtime.lua
+  lua_each "$r" bench/signal.lua
   lua_each "$r" bench/luv_peer.lua UV_THREADPOOL_SIZE=2
   collect "$r" "luv luv_peer.lua rss" luv.rss_worker_kib \
     env UV_THREADPOOL_SIZE=50 "$lua" bench/luv_peer.lua rss

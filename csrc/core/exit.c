@@ -158,6 +158,7 @@ void tt_exit_drain(const void *owner, bool all, double timeout,
     ** store here, before what is left is abandoned.) */
     if (tt_pool_drain(t->pool, NULL, left > 0 ? left : 0) != TT_OK)
       r.abandoned += tt_pool_abandon(t->pool);
+    tt__pool_end_threads(t->pool);
     r.pools++;
     forget(t);
   }

@@ -68,6 +68,12 @@ void tt__signal_atfork(void);
 ** is installed (tt_shutdown). */
 void tt__signal_shutdown(void);
 
+/* tt__pool_end_threads joins the workers of a drained pool (they end
+** once it is drained), or detaches them while abandoned ops still run, so
+** that no finished thread is left unjoined at exit (pool.c; only while
+** the caller holds a reference, never with pool_free running). */
+void tt__pool_end_threads(tt_pool *p);
+
 /* tt__thread_exit_hook runs the embedder's exit hook on this thread. */
 void tt__thread_exit_hook(void);
 

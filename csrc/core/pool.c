@@ -1427,6 +1427,22 @@ static void pool_free(tt_obj *obj) {
   pool_release(p);
 }
 
+void tt__pool_end_threads(tt_pool *p) {
+  bool busy;
+  int i;
+  tt__lock(&p->mu);
+  busy = !p->quit || !tt_list_empty(&p->running);
+  tt__unlock(&p->mu);
+  if (!busy) {
+    join_workers(p);
+    return;
+  }
+  /* Abandoned ops still run: their workers end on their own. */
+  for (i = 0; i < p->nworkers; i++)
+    TT_CHECK(pthread_detach(p->workers[i].t));
+  p->nworkers = 0;
+}
+
 const char *tt_pool_name(tt_pool *p) { return p->name; }
 
 /* }==================================================================== */

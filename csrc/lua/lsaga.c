@@ -109,10 +109,7 @@ static int call_step(tt_ctx *ctx, void *state, void *ud, tt_obj **err,
     r->interrupted = true;
     lua_pushvalue(L, base + 2);
     lua_replace(L, r->errslot);
-    lua_sethook(L, r->hooks.hook, r->hooks.mask, r->hooks.count);
-    if (r->hooks.main != L)
-      lua_sethook(r->hooks.main, r->hooks.mhook, r->hooks.mmask,
-                  r->hooks.mcount);
+    lt_restore_hooks(L, &r->hooks);
   }
   if (rc != LUA_OK) {
     lua_getfield(L, LUA_REGISTRYINDEX, TB_KEY);
@@ -350,9 +347,7 @@ static int m_run(lua_State *L) {
   lua_pushnil(L);
   run.errslot = lua_gettop(L);
   run.interrupted = false;
-  /* Only the hooks are wanted: the section ends at once. */
-  lt_wait_begin(L, &run.hooks);
-  lt_wait_end(L, &run.hooks);
+  lt_save_hooks(L, &run.hooks);
   saved = current;
   current = &run;
   rc = tt_saga_run(s->s, ctx, &run, &rep);

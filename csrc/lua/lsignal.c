@@ -49,9 +49,8 @@ static lua_State *main_of(lua_State *L) {
   return m;
 }
 
-void lt_wait_begin(lua_State *L, lt_wait *w) {
+void lt_save_hooks(lua_State *L, lt_wait *w) {
   w->on = !tt_engine_thread();
-  if (!w->on) return;
   w->main = main_of(L);
   w->hook = lua_gethook(L);
   w->mask = lua_gethookmask(L);
@@ -59,13 +58,23 @@ void lt_wait_begin(lua_State *L, lt_wait *w) {
   w->mhook = lua_gethook(w->main);
   w->mmask = lua_gethookmask(w->main);
   w->mcount = lua_gethookcount(w->main);
+}
+
+void lt_restore_hooks(lua_State *L, const lt_wait *w) {
+  lua_sethook(L, w->hook, w->mask, w->count);
+  if (w->main != L) lua_sethook(w->main, w->mhook, w->mmask, w->mcount);
+}
+
+void lt_wait_begin(lua_State *L, lt_wait *w) {
+  w->on = !tt_engine_thread();
+  if (!w->on) return;
+  lt_save_hooks(L, w);
   tt_interrupt_begin();
 }
 
 bool lt_wait_end(lua_State *L, lt_wait *w) {
   if (!w->on || !tt_interrupt_end()) return false;
-  lua_sethook(L, w->hook, w->mask, w->count);
-  if (w->main != L) lua_sethook(w->main, w->mhook, w->mmask, w->mcount);
+  lt_restore_hooks(L, w);
   return true;
 }
 
@@ -172,7 +181,11 @@ static int l_run_context(lua_State *L) {
     run_ctx = tt_signal_context(tt_background(), sigs, 2, &run_reg, &err);
   ctx = tt_ref(run_ctx);
   reg = tt_ref(run_reg);
-  pthread_mutex_unlock(&run_mu);
+  if (pthread_mutex_unlock(&run_mu) != 0) {
+    tt_unref(ctx);
+    tt_unref(reg);
+    return luaL_error(L, "cannot unlock the run context");
+  }
   return push_signal_pair(L, ctx, reg, err);
 }
 

@@ -211,6 +211,12 @@ void lt_wait_begin(lua_State *L, lt_wait *w);
 bool lt_wait_end(lua_State *L, lt_wait *w);
 int lt_interrupted(lua_State *L);
 
+/* lt_save_hooks records the Lua hooks of 'L' and of its main thread (and,
+** in 'on', whether this thread is a program's own); lt_restore_hooks
+** puts them back.  s:run uses them around an interrupted step. */
+void lt_save_hooks(lua_State *L, lt_wait *w);
+void lt_restore_hooks(lua_State *L, const lt_wait *w);
+
 /* lexit.c: track a pool made by 'L' so that it drains when the state
 ** closes (nothing on engine threads). */
 void lt_track_pool(lua_State *L, tt_pool *p);

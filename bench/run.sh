@@ -94,7 +94,8 @@ grep -q 'tt_group_new *(' csrc/core/tether.h && cflags+=(-DHAVE_TT_GROUP)
 grep -q 'tt_flight_call *(' csrc/core/tether.h && cflags+=(-DHAVE_TT_FLIGHT)
 echo "building $build/bench_core ${cflags[*]}"
 gcc -O2 -std=c11 -pthread -D_GNU_SOURCE -Wall -Wextra "${cflags[@]}" \
-  -Icsrc/core bench/bench_core.c "$build/libtether.a" -o "$build/bench_core"
+  -Icsrc/core bench/bench_core.c "$build/libtether.a" -lm \
+  -o "$build/bench_core"
 
 # }====================================================================
 

@@ -184,6 +184,11 @@ local rows = {
   {shape = "interrupt `while true do end`: op deadline → handle "
      .. "resolved", metric = "interrupt_timeout_us", noc = true,
    goal = {impl = "lua", bound = 50, unit = "µs"}},
+  {shape = "Ctrl-C: SIGINT → a blocked `tether.sleep` raises "
+     .. "`interrupted!`", metric = "ctrl_c_wake_ms", noc = true,
+   goal = {impl = "lua", bound = 10, unit = "ms"}},
+  {shape = "SIGUSR1 → its `signal_context` done, `ctx:wait()` back",
+   metric = "sigctx_wake_ms", noc = true},
 }
 
 -- goal_cell says whether a row's goal is met in this run.

@@ -31,14 +31,15 @@ local all = {
   "csrc/core/chan.c", "csrc/core/ctx.c", "csrc/core/exec.c",
   "csrc/core/pool.c", "csrc/core/group.c", "csrc/core/flight.c",
   "csrc/core/saga.c", "csrc/core/text.c", "csrc/core/log.c",
-  "csrc/core/tracectx.c",
+  "csrc/core/tracectx.c", "csrc/core/signal.c", "csrc/core/exit.c",
   "csrc/lua/tether.c", "csrc/lua/lobj.c", "csrc/lua/lvalue.c",
   "csrc/lua/lnames.c", "csrc/lua/lpack.c", "csrc/lua/lunpack.c",
   "csrc/lua/ltesthook.c",
   "csrc/lua/lworker.c", "csrc/lua/lctx.c", "csrc/lua/lwait.c",
   "csrc/lua/lchan.c", "csrc/lua/lexec.c", "csrc/lua/lpool.c",
   "csrc/lua/lgroup.c", "csrc/lua/lflight.c", "csrc/lua/lsaga.c",
-  "csrc/lua/lopts.c", "csrc/lua/lirq.c",
+  "csrc/lua/lopts.c", "csrc/lua/lirq.c", "csrc/lua/lsignal.c",
+  "csrc/lua/lexit.c",
 }
 
 build = {
@@ -63,9 +64,10 @@ build = {
     ["tether.lint.source"] = "lua/tether/lint/source.lua",
     ["tether.lint.suppress"] = "lua/tether/lint/suppress.lua",
     ["tether.lint.walk"] = "lua/tether/lint/walk.lua",
+    ["tether.run"] = "lua/tether/run.lua",
   },
   install = {
-    bin = { ["tether-lint"] = "bin/tether-lint" },
+    bin = { ["tether-lint"] = "bin/tether-lint", ["tether"] = "bin/tether" },
   },
 }
 

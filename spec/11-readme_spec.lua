@@ -16,3 +16,24 @@ describe("README", function()
     assert.same({ "audited acme\t42" }, lines)
   end)
 end)
+
+describe("README's lifetimes section", function()
+  local child = require "spec.support.child"
+
+  it("its script runs under lua5.4 and under tether run", function()
+    local f = assert(io.open("README.md"))
+    local text = f:read("a")
+    f:close()
+    local blocks = {}
+    for code in text:gmatch("```lua\n(.-)```") do
+      blocks[#blocks + 1] = code
+    end
+    local code = assert(blocks[2], "no second Lua block")
+    assert.matches("tether.run_context()", code, 1, true)
+    local r = child.run(code, { args = {"5"} })
+    assert.equal(0, r.status, child.describe(r))
+    r = child.run(code, { runner = {"--drain", "5"}, args = {"5"} })
+    assert.equal(0, r.status, child.describe(r))
+    assert.equal("", r.stderr)
+  end)
+end)

@@ -42,3 +42,8 @@ TREE="$tree" lua5.4 -e '
 printf 'local tether = require "tether"\nreturn tether\n' >"$tree/ok.lua"
 tether-lint "$tree/ok.lua" >/dev/null
 echo "rock: tether-lint runs from the installed tree"
+printf 'print(select("#", ...), tether_ok)\n' >"$tree/run.lua"
+[ "$(tether run "$tree/run.lua" a b)" = "2	nil" ] ||
+  { echo "rock: tether run failed"; exit 1; }
+tether --version
+echo "rock: tether run runs from the installed tree"

@@ -198,6 +198,7 @@ static int chan_op(tt_chan *c, tt_case *op, tt_ctx *ctx, double timeout) {
   *op = cs[0];
   if (r == 0) return TT_OK;
   if (r == 1) return tt_ctx_err(ctx);
+  if (r == TT_SELECT_INTERRUPTED) return TT_EINTR;
   return TT_ETIMEOUT;
 }
 

@@ -279,7 +279,7 @@ int tt_flight_call(tt_flight *sf, tt_ctx *ctx, const char *key,
                    tt_obj **result, bool *shared) {
   uint64_t h;
   call *c;
-  bool started = false, cancel = false;
+  bool started = false, cancel = false, interrupted = false;
   tt_case cases[2];
   int rc;
 
@@ -330,7 +330,7 @@ int tt_flight_call(tt_flight *sf, tt_ctx *ctx, const char *key,
   cases[0].latch = &c->done;
   cases[1].latch = tt_ctx_done(ctx);
   cases[1].kind = cases[1].latch != NULL ? TT_CASE_LATCH : TT_CASE_NIL;
-  tt_select(cases, 2, false, -1);
+  interrupted = tt_select(cases, 2, false, -1) == TT_SELECT_INTERRUPTED;
 
   tt__lock(&sf->mu);
   if (c->completed) {
@@ -338,7 +338,8 @@ int tt_flight_call(tt_flight *sf, tt_ctx *ctx, const char *key,
     ** there and was counted as delivered to this caller, so take it. */
     rc = deliver(c, result, shared);
   } else {
-    rc = tt_ctx_err(ctx);
+    /* The caller leaves: its context ended, or an interrupt came. */
+    rc = interrupted ? TT_EINTR : tt_ctx_err(ctx);
     c->waiters--;
     if (c->waiters == 0 && c->cancel_abandoned) {
       unlink_call(sf, c);

@@ -265,7 +265,11 @@ int tt_group_wait(tt_group *g, tt_obj **err) {
   if (err != NULL) *err = NULL;
   if (g == NULL) return TT_EINVAL;
   b = current(g);
-  tt_latch_wait(&b->latch, -1);
+  if (!tt_latch_wait(&b->latch, -1)) {
+    /* Interrupted: the tasks run on, and gctx is left as it is. */
+    tt_unref(b);
+    return TT_EINTR;
+  }
   tt_unref(b);
   tt__lock(&g->mu);
   first = tt_ref(g->err);

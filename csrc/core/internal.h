@@ -12,6 +12,12 @@
 ** ctx.c's 'af_mu' (after_func registrations) is taken after a context's
 ** 'mu' and takes nothing else.
 **
+** signal.c's 'I_mu' (the current interrupt latch) is a leaf, taken by
+** tt_select before it locks any channel; 'S_mu' (signal registrations) is
+** released before the engine calls it leads to (tt_cancel).  exit.c's
+** 'X_mu' (pools drained at exit) is a leaf.  pool.c's idle latch is set
+** under the pool's 'mu', like its drained latch.
+**
 ** A context's 'mu' is taken for one context at a time, except that
 ** cancel propagation takes a child's lock after releasing the parent's
 ** (it copies the child list first), so contexts never nest locks.
@@ -53,6 +59,20 @@ bool tt__timedwait(pthread_cond_t *cv, pthread_mutex_t *mu, double until);
 ** Returns 0 or the pthread error. */
 int tt__thread_start(pthread_t *t, void *(*fn)(void *), void *arg,
                      bool detached);
+
+/* tt__signal_atfork registers, once, the fork handler that gives a
+** child forked by an engine thread the default signal mask (signal.c). */
+void tt__signal_atfork(void);
+
+/* tt__signal_shutdown stops the signal thread if no handler of tether's
+** is installed (tt_shutdown). */
+void tt__signal_shutdown(void);
+
+/* tt__pool_end_threads joins the workers of a drained pool (they end
+** once it is drained), or detaches them while abandoned ops still run, so
+** that no finished thread is left unjoined at exit (pool.c; only while
+** the caller holds a reference, never with pool_free running). */
+void tt__pool_end_threads(tt_pool *p);
 
 /* tt__thread_exit_hook runs the embedder's exit hook on this thread. */
 void tt__thread_exit_hook(void);
@@ -136,6 +156,18 @@ typedef struct tt_wnode {
   int idx;
   tt_case *c;      /* for channel cases: where the item goes or comes from */
 } tt_wnode;
+
+/* Interrupts, for tt_select (signal.c).  tt__interrupt_active is true
+** inside an interruptible section of the calling thread;
+** tt__interrupt_pending is true (and marks the section interrupted) once
+** an interrupt came since the section began; tt__interrupt_latch returns
+** the latch the next interrupt sets, '*hold' a reference that keeps it
+** alive (NULL when out of memory), after installing the SIGINT handler if
+** it is due. */
+bool tt__interrupt_active(void);
+bool tt__interrupt_pending(void);
+void tt__interrupt_hit(void);
+tt_latch *tt__interrupt_latch(tt_obj **hold);
 
 /* tt__claim tries to wake 'w' for case 'idx'; true if this call did. */
 bool tt__claim(tt_waiter *w, int idx);

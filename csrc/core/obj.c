@@ -61,11 +61,35 @@ bool tt__timedwait(pthread_cond_t *cv, pthread_mutex_t *mu, double until) {
   return true;
 }
 
+/* Engine threads start here: the flag that tt_engine_thread reads is set
+** before the thread's own function runs. */
+typedef struct thread_start {
+  void *(*fn)(void *);
+  void *arg;
+} thread_start;
+
+static _Thread_local bool tl_engine;
+
+bool tt_engine_thread(void) { return tl_engine; }
+
+static void *thread_main(void *p) {
+  thread_start s = *(thread_start *)p;
+  free(p);
+  tl_engine = true;
+  return s.fn(s.arg);
+}
+
 int tt__thread_start(pthread_t *t, void *(*fn)(void *), void *arg,
                      bool detached) {
   pthread_attr_t a;
   sigset_t all, old;
+  thread_start *s = malloc(sizeof *s);
   int e;
+  if (s == NULL) return ENOMEM;
+  s->fn = fn;
+  s->arg = arg;
+  /* Children that engine threads fork get the default mask back. */
+  tt__signal_atfork();
   TT_CHECK(pthread_attr_init(&a));
   if (detached)
     TT_CHECK(pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED));
@@ -73,9 +97,10 @@ int tt__thread_start(pthread_t *t, void *(*fn)(void *), void *arg,
   ** creation so signals keep going to the program's own threads. */
   sigfillset(&all);
   TT_CHECK(pthread_sigmask(SIG_SETMASK, &all, &old));
-  e = pthread_create(t, &a, fn, arg);
+  e = pthread_create(t, &a, thread_main, s);
   TT_CHECK(pthread_sigmask(SIG_SETMASK, &old, NULL));
   TT_CHECK(pthread_attr_destroy(&a));
+  if (e != 0) free(s);
   return e;
 }
 
@@ -107,6 +132,7 @@ char *tt__strdup(const char *s) {
 void tt_shutdown(void) {
   tt__exec_shutdown();
   tt__timer_shutdown();
+  tt__signal_shutdown();
 }
 
 /* }==================================================================== */
@@ -181,6 +207,7 @@ static const struct { const char *name, *msg; } errtab[TT_NERRORS] = {
   {"abandoned", "abandoned at exit"},
   {"signal", "signal received"},
   {"client_gone", "client gone"},
+  {"interrupted", "interrupted"},
 };
 
 const char *tt_strerror(int code) {

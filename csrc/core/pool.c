@@ -39,7 +39,12 @@
 ** ends for good (completed, stopped, failed without a dead letter) drops
 ** it first and is counted and resolved after, and in between it is
 ** OP_FINISHING, still counted where it was, so that a drain cannot end
-** before every argument is dropped.
+** before every argument is dropped.  tt_pool_abandon (at exit) ends queued
+** ops the same way, as 'abandoned'; a running op it cannot end: it is
+** flagged 'abandoned', counted (inflight to abandoned) and resolved at
+** once, stays on the running list while its worker finishes it, and its
+** end then only cleans up.  'idle_w', a latch for tt_pool_wait_idle, is
+** set by settle when nothing is queued or running.
 **
 ** Locks.  'mu' guards the pool's state.  Nothing that can call out runs
 ** under it: no task function, drop(), observer, tt_cancel, or tt_unref
@@ -111,6 +116,8 @@ typedef struct op {
   tt_obj *stale;           /* on_shutdown: a cause to release */
   bool fin_plain;          /* on_shutdown: to end by finish_failed */
   bool fin_release;        /* on_shutdown: an evicted dead letter */
+  bool abandoned;          /* counted as abandoned while it still runs;
+                           ** under pool mu */
 } op;
 
 /* Queue-plus-running ops of one tenant, for quotas. */
@@ -181,6 +188,7 @@ struct tt_pool {
   double idle_after;
   int dead_cap;            /* <= 0: no dead letters kept */
   int failures_cap;        /* <= 0: no failures kept */
+  double exit_timeout;     /* seconds tt_exit_drain may wait; >= 0 */
 
   /* Under 'mu'. */
   bool closed;             /* refuses new work */
@@ -207,6 +215,8 @@ struct tt_pool {
   pthread_cond_t ev_cv;    /* signaled when a delivery ends */
   _Atomic int nev;         /* events queued or being delivered */
   tt_latch drained_latch;
+  struct idlewait *idle_w; /* set when the pool is next idle; made by the
+                           ** first waiter, dropped by settle */
 
   /* Under 'obs_mu'. */
   pthread_mutex_t obs_mu;
@@ -216,6 +226,23 @@ struct tt_pool {
 };
 
 static _Thread_local tt_pool *tl_delivering;  /* delivering pool, if any */
+static _Thread_local tt_pool *tl_worker;      /* the pool of this worker */
+
+/* What tt_pool_wait_idle waits on: a latch set when the pool is next idle
+** (nothing queued or running).  Referenced by the pool while armed and by
+** each waiter. */
+typedef struct idlewait {
+  tt_obj hdr;
+  tt_latch l;
+} idlewait;
+
+static void idlewait_free(tt_obj *o) {
+  tt__latch_destroy(&((idlewait *)o)->l);
+  free(o);
+}
+
+static const tt_type idlewait_type = {"tether.PoolIdle", idlewait_free,
+                                      NULL};
 
 /* The last pool id given out. */
 static _Atomic uint64_t pool_ids;
@@ -613,6 +640,13 @@ static void idle_fire(tt_tentry *te) {
 ** is drained once closed, and otherwise may report idle later. */
 static void settle(tt_pool *p) {
   if (p->st.queued != 0 || p->st.inflight != 0) return;
+  if (p->idle_w != NULL) {
+    /* Not the last reference while a waiter holds one; else plain
+    ** memory, safe to free under 'mu'. */
+    tt__latch_set(&p->idle_w->l);
+    tt_unref(p->idle_w);
+    p->idle_w = NULL;
+  }
   if (!p->closed) {
     idle_arm(p);
     return;
@@ -736,6 +770,15 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   o->ctx = NULL;
   tt_list_remove(&o->link);
   o->where = OP_GONE;
+  if (o->abandoned) {
+    /* Counted and resolved when it was abandoned. */
+    tt__unlock(&p->mu);
+    tt_unref(out);
+    tt_cancel(ctx, NULL);
+    tt_unref(ctx);
+    tt_unref(&o->h);
+    return;
+  }
   p->st.inflight--;
   p->st.completed++;
   tenant_dec(p, o->tenant, o->tenant_len);
@@ -817,6 +860,18 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
   tt__lock(&p->mu);
   o->ctx = NULL;
   tt_list_remove(&o->link);
+  if (o->abandoned) {
+    /* Counted and resolved when it was abandoned. */
+    o->where = OP_GONE;
+    tt__unlock(&p->mu);
+    tt__handle_drop_arg(&o->h);
+    tt_unref(err);
+    tt_unref(cause);
+    tt_cancel(ctx, NULL);
+    tt_unref(ctx);
+    tt_unref(&o->h);
+    return;
+  }
   record_failure(p, o, err, cause, code, &rec_err, &rec_cause);
   old_err = o->err;
   old_cause = o->cause;
@@ -881,7 +936,14 @@ static void run_op(tt_pool *p, op *o) {
   o->ctx = ctx;
   shut = p->shut;
   if (shut) cause = tt_ref(p->shut_cause);
-  emit(p, o, (tt_event){.kind = TT_EV_STARTED, .ctx = ctx});
+  if (o->abandoned) {
+    /* Abandoned between its take and now: its context ends at once. */
+    shut = true;
+    tt_unref(cause);
+    cause = (tt_obj *)tt_error_for(TT_EABANDONED);
+  } else {
+    emit(p, o, (tt_event){.kind = TT_EV_STARTED, .ctx = ctx});
+  }
   tt__unlock(&p->mu);
   deliver(p);
   /* The after_func may not have run yet: look at the context itself. */
@@ -906,6 +968,7 @@ static void *worker_main(void *arg) {
   worker *w = arg;
   tt_pool *p = w->pool;
   pclass *c = &p->cls[w->cls];
+  tl_worker = p;
   tt__lock(&p->mu);
   for (;;) {
     op *o = take(p, w->cls);
@@ -1087,7 +1150,8 @@ static int check_opts(const tt_pool_opts *o) {
   tt_retry r;
   if (o->workers < 0 || o->queue < 0 || o->nclasses < 0 || o->nquotas < 0)
     return TT_EINVAL;
-  if (o->timeout != o->timeout || o->idle_after != o->idle_after)
+  if (o->timeout != o->timeout || o->idle_after != o->idle_after ||
+      o->exit_timeout != o->exit_timeout)
     return TT_EINVAL;
   if ((o->nclasses > 0 && o->classes == NULL) ||
       (o->nquotas > 0 && o->quotas == NULL) ||
@@ -1155,6 +1219,8 @@ static tt_pool *pool_alloc(const tt_pool_opts *o) {
   p->dead_cap = o->dead_cap == 0 ? 100 : o->dead_cap;
   p->failures_cap = o->failures_cap == 0 ? 100 : o->failures_cap;
   p->id = atomic_fetch_add(&pool_ids, 1) + 1;
+  p->exit_timeout = o->exit_timeout == 0 ? 5.0
+                    : o->exit_timeout < 0 ? 0.0 : o->exit_timeout;
   p->name = tt__strdup(o->name != NULL ? o->name : "pool");
   if (p->name == NULL) goto fail;
   p->ncls = o->nclasses > 0 ? o->nclasses : 1;
@@ -1257,6 +1323,7 @@ static void pool_destroy(tt_pool *p) {
   tt_unref(p->tenant_key.obj);
   tt_unref(p->shut_cause);
   tt_unref(p->shutdown);
+  tt_unref(p->idle_w);
   free(p->workers);
   free(p->obs);
   free(p->name);
@@ -1375,7 +1442,8 @@ static void pool_free(tt_obj *obj) {
   idle_disarm(p);
   wake_all(p);
   settle(p);
-  busy = p->st.inflight > 0;
+  /* Abandoned ops still run, though no longer counted. */
+  busy = !tt_list_empty(&p->running);
   tt__unlock(&p->mu);
   while ((l = tt_list_shift(&stopped)) != NULL)
     finish_stop(p, tt_container_of(l, op, link));
@@ -1400,6 +1468,22 @@ static void pool_free(tt_obj *obj) {
   }
   deliver(p);
   pool_release(p);
+}
+
+void tt__pool_end_threads(tt_pool *p) {
+  bool busy;
+  int i;
+  tt__lock(&p->mu);
+  busy = !p->quit || !tt_list_empty(&p->running);
+  tt__unlock(&p->mu);
+  if (!busy) {
+    join_workers(p);
+    return;
+  }
+  /* Abandoned ops still run: their workers end on their own. */
+  for (i = 0; i < p->nworkers; i++)
+    TT_CHECK(pthread_detach(p->workers[i].t));
+  p->nworkers = 0;
 }
 
 const char *tt_pool_name(tt_pool *p) { return p->name; }
@@ -1654,7 +1738,150 @@ int tt_pool_drain(tt_pool *p, tt_ctx *ctx, double timeout) {
   }
   if (r == 1) return tt_ctx_err(ctx) != 0 ? tt_ctx_err(ctx) : TT_CANCELED;
   if (r == TT_SELECT_TIMEOUT) return TT_ETIMEOUT;
+  if (r == TT_SELECT_INTERRUPTED) return TT_EINTR;
   return TT_EINVAL;
+}
+
+bool tt_pool_on_worker(tt_pool *p) { return p != NULL && tl_worker == p; }
+
+double tt_pool_exit_timeout(tt_pool *p) { return p->exit_timeout; }
+
+int tt_pool_wait_idle(tt_pool *p, tt_ctx *ctx, double timeout) {
+  tt_case cs[2];
+  idlewait *iw;
+  int n = 1, r;
+  if (p == NULL || tl_worker == p) return TT_EINVAL;
+  tt__lock(&p->mu);
+  if (p->st.queued == 0 && p->st.inflight == 0) {
+    tt__unlock(&p->mu);
+    flush_events(p);
+    return TT_OK;
+  }
+  if (p->idle_w == NULL) {
+    p->idle_w = calloc(1, sizeof *p->idle_w);
+    if (p->idle_w == NULL) {
+      tt__unlock(&p->mu);
+      return TT_ENOMEM;
+    }
+    tt_obj_init(&p->idle_w->hdr, &idlewait_type);
+    tt__latch_init(&p->idle_w->l);
+  }
+  iw = tt_ref(p->idle_w);
+  tt__unlock(&p->mu);
+  memset(cs, 0, sizeof cs);
+  cs[0].kind = TT_CASE_LATCH;
+  cs[0].latch = &iw->l;
+  if (ctx != NULL && tt_ctx_done(ctx) != NULL) {
+    cs[1].kind = TT_CASE_LATCH;
+    cs[1].latch = tt_ctx_done(ctx);
+    n = 2;
+  }
+  r = tt_select(cs, n, false, timeout);
+  /* Idle wins a tie with the context. */
+  if (tt_latch_is_set(&iw->l)) r = 0;
+  tt_unref(iw);
+  if (r == 0) {
+    flush_events(p);
+    return TT_OK;
+  }
+  if (r == 1) return tt_ctx_err(ctx) != 0 ? tt_ctx_err(ctx) : TT_CANCELED;
+  if (r == TT_SELECT_TIMEOUT) return TT_ETIMEOUT;
+  if (r == TT_SELECT_INTERRUPTED) return TT_EINTR;
+  return TT_EINVAL;
+}
+
+/* An abandoned op, for its log record. */
+typedef struct gone {
+  op *o;                   /* holds a reference */
+  tt_ctx *ctx;             /* a running op's context, to cancel */
+  bool running;
+} gone;
+
+static void log_abandoned(tt_pool *p, const gone *g) {
+  tt_field f[5] = {
+    TT_FSTR("pool", p->name), TT_FSTR("op", g->o->h.name),
+    TT_FINT("id", g->o->id),
+    TT_FSTR("state", g->running ? "running" : "queued"),
+    TT_FSTR("tenant", g->o->tenant),
+  };
+  tt_log(TT_LOG_ERROR, "abandoned at exit", f, g->o->tenant != NULL ? 5 : 4);
+}
+
+size_t tt_pool_abandon(tt_pool *p) {
+  gone *gs = NULL;
+  size_t ng = 0, cap, i;
+  tt_obj *err;
+  tt_list *l;
+  int k;
+  if (p == NULL) return 0;
+  err = (tt_obj *)tt_error_new(TT_EABANDONED, NULL, NULL);
+  tt__lock(&p->mu);
+  if (!p->closed) {
+    p->closed = true;
+    idle_disarm(p);
+    wake_all(p);
+  }
+  cap = (size_t)(p->st.queued + p->st.inflight);
+  if (cap > 0) gs = calloc(cap, sizeof *gs);
+  if (gs == NULL) cap = 0;
+  /* Queued ops leave their queues now (OP_FINISHING, still counted as
+  ** queued) and end below, once their arguments are dropped. */
+  for (k = 0; k < p->ncls && ng < cap; k++) {
+    while (!tt_list_empty(&p->cls[k].ready) && ng < cap) {
+      op *o = tt_container_of(p->cls[k].ready.next, op, link);
+      unqueue_locked(p, o);
+      gs[ng++].o = o;  /* takes over the queue's reference */
+    }
+  }
+  while (!tt_list_empty(&p->waiting) && ng < cap) {
+    op *o = tt_container_of(p->waiting.next, op, link);
+    unqueue_locked(p, o);
+    gs[ng++].o = o;
+  }
+  /* Running ops are given up on at once; their workers go on. */
+  for (l = p->running.next; l != &p->running && ng < cap; l = l->next) {
+    op *o = tt_container_of(l, op, link);
+    if (o->abandoned) continue;
+    o->abandoned = true;
+    p->st.inflight--;
+    p->st.abandoned++;
+    tenant_dec(p, o->tenant, o->tenant_len);
+    tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(err));
+    emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
+                          .error = err, .ctx = o->ctx});
+    tt_ref(&o->h);
+    gs[ng].o = o;
+    gs[ng].ctx = tt_ref(o->ctx);
+    gs[ng].running = true;
+    ng++;
+  }
+  settle(p);
+  tt__unlock(&p->mu);
+  for (i = 0; i < ng; i++) {
+    op *o = gs[i].o;
+    if (gs[i].running) continue;
+    tt__handle_drop_arg(&o->h);
+    tt__lock(&p->mu);
+    o->where = OP_GONE;
+    p->st.queued--;
+    p->st.abandoned++;
+    tenant_dec(p, o->tenant, o->tenant_len);
+    tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(err));
+    emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
+                          .error = err});
+    settle(p);
+    tt__unlock(&p->mu);
+  }
+  deliver(p);
+  for (i = 0; i < ng; i++) {
+    log_abandoned(p, &gs[i]);
+    if (gs[i].running) tt_cancel(gs[i].ctx, err);
+    tt_unref(gs[i].ctx);
+    tt_unref(&gs[i].o->h);
+  }
+  free(gs);
+  tt_unref(err);
+  return ng;
 }
 
 /* }==================================================================== */
@@ -1678,11 +1905,12 @@ size_t tt_pool_inflight(tt_pool *p, tt_inflight *out, size_t max) {
   size_t n = 0;
   tt_list *l;
   tt__lock(&p->mu);
-  for (l = p->running.next; l != &p->running; l = l->next, n++) {
+  for (l = p->running.next; l != &p->running; l = l->next) {
     op *o = tt_container_of(l, op, link);
     tt_inflight *r;
-    if (n >= max || out == NULL) continue;
-    r = &out[n];
+    if (o->abandoned) continue;
+    if (n++ >= max || out == NULL) continue;
+    r = &out[n - 1];
     r->id = o->id;
     copy_str(r->name, sizeof r->name, o->h.name);
     copy_str(r->tenant, sizeof r->tenant, o->tenant);

@@ -60,6 +60,7 @@ enum {
   TT_EABANDONED,    /* the op was still queued or running at exit */
   TT_ESIGNAL,       /* a signal canceled the context */
   TT_ECLIENT_GONE,  /* the HTTP client hung up before the response */
+  TT_EINTR,         /* an interrupt (Ctrl-C) ended the wait */
   TT_NERRORS
 };
 
@@ -223,13 +224,16 @@ typedef struct tt_case {
   bool closed;
 } tt_case;
 
-enum { TT_SELECT_DEFAULT = -1, TT_SELECT_TIMEOUT = -2 };
+enum { TT_SELECT_DEFAULT = -1, TT_SELECT_TIMEOUT = -2,
+       TT_SELECT_INTERRUPTED = -4 };
 
 /* tt_select waits until one of 'n' cases can proceed and returns its index
 ** (0-based), choosing at random among several ready ones.  With
 ** 'has_default' it never blocks and returns TT_SELECT_DEFAULT if nothing is
 ** ready.  'timeout' < 0 waits forever; otherwise TT_SELECT_TIMEOUT is
 ** returned when it runs out.  It returns -3 (TT_EINVAL sense) for n > 64.
+** Inside an interruptible section (tt_interrupt_begin) it also returns
+** TT_SELECT_INTERRUPTED when an interrupt comes instead of blocking on.
 ** The calling thread blocks on a condition variable; nothing polls. */
 int tt_select(tt_case *cases, int n, bool has_default, double timeout);
 
@@ -241,7 +245,8 @@ bool tt_latch_is_set(tt_latch *l);
 bool tt_latch_wait(tt_latch *l, double timeout);
 
 /* tt_sleep sleeps 'seconds', returning early with the context's error
-** code when 'ctx' (may be NULL) is done first; else TT_OK. */
+** code when 'ctx' (may be NULL) is done first (TT_EINTR when an
+** interrupt ends it); else TT_OK. */
 int tt_sleep(double seconds, tt_ctx *ctx);
 
 /* Channels. */
@@ -257,14 +262,15 @@ int tt_chan_close(tt_chan *c);
 
 /* tt_chan_send sends 'item' (ownership passes to the channel on TT_OK).
 ** It waits while there is no room, until 'ctx' (may be NULL) is done
-** (returns its error code) or 'timeout' runs out (TT_ETIMEOUT).  Sending
-** on a closed channel returns TT_ECLOSED. */
+** (returns its error code) or 'timeout' runs out (TT_ETIMEOUT), or an
+** interrupt ends it (TT_EINTR).  Sending on a closed channel returns
+** TT_ECLOSED. */
 int tt_chan_send(tt_chan *c, tt_obj *item, tt_ctx *ctx,
                  double timeout);
 
 /* tt_chan_recv receives into '*item' (a new reference or NULL).  It returns
 ** TT_OK, TT_ECLOSED when the channel is closed and empty, the context's
-** error code, or TT_ETIMEOUT. */
+** error code, TT_ETIMEOUT, or TT_EINTR. */
 int tt_chan_recv(tt_chan *c, tt_obj **item, tt_ctx *ctx,
                  double timeout);
 
@@ -496,7 +502,7 @@ typedef struct tt_quota {
 /* Pool options.  Zero values mean defaults: workers 4, queue 64 (per
 ** class), no timeout, no shutdown context, one attempt, no quotas, one
 ** class named "default", no idle detection, 100 dead letters, 100 recent
-** failures.
+** failures, an exit timeout of 5 s.
 **
 ** - Workers are started by tt_pool_new, 'workers' of them for the one
 **   class, else each class's own ('workers', if also given, must equal
@@ -513,7 +519,10 @@ typedef struct tt_quota {
 **   bucket "default".  A tenant's limit is its entry in 'quotas', else
 **   'quota_default'.
 ** - dead_cap < 0 keeps no dead letters (ops that fail their last attempt
-**   then count as 'failed'); failures_cap < 0 keeps no failure records. */
+**   then count as 'failed'); failures_cap < 0 keeps no failure records.
+** - 'exit_timeout' is how long tt_exit_drain may wait for the pool when
+**   the program ends (< 0: not at all, what is left is abandoned at
+**   once); see "Exit" below. */
 typedef struct tt_pool_opts {
   const char *name;
   int workers;
@@ -530,6 +539,7 @@ typedef struct tt_pool_opts {
   double idle_after;       /* <= 0: no idle reports */
   int dead_cap;
   int failures_cap;
+  double exit_timeout;     /* 0: 5 s; < 0: none */
 } tt_pool_opts;
 
 /* Per-submission options; NULL fields and zero values take the pool's.
@@ -557,8 +567,10 @@ typedef struct tt_submit_opts {
 ** the events of each kind count like the stats of the same name.  An op
 ** submitted after an IDLE report is preceded by one RESUMING.  SPILLED
 ** ends an op that went to the pool's durable store instead of its queue,
-** ABANDONED one still queued or running when the process exited; like
-** COMPLETED, FAILED, DEAD and STOPPED, each is an op's last event. */
+** ABANDONED one still queued or running when the program ended and its
+** pool could wait no longer (tt_pool_abandon, called by tt_exit_drain);
+** like COMPLETED, FAILED, DEAD and STOPPED, each is an op's last event:
+** a running op that is abandoned runs on, but its end emits nothing. */
 enum {
   TT_EV_SUBMITTED = 0, TT_EV_STARTED, TT_EV_RETRIED, TT_EV_COMPLETED,
   TT_EV_FAILED, TT_EV_DEAD, TT_EV_STOPPED, TT_EV_REJECTED, TT_EV_IDLE,
@@ -599,8 +611,11 @@ typedef void (*tt_observer)(const tt_event *ev, void *ud);
 ** always holds (the accounting identity).  'queued' counts ops ready to
 ** run or waiting for a retry, 'inflight' running ones; the others only
 ** grow.  'spilled' counts accepted ops written to the durable store
-** instead of the queue, 'abandoned' ops left queued or running when the
-** process exited.  'dead' counts ops that
+** instead of the queue, 'abandoned' ops still queued or running when the
+** program ended and their pool's exit drain ran out of time
+** (tt_pool_abandon; each is also one "abandoned at exit" log record).
+** An op is counted in exactly one of the terms at any instant, so the
+** identity holds at exit too.  'dead' counts ops that
 ** became dead letters, 'dead_held' those kept now (retried or dropped
 ** ones leave it, and so do 'dead_dropped' ones, pushed out by dead_cap).
 ** A retried dead letter is a new submission.  'rejected' counts refused
@@ -690,9 +705,38 @@ int tt_pool_precheck(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so);
 ** running ops (also those waiting for a retry), until 'ctx' (may be NULL)
 ** is done or 'timeout' (< 0: none) runs out.  It returns TT_OK, the
 ** context's error code or TT_ETIMEOUT; it may be called again to keep
-** waiting.  On TT_OK every handle is resolved and every event delivered.
-** Once drained, the workers end. */
+** waiting (TT_EINTR when an interrupt ended the wait).  On TT_OK every
+** handle is resolved and every event delivered.  Once drained, the
+** workers end. */
 int tt_pool_drain(tt_pool *p, tt_ctx *ctx, double timeout);
+
+/* tt_pool_wait_idle waits until nothing is queued, waiting for a retry
+** or running, without closing the pool (new work may come meanwhile, and
+** is waited for too), until 'ctx' (may be NULL) is done or 'timeout'
+** (< 0: none) runs out.  It returns TT_OK, the context's error code,
+** TT_ETIMEOUT, TT_EINTR, or TT_EINVAL when called from one of the pool's
+** own ops (which would wait for itself).  On TT_OK every op that ended
+** has its handle resolved and its events delivered. */
+int tt_pool_wait_idle(tt_pool *p, tt_ctx *ctx, double timeout);
+
+/* tt_pool_on_worker is true when the calling thread is one of the pool's
+** workers, that is, inside one of its ops. */
+bool tt_pool_on_worker(tt_pool *p);
+
+/* tt_pool_abandon closes the pool and gives up on what it still holds:
+** each op still queued (or waiting for a retry) or running is counted in
+** 'abandoned', emits TT_EV_ABANDONED as its last event, has its handle
+** resolved TT_H_FAILED with an error of code TT_EABANDONED, and is
+** reported as one log record ("abandoned at exit": pool, op, id, state
+** "queued" or "running", tenant).  A queued op's argument is dropped; a
+** running op's context is canceled (its cause the abandoned error) and
+** it runs on, but whatever it ends with is no longer counted.  Returns how
+** many ops were abandoned. */
+size_t tt_pool_abandon(tt_pool *p);
+
+/* tt_pool_exit_timeout returns the pool's exit timeout in seconds (0 when
+** it has none). */
+double tt_pool_exit_timeout(tt_pool *p);
 
 /* tt_pool_close closes the pool to new work without waiting. */
 void tt_pool_close(tt_pool *p);
@@ -775,7 +819,9 @@ bool tt_group_try_go(tt_group *g, tt_fn fn, void *arg, tt_drop drop);
 ** with the tasks started while those ran (by them or by other threads),
 ** then cancels gctx (a no-op when a failure already did).  It returns
 ** TT_OK with '*err' NULL, or TT_EFAILED with '*err' a new reference to
-** the group's first error ('err' may be NULL).  It may be called again,
+** the group's first error ('err' may be NULL), or TT_EINTR when an
+** interrupt ended the wait (tt_interrupt_begin; gctx is then left as it
+** is).  It may be called again,
 ** also by several threads at once and after more tt_group_go calls: it
 ** waits for the tasks started since, and the first error stays the first
 ** error for the group's whole life.  The wait is not bounded; use
@@ -839,7 +885,8 @@ tt_flight *tt_flight_new(void);
 ** every caller left") when the last waiting caller leaves, and the key
 ** leaves the group at once, so the next call starts a new run.
 **
-** Other results: TT_EINVAL (NULL 'sf', 'ctx' or 'fn') and TT_ENOMEM. */
+** Other results: TT_EINVAL (NULL 'sf', 'ctx' or 'fn'), TT_ENOMEM, and
+** TT_EINTR when an interrupt made the caller leave (tt_interrupt_begin). */
 int tt_flight_call(tt_flight *sf, tt_ctx *ctx, const char *key,
                    size_t keylen, tt_fn fn, void *arg, tt_drop drop,
                    double timeout, bool cancel_when_abandoned,
@@ -974,6 +1021,122 @@ void tt_saga_set_on_compensation_failure(
     void (*fn)(const char *saga, const char *step, tt_obj *err,
                int attempts, void *ud),
     void *ud);
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Signals, interrupts and exit
+** ===================================================================== */
+
+/* tt_engine_thread is true on the threads the engine started (pool
+** workers, the executor, the timer and signal threads).  They block every
+** signal; a child process they fork gets the default mask back. */
+bool tt_engine_thread(void);
+
+/* Signals.  tether handles SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2
+** (tt_signal_supported); others, SIGKILL and SIGSEGV among them, cannot
+** make signal contexts.  tt_signal_number reads a name ("INT" or
+** "SIGINT") and returns the number, 0 for an unknown name;
+** tt_signal_name gives the short name of a number ("INT"), NULL if
+** unknown. */
+bool tt_signal_supported(int sig);
+int tt_signal_number(const char *name);
+const char *tt_signal_name(int sig);
+
+/* A tt_sigreg is the registration of a signal context; its type is named
+** "tether.SignalStop". */
+typedef struct tt_sigreg tt_sigreg;
+extern const tt_type tt_sigreg_type;
+
+/* tt_signal_context returns a child of 'parent' (tt_with_cancel) that the
+** first of the 'n' signals in 'sigs' to arrive cancels, as Go's
+** signal.NotifyContext: its cause is an error of code TT_ESIGNAL whose
+** message names the signal ("received signal SIGINT") and whose 'value' is
+** a tt_bytes with the short name ("INT").  '*reg' receives the
+** registration (a new reference), whose tt_signal_stop restores the
+** previous disposition.  While the context listens, the signals go to it
+** only (for SIGINT: no interrupt, no host handler).  Once it is done (by a
+** signal or otherwise) and until it is stopped, those signals take their
+** default action: a second Ctrl-C ends a program stuck in its drain.
+** Several contexts may listen for one signal; it cancels them all.  One
+** engine thread receives the signals; handlers do nothing but wake it.
+** Returns NULL with '*err': TT_EINVAL for a signal tt_signal_supported
+** refuses (or no signal), TT_ENOMEM, TT_ETHREAD. */
+tt_ctx *tt_signal_context(tt_ctx *parent, const int *sigs, int n,
+                          tt_sigreg **reg, int *err);
+
+/* tt_signal_stop unregisters: the context stops listening and is
+** canceled (with TT_CANCELED, if it was not done), and each of its
+** signals that no other context holds gets back the disposition it had
+** before tether's.  Further calls do nothing. */
+void tt_signal_stop(tt_sigreg *reg);
+
+/* tt_sigreg_context returns the registration's context (borrowed). */
+tt_ctx *tt_sigreg_context(tt_sigreg *reg);
+
+/* Interrupts.  Between tt_interrupt_begin and tt_interrupt_end (sections
+** nest), the calling thread's waits (tt_select, and every wait built on
+** it: sleeps, channel operations, handles, drains, groups, singleflight)
+** also end when an interrupt comes: tt_select returns
+** TT_SELECT_INTERRUPTED, the others TT_EINTR (tt_latch_wait and
+** tt_ctx_wait return false).  Once interrupted, every later wait of the
+** section ends at once.  An interrupt is a call of tt_interrupt, or a
+** SIGINT when the program had a SIGINT handler of its own (lua.c's): a
+** wait of a section that is about to block installs tether's handler,
+** which calls the program's first and then interrupts the waits in
+** progress.  tt_interrupt_end returns true if a wait of the section was
+** interrupted.  Waits of engine threads are never interrupted this way:
+** work learns of signals through contexts. */
+void tt_interrupt_begin(void);
+bool tt_interrupt_end(void);
+
+/* tt_interrupt interrupts every wait of an interruptible section in
+** progress, on any thread.  Not for signal handlers. */
+void tt_interrupt(void);
+
+/* tt_interrupt_count counts the interrupts so far (both kinds). */
+unsigned long tt_interrupt_count(void);
+
+/* Exit.  A pool registered with tt_exit_track is drained when its owner
+** ends.  tt_exit_drain lets every pool of the owner drain together,
+** under one deadline, the largest exit timeout among them: it waits,
+** the pools still open (an op may hand work to another pool), until all
+** of them are idle at once, then closes them all and waits for each to
+** drain in the time left; then it abandons what is left
+** (tt_pool_abandon: each op counted and reported as one log record
+** "abandoned at exit").  The first
+** tt_exit_track also registers an atexit handler that does this for
+** every owner, so a program that calls exit() without closing anything
+** loses nothing silently.  The Lua binding tracks the pools a Lua state
+** makes, with the state as the owner, and drains them when the state
+** closes. */
+
+/* tt_exit_track registers 'p' (a reference is held until it is drained
+** or untracked) under 'owner' (any pointer; NULL is an owner too).
+** Returns TT_OK or TT_ENOMEM. */
+int tt_exit_track(tt_pool *p, const void *owner);
+
+/* tt_exit_untrack forgets 'p' (nothing happens at exit) if tracked. */
+void tt_exit_untrack(tt_pool *p);
+
+/* What one tt_exit_drain did. */
+typedef struct tt_exit_report {
+  size_t pools;            /* pools drained or abandoned */
+  size_t abandoned;        /* ops abandoned */
+  double seconds;          /* time spent */
+} tt_exit_report;
+
+/* tt_exit_drain drains the tracked pools of 'owner' (every owner when
+** 'all' is true) as described above, with 'timeout' seconds as the
+** deadline (< 0: the largest exit timeout of those pools), and forgets
+** them.  Waits are not interruptible.  'rep' (may be NULL) receives what
+** happened. */
+void tt_exit_drain(const void *owner, bool all, double timeout,
+                   tt_exit_report *rep);
+
+/* tt_exit_stats adds up the stats of the tracked pools of 'owner' (every
+** owner when 'all') into '*sum' and returns how many there are. */
+size_t tt_exit_stats(const void *owner, bool all, tt_pool_stats *sum);
 
 /* }==================================================================== */
 

@@ -170,11 +170,52 @@ static void unlock_all(tt_chan **order, int m) {
   for (i = m - 1; i >= 0; i--) tt__chan_unlock(order[i]);
 }
 
+/* pass1 tries every case once, in the order 'perm', with the channels
+** locked; it returns the index of the case it completed, or -1. */
+static int pass1(tt_case *cases, int n, const int *perm) {
+  int i;
+  for (i = 0; i < n; i++) {
+    tt_case *c = &cases[perm[i]];
+    switch (c->kind) {
+      case TT_CASE_LATCH:
+        if (c->latch != NULL && tt_latch_is_set(c->latch)) return perm[i];
+        break;
+      case TT_CASE_RECV:
+      case TT_CASE_SEND:
+        if (tt__chan_try(c->chan, c)) return perm[i];
+        break;
+      default:
+        break;
+    }
+  }
+  return -1;
+}
+
+/* park_latch registers node 'nd' on latch 'l', or claims the wake-up at
+** once if the latch is set. */
+static void park_latch(tt_latch *l, tt_wnode *nd, tt_waiter *w, int idx) {
+  tt__lock(&l->mu);
+  if (tt_latch_is_set(l))
+    tt__claim(w, idx);
+  else
+    tt_list_push(&l->waiters, &nd->link);
+  tt__unlock(&l->mu);
+}
+
+static void unpark_latch(tt_latch *l, tt_wnode *nd) {
+  tt__lock(&l->mu);
+  tt_list_remove(&nd->link);
+  tt__unlock(&l->mu);
+}
+
 int tt_select(tt_case *cases, int n, bool has_default, double timeout) {
   tt_chan *order[MAX_CASES];
   int perm[MAX_CASES];
-  tt_wnode nodes[MAX_CASES];
+  tt_wnode nodes[MAX_CASES + 1];
   tt_waiter *w;
+  tt_latch *ilatch = NULL;   /* the interrupt latch, in a section */
+  tt_obj *ihold = NULL;
+  bool prepared = false;
   double until;
   int i, m, fired;
 
@@ -190,31 +231,31 @@ int tt_select(tt_case *cases, int n, bool has_default, double timeout) {
   }
   m = sort_chans(cases, n, order);
 
-  /* Pass 1: is anything ready now? */
-  lock_all(order, m);
-  for (i = 0; i < n; i++) {
-    tt_case *c = &cases[perm[i]];
-    switch (c->kind) {
-      case TT_CASE_LATCH:
-        if (c->latch != NULL && tt_latch_is_set(c->latch)) {
-          unlock_all(order, m);
-          return perm[i];
-        }
-        break;
-      case TT_CASE_RECV:
-      case TT_CASE_SEND:
-        if (tt__chan_try(c->chan, c)) {
-          unlock_all(order, m);
-          return perm[i];
-        }
-        break;
-      default:
-        break;
+  /* Pass 1: is anything ready now?  In an interruptible section, a select
+  ** about to block first takes the interrupt latch with no lock held (it
+  ** may install the SIGINT handler), then looks again. */
+  for (;;) {
+    lock_all(order, m);
+    fired = pass1(cases, n, perm);
+    if (fired >= 0) {
+      unlock_all(order, m);
+      tt_unref(ihold);
+      return fired;
     }
-  }
-  if (has_default || (timeout == 0)) {
+    if (has_default || (timeout == 0)) {
+      unlock_all(order, m);
+      tt_unref(ihold);
+      return has_default ? TT_SELECT_DEFAULT : TT_SELECT_TIMEOUT;
+    }
+    if (prepared || !tt__interrupt_active()) break;
     unlock_all(order, m);
-    return has_default ? TT_SELECT_DEFAULT : TT_SELECT_TIMEOUT;
+    ilatch = tt__interrupt_latch(&ihold);
+    prepared = true;
+    /* Taken before this look: an interrupt after it sets that latch. */
+    if (tt__interrupt_pending()) {
+      tt_unref(ihold);
+      return TT_SELECT_INTERRUPTED;
+    }
   }
 
   /* Pass 2: park a node on every waitable. */
@@ -226,16 +267,17 @@ int tt_select(tt_case *cases, int n, bool has_default, double timeout) {
     nd->w = w;
     nd->idx = i;
     nd->c = c;
-    if (c->kind == TT_CASE_RECV || c->kind == TT_CASE_SEND) {
+    if (c->kind == TT_CASE_RECV || c->kind == TT_CASE_SEND)
       tt__chan_park(c->chan, nd);
-    } else if (c->kind == TT_CASE_LATCH && c->latch != NULL) {
-      tt__lock(&c->latch->mu);
-      if (tt_latch_is_set(c->latch))
-        tt__claim(w, i);
-      else
-        tt_list_push(&c->latch->waiters, &nd->link);
-      tt__unlock(&c->latch->mu);
-    }
+    else if (c->kind == TT_CASE_LATCH && c->latch != NULL)
+      park_latch(c->latch, nd, w, i);
+  }
+  if (ilatch != NULL) {
+    tt_list_init(&nodes[n].link);
+    nodes[n].w = w;
+    nodes[n].idx = n;
+    nodes[n].c = NULL;
+    park_latch(ilatch, &nodes[n], w, n);
   }
   unlock_all(order, m);
 
@@ -258,13 +300,16 @@ int tt_select(tt_case *cases, int n, bool has_default, double timeout) {
   unlock_all(order, m);
   for (i = 0; i < n; i++) {
     tt_case *c = &cases[i];
-    if (c->kind == TT_CASE_LATCH && c->latch != NULL) {
-      tt__lock(&c->latch->mu);
-      tt_list_remove(&nodes[i].link);
-      tt__unlock(&c->latch->mu);
-    }
+    if (c->kind == TT_CASE_LATCH && c->latch != NULL)
+      unpark_latch(c->latch, &nodes[i]);
   }
+  if (ilatch != NULL) unpark_latch(ilatch, &nodes[n]);
+  tt_unref(ihold);
   fired = atomic_load(&w->fired);
+  if (fired == n && ilatch != NULL) {
+    tt__interrupt_hit();
+    return TT_SELECT_INTERRUPTED;
+  }
   return fired;
 }
 
@@ -277,6 +322,7 @@ int tt_sleep(double seconds, tt_ctx *ctx) {
   if (c.latch == NULL) c.kind = TT_CASE_NIL;
   if (!(seconds > 0)) seconds = 0;
   r = tt_select(&c, 1, false, seconds);
+  if (r == TT_SELECT_INTERRUPTED) return TT_EINTR;
   return r == 0 ? tt_ctx_err(ctx) : TT_OK;
 }
 

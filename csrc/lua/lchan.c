@@ -32,11 +32,17 @@ static int m_send(lua_State *L) {
   tt_chan *c = check_chan(L);
   tt_ctx *ctx;
   tt_obj *item;
+  lt_wait w;
   int r;
   luaL_checkany(L, 2);
   ctx = opt_ctx(L, 3);
   item = lt_pack_one(L, 2, "channel item");
+  lt_wait_begin(L, &w);
   r = tt_chan_send(c, item, ctx, -1);
+  if (lt_wait_end(L, &w) && r == TT_EINTR) {
+    tt_unref(item);
+    return lt_interrupted(L);
+  }
   if (r == TT_OK) {
     lua_pushboolean(L, 1);
     return 1;
@@ -54,7 +60,11 @@ static int m_recv(lua_State *L) {
   tt_chan *c = check_chan(L);
   tt_ctx *ctx = opt_ctx(L, 2);
   tt_obj *item;
-  int r = tt_chan_recv(c, &item, ctx, -1);
+  lt_wait w;
+  int r;
+  lt_wait_begin(L, &w);
+  r = tt_chan_recv(c, &item, ctx, -1);
+  if (lt_wait_end(L, &w) && r == TT_EINTR) return lt_interrupted(L);
   if (r == TT_OK) {
     lt_unpack_one(L, item);
     tt_unref(item);

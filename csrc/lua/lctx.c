@@ -303,7 +303,12 @@ static int m_value(lua_State *L) {
 static int m_wait(lua_State *L) {
   tt_ctx *c = check_ctx(L, 1);
   double t = lt_optseconds(L, 2, -1);
-  lua_pushboolean(L, tt_ctx_wait(c, t));
+  lt_wait w;
+  bool done;
+  lt_wait_begin(L, &w);
+  done = tt_ctx_wait(c, t);
+  if (lt_wait_end(L, &w) && !done) return lt_interrupted(L);
+  lua_pushboolean(L, done);
   return 1;
 }
 

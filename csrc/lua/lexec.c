@@ -50,6 +50,7 @@ static int m_wait(lua_State *L) {
   tt_ctx *ctx = lua_isnoneornil(L, 2) ? NULL
                                       : lt_checkobj(L, 2, &tt_ctx_type);
   tt_case cs[2];
+  lt_wait w;
   int r;
   memset(cs, 0, sizeof cs);
   cs[0].kind = TT_CASE_LATCH;
@@ -59,7 +60,10 @@ static int m_wait(lua_State *L) {
     cs[1].latch = tt_ctx_done(ctx);
   }
   /* Prefer the result when both are ready. */
+  lt_wait_begin(L, &w);
   r = tt_latch_is_set(cs[0].latch) ? 0 : tt_select(cs, 2, false, -1);
+  if (lt_wait_end(L, &w) && r == TT_SELECT_INTERRUPTED)
+    return lt_interrupted(L);
   if (r == 0) return lt_push_results(L, h);
   lua_pushnil(L);
   lt_pushobj(L, tt_error_for(tt_ctx_err(ctx)));

@@ -39,6 +39,7 @@ static int m_call(lua_State *L) {
   bool abandon = false, shared = false;
   tt_obj *res = NULL;
   lt_task *t;
+  lt_wait w;
   int r;
   luaL_checktype(L, 4, LUA_TFUNCTION);
   if (!lua_isnoneornil(L, 5)) {
@@ -49,8 +50,13 @@ static int m_call(lua_State *L) {
   }
   lua_settop(L, 4);
   t = lt_task_new(L, NULL, 4, 5, 0, true, "singleflight loader");
+  lt_wait_begin(L, &w);
   r = tt_flight_call(sf, ctx, key, klen, lt_task_run, t, lt_task_drop,
                      timeout, abandon, &res, &shared);
+  if (lt_wait_end(L, &w) && r == TT_EINTR) {
+    tt_unref(res);
+    return lt_interrupted(L);
+  }
   if (r == TT_OK) {
     int n = lt_unpack(L, res);
     tt_unref(res);

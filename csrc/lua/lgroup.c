@@ -84,7 +84,12 @@ static int m_try_go(lua_State *L) {
 static int m_wait(lua_State *L) {
   lg_group *g = check_group(L);
   tt_obj *err = NULL;
-  if (tt_group_wait(g->g, &err) == TT_OK || err == NULL) {
+  lt_wait w;
+  int r;
+  lt_wait_begin(L, &w);
+  r = tt_group_wait(g->g, &err);
+  if (lt_wait_end(L, &w) && r == TT_EINTR) return lt_interrupted(L);
+  if (r == TT_OK || err == NULL) {
     tt_unref(err);
     lua_pushnil(L);
     return 1;

@@ -189,6 +189,10 @@ static int err_index(lua_State *L) {
     push_field_obj(L, e->value);
   else if (strcmp(k, "tenant") == 0 && e->code == TT_EQUOTA)
     push_field_obj(L, e->value);  /* a quota refusal names its tenant */
+  else if (strcmp(k, "signal") == 0 && e->code == TT_ESIGNAL &&
+           e->value != NULL && e->value->type == &tt_bytes_type)
+    lua_pushlstring(L, ((tt_bytes *)e->value)->data,
+                    ((tt_bytes *)e->value)->len);  /* "INT" */
   else
     lua_pushnil(L);
   return 1;

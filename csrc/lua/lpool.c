@@ -37,6 +37,8 @@ static void lp_free(tt_obj *o) {
   /* Once unobserve returns, the observer is not running and will not run
   ** again, so what it uses can go. */
   if (p->observer >= 0) tt_pool_unobserve(p->pool, p->observer);
+  /* Collected while its state lives: no drain at exit (see lexit.c). */
+  if (p->pool != NULL) tt_exit_untrack(p->pool);
   tt_unref(p->pool);
   if (p->on_idle != NULL) lt_task_drop(p->on_idle);
   if (p->on_resume != NULL) lt_task_drop(p->on_resume);
@@ -309,7 +311,8 @@ static void push_tenant_name(lua_State *L, int idx, int arg,
 static const char *const pool_options[] = {
   "name", "workers", "queue", "timeout", "shutdown", "retry", "tenant_key",
   "quotas", "priorities", "idle_after", "on_idle", "on_resume",
-  "interrupt", "init", "quiet", "dlq", "dead_letters", "failures", NULL
+  "interrupt", "init", "quiet", "dlq", "dead_letters", "failures",
+  "exit_timeout", NULL
 };
 
 /* The whole set of pool:submit's options (DESIGN section 5). */
@@ -506,6 +509,9 @@ static int l_pool(lua_State *L) {
   if (o.dead_cap == 0) o.dead_cap = -1;
   o.failures_cap = lt_optint(L, 1, 1, "failures", 100, 0, 1 << 20);
   if (o.failures_cap == 0) o.failures_cap = -1;
+  /* The engine reads 0 as "the default" (5 s) and < 0 as "none". */
+  o.exit_timeout = lt_optnumber(L, 1, 1, "exit_timeout", 5, 0);
+  if (o.exit_timeout == 0) o.exit_timeout = -1;
   o.retry.attempts = 1;
   if (lua_getfield(L, 1, "retry") != LUA_TNIL)
     lt_checkretry(L, 1, -1, &o.retry);
@@ -593,6 +599,7 @@ static int l_pool(lua_State *L) {
     return luaL_error(L, "cannot create pool '%s': %s", name,
                       tt_strerror(err));
   }
+  lt_track_pool(L, p->pool);
   /* Events cost the pool something only while someone observes them:
   ** observe only for what this binding does with them. */
   if (o.idle_after > 0 || p->dlq != NULL)
@@ -747,7 +754,36 @@ static int m_drain(lua_State *L) {
   lp_pool *p = check_pool(L);
   tt_ctx *ctx = lua_isnoneornil(L, 2) ? NULL
                                       : lt_checkobj(L, 2, &tt_ctx_type);
-  int r = tt_pool_drain(p->pool, ctx, -1);
+  lt_wait w;
+  int r;
+  lt_wait_begin(L, &w);
+  r = tt_pool_drain(p->pool, ctx, -1);
+  if (lt_wait_end(L, &w) && r == TT_EINTR) return lt_interrupted(L);
+  if (r == TT_OK) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushnil(L);
+  lt_pushnew(L, tt_error_for(r));
+  return 2;
+}
+
+/* pool:wait_idle([ctx]) -> true | nil, err: waits until nothing is
+** queued or running, without closing the pool (so that dead letters can
+** be retried after a batch).  From one of the pool's own ops, it raises:
+** the op would wait for itself. */
+static int m_wait_idle(lua_State *L) {
+  lp_pool *p = check_pool(L);
+  tt_ctx *ctx = lua_isnoneornil(L, 2) ? NULL
+                                      : lt_checkobj(L, 2, &tt_ctx_type);
+  lt_wait w;
+  int r;
+  if (tt_pool_on_worker(p->pool))
+    return luaL_error(L, "wait_idle called from an op of pool '%s'",
+                      p->name);
+  lt_wait_begin(L, &w);
+  r = tt_pool_wait_idle(p->pool, ctx, -1);
+  if (lt_wait_end(L, &w) && r == TT_EINTR) return lt_interrupted(L);
   if (r == TT_OK) {
     lua_pushboolean(L, 1);
     return 1;
@@ -960,6 +996,7 @@ void lt_open_pool(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"submit", m_submit},
     {"drain", m_drain},
+    {"wait_idle", m_wait_idle},
     {"close", m_close},
     {"name", m_name},
     {"id", m_id},

@@ -16,13 +16,21 @@
 **
 ** A saga is a tether object, shared by reference like the others.  In
 ** the state that made it, s:run calls the step functions themselves.
-** When the saga is made, the step functions are also packed (ltransfer.c)
+** When the saga is made, the step functions are also packed (lpack.c)
 ** if they can cross threads, and another state that runs the saga
 ** unpacks them once (into its own userdata of the saga) and runs those
 ** copies, whose upvalues are snapshots as with every transferred
 ** function.  A saga whose steps cannot cross (a step holds a
 ** coroutine, say) stays in its state: passing it to another thread is
 ** refused at submit time with the reason (lt_saga_stays).
+**
+** Ctrl-C.  An interrupt during an action (a wait of the action raised
+** "interrupted!", or lua.c's hook did in plain Lua code) makes that step
+** fail like any error; the compensations then run, detached, with the
+** Lua hooks put back as they were when s:run began (so lua.c's pending
+** hook cannot interrupt them too), and s:run raises the action's error
+** again instead of returning it: the interrupt goes on once the saga is
+** undone.
 */
 #include <stdint.h>
 #include <stdio.h>
@@ -64,6 +72,9 @@ typedef struct ls_run {
   int state;             /* stack index of the user's state */
   int hook;              /* stack index of on_compensation_failure, or 0 */
   tt_chan *dlq;          /* where compensation failures go, or NULL */
+  int errslot;           /* stack index that keeps an interrupt's error */
+  bool interrupted;      /* an action failed because of an interrupt */
+  lt_wait hooks;         /* the Lua hooks when the run began */
 } ls_run;
 
 static _Thread_local ls_run *current;
@@ -77,10 +88,23 @@ static int msgh(lua_State *L) {
   return 1;
 }
 
+/* is_interrupt tells whether the error value at 'idx' is lua.c's (or the
+** binding's) "interrupted!", with or without a position. */
+static bool is_interrupt(lua_State *L, int idx) {
+  static const char tail[] = "interrupted!";
+  size_t len, nt = sizeof tail - 1;
+  const char *s;
+  if (lua_type(L, idx) != LUA_TSTRING) return false;
+  s = lua_tolstring(L, idx, &len);
+  return len >= nt && memcmp(s + len - nt, tail, nt) == 0;
+}
+
 static int call_step(tt_ctx *ctx, void *state, void *ud, tt_obj **err,
                      const char *field) {
   ls_run *r = state;
   lua_State *L = r->L;
+  unsigned long gen = tt_interrupt_count();
+  bool action = field[0] == 'a';
   int base = lua_gettop(L), rc;
   lua_pushcfunction(L, msgh);
   lua_rawgeti(L, r->steps, (lua_Integer)(intptr_t)ud + 1);
@@ -89,6 +113,13 @@ static int call_step(tt_ctx *ctx, void *state, void *ud, tt_obj **err,
   lt_pushobj(L, ctx);
   lua_pushvalue(L, r->state);
   rc = lua_pcall(L, 2, 2, base + 1);
+  if (rc != LUA_OK && action && r->hooks.on &&
+      (tt_interrupt_count() != gen || is_interrupt(L, base + 2))) {
+    r->interrupted = true;
+    lua_pushvalue(L, base + 2);
+    lua_replace(L, r->errslot);
+    lt_restore_hooks(L, &r->hooks);
+  }
   if (rc != LUA_OK) {
     lua_getfield(L, LUA_REGISTRYINDEX, TB_KEY);
     *err = (tt_obj *)lt_pack_error(L, base + 2, lua_tostring(L, -1));
@@ -417,11 +448,21 @@ static int m_run(lua_State *L) {
   lua_getfield(L, run.steps, "hook");
   run.hook = lua_isnil(L, -1) ? 0 : lua_gettop(L);
   run.dlq = s->dlq;
+  lua_pushnil(L);
+  run.errslot = lua_gettop(L);
+  run.interrupted = false;
+  lt_save_hooks(L, &run.hooks);
   saved = current;
   current = &run;
   rc = tt_saga_run(s->s, ctx, &run, &rep);
   current = saved;
   if (rep == NULL) return luaL_error(L, "not enough memory");
+  if (run.interrupted) {
+    /* Undone: now the interrupt goes on. */
+    tt_saga_report_free(rep);
+    lua_pushvalue(L, run.errslot);
+    return lua_error(L);
+  }
   if (rc == TT_OK) {
     lua_pushboolean(L, 1);
     lua_pushnil(L);

@@ -171,6 +171,8 @@ void lt_open_pool(lua_State *L);
 void lt_open_group(lua_State *L);
 void lt_open_flight(lua_State *L);
 void lt_open_saga(lua_State *L);
+void lt_open_signal(lua_State *L);
+void lt_open_exit(lua_State *L);
 
 /* }==================================================================== */
 
@@ -195,5 +197,44 @@ const char *lt_saga_stays(tt_obj *o);
 
 /* lexec.c: one structured log line on stderr for a failed task. */
 void lt_log_failure(const char *what, const char *name, tt_obj *err);
+
+/* {====================================================================
+** Interruptible waits (lsignal.c)
+** ===================================================================== */
+
+/* Every blocking call of the binding brackets its wait:
+**
+**   lt_wait w;
+**   lt_wait_begin(L, &w);
+**   r = tt_...(...);
+**   if (lt_wait_end(L, &w)) { release what the call holds;
+**                             return lt_interrupted(L); }
+**
+** On a program's own thread (not an engine thread) the wait then also
+** ends on Ctrl-C; lt_wait_end returns true when it did, after putting back
+** the Lua hooks found at lt_wait_begin (lua.c's handler, which ran too,
+** left one), and lt_interrupted raises Lua's usual "interrupted!". */
+typedef struct lt_wait {
+  bool on;
+  lua_State *main;
+  lua_Hook hook, mhook;
+  int mask, count, mmask, mcount;
+} lt_wait;
+
+void lt_wait_begin(lua_State *L, lt_wait *w);
+bool lt_wait_end(lua_State *L, lt_wait *w);
+int lt_interrupted(lua_State *L);
+
+/* lt_save_hooks records the Lua hooks of 'L' and of its main thread (and,
+** in 'on', whether this thread is a program's own); lt_restore_hooks
+** puts them back.  s:run uses them around an interrupted step. */
+void lt_save_hooks(lua_State *L, lt_wait *w);
+void lt_restore_hooks(lua_State *L, const lt_wait *w);
+
+/* lexit.c: track a pool made by 'L' so that it drains when the state
+** closes (nothing on engine threads). */
+void lt_track_pool(lua_State *L, tt_pool *p);
+
+/* }==================================================================== */
 
 #endif

@@ -63,7 +63,11 @@ static int l_sleep(lua_State *L) {
   double s = lt_checkseconds(L, 1);
   tt_ctx *c = lua_isnoneornil(L, 2) ? NULL
                                     : lt_checkobj(L, 2, &tt_ctx_type);
-  int r = tt_sleep(s, c);
+  lt_wait w;
+  int r;
+  lt_wait_begin(L, &w);
+  r = tt_sleep(s, c);
+  if (lt_wait_end(L, &w)) return lt_interrupted(L);
   if (r == TT_OK) {
     lua_pushboolean(L, 1);
     return 1;
@@ -87,6 +91,7 @@ static tt_latch *latch_of(tt_obj *o) {
 ** It takes at most 64 cases: more raise "too many cases (at most 64)". */
 static int l_select(lua_State *L) {
   tt_case cs[MAX_CASES];
+  lt_wait w;
   int n = lua_gettop(L), i, r, def = 0;
   luaL_argcheck(L, n <= MAX_CASES, MAX_CASES + 1,
                 "too many cases (at most " LT_STR(MAX_CASES) ")");
@@ -119,7 +124,10 @@ static int l_select(lua_State *L) {
       luaL_typeerror(L, arg, "waitable");
     }
   }
+  lt_wait_begin(L, &w);
   r = tt_select(cs, n, def != 0, -1);
+  if (lt_wait_end(L, &w) && r == TT_SELECT_INTERRUPTED)
+    return lt_interrupted(L);
   if (r == TT_SELECT_DEFAULT) {
     lua_pushinteger(L, def);
     return 1;

@@ -1802,7 +1802,7 @@ static void log_abandoned(tt_pool *p, const gone *g) {
     TT_FSTR("pool", p->name), TT_FSTR("op", g->o->h.name),
     TT_FINT("id", g->o->id),
     TT_FSTR("state", g->running ? "running" : "queued"),
-    TT_FSTR("tenant", g->o->tenant),
+    TT_FSTRN("tenant", g->o->tenant, g->o->tenant_len),
   };
   tt_log(TT_LOG_ERROR, "abandoned at exit", f, g->o->tenant != NULL ? 5 : 4);
 }

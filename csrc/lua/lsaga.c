@@ -38,7 +38,11 @@ static void ls_free(tt_obj *o) {
   free(s);
 }
 
-static const tt_type ls_type = {"tether.Saga", ls_free, NULL};
+static void ls_traverse(tt_obj *o, tt_visit visit, void *ud) {
+  visit((tt_obj *)((ls_saga *)o)->dlq, ud);
+}
+
+static const tt_type ls_type = {"tether.Saga", ls_free, NULL, ls_traverse};
 
 /* What a run passes to the step callbacks as the engine's 'state'. */
 typedef struct ls_run {

@@ -127,7 +127,15 @@ static int value_describe(tt_obj *o, char *buf, size_t n) {
                   v->len, (void *)v);
 }
 
-const tt_type lt_value_type = {"tether.Value", value_free, value_describe};
+/* A packed value holds the engine objects it carries, fixed once packed. */
+static void value_traverse(tt_obj *o, tt_visit visit, void *ud) {
+  lt_value *v = (lt_value *)o;
+  size_t i;
+  for (i = 0; i < v->nobjs; i++) visit(v->objs[i], ud);
+}
+
+const tt_type lt_value_type = {"tether.Value", value_free, value_describe,
+                               value_traverse};
 
 /* A box is a Lua-owned handle on a value being built (or carried between
 ** states by transfer_roundtrip): closing or collecting it drops the value

@@ -25,11 +25,18 @@ static void sendcase_free(tt_obj *o) {
   free(s);
 }
 
+static void sendcase_traverse(tt_obj *o, tt_visit visit, void *ud) {
+  lt_sendcase *s = (lt_sendcase *)o;
+  visit((tt_obj *)s->chan, ud);
+  visit(s->item, ud);
+}
+
 static const tt_type sendcase_type = {"tether.SendCase", sendcase_free,
-                                      NULL};
+                                      NULL, sendcase_traverse};
 
 /* The default marker is one static object shared by every state. */
-static const tt_type default_type = {"tether.Default", NULL, NULL};
+static const tt_type default_type = {"tether.Default", NULL, NULL,
+                                     NULL};
 static tt_obj default_obj = {-1, &default_type};
 
 int lt_push_sendcase(lua_State *L, tt_chan *c, int idx) {
@@ -115,6 +122,16 @@ static int l_select(lua_State *L) {
     }
   }
   r = tt_select(cs, n, def != 0, -1);
+  if (r == TT_SELECT_INVALID) {
+    /* Nothing was done: find the send case whose value holds its
+    ** channel (a reference cycle, tt_chan_send). */
+    for (i = 0; i < n; i++)
+      if (cs[i].kind == TT_CASE_SEND && tt_holds(cs[i].item, cs[i].chan))
+        return luaL_argerror(L, i + 1, "cannot send: the value holds its "
+                             "channel (a reference cycle)");
+    return luaL_error(L, "cannot send: a value holds its channel (a "
+                      "reference cycle)");
+  }
   if (r == TT_SELECT_DEFAULT) {
     lua_pushinteger(L, def);
     return 1;

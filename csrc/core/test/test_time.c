@@ -1,0 +1,190 @@
+/*
+** test_time.c -- the timer thread (time.c): deadlines fire in order,
+** tt_shutdown stops only an idle thread, a callback on the timer thread
+** may stop and restart it, and stopping never deadlocks with the pools
+** that add timers under their own locks.
+*/
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "harness.h"
+#include "internal.h"
+
+/* A timer entry that records the order it fired in. */
+typedef struct mark {
+  tt_tentry e;
+  int id;
+} mark;
+
+static atomic_int fired_n;
+static atomic_int fired_ids[64];
+
+static void mark_fire(tt_tentry *e) {
+  mark *m = tt_container_of(e, mark, e);
+  int i = atomic_fetch_add(&fired_n, 1);
+  if (i < 64) atomic_store(&fired_ids[i], m->id + 1);
+}
+
+TEST(deadlines_fire_in_order) {
+  static const int order[8] = {5, 2, 7, 0, 3, 6, 1, 4};
+  mark m[8];
+  double t0 = tt_now();
+  int i;
+  atomic_store(&fired_n, 0);
+  for (i = 0; i < 8; i++) {
+    m[i].e.fire = mark_fire;
+    m[i].id = order[i];
+    CHECK_EQ(tt__timer_add(&m[i].e, t0 + 0.01 + 0.005 * order[i]), TT_OK);
+  }
+  /* One deleted before it fires never does. */
+  CHECK(tt__timer_del(&m[0].e));
+  CHECK(!tt__timer_del(&m[0].e));
+  WAIT_FOR(atomic_load(&fired_n) == 7, 5);
+  CHECK_EQ(atomic_load(&fired_n), 7);
+  WAIT_FOR(atomic_load(&fired_ids[6]) != 0, 5);
+  for (i = 0; i < 7; i++)
+    CHECK_EQ(atomic_load(&fired_ids[i]), (i < 5 ? i : i + 1) + 1);
+}
+
+TEST(shutdown_keeps_a_pending_deadline) {
+  tt_ctx *c = tt_with_timeout(tt_background(), 0.05, NULL);
+  tt_shutdown();
+  CHECK(tt_ctx_wait(c, 5));
+  CHECK_EQ(tt_ctx_err(c), TT_DEADLINE);
+  tt_unref(c);
+}
+
+/* A callback on the timer thread stops that thread (it must not wait for
+** itself) and then adds a timer (which must not wait for the stop). */
+typedef struct restart {
+  tt_tentry e;
+  tt_timer *_Atomic next;
+} restart;
+
+static void restart_fire(tt_tentry *e) {
+  restart *r = tt_container_of(e, restart, e);
+  tt_shutdown();
+  atomic_store(&r->next, tt_after(0.01));
+}
+
+TEST(the_timer_thread_may_stop_itself_and_add_timers) {
+  restart r;
+  tt_ctx *done = tt_with_timeout(tt_background(), 0.02, NULL);
+  tt_timer *next;
+  memset(&r, 0, sizeof r);
+  atomic_init(&r.next, NULL);
+  r.e.fire = restart_fire;
+  CHECK(tt_ctx_wait(done, 5));  /* the heap is empty again */
+  CHECK_EQ(tt__timer_add(&r.e, tt_now() + 0.01), TT_OK);
+  WAIT_FOR(atomic_load(&r.next) != NULL, 5);
+  next = atomic_load(&r.next);
+  CHECK(next != NULL);
+  if (next != NULL) {
+    CHECK(tt_latch_wait(tt_timer_latch(next), 5));
+    tt_unref(next);
+  }
+  tt_unref(done);
+}
+
+/* {====================================================================
+** Shutdown racing pools
+**
+** Pools add timers while holding their locks (idle ticks every
+** millisecond, retries after a failed attempt), and the timer thread
+** takes those locks in its callbacks.  Submitters keep four such pools
+** busy while the main thread calls tt_shutdown in a loop.  A timer add
+** that waits for a stopping thread under a pool's lock, while the
+** stopping thread waits for a callback that needs that lock, hangs here
+** (and the harness's timeout fails the test).
+** ===================================================================== */
+
+#define NPOOLS 4
+#define NSUBMITTERS 4
+
+static atomic_int stress_stop;
+static atomic_int stress_bad;
+
+/* Each op fails its first attempt, so that it is retried on the timer
+** thread, and succeeds on the second.  Only one attempt runs at a time,
+** so its counter needs no lock. */
+static int fail_once(tt_ctx *ctx, void *arg, tt_obj **out) {
+  int *attempts = arg;
+  (void)ctx;
+  (void)out;
+  return (*attempts)++ == 0 ? TT_EFAILED : TT_OK;
+}
+
+static void free_arg(void *arg) { free(arg); }
+
+static void *submitter(void *arg) {
+  tt_pool **pools = arg;
+  unsigned k = 0;
+  while (!atomic_load(&stress_stop)) {
+    tt_handle *h[8];
+    int i, n = 0;
+    for (i = 0; i < 8; i++) {
+      int *attempts = calloc(1, sizeof *attempts);
+      tt_submit_opts so;
+      memset(&so, 0, sizeof so);
+      so.name = "flaky";
+      h[n] = tt_pool_submit(pools[k++ % NPOOLS], tt_background(), &so,
+                            fail_once, attempts, free_arg, NULL);
+      if (h[n] != NULL)
+        n++;
+      else
+        free(attempts);
+    }
+    for (i = 0; i < n; i++) {
+      if (!tt_latch_wait(tt_handle_latch(h[i]), 30) ||
+          tt_handle_state(h[i]) != TT_H_DONE)
+        atomic_fetch_add(&stress_bad, 1);
+      tt_unref(h[i]);
+    }
+  }
+  return NULL;
+}
+
+TEST(shutdown_never_deadlocks_with_pools_adding_timers) {
+  tt_pool *pools[NPOOLS];
+  pthread_t subs[NSUBMITTERS];
+  tt_pool_opts o;
+  double end;
+  int i, rounds = 0;
+  memset(&o, 0, sizeof o);
+  o.workers = 2;
+  o.queue = 64;
+  o.idle_after = 0.001;
+  o.retry.attempts = 2;
+  o.retry.backoff = 0.0005;
+  atomic_store(&stress_stop, 0);
+  atomic_store(&stress_bad, 0);
+  for (i = 0; i < NPOOLS; i++) {
+    o.name = "stress";
+    pools[i] = tt_pool_new(&o, NULL);
+    CHECK(pools[i] != NULL);
+  }
+  for (i = 0; i < NSUBMITTERS; i++)
+    CHECK_EQ(pthread_create(&subs[i], NULL, submitter, pools), 0);
+  end = tt_now() + 2.0;
+  while (tt_now() < end) {
+    tt_shutdown();
+    rounds++;
+  }
+  atomic_store(&stress_stop, 1);
+  for (i = 0; i < NSUBMITTERS; i++) CHECK_EQ(pthread_join(subs[i], NULL), 0);
+  CHECK_EQ(atomic_load(&stress_bad), 0);
+  for (i = 0; i < NPOOLS; i++) {
+    tt_pool_stats s;
+    CHECK_EQ(tt_pool_drain(pools[i], NULL, 10), TT_OK);
+    tt_pool_stats_get(pools[i], &s);
+    CHECK(s.submitted > 0);
+    CHECK_EQ(s.completed, s.submitted);
+    CHECK_EQ(s.retried, s.submitted);
+    tt_unref(pools[i]);
+  }
+  CHECK(rounds > 0);
+}
+
+/* }==================================================================== */
+
+TEST_MAIN()

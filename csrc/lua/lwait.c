@@ -5,17 +5,22 @@
 ** handle, a pool (drained), a channel (a receive), a send case made by
 ** ch:send_case(v), nil (never fires) or tether.default.
 */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "ltether.h"
 
 #define MAX_CASES 64
 
-/* The binding's send case: a channel and the packed item to send. */
+/* The binding's send case: a channel and the packed item to send.  The
+** case keeps its reference to the item for its whole life (a select hands
+** the channel a reference of its own), so that what it holds is fixed
+** and a walk through it ('traverse') never races with a send. */
 typedef struct lt_sendcase {
   tt_obj hdr;
   tt_chan *chan;
-  tt_obj *item;          /* NULL once sent */
+  tt_obj *item;          /* fixed once made */
+  atomic_bool used;      /* set once the item was sent */
 } lt_sendcase;
 
 static void sendcase_free(tt_obj *o) {
@@ -40,12 +45,18 @@ static const tt_type default_type = {"tether.Default", NULL, NULL,
 static tt_obj default_obj = {-1, &default_type};
 
 int lt_push_sendcase(lua_State *L, tt_chan *c, int idx) {
+  /* Packed first: a refusal raises before anything is made. */
+  tt_obj *item = lt_pack_one(L, idx, "channel item");
   lt_sendcase *s = calloc(1, sizeof *s);
-  if (s == NULL) return luaL_error(L, "not enough memory");
+  if (s == NULL) {
+    tt_unref(item);
+    return luaL_error(L, "not enough memory");
+  }
   tt_obj_init(&s->hdr, &sendcase_type);
   s->chan = tt_ref(c);
+  s->item = item;
+  atomic_init(&s->used, false);
   lt_pushnew(L, s);
-  s->item = lt_pack_one(L, idx, "channel item");
   return 1;
 }
 
@@ -109,10 +120,11 @@ static int l_select(lua_State *L) {
       cs[i].chan = (tt_chan *)o;
     } else if (o->type == &sendcase_type) {
       lt_sendcase *s = (lt_sendcase *)o;
-      luaL_argcheck(L, s->item != NULL, arg, "send case already used");
+      luaL_argcheck(L, !atomic_load(&s->used), arg,
+                    "send case already used");
       cs[i].kind = TT_CASE_SEND;
       cs[i].chan = s->chan;
-      cs[i].item = s->item;
+      cs[i].item = s->item;  /* referenced below, once nothing raises */
     } else if (o->type == &tt_ctx_type || o->type == &tt_timer_type ||
                o->type == &tt_handle_type || lt_pool_latch(o) != NULL) {
       cs[i].kind = TT_CASE_LATCH;
@@ -121,7 +133,14 @@ static int l_select(lua_State *L) {
       luaL_typeerror(L, arg, "waitable");
     }
   }
+  /* Each send case offers the channel a reference of its own. */
+  for (i = 0; i < n; i++)
+    if (cs[i].kind == TT_CASE_SEND) tt_ref(cs[i].item);
   r = tt_select(cs, n, def != 0, -1);
+  /* The references of the cases that did not send go back. */
+  for (i = 0; i < n; i++)
+    if (cs[i].kind == TT_CASE_SEND && (i != r || cs[i].closed))
+      tt_unref(cs[i].item);
   if (r == TT_SELECT_INVALID) {
     /* Nothing was done: find the send case whose value holds its
     ** channel (a reference cycle, tt_chan_send). */
@@ -151,7 +170,7 @@ static int l_select(lua_State *L) {
     case TT_CASE_SEND: {
       lt_sendcase *s = (lt_sendcase *)lt_toobj(L, r + 1);
       if (cs[r].closed) return luaL_error(L, "send on closed channel");
-      s->item = NULL;  /* the channel owns it now */
+      atomic_store(&s->used, true);
       lua_pushboolean(L, 1);
       return 2;
     }

@@ -170,7 +170,11 @@ describe("channels", function()
   end)
 
   it("200k attempted cycles leave memory flat", function()
-    local n = scale.n(200000)
+    -- Under ThreadSanitizer each error raised from the module costs more
+    -- than the one before (its longjmp is never matched to Lua's setjmp),
+    -- so sanitized runs make fewer attempts.
+    local n = scale.sanitized and math.min(scale.n(200000), 2000)
+              or scale.n(200000)
     local function round()
       for _ = 1, n do
         local a, b = tether.chan(1), tether.chan(1)

@@ -486,7 +486,7 @@ TEST(flight_many_keys) {
     snprintf(keys[i], sizeof keys[i], "k%d", i);
     caller_start(&cs[i], sf, tt_background(), l, keys[i], NULL);
   }
-  WAIT_FOR(tt_flight_inflight(sf) == 40, 5);
+  WAIT_FOR(tt_flight_inflight(sf) == 40, 30);  /* 40 threads to start */
   CHECK_EQ(tt_flight_inflight(sf), 40);
   tt_cancel(rel, NULL);
   tt_unref(rel);

@@ -11,7 +11,8 @@
 TEST(timer_waitable) {
   double t0 = tt_now();
   tt_timer *t = tt_after(0.02);
-  CHECK(!tt_latch_is_set(tt_timer_latch(t)));
+  /* Never early (a loaded machine may be late to look). */
+  CHECK(!tt_latch_is_set(tt_timer_latch(t)) || tt_now() - t0 >= 0.019);
   CHECK(tt_latch_wait(tt_timer_latch(t), 5));
   CHECK(tt_now() - t0 >= 0.019);
   tt_unref(t);

@@ -100,9 +100,12 @@ typedef void (*tt_visit)(tt_obj *held, void *ud);
 ** of senders waiting on it, a handle its result.  It is how a channel
 ** refuses a send that would make a reference cycle (tt_chan_send).  It
 ** may take the object's own lock and must not call into the engine
-** otherwise.  The objects it reports must be fixed once the object is
-** made, channels excepted: a send looks at what an item holds at that
-** moment, and only a channel's holdings change later.
+** otherwise.  It reports what the object holds at that moment.  Only
+** channel sends are checked for cycles: a channel's items come and go,
+** while other objects hold what they were made with, plus what is set
+** once later and not checked (a context's cancel cause, a handle's
+** result, a group's first error), so a cause, result or error that holds
+** the very object it is set on makes a cycle that is never freed.
 **
 ** 'free' releases what the object holds with tt_unref like any caller.
 ** When that drops another object's last reference, the engine frees that

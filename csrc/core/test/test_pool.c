@@ -1325,7 +1325,6 @@ TEST(drain_from_an_op_of_the_pool_is_refused) {
   self_drain s;
   tt_pool_opts o;
   tt_handle *h;
-  double t0 = tt_now();
   memset(&o, 0, sizeof o);
   o.workers = 1;
   o.name = "self";
@@ -1337,8 +1336,8 @@ TEST(drain_from_an_op_of_the_pool_is_refused) {
   atomic_init(&s.submit_rc, -1);
   h = submit(s.own, tt_background(), "drainer", fn_drain_pools, &s, NULL);
   CHECK(wait_handle(h));
+  /* Refused, not timed out after the op's 2 s bound. */
   CHECK_EQ(atomic_load(&s.own_rc), TT_EDEADLK);
-  CHECK(tt_now() - t0 < 2);  /* refused at once, not after the bound */
   CHECK_EQ(atomic_load(&s.submit_rc), TT_OK);
   CHECK_EQ(atomic_load(&s.other_rc), TT_OK);
   /* From outside, the drain waits for both ops as usual. */

@@ -245,7 +245,11 @@ static size_t ptr_hash(const void *p, size_t cap) {
 }
 
 void tt__walk_init(tt__walk *w) {
-  memset(w, 0, sizeof *w);
+  /* The inline arrays need no clearing: 'seen' is filled in order, and
+  ** each search clears the set it uses. */
+  w->nseen = w->setlen = w->from = 0;
+  w->target = NULL;
+  w->found = w->nomem = false;
   w->seen = w->inl_seen;
   w->seencap = sizeof w->inl_seen / sizeof w->inl_seen[0];
   w->set = w->inl_set;

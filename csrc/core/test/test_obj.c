@@ -50,7 +50,7 @@ static void *error_chain(void *arg) {
   int i;
   (void)arg;
   for (i = 0; i < CHAIN; i++) {
-    tt_error *w = tt_error_new(TT_EFAILED, "wrapped", &e->hdr);
+    tt_error *w = tt_error_new(TT_EFAILED, "wrapped", (tt_obj *)e);
     tt_unref(e);
     e = w;
   }

@@ -35,6 +35,8 @@ LUA_SRC  := $(sort $(wildcard csrc/lua/*.c))
 LUA_OBJ  := $(LUA_SRC:csrc/lua/%.c=$(BUILD)/lua/%.o)
 CTEST_SRC := $(sort $(wildcard csrc/core/test/test_*.c))
 CTEST_BIN := $(CTEST_SRC:csrc/core/test/%.c=$(BUILD)/test/%)
+CEX_SRC  := $(sort $(wildcard examples/c/*.c))
+CEX_BIN  := $(CEX_SRC:examples/c/%.c=$(BUILD)/examples/%)
 
 # Examples, demo and specs find the modules of the checkout the way an
 # installed rock would be found: through the 5.4 search paths (lua5.1,
@@ -49,8 +51,8 @@ MODULE  := $(BUILD)/tether/core.so
 DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson \
             shellcheck cppcheck
 
-.PHONY: all deps test ctest spec rock demo examples clean check bench env \
-        lint sources
+.PHONY: all deps test ctest c-examples spec rock demo examples clean check \
+        bench env lint sources
 
 all: $(LIB) $(MODULE)
 
@@ -92,11 +94,21 @@ $(BUILD)/test/%: csrc/core/test/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Icsrc/core $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
 
+# C examples are built against the public header only, as a C user's
+# program would be.
+$(BUILD)/examples/%: examples/c/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Icsrc/core $< $(LIB) -o $@ $(LDFLAGS) $(LDLIBS)
+
 -include $(wildcard $(BUILD)/*/*.d)
 
 # C tests of the engine: each binary prints "N passed, N failed".
 ctest: $(CTEST_BIN)
 	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; $$t; done
+
+# The C examples run to their end (each checks what it shows).
+c-examples: $(CEX_BIN)
+	@set -e; for t in $(CEX_BIN); do echo "== $$t"; $$t; done
 
 # The busted suite on Lua 5.4 (configured by .busted).
 spec: all
@@ -116,6 +128,7 @@ rock: all
 test: deps
 	$(MAKE) all
 	$(MAKE) ctest
+	$(MAKE) c-examples
 	$(MAKE) spec
 	$(MAKE) examples
 	$(MAKE) rock

@@ -292,7 +292,7 @@ static void bench_group2(void) {
     tt_ctx *gctx = NULL;
     tt_group *g;
     if (i == 0) t0 = now_ns();
-    g = tt_group_new(tt_background(), 0, &gctx);
+    g = tt_group_new(tt_background(), TT_NO_LIMIT, &gctx);
     if (g == NULL) die("group2: out of memory");
     if (tt_group_go(g, noop_fn, NULL, NULL) != TT_OK ||
         tt_group_go(g, noop_fn, NULL, NULL) != TT_OK)

@@ -1,5 +1,6 @@
 -- Contexts: Go's context semantics (1.21+), in Lua.
 local tether = require "tether"
+local scale = require "spec.support.scale"
 
 describe("contexts", function()
   it("runs on Lua 5.4", function()
@@ -31,6 +32,20 @@ describe("contexts", function()
       cancel()
       assert.equal(tether.canceled, ctx:err())
       assert.is_true(rawequal(tether.canceled, ctx:err()))
+    end)
+
+    it("a million errors, each the cause of the next, are built and "
+       .. "dropped", function()
+      local n = scale.n(1000000)
+      local e = tether.error("failed", "root")
+      for i = 1, n do e = tether.error("failed", "wrap " .. i, e) end
+      assert.equal("wrap " .. n, tostring(e))
+      assert.equal("wrap " .. (n - 1), tostring(e.cause))
+      -- The last reference frees the whole chain, in constant stack.
+      e = nil
+      collectgarbage()
+      collectgarbage()
+      assert.equal("x", tostring(tether.error("failed", "x", "y")))
     end)
   end)
 
@@ -191,6 +206,21 @@ describe("contexts", function()
       assert.is_nil(ctx:value(k2))
       assert.is_nil(ctx:value("id"))
       assert.equal("tether.Key(id)", tostring(k1):match("^tether%.Key%(id%)"))
+    end)
+
+    it("a million nested with_value contexts are built and dropped",
+       function()
+      local n = scale.n(1000000)
+      local ctx = tether.background()
+      for i = 1, n do ctx = tether.with_value(ctx, "depth", i) end
+      assert.equal(n, ctx:value("depth"))
+      -- The last reference frees a million contexts, each the parent of
+      -- the next, in constant stack.
+      ctx = nil
+      collectgarbage()
+      collectgarbage()
+      local fresh = tether.with_value(tether.background(), "depth", 1)
+      assert.equal(1, fresh:value("depth"))
     end)
 
     it("values are copies of tables", function()

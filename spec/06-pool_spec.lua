@@ -321,6 +321,26 @@ describe("pools", function()
     os.execute("rm -rf " .. dir)
   end)
 
+  it("drain called from one of the pool's own ops raises instead of "
+     .. "waiting for itself", function()
+    local pool = tether.pool { name = "selfish", workers = 1 }
+    local h = pool:submit(bg, "drainer", function(_, p)
+      local ok, err = pcall(p.drain, p)
+      -- The pool stayed open: the op may still submit to it.
+      local again = p:submit(tether.background(), "after",
+                             function() return "after" end)
+      return ok, err, again ~= nil
+    end, pool)
+    local ok, err, reopened = h:wait((tether.with_timeout(bg, 10)))
+    assert.is_false(ok)
+    assert.matches("drain called from an op of pool 'selfish'", err, 1,
+                   true)
+    assert.is_true(reopened)
+    assert.is_true(pool:drain(tether.with_timeout(bg, 10)))
+    assert.equal(2, pool:stats().completed)
+    check_invariant(pool:stats())
+  end)
+
   it("bad input", function()
     assert.has_error(function() tether.pool() end,
       "bad argument #1 to 'pool' (table expected, got no value)")

@@ -89,6 +89,58 @@ describe("tether.group", function()
     assert.is_true(max <= 2, "peak " .. max)
   end)
 
+  it("limit = 0 admits no task, as Go's SetLimit(0); go raises instead "
+     .. "of waiting forever", function()
+    local g = tether.group(bg, { limit = 0 })
+    assert.is_false(g:try_go(function() end))
+    assert.has_error(function() g:go(function() end) end,
+      "group admits no task (limit 0): go would wait forever; use try_go "
+      .. "or a limit above 0")
+    assert.equal(0, g:active())
+    assert.is_nil(g:wait())
+  end)
+
+  it("a negative limit is no limit, as Go's SetLimit(-1)", function()
+    local g = tether.group(bg, { limit = -1 })
+    local release, go_on = tether.with_cancel(bg)
+    local started = tether.chan(8)
+    for _ = 1, 8 do
+      assert.is_true(g:try_go(function(_, s, r) s:send(true); r:wait(10) end,
+                              started, release))
+    end
+    for _ = 1, 8 do started:recv() end
+    assert.equal(8, g:active())
+    go_on()
+    assert.is_nil(g:wait())
+  end)
+
+  it("a task that cannot start is the group's error: wait returns it and "
+     .. "gctx is canceled with it", function()
+    local g, gctx = tether.group(bg)
+    local out = tether.chan(1)
+    -- No executor thread is left, and the next one cannot be made.
+    tether.shutdown()
+    tether.core._test_fail_threads(1)
+    local ok, err = g:go(function(_, o) o:send("ran") end, out)
+    assert.is_nil(ok)
+    assert.equal("no_thread", err.code)
+    -- A caller that never looked at what go returned still learns it.
+    local werr = g:wait()
+    assert.is_not_nil(werr)
+    assert.equal("no_thread", werr.code)
+    assert.equal(tether.canceled, gctx:err())
+    assert.equal(werr, gctx:cause())
+    assert.equal(0, out:len())
+    -- try_go's start failure is the group's error too; the first stays.
+    local g2 = tether.group(bg)
+    tether.shutdown()
+    tether.core._test_fail_threads(1)
+    assert.is_false(g2:try_go(function() end))
+    assert.equal("no_thread", g2:wait().code)
+    g2:go(function() error("later") end)
+    assert.equal("no_thread", g2:wait().code)
+  end)
+
   it("can be waited on again after more go calls", function()
     local g = tether.group(bg)
     g:go(function() end)
@@ -100,9 +152,15 @@ describe("tether.group", function()
   it("bad input", function()
     assert.has_error(function() tether.group() end,
       "bad argument #1 to 'group' (tether.Context expected, got no value)")
-    assert.has_error(function() tether.group(bg, { limit = 0 }) end,
-      "bad argument #2 to 'group' (field 'limit' must be a positive "
-      .. "integer)")
+    assert.has_error(function() tether.group(bg, { limit = 1.5 }) end,
+      "bad argument #2 to 'group' (field 'limit' must be an integer, got "
+      .. "number)")
+    assert.has_error(function() tether.group(bg, { limit = 1 << 21 }) end,
+      "bad argument #2 to 'group' (field 'limit' must be at most 1048576 "
+      .. "(negative: no limit))")
+    assert.has_error(function() tether.group(bg, { limt = 2 }) end,
+      "bad argument #2 to 'group' (unknown option 'limt'; did you mean "
+      .. "'limit'?)")
     local g = tether.group(bg)
     assert.has_error(function() g:go(1) end,
       "bad argument #1 to 'go' (function expected, got number)")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make check`: the C tests and the whole busted suite under ASan+UBSan,
-# then under TSan, then the C tests under valgrind memcheck.  Any
+# then under TSan, then the C tests and the C examples under valgrind
+# memcheck.  Any
 # sanitizer or valgrind report, any failed test and any run that does not
 # end in time fails the target; every phase runs, and the summary at the
 # end says which failed.
@@ -19,6 +20,9 @@
 # The specs see TETHER_SANITIZER=address or =thread while they run under
 # a sanitizer (ASan's quarantine, for one, holds freed memory: RSS bounds
 # do not hold there).
+#
+# Each C test has a timeout of its own (csrc/core/test/harness.h): longer
+# in the sanitized builds, and TETHER_TEST_TIMEOUT under valgrind.
 #
 # Knobs (environment): CHECK_JOBS (make -j, default 2), CHECK_PHASES
 # (default "asan tsan valgrind"), CHECK_BUSTED_ARGS (default "-o TAP"),
@@ -55,6 +59,15 @@ ctests() {
   for f in csrc/core/test/test_*.c; do
     f=${f##*/}
     printf '%s/test/%s\n' "$1" "${f%.c}"
+  done
+}
+
+# The C examples, likewise.
+cexamples() {
+  local f
+  for f in examples/c/*.c; do
+    f=${f##*/}
+    printf '%s/examples/%s\n' "$1" "${f%.c}"
   done
 }
 
@@ -175,6 +188,7 @@ suppressions=$PWD/tools/tsan.supp"
 # (test_pool's stats_add_up_under_load) starves the workers for minutes.
 valgrind_phase() {
   local t log ok=0
+  export TETHER_TEST_TIMEOUT=${TETHER_TEST_TIMEOUT:-600}
   for t in "${plain_bins[@]}"; do
     echo "== $t (valgrind)"
     log="$logs/valgrind-${t##*/}.log"
@@ -203,7 +217,7 @@ valgrind_phase() {
 need_tools
 t0=$SECONDS
 say "building (plain, for valgrind and for the specs' child processes)"
-mapfile -t plain_bins < <(ctests build)
+mapfile -t plain_bins < <(ctests build; cexamples build)
 if ! make -j"$JOBS" all "${plain_bins[@]}"; then
   say "the plain build failed"
   exit 1

@@ -7,6 +7,17 @@
 ** completes the handoff while holding the channel's lock; a counterpart
 ** whose waiter was already woken by another case is dropped from the
 ** queue and skipped.
+**
+** Reference cycles.  Objects are freed by reference counting, so a
+** channel that holds itself, or an object that holds it, would never be
+** freed.  Contexts, errors and packed values hold a fixed set of objects
+** from the moment they are made, so such a cycle can only be closed by a
+** send: a send whose item reaches the channel (tt__send_looks, then a
+** walk through the types' 'traverse') is refused with TT_EINVAL.  Items
+** that hold no object (a byte string, a packed plain Lua value) skip the
+** look; the others look and insert under the engine-wide cycle lock, so
+** that two sends racing to close one cycle cannot both miss it.  Items of
+** parked senders count as held by the channel (chan_traverse).
 */
 #include <stdio.h>
 #include <string.h>
@@ -39,7 +50,22 @@ static int chan_describe(tt_obj *o, char *buf, size_t n) {
                   tt_chan_closed(c) ? ", closed" : "");
 }
 
-const tt_type tt_chan_type = {"tether.Chan", chan_free, chan_describe};
+/* A channel holds its buffered items, and the items of the senders parked
+** on it count as held too: they go into the buffer without another look
+** when a receiver makes room. */
+static void chan_traverse(tt_obj *o, tt_visit visit, void *ud) {
+  tt_chan *c = (tt_chan *)o;
+  tt_list *l;
+  size_t i;
+  tt__lock(&c->mu);
+  for (i = 0; i < c->len; i++) visit(c->buf[(c->head + i) % c->cap], ud);
+  for (l = c->sendq.next; l != &c->sendq; l = l->next)
+    visit(tt_container_of(l, tt_wnode, link)->c->item, ud);
+  tt__unlock(&c->mu);
+}
+
+const tt_type tt_chan_type = {"tether.Chan", chan_free, chan_describe,
+                              chan_traverse};
 
 tt_chan *tt_chan_new(size_t cap) {
   tt_chan *c = calloc(1, sizeof *c);
@@ -199,6 +225,7 @@ static int chan_op(tt_chan *c, tt_case *op, tt_ctx *ctx, double timeout) {
   if (r == 0) return TT_OK;
   if (r == 1) return tt_ctx_err(ctx);
   if (r == TT_SELECT_INTERRUPTED) return TT_EINTR;
+  if (r == TT_SELECT_INVALID) return TT_EINVAL;
   return TT_ETIMEOUT;
 }
 
@@ -228,17 +255,42 @@ int tt_chan_recv(tt_chan *c, tt_obj **item, tt_ctx *ctx, double timeout) {
   return TT_OK;
 }
 
+bool tt__send_looks(tt_obj *item) {
+  if (item == NULL || item->type->traverse == NULL) return false;
+  /* A channel holds nothing yet perhaps, but it may by the time the send
+  ** is done: it always looks, under the lock. */
+  return item->type == &tt_chan_type || tt__holds_any(item);
+}
+
 int tt_chan_try_send(tt_chan *c, tt_obj *item) {
   tt_case op;
-  bool done;
+  tt__walk w;
+  bool done, look = tt__send_looks(item), cycle = false;
+  int rc = TT_OK;
   memset(&op, 0, sizeof op);
   op.kind = TT_CASE_SEND;
   op.item = item;
-  tt__lock(&c->mu);
-  done = tt__chan_try(c, &op);
-  tt__unlock(&c->mu);
-  if (!done) return TT_EQUEUE_FULL;
-  return op.closed ? TT_ECLOSED : TT_OK;
+  if (look) {
+    tt__cycle_lock();
+    tt__walk_init(&w);
+    rc = tt__walk_reaches(&w, item, &c->hdr, &cycle);
+  }
+  if (rc == TT_OK && !cycle) {
+    tt__lock(&c->mu);
+    done = tt__chan_try(c, &op);
+    tt__unlock(&c->mu);
+    if (!done)
+      rc = TT_EQUEUE_FULL;
+    else if (op.closed)
+      rc = TT_ECLOSED;
+  } else if (rc == TT_OK) {
+    rc = TT_EINVAL;
+  }
+  if (look) {
+    tt__cycle_unlock();
+    tt__walk_end(&w);
+  }
+  return rc;
 }
 
 int tt_chan_try_recv(tt_chan *c, tt_obj **item) {

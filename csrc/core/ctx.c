@@ -102,7 +102,8 @@ static void af_free(tt_obj *o) {
   free(af);
 }
 
-const tt_type tt_afterfunc_type = {"tether.AfterFunc", af_free, NULL};
+const tt_type tt_afterfunc_type = {"tether.AfterFunc", af_free, NULL,
+                                   NULL};
 
 static void af_run(void *p) {
   tt_afterfunc *af = p;
@@ -230,7 +231,21 @@ static int ctx_describe(tt_obj *o, char *buf, size_t n) {
                   e ? ", " : "", e ? tt_errname(e) : "");
 }
 
-const tt_type tt_ctx_type = {"tether.Context", ctx_free, ctx_describe};
+/* A context holds its parent, its key and value, its deadline's cause and,
+** once canceled, its cause (written before 'err' is published). */
+static void ctx_traverse(tt_obj *o, tt_visit visit, void *ud) {
+  tt_ctx *c = (tt_ctx *)o;
+  visit((tt_obj *)c->parent, ud);
+  visit(c->kobj, ud);
+  visit(c->val, ud);
+  if (cancelable(c)) {
+    visit(c->dl_cause, ud);
+    if (atomic_load(&c->err) != 0) visit(c->cause, ud);
+  }
+}
+
+const tt_type tt_ctx_type = {"tether.Context", ctx_free, ctx_describe,
+                             ctx_traverse};
 
 static tt_ctx *ctx_alloc(tt_ctx *parent, int kind) {
   tt_ctx *c = calloc(1, sizeof *c);

@@ -59,8 +59,16 @@ static int handle_describe(tt_obj *o, char *buf, size_t n) {
                   state_names[s]);
 }
 
+/* A handle holds its result once resolved (the state's acquire load
+** pairs with the release store that publishes it). */
+static void handle_traverse(tt_obj *o, tt_visit visit, void *ud) {
+  tt_handle *h = (tt_handle *)o;
+  if (atomic_load_explicit(&h->state, memory_order_acquire) >= TT_H_DONE)
+    visit(h->result, ud);
+}
+
 const tt_type tt_handle_type = {"tether.Handle", handle_free,
-                                handle_describe};
+                                handle_describe, handle_traverse};
 
 bool tt__handle_init(tt_handle *h, const tt__task_vt *vt, const char *name,
                      const char *defname, tt_fn fn, void *arg,
@@ -345,12 +353,23 @@ void tt__exec_threads(int *threads, int *idle) {
 ** tt_go
 ** ===================================================================== */
 
-/* A task of tt_go: a handle and its queue item.  The queue (then the
-** running thread) holds one reference to the handle, the caller another. */
+/* A task of tt_go: a handle, its queue item and its context.  The queue
+** (then the running thread) holds one reference to the handle, the caller
+** another.  'ctx' is a reference held until the task has ended or was
+** stopped. */
 typedef struct gotask {
   tt_handle h;
   work w;
+  tt_ctx *ctx;
 } gotask;
+
+/* go_release_ctx lets go of the task's context once it is done with it;
+** the context is gone before the handle resolves, as the argument is. */
+static void go_release_ctx(gotask *t) {
+  tt_ctx *c = t->ctx;
+  t->ctx = NULL;
+  tt_unref(c);
+}
 
 static bool go_stop(tt_handle *h) {
   gotask *t = (gotask *)h;
@@ -364,6 +383,7 @@ static bool go_stop(tt_handle *h) {
   tt__unlock(&E.mu);
   if (!queued) return false;
   tt__handle_drop_arg(h);
+  go_release_ctx(t);
   tt__handle_resolve(h, TT_H_STOPPED, NULL);
   tt_unref(h);
   return true;
@@ -376,10 +396,11 @@ static void go_run(work *w) {
   tt_obj *out = NULL;
   int rc;
   tt__handle_set_state(&t->h, TT_H_RUNNING);
-  rc = t->h.fn(tt_background(), t->h.arg, &out);
+  rc = t->h.fn(t->ctx, t->h.arg, &out);
   /* The argument goes before the handle resolves, so that a waiter sees
   ** the task entirely finished. */
   tt__handle_drop_arg(&t->h);
+  go_release_ctx(t);
   if (rc == TT_OK)
     tt__handle_resolve(&t->h, TT_H_DONE, out);
   else
@@ -387,8 +408,8 @@ static void go_run(work *w) {
   tt_unref(&t->h);
 }
 
-tt_handle *tt_go(const char *name, tt_fn fn, void *arg, tt_drop drop,
-                 int *err) {
+tt_handle *tt_go(tt_ctx *ctx, const char *name, tt_fn fn, void *arg,
+                 tt_drop drop, int *err) {
   gotask *t;
   int rc;
   if (fn == NULL) {
@@ -404,12 +425,14 @@ tt_handle *tt_go(const char *name, tt_fn fn, void *arg, tt_drop drop,
   }
   tt_list_init(&t->w.link);
   t->w.run = go_run;
+  t->ctx = tt_ref(ctx != NULL ? ctx : tt_background());
   tt_ref(&t->h);  /* the queue's reference */
   rc = exec_push(&t->w);
   if (rc != TT_OK) {
     /* Refused: the caller keeps its argument. */
     t->h.arg = NULL;
     t->h.drop = NULL;
+    go_release_ctx(t);
     tt_unref(&t->h);
     tt_unref(&t->h);
     if (err != NULL) *err = rc;

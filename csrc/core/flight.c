@@ -72,7 +72,8 @@ static void call_free(tt_obj *o) {
   free(c);
 }
 
-static const tt_type call_type = {"tether.FlightCall", call_free, NULL};
+static const tt_type call_type = {"tether.FlightCall", call_free, NULL,
+                                    NULL};
 
 /* }==================================================================== */
 
@@ -109,7 +110,7 @@ static int flight_describe(tt_obj *o, char *buf, size_t n) {
 }
 
 const tt_type tt_flight_type = {"tether.Singleflight", flight_free,
-                                flight_describe};
+                                flight_describe, NULL};
 
 tt_flight *tt_flight_new(void) {
   tt_flight *sf = calloc(1, sizeof *sf);
@@ -370,6 +371,16 @@ void tt_flight_forget(tt_flight *sf, const char *key, size_t keylen) {
   c = lookup(sf, h, key, keylen);
   if (c != NULL) unlink_call(sf, c);
   tt__unlock(&sf->mu);
+}
+
+int tt__flight_waiters(tt_flight *sf, const char *key, size_t keylen) {
+  call *c;
+  int n;
+  tt__lock(&sf->mu);
+  c = lookup(sf, hash_key(key, keylen), key, keylen);
+  n = c != NULL ? c->waiters : 0;
+  tt__unlock(&sf->mu);
+  return n;
 }
 
 size_t tt_flight_inflight(tt_flight *sf) {

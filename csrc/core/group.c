@@ -12,6 +12,13 @@
 **
 ** The limit is Go's SetLimit semaphore as a counter and a condition
 ** variable: tt_group_go waits on 'slot' while 'active' is at the limit.
+** As with SetLimit, a negative limit means none and a limit of 0 admits
+** no task; there tt_group_go refuses (TT_EINVAL) instead of waiting, as
+** Go's Go would, for a slot that can never come.
+**
+** A task that was admitted but could not be started (no thread, no
+** memory) fails the group as if it had run and failed: Go's Go returns
+** nothing, so nobody checks a start, and the failure must reach wait.
 **
 ** Waiting is built on latches so that a select can wait for a group too.
 ** A 'batch' is one run of tasks between two moments at which 'active' is
@@ -46,7 +53,8 @@ static void batch_free(tt_obj *o) {
   free(b);
 }
 
-static const tt_type batch_type = {"tether.GroupBatch", batch_free, NULL};
+static const tt_type batch_type = {"tether.GroupBatch", batch_free, NULL,
+                                     NULL};
 
 static gbatch *batch_new(void) {
   gbatch *b = calloc(1, sizeof *b);
@@ -66,7 +74,7 @@ static gbatch *batch_new(void) {
 struct tt_group {
   tt_obj hdr;
   tt_ctx *gctx;            /* immutable; the group's reference */
-  int limit;               /* immutable; <= 0: no limit */
+  int limit;               /* immutable; < 0: no limit */
   pthread_mutex_t mu;      /* protects the fields below */
   pthread_cond_t slot;     /* signaled when 'active' drops below 'limit' */
   int active;              /* tasks started and not yet ended */
@@ -105,7 +113,19 @@ static int group_describe(tt_obj *o, char *buf, size_t n) {
                   failed ? ", failed" : "");
 }
 
-const tt_type tt_group_type = {"tether.Group", group_free, group_describe};
+/* A group holds its context and, after a failure, its first error. */
+static void group_traverse(tt_obj *o, tt_visit visit, void *ud) {
+  tt_group *g = (tt_group *)o;
+  tt_obj *err;
+  tt__lock(&g->mu);
+  err = g->err;
+  tt__unlock(&g->mu);
+  visit((tt_obj *)g->gctx, ud);
+  visit(err, ud);
+}
+
+const tt_type tt_group_type = {"tether.Group", group_free, group_describe,
+                               group_traverse};
 
 tt_group *tt_group_new(tt_ctx *parent, int limit, tt_ctx **gctx) {
   tt_group *g;
@@ -124,7 +144,7 @@ tt_group *tt_group_new(tt_ctx *parent, int limit, tt_ctx **gctx) {
   /* No task has run yet: waiting now returns at once. */
   tt__latch_set(&g->last->latch);
   tt_obj_init(&g->hdr, &tt_group_type);
-  g->limit = limit > 0 ? limit : 0;
+  g->limit = limit < 0 ? -1 : limit;
   TT_CHECK(pthread_mutex_init(&g->mu, NULL));
   tt__cond_init(&g->slot);
   if (gctx != NULL) *gctx = tt_ref(g->gctx);
@@ -137,7 +157,7 @@ static void end_one(tt_group *g) {
   gbatch *closed = NULL;
   tt__lock(&g->mu);
   g->active--;
-  if (g->limit > 0 && g->active < g->limit)
+  if (g->limit >= 0 && g->active < g->limit)
     TT_CHECK(pthread_cond_signal(&g->slot));
   if (g->active == 0) {
     closed = g->open;
@@ -201,15 +221,28 @@ static void gtask_run(void *p) {
   tt_unref(g);
 }
 
+/* start_failed records that an admitted task could not start: it is the
+** group's error if it is the first, and cancels gctx. */
+static void start_failed(tt_group *g, int rc) {
+  tt_obj *err = (tt_obj *)tt_error_new(rc, NULL, NULL);
+  record_error(g, err != NULL ? err : &nomem_error.hdr);
+}
+
 /* start claims a slot (waiting for one unless 'try') and hands the task
 ** to the executor.  It returns TT_OK, TT_EQUEUE_FULL (try at the limit)
-** or an error, in which case the caller keeps 'arg'. */
+** or an error, in which case the caller keeps 'arg'; a start that fails
+** for want of a thread or of memory is also the group's error. */
 static int start(tt_group *g, tt_fn fn, void *arg, tt_drop drop, bool try) {
   gtask *t;
   int rc;
   if (g == NULL || fn == NULL) return TT_EINVAL;
+  /* A group that admits no task would make this call wait forever. */
+  if (g->limit == 0) return try ? TT_EQUEUE_FULL : TT_EINVAL;
   t = malloc(sizeof *t);
-  if (t == NULL) return TT_ENOMEM;
+  if (t == NULL) {
+    start_failed(g, TT_ENOMEM);
+    return TT_ENOMEM;
+  }
   tt__lock(&g->mu);
   while (g->limit > 0 && g->active >= g->limit) {
     if (try) {
@@ -224,6 +257,7 @@ static int start(tt_group *g, tt_fn fn, void *arg, tt_drop drop, bool try) {
     if (g->open == NULL) {
       tt__unlock(&g->mu);
       free(t);
+      start_failed(g, TT_ENOMEM);
       return TT_ENOMEM;
     }
   }
@@ -236,6 +270,9 @@ static int start(tt_group *g, tt_fn fn, void *arg, tt_drop drop, bool try) {
   rc = tt_exec(gtask_run, t);
   if (rc != TT_OK) {
     free(t);
+    /* Recorded before the task counts as ended, as a task's own failure
+    ** is, so that a wait that returns sees it. */
+    start_failed(g, rc);
     end_one(g);
     tt_unref(g);
   }

@@ -1,16 +1,20 @@
 /*
 ** internal.h -- what the engine's files share and users never see:
 ** an intrusive list, checked pthread calls, the waiter and latch that
-** every waitable is built on, and the timer thread's heap entries.
+** every waitable is built on, walks through what objects hold, and the
+** timer thread's heap entries.
 **
 ** Lock order, engine-wide (a lock may be taken while holding those to
 ** its left, never the reverse):
 **
-**   pool.mu -> chan.mu (by address) -> latch.mu / ctx.mu -> waiter.mu
-**                                       -> timer heap mu
+**   pool.mu -> cycle_mu -> chan.mu (by address) -> latch.mu / ctx.mu
+**                                                   -> waiter.mu
+**                                                   -> timer mu
 **
 ** ctx.c's 'af_mu' (after_func registrations) is taken after a context's
-** 'mu' and takes nothing else.
+** 'mu' and takes nothing else.  'cycle_mu' (obj.c) is held by a send of
+** an item that holds objects while it looks for a cycle and inserts the
+** item; the look takes one channel's 'mu' at a time.
 **
 ** signal.c's 'I_mu' (the current interrupt latch) is a leaf, taken by
 ** tt_select before it locks any channel; 'S_mu' (signal registrations) is
@@ -21,6 +25,24 @@
 ** A context's 'mu' is taken for one context at a time, except that
 ** cancel propagation takes a child's lock after releasing the parent's
 ** (it copies the child list first), so contexts never nest locks.
+**
+** Condition waits.  A thread waiting on a condition variable releases
+** that variable's mutex only: every other lock it holds stays held for
+** the whole wait, and joining a thread is a wait too.  So a thread waits
+** (or joins) holding no engine lock but the condition's own, and never
+** waits for something that only a thread waiting for it can do.  The
+** waits of the engine:
+**
+**   waiter.cv under waiter.mu      tt_select; nothing else held
+**   timer thread cv under timer mu the timer thread, between deadlines;
+**                                  adding a timer never waits
+**   E.cv, E.gone under E.mu        executor threads; tt__exec_shutdown
+**   class cv, space under pool.mu  pool workers; submitters with 'wait'
+**   ev_cv under pool.mu            flush_events (drain) for a delivery
+**   slot under group.mu            tt_group_go at the limit
+**   pthread_join                   tt_shutdown (executor and timer
+**                                  threads), pool frees (workers): with
+**                                  no lock held, and never of itself
 */
 #ifndef tether_internal_h
 #define tether_internal_h
@@ -189,6 +211,45 @@ bool tt__latch_set(tt_latch *l);
 
 
 /* {====================================================================
+** Walks through what objects hold (obj.c)
+** ===================================================================== */
+
+/* A tt__walk searches the objects reachable from one object through the
+** types' 'traverse'.  Each object it meets keeps a reference until
+** tt__walk_end, which may free objects: call it with no engine lock
+** held.  Several searches may share one walk (one per send case). */
+typedef struct tt__walk {
+  tt_obj **seen;           /* every object met, one reference each */
+  size_t nseen, seencap;
+  tt_obj **set;            /* the current search's objects (hash set) */
+  size_t setlen, setcap;
+  size_t from;             /* where the current search starts in 'seen' */
+  tt_obj *target;
+  bool found, nomem;
+  tt_obj *inl_seen[32];
+  tt_obj *inl_set[64];
+} tt__walk;
+
+void tt__walk_init(tt__walk *w);
+
+/* tt__walk_reaches searches from 'from' for 'target' (found also when
+** 'from' is 'target'); it returns TT_OK with '*found' set, or TT_ENOMEM. */
+int tt__walk_reaches(tt__walk *w, tt_obj *from, tt_obj *target,
+                     bool *found);
+
+void tt__walk_end(tt__walk *w);
+
+/* tt__holds_any is true when 'o' holds at least one object now. */
+bool tt__holds_any(tt_obj *o);
+
+/* The lock under which sends of object-holding items look for cycles. */
+void tt__cycle_lock(void);
+void tt__cycle_unlock(void);
+
+/* }==================================================================== */
+
+
+/* {====================================================================
 ** Timer thread
 ** ===================================================================== */
 
@@ -233,6 +294,22 @@ bool tt__chan_try(tt_chan *c, tt_case *cs);
 ** the channel locked. */
 void tt__chan_park(tt_chan *c, tt_wnode *n);
 void tt__chan_unpark(tt_chan *c, tt_wnode *n);
+
+/* tt__send_looks tells whether a send of 'item' must look for a
+** reference cycle (under the cycle lock) before it inserts the item. */
+bool tt__send_looks(tt_obj *item);
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Introspection for the engine's tests
+** ===================================================================== */
+
+/* tt__flight_waiters counts the callers waiting now for the run in
+** flight for 'key' (0 when none is), so that a test can tell when every
+** caller has joined a run. */
+int tt__flight_waiters(tt_flight *sf, const char *key, size_t keylen);
 
 /* }==================================================================== */
 #endif

@@ -12,7 +12,8 @@
 ** from its class's ready queue, and a class with 'lend' also takes from
 ** the queues of the classes listed after it once its own is empty.
 ** Workers end once the pool is closed and empty (drained) or being freed,
-** after the embedder's exit hook; the pool's free joins them.
+** after the embedder's exit hook; the pool's free joins them, or detaches
+** them while an op still runs (see "Lifetime").
 **
 ** An op's life.  Submitted ops wait in their class's ready queue (READY),
 ** run on a worker (RUNNING), and then complete, fail for good, become a
@@ -63,8 +64,9 @@
 **
 ** Lifetime.  The pool's object reference count belongs to its users; when
 ** it reaches zero, pool_free closes the pool, stops queued ops, drops dead
-** letters and joins the idle workers (busy ones end on their own after
-** their op).  The memory lives
+** letters and joins the workers, or, while an op still runs, detaches
+** them all (each ends on its own once the queue is empty and its op is
+** done).  The memory lives
 ** on while internal references ('irefs') remain: the users' share (one),
 ** each worker, each op record, the idle timer while queued, the shutdown
 ** after_func while registered, and a thread delivering events.  This lets
@@ -226,7 +228,6 @@ struct tt_pool {
 };
 
 static _Thread_local tt_pool *tl_delivering;  /* delivering pool, if any */
-static _Thread_local tt_pool *tl_worker;      /* the pool of this worker */
 
 /* What tt_pool_wait_idle waits on: a latch set when the pool is next idle
 ** (nothing queued or running).  Referenced by the pool while armed and by
@@ -242,10 +243,12 @@ static void idlewait_free(tt_obj *o) {
 }
 
 static const tt_type idlewait_type = {"tether.PoolIdle", idlewait_free,
-                                      NULL};
+                                      NULL, NULL};
 
 /* The last pool id given out. */
 static _Atomic uint64_t pool_ids;
+static _Thread_local tt_pool *tl_running;     /* pool of the op this
+                                              ** worker runs, if any */
 
 static void pool_destroy(tt_pool *p);
 
@@ -954,10 +957,12 @@ static void run_op(tt_pool *p, op *o) {
   if (shut && ctx != NULL) tt_cancel(ctx, cause);
   tt_unref(cause);
   t0 = tt_now();
+  tl_running = p;
   if (ctx != NULL)
     rc = o->h.fn(ctx, o->h.arg, &out);
   else
     rc = TT_ENOMEM;
+  tl_running = NULL;
   if (rc == TT_OK)
     op_completed(p, o, out, tt_now() - t0);
   else
@@ -968,7 +973,6 @@ static void *worker_main(void *arg) {
   worker *w = arg;
   tt_pool *p = w->pool;
   pclass *c = &p->cls[w->cls];
-  tl_worker = p;
   tt__lock(&p->mu);
   for (;;) {
     op *o = take(p, w->cls);
@@ -1188,7 +1192,8 @@ static int pool_describe(tt_obj *o, char *buf, size_t n) {
 
 static void pool_free(tt_obj *obj);
 
-const tt_type tt_pool_type = {"tether.Pool", pool_free, pool_describe};
+const tt_type tt_pool_type = {"tether.Pool", pool_free, pool_describe,
+                               NULL};
 
 /* pool_alloc makes a pool with its locks, lists and copies of the
 ** options, and no threads; NULL when out of memory. */
@@ -1405,8 +1410,9 @@ refuse:
 }
 
 /* pool_free runs when the last user reference goes: it closes the pool,
-** stops what is queued, drops the dead letters, waits for the running
-** ops and joins the workers. */
+** stops what is queued and drops the dead letters; it joins the workers
+** when no op is running, and otherwise detaches them without waiting for
+** the running ops (tether.h). */
 static void pool_free(tt_obj *obj) {
   tt_pool *p = (tt_pool *)obj;
   tt_list stopped, dead;
@@ -1716,10 +1722,18 @@ void tt_pool_close(tt_pool *p) {
 
 tt_latch *tt_pool_drained(tt_pool *p) { return &p->drained_latch; }
 
+/* wait_check is the first step of every call that waits for the pool to
+** empty: an op of the pool that waits for it waits for itself, since it
+** is running until it returns. */
+static int wait_check(tt_pool *p) {
+  return tl_running == p ? TT_EDEADLK : TT_OK;
+}
+
 int tt_pool_drain(tt_pool *p, tt_ctx *ctx, double timeout) {
   tt_case cs[2];
   int n = 1, r;
   if (p == NULL) return TT_EINVAL;
+  if ((r = wait_check(p)) != TT_OK) return r;
   tt_pool_close(p);
   memset(cs, 0, sizeof cs);
   cs[0].kind = TT_CASE_LATCH;
@@ -1742,15 +1756,14 @@ int tt_pool_drain(tt_pool *p, tt_ctx *ctx, double timeout) {
   return TT_EINVAL;
 }
 
-bool tt_pool_on_worker(tt_pool *p) { return p != NULL && tl_worker == p; }
-
 double tt_pool_exit_timeout(tt_pool *p) { return p->exit_timeout; }
 
 int tt_pool_wait_idle(tt_pool *p, tt_ctx *ctx, double timeout) {
   tt_case cs[2];
   idlewait *iw;
   int n = 1, r;
-  if (p == NULL || tl_worker == p) return TT_EINVAL;
+  if (p == NULL) return TT_EINVAL;
+  if ((r = wait_check(p)) != TT_OK) return r;
   tt__lock(&p->mu);
   if (p->st.queued == 0 && p->st.inflight == 0) {
     tt__unlock(&p->mu);

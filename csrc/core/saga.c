@@ -65,7 +65,8 @@ static int saga_describe(tt_obj *o, char *buf, size_t n) {
                   s->nsteps);
 }
 
-const tt_type tt_saga_type = {"tether.Saga", saga_free, saga_describe};
+const tt_type tt_saga_type = {"tether.Saga", saga_free, saga_describe,
+                               NULL};
 
 tt_saga *tt_saga_new(const char *name, const tt_saga_step *steps,
                      int nsteps, double compensation_timeout,

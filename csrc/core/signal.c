@@ -274,7 +274,7 @@ static int reg_describe(tt_obj *o, char *buf, size_t n) {
 }
 
 const tt_type tt_sigreg_type = {"tether.SignalStop", reg_free,
-                                reg_describe};
+                                reg_describe, NULL};
 
 /* unlive takes a registration that stops listening out of the counts the
 ** handler reads (under S_mu). */
@@ -303,7 +303,8 @@ static void ilatch_free(tt_obj *o) {
   free(o);
 }
 
-static const tt_type ilatch_type = {"tether.Interrupt", ilatch_free, NULL};
+static const tt_type ilatch_type = {"tether.Interrupt", ilatch_free, NULL,
+                                    NULL};
 
 static pthread_mutex_t I_mu = PTHREAD_MUTEX_INITIALIZER;
 static ilatch *cur_latch;  /* under I_mu; NULL until a wait needs one */

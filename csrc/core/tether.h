@@ -61,6 +61,8 @@ enum {
   TT_ESIGNAL,       /* a signal canceled the context */
   TT_ECLIENT_GONE,  /* the HTTP client hung up before the response */
   TT_EINTR,         /* an interrupt (Ctrl-C) ended the wait */
+  TT_EDEADLK,       /* the wait could never end: it was made from inside
+                    ** what it waits for (a pool drained by its own op) */
   TT_NERRORS
 };
 
@@ -83,20 +85,46 @@ const char *tt_errname(int code);
 typedef struct tt_obj tt_obj;
 typedef struct tt_ctx tt_ctx;
 
+/* A tt_visit is called by a type's 'traverse' for each object held. */
+typedef void (*tt_visit)(tt_obj *held, void *ud);
+
 /* A tt_type describes a kind of object: its name (the Lua binding uses it
 ** as the metatable name, e.g. "tether.Context"), how to free it once the
 ** last reference goes, and optionally how to describe it in one line of
 ** text for logs.  'describe' writes at most 'n' bytes including the
-** terminating zero and returns the length it wanted, as snprintf does. */
+** terminating zero and returns the length it wanted, as snprintf does.
+**
+** 'traverse' (may be NULL: the object holds no other objects) calls
+** 'visit' once for each object that 'o' holds a reference to (NULL ones
+** may be passed and are skipped): a context its parent, key and value, an
+** error its cause and value, a channel its buffered items and the items
+** of senders waiting on it, a handle its result.  It is how a channel
+** refuses a send that would make a reference cycle (tt_chan_send).  It
+** may take the object's own lock and must not call into the engine
+** otherwise.  It reports what the object holds at that moment.  Only
+** channel sends are checked for cycles: a channel's items come and go,
+** while other objects hold what they were made with, plus what is set
+** once later and not checked (a context's cancel cause, a handle's
+** result, a group's first error), so a cause, result or error that holds
+** the very object it is set on makes a cycle that is never freed.
+**
+** 'free' releases what the object holds with tt_unref like any caller.
+** When that drops another object's last reference, the engine frees that
+** object after 'free' returns, not inside it: releases run from a work
+** list, so a chain of any length (a million nested contexts, errors
+** wrapping errors, channels holding channels) is freed in constant stack
+** depth. */
 typedef struct tt_type {
   const char *name;
   void (*free)(tt_obj *o);
   int (*describe)(tt_obj *o, char *buf, size_t n);
+  void (*traverse)(tt_obj *o, tt_visit visit, void *ud);
 } tt_type;
 
 /* Every object begins with this header.  'refs' is the reference count;
 ** a static object (the background context, the error sentinels) has
-** 'refs' below zero and is never freed. */
+** 'refs' equal to -1 and is never freed.  Other negative values belong to
+** the engine (an object whose free is pending). */
 struct tt_obj {
   _Atomic long refs;
   const tt_type *type;
@@ -123,6 +151,13 @@ bool tt_ref_if_live(void *o);
 ** type's 'describe' or else its type name. */
 int tt_describe(void *o, char *buf, size_t n);
 
+/* tt_holds reports whether 'o' holds 'target', directly or through the
+** objects it holds (their types' 'traverse'), or is 'target' itself.  It
+** walks every object reachable from 'o' once, so its cost grows with
+** what 'o' holds, not with how deep.  When memory runs out it answers
+** true (the safe side for a check that refuses). */
+bool tt_holds(void *o, void *target);
+
 /* A tt_error is an error value: a code from the list above, a message,
 ** and an optional cause (any object).  The two context errors are static
 ** sentinels, so they compare equal by pointer. */
@@ -148,7 +183,9 @@ tt_error *tt_error_new(int code, const char *message, tt_obj *cause);
 tt_error *tt_error_for(int code);
 
 /* A tt_bytes is the simplest value: a copy of a byte string.  C users
-** may use it for context values, causes and channel items. */
+** may use it for context values, causes and channel items.  'data' holds
+** 'len' bytes followed by a NUL byte (not counted in 'len'), so text can
+** be used as a C string; the bytes themselves may contain NULs. */
 typedef struct tt_bytes {
   tt_obj hdr;
   size_t len;
@@ -156,6 +193,9 @@ typedef struct tt_bytes {
 } tt_bytes;
 
 extern const tt_type tt_bytes_type;
+
+/* tt_bytes_new copies 'len' bytes of 'data' (may be NULL when 'len' is
+** 0) and a terminating NUL; NULL when out of memory. */
 tt_bytes *tt_bytes_new(const void *data, size_t len);
 
 /* }==================================================================== */
@@ -174,8 +214,11 @@ double tt_wall(void);
 /* tt_shutdown stops the engine's idle threads (idle executor threads, and
 ** the timer thread when no deadline is pending: a pending one must still
 ** fire) and waits for them.  Call it at the end of a C program that wants
-** a clean exit under leak checkers; work still running is waited for.
-** The engine restarts its threads on the next use. */
+** a clean exit under leak checkers; work still running on the executor
+** is waited for.  The engine restarts its threads on the next use, so it
+** may race with any other use of the engine: a deadline added while the
+** timer thread stops starts a new one at once.  Called from an engine
+** thread, it never waits for that thread itself. */
 void tt_shutdown(void);
 
 /* }==================================================================== */
@@ -224,15 +267,21 @@ typedef struct tt_case {
   bool closed;
 } tt_case;
 
-enum { TT_SELECT_DEFAULT = -1, TT_SELECT_TIMEOUT = -2,
-       TT_SELECT_INTERRUPTED = -4 };
+enum {
+  TT_SELECT_DEFAULT = -1,
+  TT_SELECT_TIMEOUT = -2,
+  TT_SELECT_INVALID = -3,
+  TT_SELECT_INTERRUPTED = -4
+};
 
 /* tt_select waits until one of 'n' cases can proceed and returns its index
 ** (0-based), choosing at random among several ready ones.  With
 ** 'has_default' it never blocks and returns TT_SELECT_DEFAULT if nothing is
 ** ready.  'timeout' < 0 waits forever; otherwise TT_SELECT_TIMEOUT is
-** returned when it runs out.  It returns -3 (TT_EINVAL sense) for n > 64.
-** Inside an interruptible section (tt_interrupt_begin) it also returns
+** returned when it runs out.  It returns TT_SELECT_INVALID, doing
+** nothing, for n > 64 and when a send case's item holds the case's
+** channel (see tt_chan_send; tt_holds tells which case).  Inside an
+** interruptible section (tt_interrupt_begin) it also returns
 ** TT_SELECT_INTERRUPTED when an interrupt comes instead of blocking on.
 ** The calling thread blocks on a condition variable; nothing polls. */
 int tt_select(tt_case *cases, int n, bool has_default, double timeout);
@@ -264,7 +313,15 @@ int tt_chan_close(tt_chan *c);
 ** It waits while there is no room, until 'ctx' (may be NULL) is done
 ** (returns its error code) or 'timeout' runs out (TT_ETIMEOUT), or an
 ** interrupt ends it (TT_EINTR).  Sending on a closed channel returns
-** TT_ECLOSED. */
+** TT_ECLOSED.
+**
+** A send that would make a reference cycle is refused with TT_EINVAL:
+** when 'item' is the channel, or holds it through the objects it holds
+** (tt_holds), the channel would keep itself alive and never be freed.
+** Only items whose types have a 'traverse' and hold objects are looked
+** at (a walk through what they hold, under one engine-wide lock); plain
+** values cost nothing more.  Items of senders waiting on a channel count
+** as held by it.  TT_ENOMEM when the look runs out of memory. */
 int tt_chan_send(tt_chan *c, tt_obj *item, tt_ctx *ctx,
                  double timeout);
 
@@ -275,9 +332,9 @@ int tt_chan_recv(tt_chan *c, tt_obj **item, tt_ctx *ctx,
                  double timeout);
 
 /* tt_chan_try_send and tt_chan_try_recv never wait.  try_send returns
-** TT_OK, TT_ECLOSED or TT_EQUEUE_FULL (no room, no receiver waiting);
-** try_recv returns TT_OK, TT_ECLOSED (closed and empty) or TT_ETIMEOUT
-** (nothing there). */
+** TT_OK, TT_ECLOSED, TT_EQUEUE_FULL (no room, no receiver waiting), or
+** TT_EINVAL for a cycle as tt_chan_send; try_recv returns TT_OK,
+** TT_ECLOSED (closed and empty) or TT_ETIMEOUT (nothing there). */
 int tt_chan_try_send(tt_chan *c, tt_obj *item);
 int tt_chan_try_recv(tt_chan *c, tt_obj **item);
 
@@ -290,7 +347,21 @@ int tt_chan_try_recv(tt_chan *c, tt_obj **item);
 
 /* A tt_ctx carries a deadline, a cancellation signal and values across
 ** API boundaries, with the semantics of Go's context package (1.21+).
-** Contexts are immutable once made and safe to use from any thread. */
+** Contexts are immutable once made and safe to use from any thread.
+**
+** Constructors borrow their parent: the child takes its own reference,
+** and the caller still owns, and releases, the parent it passed.  So a
+** constructor's result passed straight into another leaks the inner one:
+** tt_with_timeout(tt_without_cancel(req), 5, NULL) loses the reference
+** returned by tt_without_cancel.  Hold the inner context and release it
+** once the outer one is made (the outer keeps it alive):
+**
+**   tt_ctx *d = tt_without_cancel(req);
+**   tt_ctx *bg = tt_with_timeout(d, 5, NULL);
+**   tt_unref(d);
+**   ... use bg ...
+**   tt_unref(bg);
+*/
 extern const tt_type tt_ctx_type;
 
 /* A key of a context value: either a byte string ('obj' == NULL; compared
@@ -438,15 +509,21 @@ bool tt_handle_stop(tt_handle *h);
 /* tt_handle_name returns the task's name (owned by the handle). */
 const char *tt_handle_name(tt_handle *h);
 
-/* tt_go runs 'fn' on the default elastic executor with the background
-** context: threads are made on demand up to a cap (64 by default) and idle
-** ones are kept for a while (30 s); at the cap, tasks wait in a FIFO
-** queue.  'name' is copied (NULL: "task").  Returns a handle, or NULL with
-** '*err' (may be NULL); the caller then still owns 'arg'.  A failed task's
-** result is the error object it stored, else a tt_error for the code it
-** returned. */
-tt_handle *tt_go(const char *name, tt_fn fn, void *arg, tt_drop drop,
-                 int *err);
+/* tt_go runs fn(ctx, arg, &out) on the default elastic executor: threads
+** are made on demand up to a cap (64 by default) and idle ones are kept
+** for a while (30 s); at the cap, tasks wait in a FIFO queue.  'ctx' is
+** the task's context (NULL: tt_background()); the task holds a reference
+** to it until it has ended, so the caller may release its own at once.
+** Like Go's "go f(ctx)", tt_go only passes the context: a task that must
+** stop when the context is done checks it.  To detach work from a
+** request, pass a context made for it, such as
+** tt_with_timeout(tt_without_cancel(req), s, NULL) (see the nested
+** constructors in the Contexts section).  'name' is copied (NULL:
+** "task").  Returns a handle, or NULL with '*err' (may be NULL); the
+** caller then still owns 'arg'.  A failed task's result is the error
+** object it stored, else a tt_error for the code it returned. */
+tt_handle *tt_go(tt_ctx *ctx, const char *name, tt_fn fn, void *arg,
+                 tt_drop drop, int *err);
 
 /* tt_exec runs 'fn(arg)' on the executor with no handle (used for
 ** after_func and internal work).  Returns TT_OK or an error.  Never call
@@ -653,8 +730,16 @@ typedef struct tt_failure {
 
 /* tt_pool_new makes a pool and starts its workers; NULL with '*err'
 ** (TT_EINVAL for bad options, TT_ENOMEM, TT_ETHREAD).  'opts' may be
-** NULL.  The last tt_unref closes the pool, stops queued ops, drops the
-** dead letters, waits for running ops and joins the workers. */
+** NULL.
+**
+** The last tt_unref closes the pool, stops queued ops (their handles
+** resolve TT_H_STOPPED) and drops the dead letters, but does not wait
+** for running ops: a pool released without a drain must not hang on an
+** op that never ends.  Their workers are detached; each finishes its op
+** (whose handle resolves as usual), and the pool's memory lives until
+** the last of them has ended.  When there is nothing running, the
+** workers are joined before tt_unref returns.  To wait for running ops,
+** drain first (tt_pool_drain). */
 tt_pool *tt_pool_new(const tt_pool_opts *opts, int *err);
 const char *tt_pool_name(tt_pool *p);
 
@@ -707,21 +792,23 @@ int tt_pool_precheck(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so);
 ** context's error code or TT_ETIMEOUT; it may be called again to keep
 ** waiting (TT_EINTR when an interrupt ended the wait).  On TT_OK every
 ** handle is resolved and every event delivered.  Once drained, the
-** workers end. */
+** workers end.
+**
+** Called from inside one of the pool's own ops, it would wait for that
+** op, that is for itself, forever: it returns TT_EDEADLK at once and
+** changes nothing (the pool stays open).  Every call that waits for a
+** pool to empty makes the same check. */
 int tt_pool_drain(tt_pool *p, tt_ctx *ctx, double timeout);
 
 /* tt_pool_wait_idle waits until nothing is queued, waiting for a retry
 ** or running, without closing the pool (new work may come meanwhile, and
 ** is waited for too), until 'ctx' (may be NULL) is done or 'timeout'
 ** (< 0: none) runs out.  It returns TT_OK, the context's error code,
-** TT_ETIMEOUT, TT_EINTR, or TT_EINVAL when called from one of the pool's
-** own ops (which would wait for itself).  On TT_OK every op that ended
-** has its handle resolved and its events delivered. */
+** TT_ETIMEOUT, TT_EINTR, or TT_EDEADLK when called from one of the
+** pool's own ops (which would wait for itself, as tt_pool_drain says).
+** On TT_OK every op that ended has its handle resolved and its events
+** delivered. */
 int tt_pool_wait_idle(tt_pool *p, tt_ctx *ctx, double timeout);
-
-/* tt_pool_on_worker is true when the calling thread is one of the pool's
-** workers, that is, inside one of its ops. */
-bool tt_pool_on_worker(tt_pool *p);
 
 /* tt_pool_abandon closes the pool and gives up on what it still holds:
 ** each op still queued (or waiting for a retry) or running is counted in
@@ -778,11 +865,14 @@ bool tt_pool_drop_dead(tt_pool *p, uint64_t id);
 typedef struct tt_group tt_group;
 extern const tt_type tt_group_type;
 
+#define TT_NO_LIMIT (-1)   /* a group limit: no limit */
+
 /* tt_group_new returns a group whose tasks run with the context stored in
 ** '*gctx' (a new reference, also held by the group): a child of 'parent'
-** made by tt_with_cancel.  At most 'limit' tasks run at once (<= 0: no
-** limit), as Go's SetLimit.  It returns NULL (and '*gctx' NULL) if
-** 'parent' is NULL or memory runs out.
+** made by tt_with_cancel.  At most 'limit' tasks run at once, as Go's
+** SetLimit: a negative limit (TT_NO_LIMIT) means no limit, and 0 admits
+** no task at all.  It returns NULL (and '*gctx' NULL) if 'parent' is NULL
+** or memory runs out.
 **
 ** 'gctx' is canceled by the group's first error, with that error as its
 ** cause, or by a tt_group_wait that finds no error, with no cause (its
@@ -792,10 +882,19 @@ tt_group *tt_group_new(tt_ctx *parent, int limit, tt_ctx **gctx);
 /* tt_group_go runs fn(gctx, arg, &out) on the default executor.  When the
 ** group is at its limit, it first waits until a task ends; the wait is
 ** unbounded, as in Go, so a task that calls tt_group_go on its own group
-** at the limit can wait forever.  It returns TT_OK (the group then owns
-** 'arg' and calls 'drop(arg)', if 'drop' is not NULL, once 'fn' has
-** returned), or TT_EINVAL, TT_ENOMEM or TT_ETHREAD, and then the caller
-** keeps 'arg'.
+** at the limit can wait forever.  A group whose limit is 0 admits no
+** task: there Go's Go would wait forever for a slot that never comes, so
+** tt_group_go returns TT_EINVAL at once instead.  It returns TT_OK (the
+** group then owns 'arg' and calls 'drop(arg)', if 'drop' is not NULL,
+** once 'fn' has returned), or TT_EINVAL, TT_ENOMEM or TT_ETHREAD, and
+** then the caller keeps 'arg'.
+**
+** A task that cannot be started (TT_ETHREAD: no thread could be made;
+** TT_ENOMEM) fails the group as a task that ran and failed would: its
+** error (that code, "cannot create thread") is the group's first error
+** if no other came before, cancels gctx, and is what tt_group_wait
+** returns.  As in Go, callers need not check what tt_group_go returns to
+** learn that work was lost.
 **
 ** A task succeeds by returning TT_OK: its result '*out' (may be NULL) is
 ** discarded.  It fails by returning non-zero, with its error object in
@@ -811,8 +910,9 @@ tt_group *tt_group_new(tt_ctx *parent, int limit, tt_ctx **gctx);
 int tt_group_go(tt_group *g, tt_fn fn, void *arg, tt_drop drop);
 
 /* tt_group_try_go is tt_group_go that never waits: it returns false,
-** leaving 'arg' with the caller, when the group is at its limit (or the
-** task could not be started), and true once the task is started. */
+** leaving 'arg' with the caller, when the group is at its limit (always,
+** for a limit of 0) or the task could not be started (which also fails
+** the group, as for tt_group_go), and true once the task is started. */
 bool tt_group_try_go(tt_group *g, tt_fn fn, void *arg, tt_drop drop);
 
 /* tt_group_wait waits until every task started before the call has ended,
@@ -1311,6 +1411,19 @@ typedef struct tt_spanctx {
   tt_span_context sc;
 } tt_spanctx;
 extern const tt_type tt_spanctx_type;
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Test-only hooks: for the engine's and the binding's own tests, not
+** part of the API (they may change or go without notice)
+** ===================================================================== */
+
+/* tt_test_fail_threads makes the next 'n' thread creations of the engine
+** (executor, pool workers, the timer thread) fail as if the system had
+** no thread to give, so that tests reach the paths that handle it; 0
+** turns it off.  Any thread may call it. */
+void tt_test_fail_threads(int n);
 
 /* }==================================================================== */
 

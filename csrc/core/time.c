@@ -3,28 +3,45 @@
 ** deadlines serve every context deadline, retry backoff, idle tick and
 ** timer waitable in the process.
 **
-** The thread starts on the first tt__timer_add and sleeps on a condition
-** variable until the earliest deadline (or a new, earlier one).  Entries
-** are popped under 'mu' and fired after it is released, so a 'fire'
-** callback may add or delete entries freely.
+** The thread starts on the first tt__timer_add and sleeps on its
+** condition variable until the earliest deadline (or a new, earlier
+** one).  Entries are popped under 'mu' and fired after it is released,
+** so a 'fire' callback may add or delete entries freely.
+**
+** Adding never waits.  Callers add entries while holding their own locks
+** (a pool adds its idle tick and retries under its 'mu'), and the timer
+** thread itself adds from inside 'fire' callbacks that take those locks:
+** an add that waited for anything the timer thread does would deadlock
+** (a thread never waits for itself).
+**
+** Stopping, after libuv's threadpool: tt__timer_shutdown posts an exit
+** message to the running thread (its record's 'exit', read under 'mu')
+** and joins it.  The record is detached from the heap first, so an add
+** made meanwhile (by the exiting thread finishing a 'fire', or by any
+** other thread) starts a new thread at once instead of waiting for the
+** old one to end.  The exiting thread fires nothing more: it finishes
+** the callback it is in, if any, and returns.  Each thread has its own
+** condition variable, so a wake-up meant for the new thread cannot be
+** taken by the old one.
 */
 #include <string.h>
 
 #include "internal.h"
 
+/* The record of one timer thread. */
+typedef struct tthread {
+  pthread_t t;
+  pthread_cond_t cv;       /* signaled when the earliest entry changes,
+                           ** and to post 'exit' */
+  bool exit;               /* the exit message; under 'mu' */
+  bool detached;           /* nobody joins it: it frees its record */
+} tthread;
+
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv;            /* signaled when the earliest changes */
-static pthread_cond_t stopped_cv;    /* signaled when a stop completes */
 static tt_tentry **heap;             /* 1-based, guarded by 'mu' */
 static size_t heap_len, heap_cap;    /* guarded by 'mu' */
-static bool running, stopping;       /* guarded by 'mu' */
-static pthread_t thread;             /* valid while 'running' */
-static pthread_once_t cv_once = PTHREAD_ONCE_INIT;
-
-static void init_cv(void) {
-  tt__cond_init(&cv);
-  tt__cond_init(&stopped_cv);
-}
+static tthread *cur;                 /* the thread serving the heap, or
+                                     ** NULL; guarded by 'mu' */
 
 static void heap_swap(size_t a, size_t b) {
   tt_tentry *t = heap[a];
@@ -66,18 +83,22 @@ static void heap_remove(size_t i) {
   e->idx = 0;
 }
 
+static void tthread_free(tthread *t) {
+  TT_CHECK(pthread_cond_destroy(&t->cv));
+  free(t);
+}
+
 static void *timer_main(void *arg) {
-  (void)arg;
+  tthread *self = arg;
+  bool detached;
   tt__lock(&mu);
-  while (!stopping) {
-    double now;
+  while (!self->exit) {
     if (heap_len == 0) {
-      tt__timedwait(&cv, &mu, -1);
+      tt__timedwait(&self->cv, &mu, -1);
       continue;
     }
-    now = tt_now();
-    if (heap[1]->when > now) {
-      tt__timedwait(&cv, &mu, heap[1]->when);
+    if (heap[1]->when > tt_now()) {
+      tt__timedwait(&self->cv, &mu, heap[1]->when);
       continue;
     }
     {
@@ -88,24 +109,31 @@ static void *timer_main(void *arg) {
       tt__lock(&mu);
     }
   }
+  detached = self->detached;
   tt__unlock(&mu);
+  if (detached) tthread_free(self);
   return NULL;
 }
 
+/* start_thread makes the thread that serves the heap; under 'mu'. */
+static int start_thread(void) {
+  tthread *t = calloc(1, sizeof *t);
+  if (t == NULL) return TT_ENOMEM;
+  tt__cond_init(&t->cv);
+  if (tt__thread_start(&t->t, timer_main, t, false) != 0) {
+    tthread_free(t);
+    return TT_ETHREAD;
+  }
+  cur = t;
+  return TT_OK;
+}
+
 int tt__timer_add(tt_tentry *e, double when) {
-  TT_CHECK(pthread_once(&cv_once, init_cv));
+  int rc;
   tt__lock(&mu);
-  /* A thread being stopped takes no new entries: wait until it is gone,
-  ** then start another. */
-  while (stopping) tt__timedwait(&stopped_cv, &mu, -1);
-  if (!running) {
-    int err;
-    err = tt__thread_start(&thread, timer_main, NULL, false);
-    if (err != 0) {
-      tt__unlock(&mu);
-      return TT_ETHREAD;
-    }
-    running = true;
+  if (cur == NULL && (rc = start_thread()) != TT_OK) {
+    tt__unlock(&mu);
+    return rc;
   }
   if (heap_len + 1 >= heap_cap) {
     size_t ncap = heap_cap == 0 ? 64 : heap_cap * 2;
@@ -122,7 +150,7 @@ int tt__timer_add(tt_tentry *e, double when) {
   e->idx = heap_len;
   heap_up(heap_len);
   /* Wake the thread only when the earliest deadline changed. */
-  if (e->idx == 1) TT_CHECK(pthread_cond_signal(&cv));
+  if (e->idx == 1) TT_CHECK(pthread_cond_signal(&cur->cv));
   tt__unlock(&mu);
   return TT_OK;
 }
@@ -139,24 +167,30 @@ bool tt__timer_del(tt_tentry *e) {
 }
 
 void tt__timer_shutdown(void) {
-  TT_CHECK(pthread_once(&cv_once, init_cv));
+  tthread *t;
   tt__lock(&mu);
   /* A thread with deadlines still to fire is not idle: it stays, or they
   ** would never fire.  Only an idle timer thread is stopped. */
-  if (!running || stopping || heap_len > 0) {
+  if (cur == NULL || heap_len > 0) {
     tt__unlock(&mu);
     return;
   }
-  stopping = true;
-  TT_CHECK(pthread_cond_signal(&cv));
-  tt__unlock(&mu);
-  TT_CHECK(pthread_join(thread, NULL));
-  tt__lock(&mu);
-  running = false;
-  stopping = false;
+  t = cur;
+  cur = NULL;
+  t->exit = true;
+  /* Called from a 'fire' callback, the thread would wait for itself:
+  ** it is left to end on its own. */
+  t->detached = pthread_equal(t->t, pthread_self());
+  TT_CHECK(pthread_cond_signal(&t->cv));
+  /* The heap is empty and the exiting thread never looks at it again. */
   free(heap);
   heap = NULL;
   heap_cap = 0;
-  TT_CHECK(pthread_cond_broadcast(&stopped_cv));
   tt__unlock(&mu);
+  if (t->detached) {
+    TT_CHECK(pthread_detach(t->t));
+    return;
+  }
+  TT_CHECK(pthread_join(t->t, NULL));
+  tthread_free(t);
 }

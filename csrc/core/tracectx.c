@@ -117,11 +117,11 @@ static int spanctx_describe(tt_obj *o, char *buf, size_t n) {
 }
 
 const tt_type tt_spanctx_type = {"tether.SpanContext", spanctx_free,
-                                 spanctx_describe};
+                                 spanctx_describe, NULL};
 
 /* The key is a static object that nothing else can name: no user value
 ** can shadow the trace by accident. */
-static const tt_type trace_key_type = {"tether.TraceKey", NULL, NULL};
+static const tt_type trace_key_type = {"tether.TraceKey", NULL, NULL, NULL};
 static tt_obj trace_key_obj = {-1, &trace_key_type};
 const tt_key tt_trace_key = {&trace_key_obj, NULL, 0};
 

@@ -10,6 +10,10 @@
 ** and moves on.  While a select holds its channels' locks no channel
 ** operation can claim it, so its own pass is race-free; latches claim it
 ** with the same CAS at any time.
+**
+** A send case whose item holds objects first looks for a reference cycle
+** under the cycle lock (see chan.c), and keeps that lock until its item
+** is in a buffer or parked.
 */
 #include <stdio.h>
 #include <string.h>
@@ -105,7 +109,8 @@ static int timer_describe(tt_obj *o, char *buf, size_t n) {
                   tt_latch_is_set(&t->latch) ? "fired" : "pending");
 }
 
-const tt_type tt_timer_type = {"tether.Timer", timer_free, timer_describe};
+const tt_type tt_timer_type = {"tether.Timer", timer_free, timer_describe,
+                                NULL};
 
 static void timer_fire(tt_tentry *e) {
   tt_timer *t = tt_container_of(e, tt_timer, entry);
@@ -147,8 +152,8 @@ static int cmp_chan(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* lock_all locks each distinct channel once, in address order (the order
-** that keeps two selects over the same channels from deadlocking). */
+/* sort_chans writes the distinct channels of the cases into 'order', in
+** address order, and returns how many there are. */
 static int sort_chans(tt_case *cases, int n, tt_chan **order) {
   int i, k = 0, m = 0;
   for (i = 0; i < n; i++)
@@ -160,6 +165,9 @@ static int sort_chans(tt_case *cases, int n, tt_chan **order) {
   return m;
 }
 
+/* lock_all locks each channel of 'order' once, in address order (the
+** order that keeps two selects over the same channels from
+** deadlocking). */
 static void lock_all(tt_chan **order, int m) {
   int i;
   for (i = 0; i < m; i++) tt__chan_lock(order[i]);
@@ -208,18 +216,47 @@ static void unpark_latch(tt_latch *l, tt_wnode *nd) {
   tt__unlock(&l->mu);
 }
 
+/* look_for_cycles takes the cycle lock and walks the items of the send
+** cases that hold objects, when there are any; it returns false (the lock
+** released) if an item reaches its own channel or memory ran out.
+** '*looked' says whether the lock is held and 'w' must be ended. */
+static bool look_for_cycles(tt_case *cases, int n, tt__walk *w,
+                            bool *looked) {
+  int i;
+  *looked = false;
+  for (i = 0; i < n; i++) {
+    tt_case *c = &cases[i];
+    bool found = false;
+    if (c->kind != TT_CASE_SEND || !tt__send_looks(c->item)) continue;
+    if (!*looked) {
+      tt__cycle_lock();
+      tt__walk_init(w);
+      *looked = true;
+    }
+    if (tt__walk_reaches(w, c->item, (tt_obj *)c->chan, &found) != TT_OK ||
+        found) {
+      tt__cycle_unlock();
+      tt__walk_end(w);
+      *looked = false;
+      return false;
+    }
+  }
+  return true;
+}
+
 int tt_select(tt_case *cases, int n, bool has_default, double timeout) {
   tt_chan *order[MAX_CASES];
   int perm[MAX_CASES];
   tt_wnode nodes[MAX_CASES + 1];
   tt_waiter *w;
+  tt__walk walk;
   tt_latch *ilatch = NULL;   /* the interrupt latch, in a section */
   tt_obj *ihold = NULL;
-  bool prepared = false;
   double until;
   int i, m, fired;
+  bool looked;
 
-  if (n < 0 || n > MAX_CASES) return -3;
+  if (n < 0 || n > MAX_CASES) return TT_SELECT_INVALID;
   until = tt__deadline(timeout);
   /* A random poll order (Fisher-Yates) makes the choice among ready cases
   ** fair, as in Go. */
@@ -230,32 +267,31 @@ int tt_select(tt_case *cases, int n, bool has_default, double timeout) {
     perm[j] = t;
   }
   m = sort_chans(cases, n, order);
-
-  /* Pass 1: is anything ready now?  In an interruptible section, a select
-  ** about to block first takes the interrupt latch with no lock held (it
-  ** may install the SIGINT handler), then looks again. */
-  for (;;) {
-    lock_all(order, m);
-    fired = pass1(cases, n, perm);
-    if (fired >= 0) {
-      unlock_all(order, m);
-      tt_unref(ihold);
-      return fired;
-    }
-    if (has_default || (timeout == 0)) {
-      unlock_all(order, m);
-      tt_unref(ihold);
-      return has_default ? TT_SELECT_DEFAULT : TT_SELECT_TIMEOUT;
-    }
-    if (prepared || !tt__interrupt_active()) break;
-    unlock_all(order, m);
+  /* In an interruptible section, the interrupt latch is taken first,
+  ** with no lock held (taking it may install the SIGINT handler): an
+  ** interrupt after this point sets that latch, and one before it is
+  ** pending. */
+  if (tt__interrupt_active()) {
     ilatch = tt__interrupt_latch(&ihold);
-    prepared = true;
-    /* Taken before this look: an interrupt after it sets that latch. */
     if (tt__interrupt_pending()) {
       tt_unref(ihold);
       return TT_SELECT_INTERRUPTED;
     }
+  }
+  /* Sends of items that hold objects keep the cycle lock until their
+  ** items are in a buffer or parked, where the next look sees them. */
+  if (!look_for_cycles(cases, n, &walk, &looked)) {
+    tt_unref(ihold);
+    return TT_SELECT_INVALID;
+  }
+
+  /* Pass 1: is anything ready now? */
+  lock_all(order, m);
+  fired = pass1(cases, n, perm);
+  if (fired >= 0 || has_default || timeout == 0) {
+    if (fired < 0) fired = has_default ? TT_SELECT_DEFAULT : TT_SELECT_TIMEOUT;
+    unlock_all(order, m);
+    goto done;
   }
 
   /* Pass 2: park a node on every waitable. */
@@ -280,6 +316,11 @@ int tt_select(tt_case *cases, int n, bool has_default, double timeout) {
     park_latch(ilatch, &nodes[n], w, n);
   }
   unlock_all(order, m);
+  if (looked) {
+    tt__cycle_unlock();
+    tt__walk_end(&walk);
+    looked = false;
+  }
 
   /* Sleep until some waitable claims us or the time runs out. */
   tt__lock(&w->mu);
@@ -304,12 +345,17 @@ int tt_select(tt_case *cases, int n, bool has_default, double timeout) {
       unpark_latch(c->latch, &nodes[i]);
   }
   if (ilatch != NULL) unpark_latch(ilatch, &nodes[n]);
-  tt_unref(ihold);
   fired = atomic_load(&w->fired);
   if (fired == n && ilatch != NULL) {
     tt__interrupt_hit();
-    return TT_SELECT_INTERRUPTED;
+    fired = TT_SELECT_INTERRUPTED;
   }
+done:
+  if (looked) {
+    tt__cycle_unlock();
+    tt__walk_end(&walk);
+  }
+  tt_unref(ihold);
   return fired;
 }
 

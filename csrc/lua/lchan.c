@@ -5,6 +5,11 @@
 */
 #include "ltether.h"
 
+/* What a send that would make a reference cycle raises: the channel would
+** hold itself and never be freed (tt_chan_send). */
+#define CYCLE_MSG \
+  "cannot send: the value holds this channel (a reference cycle)"
+
 static tt_chan *check_chan(lua_State *L) {
   return lt_checkobj(L, 1, &tt_chan_type);
 }
@@ -27,7 +32,9 @@ static int l_chan(lua_State *L) {
 }
 
 /* ch:send(v [, ctx]) returns true once sent, or nil and the context's
-** error.  Sending on a closed channel raises, as in Go. */
+** error.  Sending on a closed channel raises, as in Go, and so does
+** sending a value that holds the channel itself (directly, or through
+** the tether objects it holds): the two would never be freed. */
 static int m_send(lua_State *L) {
   tt_chan *c = check_chan(L);
   tt_ctx *ctx;
@@ -49,6 +56,8 @@ static int m_send(lua_State *L) {
   }
   tt_unref(item);
   if (r == TT_ECLOSED) return luaL_error(L, "send on closed channel");
+  if (r == TT_EINVAL) return luaL_error(L, CYCLE_MSG);
+  if (r == TT_ENOMEM) return luaL_error(L, "not enough memory");
   lua_pushnil(L);
   lt_pushobj(L, tt_error_for(r));
   return 2;
@@ -78,6 +87,8 @@ static int m_recv(lua_State *L) {
   return 3;
 }
 
+/* ch:try_send(v) sends without waiting and returns whether it did; it
+** raises as send does. */
 static int m_try_send(lua_State *L) {
   tt_chan *c = check_chan(L);
   tt_obj *item;
@@ -88,6 +99,8 @@ static int m_try_send(lua_State *L) {
   r = tt_chan_try_send(c, item);
   if (r != TT_OK) tt_unref(item);
   if (r == TT_ECLOSED) return luaL_error(L, "send on closed channel");
+  if (r == TT_EINVAL) return luaL_error(L, CYCLE_MSG);
+  if (r == TT_ENOMEM) return luaL_error(L, "not enough memory");
   lua_pushboolean(L, r == TT_OK);
   return 1;
 }

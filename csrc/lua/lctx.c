@@ -28,7 +28,12 @@ static void cancel_free(tt_obj *o) {
   free(o);
 }
 
-static const tt_type cancel_type = {"tether.CancelFunc", cancel_free, NULL};
+static void cancel_traverse(tt_obj *o, tt_visit visit, void *ud) {
+  visit((tt_obj *)((lt_cancel *)o)->ctx, ud);
+}
+
+static const tt_type cancel_type = {"tether.CancelFunc", cancel_free, NULL,
+                                    cancel_traverse};
 
 typedef struct lt_key {
   tt_obj hdr;
@@ -41,7 +46,8 @@ static int key_describe(tt_obj *o, char *buf, size_t n) {
   return snprintf(buf, n, "tether.Key(%s)", ((lt_key *)o)->name);
 }
 
-static const tt_type key_type = {"tether.Key", key_free, key_describe};
+static const tt_type key_type = {"tether.Key", key_free, key_describe,
+                                   NULL};
 
 const tt_type *lt_key_type(void) { return &key_type; }
 

@@ -151,10 +151,10 @@ static int spawn(lua_State *L, int fnarg, const char *name, bool safe) {
     }
     s->task = t;
     memcpy(s->name, name, len + 1);
-    h = tt_go(name, safe_run, s, safe_drop, &err);
+    h = tt_go(NULL, name, safe_run, s, safe_drop, &err);
     if (h == NULL) safe_drop(s);
   } else {
-    h = tt_go(name, lt_task_run, t, lt_task_drop, &err);
+    h = tt_go(NULL, name, lt_task_run, t, lt_task_drop, &err);
     if (h == NULL) lt_task_drop(t);
   }
   if (h == NULL) return lt_pusherror(L, err, NULL);
@@ -186,6 +186,16 @@ static int l_safe_go(lua_State *L) {
 static int l_shutdown(lua_State *L) {
   (void)L;
   tt_shutdown();
+  return 0;
+}
+
+/* tether.core._test_fail_threads(n) makes the engine's next 'n' thread
+** creations fail (0: none), for specs that reach what happens when no
+** thread can be made.  Test-only: not part of the documented API. */
+static int l_test_fail_threads(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 0 && n <= 1000000, 1, "out of range (0 to 1000000)");
+  tt_test_fail_threads((int)n);
   return 0;
 }
 
@@ -222,6 +232,7 @@ void lt_open_exec(lua_State *L) {
     {"safe_go", l_safe_go},
     {"shutdown", l_shutdown},
     {"threads", l_threads},
+    {"_test_fail_threads", l_test_fail_threads},
     {NULL, NULL}
   };
   lt_newtype(L, &tt_handle_type, methods, NULL);

@@ -5,9 +5,24 @@
 ** g:go(fn, ...) runs fn(gctx, ...) on another thread (waiting for a slot
 ** when the limit is reached); g:try_go(fn, ...) returns false instead;
 ** g:wait() returns nil, or the first error, which canceled gctx.
+**
+** The limit reads as Go's SetLimit: absent or negative, no limit; n > 0,
+** at most n tasks at once; 0, no task at all.  With a limit of 0, Go's Go
+** blocks forever; g:go raises instead ("admits no task"), since a wait
+** that can never end is a bug to report, not a state to sit in, while
+** g:try_go just returns false.
+**
+** A task that cannot be started (no thread can be made) fails the group:
+** g:go returns nil and the error, and the same error is the group's
+** first error, cancels gctx and is what g:wait() returns, so that work
+** lost at the start is never reported as success.
 */
+#include <limits.h>
+
 #include "ltether.h"
 #include "lworker.h"
+
+#define MAX_LIMIT (1 << 20)
 
 /* Each group remembers its context, so that tasks receive it first. */
 typedef struct lg_group {
@@ -23,25 +38,34 @@ static void lg_free(tt_obj *o) {
   free(g);
 }
 
-static const tt_type lg_type = {"tether.Group", lg_free, NULL};
+static void lg_traverse(tt_obj *o, tt_visit visit, void *ud) {
+  lg_group *g = (lg_group *)o;
+  visit((tt_obj *)g->g, ud);
+  visit((tt_obj *)g->gctx, ud);
+}
+
+static const tt_type lg_type = {"tether.Group", lg_free, NULL, lg_traverse};
 
 static lg_group *check_group(lua_State *L) {
   return lt_checkobj(L, 1, &lg_type);
 }
 
+/* tether.group(parent [, {limit = n}]) returns a group and its context
+** (a child of 'parent', canceled by the first error).  Unknown option
+** keys raise. */
 static int l_group(lua_State *L) {
+  static const char *const options[] = {"limit", NULL};
   tt_ctx *parent = lt_checkobj(L, 1, &tt_ctx_type);
-  lua_Integer limit = 0;
+  int limit = TT_NO_LIMIT;
   lg_group *g;
   if (!lua_isnoneornil(L, 2)) {
-    int isint;
     luaL_checktype(L, 2, LUA_TTABLE);
-    if (lua_getfield(L, 2, "limit") != LUA_TNIL) {
-      limit = lua_tointegerx(L, -1, &isint);
-      luaL_argcheck(L, isint && limit > 0 && limit <= 1 << 20, 2,
-                    "field 'limit' must be a positive integer");
-    }
-    lua_pop(L, 1);
+    lt_checkopts(L, 2, 2, NULL, options, false);
+    limit = lt_optint(L, 2, 2, "limit", TT_NO_LIMIT, INT_MIN, INT_MAX);
+    if (limit > MAX_LIMIT)
+      lt_fielderror(L, 2, "limit", "must be at most 1048576 (negative: no "
+                                   "limit)");
+    if (limit < 0) limit = TT_NO_LIMIT;
   }
   g = calloc(1, sizeof *g);
   if (g == NULL) return luaL_error(L, "not enough memory");
@@ -59,18 +83,27 @@ static lt_task *make_task(lua_State *L) {
                      "task of group");
 }
 
+/* g:go(fn, ...) runs fn(gctx, ...) on another thread, first waiting for
+** a slot at the limit; it returns true, or nil and the error when the
+** task could not be started (also the group's error).  On a group with
+** limit 0 it raises: no slot can ever come. */
 static int m_go(lua_State *L) {
   lg_group *g = check_group(L);
   lt_task *t = make_task(L);
   int r = tt_group_go(g->g, lt_task_run, t, lt_task_drop);
   if (r != TT_OK) {
     lt_task_drop(t);
+    if (r == TT_EINVAL)
+      return luaL_error(L, "group admits no task (limit 0): go would wait "
+                           "forever; use try_go or a limit above 0");
     return lt_pusherror(L, r, NULL);
   }
   lua_pushboolean(L, 1);
   return 1;
 }
 
+/* g:try_go(fn, ...) is g:go without the wait: false at the limit (always
+** for limit 0) or when the task could not be started. */
 static int m_try_go(lua_State *L) {
   lg_group *g = check_group(L);
   lt_task *t = make_task(L);
@@ -103,11 +136,13 @@ static int m_wait(lua_State *L) {
   return 1;
 }
 
+/* g:context() returns the group's context (gctx). */
 static int m_context(lua_State *L) {
   lt_pushobj(L, check_group(L)->gctx);
   return 1;
 }
 
+/* g:active() counts the tasks started and not yet ended. */
 static int m_active(lua_State *L) {
   lua_pushinteger(L, tt_group_active(check_group(L)->g));
   return 1;

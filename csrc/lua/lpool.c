@@ -59,7 +59,16 @@ static int lp_describe(tt_obj *o, char *buf, size_t n) {
                   (unsigned long long)s.inflight);
 }
 
-static const tt_type lp_type = {"tether.Pool", lp_free, lp_describe};
+/* A pool object holds its dead-letter channel and its environment (whose
+** init function may hold objects). */
+static void lp_traverse(tt_obj *o, tt_visit visit, void *ud) {
+  lp_pool *p = (lp_pool *)o;
+  visit((tt_obj *)p->dlq, ud);
+  visit((tt_obj *)p->env, ud);
+}
+
+static const tt_type lp_type = {"tether.Pool", lp_free, lp_describe,
+                                lp_traverse};
 
 tt_latch *lt_pool_latch(tt_obj *o) {
   if (o->type != &lp_type) return NULL;
@@ -749,7 +758,8 @@ static int m_submit(lua_State *L) {
 
 /* pool:drain([ctx]) -> true | nil, err.  Only the context bounds the
 ** wait, so drain(tether.with_timeout(...)) reads naturally (the cancel
-** function that comes along is ignored). */
+** function that comes along is ignored).  Called from one of the pool's
+** own ops it raises: the op would wait for itself forever. */
 static int m_drain(lua_State *L) {
   lp_pool *p = check_pool(L);
   tt_ctx *ctx = lua_isnoneornil(L, 2) ? NULL
@@ -763,6 +773,9 @@ static int m_drain(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
+  /* The op that calls it would wait for itself: a bug, not a refusal. */
+  if (r == TT_EDEADLK)
+    return luaL_error(L, "drain called from an op of pool '%s'", p->name);
   lua_pushnil(L);
   lt_pushnew(L, tt_error_for(r));
   return 2;
@@ -778,9 +791,6 @@ static int m_wait_idle(lua_State *L) {
                                       : lt_checkobj(L, 2, &tt_ctx_type);
   lt_wait w;
   int r;
-  if (tt_pool_on_worker(p->pool))
-    return luaL_error(L, "wait_idle called from an op of pool '%s'",
-                      p->name);
   lt_wait_begin(L, &w);
   r = tt_pool_wait_idle(p->pool, ctx, -1);
   if (lt_wait_end(L, &w) && r == TT_EINTR) return lt_interrupted(L);
@@ -788,6 +798,9 @@ static int m_wait_idle(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
+  if (r == TT_EDEADLK)
+    return luaL_error(L, "wait_idle called from an op of pool '%s'",
+                      p->name);
   lua_pushnil(L);
   lt_pushnew(L, tt_error_for(r));
   return 2;

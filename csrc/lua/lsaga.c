@@ -58,7 +58,11 @@ static void ls_free(tt_obj *o) {
   free(s);
 }
 
-static const tt_type ls_type = {"tether.Saga", ls_free, NULL};
+static void ls_traverse(tt_obj *o, tt_visit visit, void *ud) {
+  visit((tt_obj *)((ls_saga *)o)->dlq, ud);
+}
+
+static const tt_type ls_type = {"tether.Saga", ls_free, NULL, ls_traverse};
 
 const char *lt_saga_stays(tt_obj *o) {
   return o->type == &ls_type ? ((ls_saga *)o)->stays : NULL;

@@ -53,7 +53,16 @@ static int value_describe(tt_obj *o, char *buf, size_t n) {
                   v->len, (void *)v);
 }
 
-const tt_type lt_value_type = {"tether.Value", value_free, value_describe};
+/* value_traverse visits the engine objects a packed value carries (fixed
+** once packed), so that sends can refuse reference cycles. */
+static void value_traverse(tt_obj *o, tt_visit visit, void *ud) {
+  lt_value *v = (lt_value *)o;
+  size_t i;
+  for (i = 0; i < v->nobjs; i++) visit(v->objs[i], ud);
+}
+
+const tt_type lt_value_type = {"tether.Value", value_free, value_describe,
+                               value_traverse};
 
 /* }==================================================================== */
 

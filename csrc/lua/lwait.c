@@ -5,6 +5,7 @@
 ** handle, a pool (drained), a channel (a receive), a send case made by
 ** ch:send_case(v), nil (never fires) or tether.default.
 */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "ltether.h"
@@ -14,11 +15,15 @@
 #define LT_STR_(x) #x
 #define LT_STR(x) LT_STR_(x)
 
-/* The binding's send case: a channel and the packed item to send. */
+/* The binding's send case: a channel and the packed item to send.  The
+** case keeps its reference to the item for its whole life (a select hands
+** the channel a reference of its own), so that what it holds is fixed
+** and a walk through it ('traverse') never races with a send. */
 typedef struct lt_sendcase {
   tt_obj hdr;
   tt_chan *chan;
-  tt_obj *item;          /* NULL once sent */
+  tt_obj *item;          /* fixed once made */
+  atomic_bool used;      /* set once the item was sent */
 } lt_sendcase;
 
 static void sendcase_free(tt_obj *o) {
@@ -28,20 +33,33 @@ static void sendcase_free(tt_obj *o) {
   free(s);
 }
 
+static void sendcase_traverse(tt_obj *o, tt_visit visit, void *ud) {
+  lt_sendcase *s = (lt_sendcase *)o;
+  visit((tt_obj *)s->chan, ud);
+  visit(s->item, ud);
+}
+
 static const tt_type sendcase_type = {"tether.SendCase", sendcase_free,
-                                      NULL};
+                                      NULL, sendcase_traverse};
 
 /* The default marker is one static object shared by every state. */
-static const tt_type default_type = {"tether.Default", NULL, NULL};
+static const tt_type default_type = {"tether.Default", NULL, NULL,
+                                     NULL};
 static tt_obj default_obj = {-1, &default_type};
 
 int lt_push_sendcase(lua_State *L, tt_chan *c, int idx) {
+  /* Packed first: a refusal raises before anything is made. */
+  tt_obj *item = lt_pack_one(L, idx, "channel item");
   lt_sendcase *s = calloc(1, sizeof *s);
-  if (s == NULL) return luaL_error(L, "not enough memory");
+  if (s == NULL) {
+    tt_unref(item);
+    return luaL_error(L, "not enough memory");
+  }
   tt_obj_init(&s->hdr, &sendcase_type);
   s->chan = tt_ref(c);
+  s->item = item;
+  atomic_init(&s->used, false);
   lt_pushnew(L, s);
-  s->item = lt_pack_one(L, idx, "channel item");
   return 1;
 }
 
@@ -93,6 +111,7 @@ static int l_select(lua_State *L) {
   tt_case cs[MAX_CASES];
   lt_wait w;
   int n = lua_gettop(L), i, r, def = 0;
+  bool interrupted;
   luaL_argcheck(L, n <= MAX_CASES, MAX_CASES + 1,
                 "too many cases (at most " LT_STR(MAX_CASES) ")");
   memset(cs, 0, sizeof cs);
@@ -112,10 +131,11 @@ static int l_select(lua_State *L) {
       cs[i].chan = (tt_chan *)o;
     } else if (o->type == &sendcase_type) {
       lt_sendcase *s = (lt_sendcase *)o;
-      luaL_argcheck(L, s->item != NULL, arg, "send case already used");
+      luaL_argcheck(L, !atomic_load(&s->used), arg,
+                    "send case already used");
       cs[i].kind = TT_CASE_SEND;
       cs[i].chan = s->chan;
-      cs[i].item = s->item;
+      cs[i].item = s->item;  /* referenced below, once nothing raises */
     } else if (o->type == &tt_ctx_type || o->type == &tt_timer_type ||
                o->type == &tt_handle_type || lt_pool_latch(o) != NULL) {
       cs[i].kind = TT_CASE_LATCH;
@@ -124,10 +144,27 @@ static int l_select(lua_State *L) {
       luaL_typeerror(L, arg, "waitable");
     }
   }
+  /* Each send case offers the channel a reference of its own. */
+  for (i = 0; i < n; i++)
+    if (cs[i].kind == TT_CASE_SEND) tt_ref(cs[i].item);
   lt_wait_begin(L, &w);
   r = tt_select(cs, n, def != 0, -1);
-  if (lt_wait_end(L, &w) && r == TT_SELECT_INTERRUPTED)
-    return lt_interrupted(L);
+  interrupted = lt_wait_end(L, &w) && r == TT_SELECT_INTERRUPTED;
+  /* The references of the cases that did not send go back. */
+  for (i = 0; i < n; i++)
+    if (cs[i].kind == TT_CASE_SEND && (i != r || cs[i].closed))
+      tt_unref(cs[i].item);
+  if (interrupted) return lt_interrupted(L);
+  if (r == TT_SELECT_INVALID) {
+    /* Nothing was done: find the send case whose value holds its
+    ** channel (a reference cycle, tt_chan_send). */
+    for (i = 0; i < n; i++)
+      if (cs[i].kind == TT_CASE_SEND && tt_holds(cs[i].item, cs[i].chan))
+        return luaL_argerror(L, i + 1, "cannot send: the value holds its "
+                             "channel (a reference cycle)");
+    return luaL_error(L, "cannot send: a value holds its channel (a "
+                      "reference cycle)");
+  }
   if (r == TT_SELECT_DEFAULT) {
     lua_pushinteger(L, def);
     return 1;
@@ -147,7 +184,7 @@ static int l_select(lua_State *L) {
     case TT_CASE_SEND: {
       lt_sendcase *s = (lt_sendcase *)lt_toobj(L, r + 1);
       if (cs[r].closed) return luaL_error(L, "send on closed channel");
-      s->item = NULL;  /* the channel owns it now */
+      atomic_store(&s->used, true);
       lua_pushboolean(L, 1);
       return 2;
     }

@@ -53,7 +53,11 @@ static void env_free(tt_obj *o) {
   free(e);
 }
 
-const tt_type lt_env_type = {"tether.Env", env_free, NULL};
+static void env_traverse(tt_obj *o, tt_visit visit, void *ud) {
+  visit(((lt_env *)o)->init, ud);
+}
+
+const tt_type lt_env_type = {"tether.Env", env_free, NULL, env_traverse};
 
 /* dupstr is strdup that passes NULL through. */
 static char *dupstr(const char *s) { return s != NULL ? strdup(s) : NULL; }

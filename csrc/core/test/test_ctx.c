@@ -1,5 +1,6 @@
 /*
-** test_ctx.c -- contexts, the timer thread, select and channels.
+** test_ctx.c -- contexts (ctx.c): cancellation, deadlines, values,
+** after_func, and freeing chains of any depth.
 */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -210,119 +211,39 @@ TEST(after_func_on_never_canceled) {
   tt_unref(a);
 }
 
-TEST(timer_waitable) {
-  double t0 = tt_now();
-  tt_timer *t = tt_after(0.02);
-  CHECK(!tt_latch_is_set(tt_timer_latch(t)));
-  CHECK(tt_latch_wait(tt_timer_latch(t), 5));
-  CHECK(tt_now() - t0 >= 0.019);
-  tt_unref(t);
-}
+/* A million contexts, each the parent of the next (values, cancelable
+** ones registered with their ancestor, detached ones), whose values hold
+** errors: the last release frees the whole chain in constant stack. */
+#define CHAIN 1000000
 
-TEST(select_default_and_nil) {
-  tt_case c[2];
-  memset(c, 0, sizeof c);
-  c[0].kind = TT_CASE_NIL;
-  c[1].kind = TT_CASE_LATCH;
-  c[1].latch = tt_ctx_done(tt_background());
-  CHECK_EQ(tt_select(c, 2, true, -1), TT_SELECT_DEFAULT);
-  CHECK_EQ(tt_select(c, 2, false, 0.01), TT_SELECT_TIMEOUT);
-}
-
-TEST(buffered_chan) {
-  tt_chan *ch = tt_chan_new(2);
-  tt_bytes *a = tt_bytes_new("a", 1), *b = tt_bytes_new("b", 1);
-  tt_obj *got;
-  CHECK_EQ(tt_chan_try_send(ch, &a->hdr), TT_OK);
-  CHECK_EQ(tt_chan_try_send(ch, &b->hdr), TT_OK);
-  CHECK_EQ(tt_chan_try_send(ch, NULL), TT_EQUEUE_FULL);
-  CHECK_EQ(tt_chan_len(ch), 2);
-  CHECK_EQ(tt_chan_recv(ch, &got, NULL, -1), TT_OK);
-  CHECK(got == &a->hdr);
-  tt_unref(got);
-  CHECK_EQ(tt_chan_close(ch), TT_OK);
-  CHECK_EQ(tt_chan_close(ch), TT_ECLOSED);
-  CHECK_EQ(tt_chan_send(ch, NULL, NULL, -1), TT_ECLOSED);
-  CHECK_EQ(tt_chan_try_recv(ch, &got), TT_OK);
-  CHECK(got == &b->hdr);
-  tt_unref(got);
-  CHECK_EQ(tt_chan_recv(ch, &got, NULL, -1), TT_ECLOSED);
-  tt_unref(ch);
-}
-
-static void *producer(void *arg) {
-  tt_chan *ch = arg;
-  long i;
-  for (i = 1; i <= 10000; i++) {
-    tt_bytes *b = tt_bytes_new(&i, sizeof i);
-    if (tt_chan_send(ch, &b->hdr, NULL, -1) != TT_OK) tt_unref(b);
-  }
-  tt_chan_close(ch);
-  return NULL;
-}
-
-TEST(unbuffered_chan_between_threads) {
-  tt_chan *ch = tt_chan_new(0);
-  pthread_t t;
-  long sum = 0, want = 10000L * 10001L / 2;
-  tt_obj *got;
-  CHECK_EQ(tt_chan_try_send(ch, NULL), TT_EQUEUE_FULL);
-  CHECK_EQ(pthread_create(&t, NULL, producer, ch), 0);
-  while (tt_chan_recv(ch, &got, NULL, -1) == TT_OK) {
-    long v;
-    memcpy(&v, ((tt_bytes *)got)->data, sizeof v);
-    sum += v;
-    tt_unref(got);
-  }
-  CHECK_EQ(pthread_join(t, NULL), 0);
-  CHECK_EQ(sum, want);
-  tt_unref(ch);
-}
-
-TEST(recv_bounded_by_context) {
-  tt_chan *ch = tt_chan_new(0);
-  tt_ctx *c = tt_with_timeout(tt_background(), 0.02, NULL);
-  tt_obj *got;
-  CHECK_EQ(tt_chan_recv(ch, &got, c, -1), TT_DEADLINE);
-  CHECK_EQ(tt_chan_recv(ch, &got, NULL, 0.01), TT_ETIMEOUT);
-  tt_unref(c);
-  tt_unref(ch);
-}
-
-static void *canceler(void *arg) {
-  usleep(20000);
-  tt_cancel(arg, NULL);
-  return NULL;
-}
-
-TEST(select_wakes_on_cancel_from_other_thread) {
+static void *ctx_chain(void *arg) {
+  tt_key k = skey("depth");
   tt_ctx *c = tt_with_cancel(tt_background());
-  tt_chan *ch = tt_chan_new(0);
-  pthread_t t;
-  tt_case cs[2];
-  memset(cs, 0, sizeof cs);
-  cs[0].kind = TT_CASE_RECV;
-  cs[0].chan = ch;
-  cs[1].kind = TT_CASE_LATCH;
-  cs[1].latch = tt_ctx_done(c);
-  CHECK_EQ(pthread_create(&t, NULL, canceler, c), 0);
-  CHECK_EQ(tt_select(cs, 2, false, 5), 1);
-  CHECK_EQ(pthread_join(t, NULL), 0);
+  tt_obj *got = NULL;
+  int i;
+  (void)arg;
+  for (i = 0; i < CHAIN; i++) {
+    tt_ctx *n;
+    if (i % 3 == 0) {
+      tt_error *e = tt_error_new(TT_EFAILED, "value", NULL);
+      n = tt_with_value(c, &k, &e->hdr);
+      tt_unref(e);
+    } else if (i % 3 == 1) {
+      n = tt_with_cancel(c);
+    } else {
+      n = tt_without_cancel(c);
+    }
+    tt_unref(c);
+    c = n;
+  }
+  CHECK(tt_ctx_value(c, &k, &got) && got != NULL);
+  tt_unref(got);
   tt_unref(c);
-  tt_unref(ch);
+  return NULL;
 }
 
-TEST(sleep_interrupted) {
-  tt_ctx *c = tt_with_timeout(tt_background(), 0.01, NULL);
-  CHECK_EQ(tt_sleep(5, c), TT_DEADLINE);
-  CHECK_EQ(tt_sleep(0.001, NULL), TT_OK);
-  tt_unref(c);
-}
-
-TEST(error_names) {
-  CHECK(strcmp(tt_strerror(TT_CANCELED), "context canceled") == 0);
-  CHECK(strcmp(tt_strerror(TT_DEADLINE), "context deadline exceeded") == 0);
-  CHECK(strcmp(tt_errname(TT_EQUEUE_FULL), "queue_full") == 0);
+TEST(million_nested_contexts_free_in_constant_stack) {
+  th_on_small_stack(ctx_chain, NULL);
 }
 
 TEST_MAIN()

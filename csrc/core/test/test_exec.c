@@ -8,11 +8,6 @@
 #include "harness.h"
 #include "task.h"
 
-/* WAIT_FOR polls 'cond' for at most 'secs' seconds. */
-#define WAIT_FOR(cond, secs) \
-  do { double wf_end = tt_now() + (secs); \
-    while (!(cond) && tt_now() < wf_end) usleep(1000); } while (0)
-
 static atomic_int drops;
 
 static void count_drop(void *arg) {
@@ -65,7 +60,7 @@ TEST(go_result_and_drop) {
   tt_obj *res = NULL;
   tt_handle *h;
   atomic_store(&drops, 0);
-  h = tt_go("greet", fn_hello, &drops, count_drop, &err);
+  h = tt_go(NULL, "greet", fn_hello, &drops, count_drop, &err);
   CHECK(h != NULL);
   CHECK_EQ(err, TT_OK);
   CHECK(strcmp(tt_handle_name(h), "greet") == 0);
@@ -82,8 +77,44 @@ TEST(go_result_and_drop) {
   tt_unref(h);
 }
 
+/* fn_ctx_value reads the "req" value of its context and whether the
+** context is done. */
+static int fn_ctx_value(tt_ctx *ctx, void *arg, tt_obj **out) {
+  tt_key k = {NULL, "req", 3};
+  (void)arg;
+  if (!tt_ctx_value(ctx, &k, out) || tt_ctx_err(ctx) != 0)
+    atomic_fetch_add(&bad_args, 1);
+  return TT_OK;
+}
+
+/* The task gets the context given to tt_go and holds it until it ends:
+** the caller may release its own reference at once. */
+TEST(go_runs_with_the_given_context) {
+  tt_key k = {NULL, "req", 3};
+  tt_bytes *v = tt_bytes_new("r-42", 4);
+  tt_ctx *req = tt_with_cancel(tt_background());
+  tt_ctx *val = tt_with_value(req, &k, &v->hdr);
+  tt_ctx *d = tt_without_cancel(val);
+  tt_obj *res = NULL;
+  tt_handle *h;
+  atomic_store(&bad_args, 0);
+  tt_cancel(req, NULL);  /* the request ends; the detached task does not */
+  h = tt_go(d, "audit", fn_ctx_value, NULL, NULL, NULL);
+  tt_unref(d);
+  CHECK(h != NULL);
+  CHECK(tt_latch_wait(tt_handle_latch(h), 5));
+  CHECK_EQ(tt_handle_result(h, &res), TT_H_DONE);
+  CHECK(res == &v->hdr);
+  CHECK_EQ(atomic_load(&bad_args), 0);
+  tt_unref(res);
+  tt_unref(h);
+  tt_unref(val);
+  tt_unref(req);
+  tt_unref(v);
+}
+
 TEST(go_default_name_and_describe) {
-  tt_handle *h = tt_go(NULL, fn_hello, &drops, NULL, NULL);
+  tt_handle *h = tt_go(NULL, NULL, fn_hello, &drops, NULL, NULL);
   char buf[128];
   CHECK(h != NULL);
   CHECK(strcmp(tt_handle_name(h), "task") == 0);
@@ -95,7 +126,7 @@ TEST(go_default_name_and_describe) {
 
 TEST(go_failures) {
   tt_obj *res = NULL;
-  tt_handle *h = tt_go("a", fn_fail_obj, NULL, NULL, NULL);
+  tt_handle *h = tt_go(NULL, "a", fn_fail_obj, NULL, NULL, NULL);
   CHECK(tt_latch_wait(tt_handle_latch(h), 5));
   CHECK_EQ(tt_handle_result(h, &res), TT_H_FAILED);
   CHECK(res != NULL && res->type == &tt_error_type);
@@ -106,14 +137,14 @@ TEST(go_failures) {
   tt_unref(res);
   tt_unref(h);
 
-  h = tt_go("b", fn_fail_code, NULL, NULL, NULL);
+  h = tt_go(NULL, "b", fn_fail_code, NULL, NULL, NULL);
   CHECK(tt_latch_wait(tt_handle_latch(h), 5));
   CHECK_EQ(tt_handle_result(h, &res), TT_H_FAILED);
   CHECK(res != NULL && ((tt_error *)res)->code == TT_ETIMEOUT);
   tt_unref(res);
   tt_unref(h);
 
-  h = tt_go("c", fn_fail_odd, NULL, NULL, NULL);
+  h = tt_go(NULL, "c", fn_fail_odd, NULL, NULL, NULL);
   CHECK(tt_latch_wait(tt_handle_latch(h), 5));
   CHECK_EQ(tt_handle_result(h, &res), TT_H_FAILED);
   CHECK(res != NULL && ((tt_error *)res)->code == TT_EFAILED);
@@ -123,7 +154,7 @@ TEST(go_failures) {
 
 TEST(go_rejects_null_fn) {
   int err = 0;
-  CHECK(tt_go("x", NULL, NULL, NULL, &err) == NULL);
+  CHECK(tt_go(NULL, "x", NULL, NULL, NULL, &err) == NULL);
   CHECK_EQ(err, TT_EINVAL);
   CHECK_EQ(tt_exec(NULL, NULL), TT_EINVAL);
 }
@@ -135,14 +166,14 @@ TEST(stop_before_start_on_saturated_executor) {
   /* No idle threads left, and room for two only. */
   tt__exec_shutdown();
   tt__exec_tune(2, -1);
-  b1 = tt_go("b1", fn_block, gate, NULL, NULL);
-  b2 = tt_go("b2", fn_block, gate, NULL, NULL);
+  b1 = tt_go(NULL, "b1", fn_block, gate, NULL, NULL);
+  b2 = tt_go(NULL, "b2", fn_block, gate, NULL, NULL);
   WAIT_FOR(tt_handle_state(b1) == TT_H_RUNNING &&
            tt_handle_state(b2) == TT_H_RUNNING, 5);
   tt__exec_threads(&threads, NULL);
   CHECK_EQ(threads, 2);
   atomic_store(&drops, 0);
-  q = tt_go("queued", fn_hello, &drops, count_drop, NULL);
+  q = tt_go(NULL, "queued", fn_hello, &drops, count_drop, NULL);
   usleep(20000);
   CHECK_EQ(tt_handle_state(q), TT_H_QUEUED);
   CHECK(tt_handle_stop(q));
@@ -178,7 +209,7 @@ TEST(fifo_at_the_cap) {
   tt__exec_tune(1, -1);
   atomic_store(&norder, 0);
   for (i = 0; i < 64; i++) atomic_store(&order[i], 0);
-  b = tt_go("block", fn_block, gate, NULL, NULL);
+  b = tt_go(NULL, "block", fn_block, gate, NULL, NULL);
   for (i = 0; i < 32; i++)
     CHECK_EQ(tt_exec(note_order, (void *)(intptr_t)i), TT_OK);
   tt_cancel(gate, NULL);
@@ -251,7 +282,7 @@ TEST(idle_threads_end_with_exit_hook) {
 /* A task that waits for another task: the executor must grow instead of
 ** queueing the second behind the first. */
 static int fn_wait_other(tt_ctx *ctx, void *arg, tt_obj **out) {
-  tt_handle *inner = tt_go("inner", fn_hello, &drops, NULL, NULL);
+  tt_handle *inner = tt_go(NULL, "inner", fn_hello, &drops, NULL, NULL);
   (void)ctx;
   (void)arg;
   (void)out;
@@ -264,7 +295,7 @@ static int fn_wait_other(tt_ctx *ctx, void *arg, tt_obj **out) {
 TEST(nested_tasks_do_not_deadlock) {
   tt_handle *h[8];
   int i;
-  for (i = 0; i < 8; i++) h[i] = tt_go("outer", fn_wait_other, NULL, NULL,
+  for (i = 0; i < 8; i++) h[i] = tt_go(NULL, "outer", fn_wait_other, NULL, NULL,
                                       NULL);
   for (i = 0; i < 8; i++) {
     CHECK(tt_latch_wait(tt_handle_latch(h[i]), 5));

@@ -16,10 +16,6 @@
 
 #include "harness.h"
 
-#define WAIT_FOR(cond, secs) \
-  do { double wf_end = tt_now() + (secs); \
-    while (!(cond) && tt_now() < wf_end) usleep(1000); } while (0)
-
 static tt_pool_stats stats(tt_pool *p) {
   tt_pool_stats s;
   tt_pool_stats_get(p, &s);
@@ -130,7 +126,7 @@ TEST(interrupt_ends_every_kind_of_wait) {
   tt_pool *p = tt_pool_new(&(tt_pool_opts){.workers = 1}, NULL);
   tt_pool *q = tt_pool_new(&(tt_pool_opts){.workers = 1}, NULL);
   tt_ctx *gctx = NULL, *live = tt_with_cancel(tt_background());
-  tt_group *g = tt_group_new(tt_background(), 0, &gctx);
+  tt_group *g = tt_group_new(tt_background(), TT_NO_LIMIT, &gctx);
   tt_handle *h1 = tt_pool_submit(p, tt_background(), NULL, block_fn, gate,
                                  NULL, NULL);
   tt_handle *h2 = tt_pool_submit(q, tt_background(), NULL, block_fn, gate,
@@ -527,7 +523,7 @@ TEST(wait_idle_waits_without_closing) {
   tt_unref(tt_pool_submit(p, tt_background(), NULL, own_wait_fn, &o, NULL,
                           NULL));
   CHECK_EQ(tt_pool_wait_idle(p, NULL, 10), TT_OK);
-  CHECK_EQ(atomic_load(&o.rc), TT_EINVAL);
+  CHECK_EQ(atomic_load(&o.rc), TT_EDEADLK);
   CHECK_EQ(tt_pool_drain(p, NULL, 10), TT_OK);
   tt_unref(h1);
   tt_unref(h2);
@@ -565,7 +561,7 @@ static int fork_fn(tt_ctx *ctx, void *arg, tt_obj **out) {
 }
 
 TEST(a_child_forked_by_an_engine_thread_gets_the_default_mask) {
-  tt_handle *h = tt_go("fork", fork_fn, NULL, NULL, NULL);
+  tt_handle *h = tt_go(NULL, "fork", fork_fn, NULL, NULL, NULL);
   CHECK(tt_engine_thread() == false);
   CHECK(tt_latch_wait(tt_handle_latch(h), 10));
   CHECK_EQ(tt_handle_state(h), TT_H_DONE);

@@ -13,11 +13,6 @@
 
 #include "harness.h"
 
-/* WAIT_FOR polls 'cond' for at most 'secs' seconds. */
-#define WAIT_FOR(cond, secs) \
-  do { double wf_end = tt_now() + (secs); \
-    while (!(cond) && tt_now() < wf_end) usleep(1000); } while (0)
-
 static tt_key key_tenant = {NULL, "tenant", 6};
 
 static atomic_int drops;
@@ -1300,6 +1295,57 @@ static void nested_observer(const tt_event *ev, void *ud) {
   tt_pool_stats s;
   (void)ud;
   tt_pool_stats_get(ev->pool, &s);
+}
+
+/* An op that drains its own pool would wait for itself, forever: the
+** drain returns TT_EDEADLK at once and leaves the pool open.  Draining
+** another pool from an op is an ordinary wait. */
+typedef struct self_drain {
+  tt_pool *own, *other;
+  atomic_int own_rc, other_rc, submit_rc;
+} self_drain;
+
+static int fn_drain_pools(tt_ctx *ctx, void *arg, tt_obj **out) {
+  self_drain *s = arg;
+  int err = -1;
+  tt_handle *h;
+  (void)ctx;
+  (void)out;
+  atomic_store(&s->own_rc, tt_pool_drain(s->own, NULL, 2));
+  /* Still open: the op may submit more work to its pool. */
+  h = tt_pool_submit(s->own, tt_background(), NULL, fn_ok, NULL, NULL,
+                     &err);
+  atomic_store(&s->submit_rc, err);
+  tt_unref(h);
+  atomic_store(&s->other_rc, tt_pool_drain(s->other, NULL, 5));
+  return TT_OK;
+}
+
+TEST(drain_from_an_op_of_the_pool_is_refused) {
+  self_drain s;
+  tt_pool_opts o;
+  tt_handle *h;
+  memset(&o, 0, sizeof o);
+  o.workers = 1;
+  o.name = "self";
+  s.own = tt_pool_new(&o, NULL);
+  o.name = "other";
+  s.other = tt_pool_new(&o, NULL);
+  atomic_init(&s.own_rc, -1);
+  atomic_init(&s.other_rc, -1);
+  atomic_init(&s.submit_rc, -1);
+  h = submit(s.own, tt_background(), "drainer", fn_drain_pools, &s, NULL);
+  CHECK(wait_handle(h));
+  /* Refused, not timed out after the op's 2 s bound. */
+  CHECK_EQ(atomic_load(&s.own_rc), TT_EDEADLK);
+  CHECK_EQ(atomic_load(&s.submit_rc), TT_OK);
+  CHECK_EQ(atomic_load(&s.other_rc), TT_OK);
+  /* From outside, the drain waits for both ops as usual. */
+  CHECK_EQ(tt_pool_drain(s.own, NULL, 5), TT_OK);
+  CHECK_EQ(stats(s.own).completed, 2);
+  tt_unref(h);
+  tt_unref(s.own);
+  tt_unref(s.other);
 }
 
 TEST(observers_can_use_the_pool_and_unregister) {

@@ -36,7 +36,7 @@ local all = {
   "csrc/lua/lworker.c", "csrc/lua/lctx.c", "csrc/lua/lwait.c",
   "csrc/lua/lchan.c", "csrc/lua/lexec.c", "csrc/lua/lpool.c",
   "csrc/lua/lgroup.c", "csrc/lua/lflight.c", "csrc/lua/lsaga.c",
-  "csrc/lua/lopts.c",
+  "csrc/lua/lopts.c", "csrc/lua/lhttp.c",
 }
 
 build = {

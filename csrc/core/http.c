@@ -813,8 +813,10 @@ int tt_http_res_status(tt_http_req *r, int status) {
   int rc = TT_OK;
   if (status < 200 || status > 599) return TT_EINVAL;
   tt__lock(&r->mu);
-  if (r->committed || r->handler_done)
+  if (r->handler_done)
     rc = TT_ECLOSED;
+  else if (r->committed)
+    rc = TT_EINVAL;
   else
     r->status = status;
   tt__unlock(&r->mu);
@@ -844,8 +846,8 @@ int tt_http_res_header(tt_http_req *r, const char *name,
       strcasecmp(name, "transfer-encoding") == 0)
     return TT_EINVAL;
   tt__lock(&r->mu);
-  if (r->committed || r->handler_done) {
-    rc = TT_ECLOSED;
+  if (r->handler_done || r->committed) {
+    rc = r->handler_done ? TT_ECLOSED : TT_EINVAL;
   } else {
     if (r->nrh == r->caprh) {
       size_t ncap = r->caprh == 0 ? 8 : r->caprh * 2;
@@ -877,7 +879,8 @@ int tt_http_res_send(tt_http_req *r, const void *body, size_t len) {
   int rc;
   tt__lock(&r->mu);
   rc = gone_code(r);
-  if (rc == TT_OK && (r->committed || r->handler_done)) rc = TT_ECLOSED;
+  if (rc == TT_OK && r->handler_done) rc = TT_ECLOSED;
+  if (rc == TT_OK && r->committed) rc = TT_EINVAL;
   if (rc != TT_OK) {
     tt__unlock(&r->mu);
     return rc;
@@ -898,9 +901,9 @@ int tt_http_res_write(tt_http_req *r, const void *chunk, size_t len) {
   int rc;
   tt__lock(&r->mu);
   rc = gone_code(r);
-  if (rc == TT_OK && (r->handler_done || r->stream_end ||
-                      (r->committed && !r->streaming)))
-    rc = TT_ECLOSED;
+  if (rc == TT_OK && r->handler_done) rc = TT_ECLOSED;
+  if (rc == TT_OK && (r->stream_end || (r->committed && !r->streaming)))
+    rc = TT_EINVAL;
   if (rc == TT_OK && !r->committed) rc = start_stream_locked(r);
   if (rc != TT_OK || len == 0 || r->head) {
     tt__unlock(&r->mu);
@@ -945,8 +948,9 @@ int tt_http_res_finish(tt_http_req *r) {
   int rc;
   tt__lock(&r->mu);
   rc = gone_code(r);
+  if (rc == TT_OK && r->handler_done) rc = TT_ECLOSED;
   if (rc == TT_OK && (r->stream_end || (r->committed && !r->streaming)))
-    rc = TT_ECLOSED;
+    rc = TT_EINVAL;
   if (rc == TT_OK && !r->committed) rc = start_stream_locked(r);
   if (rc == TT_OK) {
     r->stream_end = true;

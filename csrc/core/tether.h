@@ -1114,18 +1114,19 @@ const char *tt_http_req_id(tt_http_req *r);
 const char *tt_http_req_header(tt_http_req *r, const char *name);
 
 /* The response.  tt_http_res_status (200..599) and tt_http_res_header
-** (TT_EINVAL for a name that is not an HTTP token, for CR, LF or NUL in
-** the value, and for Content-Length and Transfer-Encoding, which the
-** server sets) apply to the response not yet committed (TT_ECLOSED
-** afterwards).  tt_http_res_send commits the whole response at once
-** (the handler may go on running).  tt_http_res_write commits the status
-** and headers at its first call and sends a chunked body, one chunk per
-** call, waiting while more than 1 MiB is unsent until the request
-** context ends (then it returns that context's error code);
-** tt_http_res_finish ends it (a handler that returns ends it too).  They
-** return TT_OK, TT_ECLOSED (the response was already sent, or the server
-** closed), or TT_ECLIENT_GONE (the client hung up or the connection
-** failed). */
+** (a name that is not an HTTP token, CR or LF in the value, and
+** Content-Length and Transfer-Encoding, which the server sets, are
+** TT_EINVAL) apply to the response not yet committed.
+** tt_http_res_send commits the whole response at once (the handler may
+** go on running).  tt_http_res_write commits the status and headers at
+** its first call and sends a chunked body, one chunk per call, waiting
+** while more than 1 MiB is unsent until the request context ends (then
+** it returns that context's error code); tt_http_res_finish ends it (a
+** handler that returns ends it too).  HEAD requests get the headers
+** only.  They return TT_OK; TT_EINVAL for misuse (a second send, a
+** header or a write after send, a write after finish); TT_ECLOSED once
+** the handler has returned or the server closed; TT_ECLIENT_GONE when
+** the connection failed or ended under a response. */
 int tt_http_res_status(tt_http_req *r, int status);
 int tt_http_res_header(tt_http_req *r, const char *name,
                        const char *value);

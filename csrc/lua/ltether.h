@@ -161,6 +161,7 @@ void lt_open_pool(lua_State *L);
 void lt_open_group(lua_State *L);
 void lt_open_flight(lua_State *L);
 void lt_open_saga(lua_State *L);
+void lt_open_http(lua_State *L);
 
 /* }==================================================================== */
 
@@ -178,6 +179,16 @@ const tt_type *lt_key_type(void);
 /* lpool.c: the drained latch of a Lua pool object, or NULL if 'o' is not
 ** one. */
 tt_latch *lt_pool_latch(tt_obj *o);
+
+/* lpool.c: the engine pool of a Lua pool object and, in '*env' (may be
+** NULL), the environment of its workers (borrowed); NULL if 'o' is not
+** a Lua pool. */
+struct lt_env;
+tt_pool *lt_pool_engine(tt_obj *o, struct lt_env **env);
+
+/* lpool.c: tether.pool itself, for modules that make a pool from an
+** options table (the table at index 1; the pool is returned). */
+int lt_pool_new(lua_State *L);
 
 /* lexec.c: one structured log line on stderr for a failed task. */
 void lt_log_failure(const char *what, const char *name, tt_obj *err);

@@ -878,9 +878,10 @@ int tt_http_res_send(tt_http_req *r, const void *body, size_t len) {
   struct MHD_Response *resp;
   int rc;
   tt__lock(&r->mu);
-  rc = gone_code(r);
-  if (rc == TT_OK && r->handler_done) rc = TT_ECLOSED;
-  if (rc == TT_OK && r->committed) rc = TT_EINVAL;
+  /* Misuse first: it is a bug whether or not the client is still
+  ** there. */
+  rc = r->handler_done ? TT_ECLOSED : r->committed ? TT_EINVAL
+                                                   : gone_code(r);
   if (rc != TT_OK) {
     tt__unlock(&r->mu);
     return rc;
@@ -900,10 +901,12 @@ int tt_http_res_send(tt_http_req *r, const void *body, size_t len) {
 int tt_http_res_write(tt_http_req *r, const void *chunk, size_t len) {
   int rc;
   tt__lock(&r->mu);
-  rc = gone_code(r);
-  if (rc == TT_OK && r->handler_done) rc = TT_ECLOSED;
-  if (rc == TT_OK && (r->stream_end || (r->committed && !r->streaming)))
+  if (r->handler_done)
+    rc = TT_ECLOSED;
+  else if (r->stream_end || (r->committed && !r->streaming))
     rc = TT_EINVAL;
+  else
+    rc = gone_code(r);
   if (rc == TT_OK && !r->committed) rc = start_stream_locked(r);
   if (rc != TT_OK || len == 0 || r->head) {
     tt__unlock(&r->mu);
@@ -947,10 +950,12 @@ int tt_http_res_write(tt_http_req *r, const void *chunk, size_t len) {
 int tt_http_res_finish(tt_http_req *r) {
   int rc;
   tt__lock(&r->mu);
-  rc = gone_code(r);
-  if (rc == TT_OK && r->handler_done) rc = TT_ECLOSED;
-  if (rc == TT_OK && (r->stream_end || (r->committed && !r->streaming)))
+  if (r->handler_done)
+    rc = TT_ECLOSED;
+  else if (r->stream_end || (r->committed && !r->streaming))
     rc = TT_EINVAL;
+  else
+    rc = gone_code(r);
   if (rc == TT_OK && !r->committed) rc = start_stream_locked(r);
   if (rc == TT_OK) {
     r->stream_end = true;
@@ -1105,6 +1110,14 @@ static void handler_end(tt_http_req *r, bool failed, bool never) {
     s->st.rejected++;
     tt__unlock(&s->mu);
   }
+  if (failed) {
+    /* The line goes out before the answer does: a client that has its
+    ** 500 can find the line. */
+    tt__lock(&r->mu);
+    status = can_commit(r) ? MHD_HTTP_INTERNAL_SERVER_ERROR : r->sent_status;
+    tt__unlock(&r->mu);
+    log_failure(r, r->error, status);
+  }
   tt__lock(&r->mu);
   r->handler_done = true;
   if (never) {
@@ -1126,9 +1139,7 @@ static void handler_end(tt_http_req *r, bool failed, bool never) {
     r->stream_end = true;
     if (r->conn != NULL && !r->aborted) resume_locked(r);
   }
-  status = r->sent_status;
   tt__unlock(&r->mu);
-  if (failed) log_failure(r, r->error, status);
   /* The handler is over: so is its context, as Go's when ServeHTTP
   ** returns (a client that hung up first keeps its cause). */
   tt_cancel(r->cctx, NULL);

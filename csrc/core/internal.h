@@ -12,6 +12,12 @@
 ** ctx.c's 'af_mu' (after_func registrations) is taken after a context's
 ** 'mu' and takes nothing else.
 **
+** http.c: a request's 'mu' -> its server's 'mu' -> libmicrohttpd's own
+** locks (suspend and resume are called under the request's lock); a
+** server's 'obs_mu' and 'close_mu' are taken with no other lock of
+** http.c held.  A writer waiting for room waits on the request's 'cv'
+** under its 'mu'.
+**
 ** A context's 'mu' is taken for one context at a time, except that
 ** cancel propagation takes a child's lock after releasing the parent's
 ** (it copies the child list first), so contexts never nest locks.

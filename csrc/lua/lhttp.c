@@ -216,7 +216,17 @@ static int res_finish(lua_State *L) {
 
 /* msgh keeps the traceback aside and the error value as it is. */
 static int msgh(lua_State *L) {
+  static const char tail[] = "\n\t[C]: in ?";
+  const size_t nt = sizeof tail - 1;
+  size_t len;
+  const char *tb;
   luaL_traceback(L, L, NULL, 1);
+  /* The last frame is the C function that runs the handler: noise. */
+  tb = lua_tolstring(L, -1, &len);
+  if (len >= nt && memcmp(tb + len - nt, tail, nt) == 0) {
+    lua_pushlstring(L, tb, len - nt);
+    lua_remove(L, -2);
+  }
   lua_setfield(L, LUA_REGISTRYINDEX, TB_KEY);
   lua_settop(L, 1);
   return 1;

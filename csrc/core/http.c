@@ -48,8 +48,10 @@
 ** request's connection), then stops MHD and the watcher.
 **
 ** Locks.  Each request has its own 'mu' for its response state; the
-** server's 'mu' guards its lists, counters and watcher slots; a request's
-** 'mu' comes first.  MHD's suspend and resume are called under the
+** server's 'mu' guards its list of live requests, 'wmu' the watcher's
+** slots and epoll set; a request's 'mu' comes first, then either of the
+** server's (never both at once).  Counters and the 'closed' and
+** 'draining' flags are atomics.  MHD's suspend and resume are called under the
 ** request's lock (so that exactly one party resumes each suspension), and
 ** MHD's internal locks come after ours: MHD never calls back into this
 ** file while holding them.  Nothing here calls tt_cancel, an observer or
@@ -138,15 +140,24 @@ struct tt_http_server {
   char idprefix[12];
   _Atomic uint64_t seq;
 
+  /* Written under 'mu', read anywhere. */
+  _Atomic bool closed;     /* no request registers or suspends */
+  _Atomic bool draining;   /* shutdown: no new connections, 503s */
+
   /* Under 'mu'. */
-  bool closed;             /* no request registers or suspends */
-  bool draining;           /* shutdown: no new connections, 503s */
-  bool stopped;            /* MHD and the watcher are gone */
   tt_list live;            /* of tt_http_req, from first call to FINISHED */
+  tt_latch drained;        /* set once draining with nothing active */
+
+  /* Under 'wmu', the watcher's lock (taken after a request's 'mu'). */
+  pthread_mutex_t wmu;
+  bool stopped;            /* MHD and the watcher are gone */
   wslot *slots;
   uint32_t nslots, capslots, free_slot;   /* free_slot: UINT32_MAX none */
-  tt_http_stats st;
-  tt_latch drained;        /* set once draining with nothing active */
+
+  /* Counters (tt_http_stats), atomic: the hot paths take no lock for
+  ** them. */
+  _Atomic uint64_t requests, dispatched, rejected, client_gone;
+  _Atomic uint64_t active, suspended, handlers;
 
   /* Under 'obs_mu'. */
   pthread_mutex_t obs_mu;
@@ -305,7 +316,7 @@ static void watch_locked(tt_http_req *r) {
   struct epoll_event ev;
   uint32_t idx;
   if (r->watching || r->fd < 0) return;
-  tt__lock(&s->mu);
+  tt__lock(&s->wmu);
   if (s->stopped) goto out;
   if (s->free_slot != UINT32_MAX) {
     idx = s->free_slot;
@@ -335,7 +346,7 @@ static void watch_locked(tt_http_req *r) {
     s->free_slot = idx;
   }
 out:
-  tt__unlock(&s->mu);
+  tt__unlock(&s->wmu);
 }
 
 /* unwatch_locked takes the socket out of the set (request locked); it
@@ -346,13 +357,13 @@ static void unwatch_locked(tt_http_req *r) {
   uint32_t idx = (uint32_t)(r->wkey & 0xffffffffu);
   if (!r->watching) return;
   r->watching = false;
-  tt__lock(&s->mu);
+  tt__lock(&s->wmu);
   (void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, r->fd, NULL);
   s->slots[idx].req = NULL;
   s->slots[idx].gen++;
   s->slots[idx].next_free = s->free_slot;
   s->free_slot = idx;
-  tt__unlock(&s->mu);
+  tt__unlock(&s->wmu);
 }
 
 /* hangup handles the watcher's event 'key': the request's client hung up
@@ -361,11 +372,11 @@ static void hangup(tt_http_server *s, uint64_t key) {
   uint32_t idx = (uint32_t)(key & 0xffffffffu);
   tt_http_req *r = NULL;
   tt_ctx *ctx = NULL;
-  tt__lock(&s->mu);
+  tt__lock(&s->wmu);
   if (idx < s->nslots && s->slots[idx].req != NULL &&
       s->slots[idx].gen == (uint32_t)(key >> 32))
     r = tt_ref(s->slots[idx].req);
-  tt__unlock(&s->mu);
+  tt__unlock(&s->wmu);
   if (r == NULL) return;
   tt__lock(&r->mu);
   if (r->watching && r->wkey == key) {
@@ -373,9 +384,7 @@ static void hangup(tt_http_server *s, uint64_t key) {
     if (!r->client_gone) {
       r->client_gone = true;
       ctx = tt_ref(r->cctx);
-      tt__lock(&s->mu);
-      s->st.client_gone++;
-      tt__unlock(&s->mu);
+      atomic_fetch_add(&s->client_gone, 1);
     }
   }
   tt__unlock(&r->mu);
@@ -616,9 +625,7 @@ static void resume_locked(tt_http_req *r) {
 static void uncount_locked(tt_http_req *r) {
   if (!r->counted) return;
   r->counted = false;
-  tt__lock(&r->srv->mu);
-  r->srv->st.suspended--;
-  tt__unlock(&r->srv->mu);
+  atomic_fetch_sub(&r->srv->suspended, 1);
 }
 
 /* can_commit tells whether a response may still be committed. */
@@ -632,7 +639,7 @@ static bool can_commit(tt_http_req *r) {
 static void add_headers(tt_http_req *r, struct MHD_Response *resp,
                         bool body) {
   size_t i;
-  bool ctype = false, draining;
+  bool ctype = false;
   for (i = 0; i < r->nrh; i++) {
     if (strcasecmp(r->rh[i].name, "content-type") == 0) ctype = true;
     (void)MHD_add_response_header(resp, r->rh[i].name, r->rh[i].value);
@@ -640,10 +647,8 @@ static void add_headers(tt_http_req *r, struct MHD_Response *resp,
   if (!ctype && body)
     (void)MHD_add_response_header(resp, "Content-Type",
                                   "text/plain; charset=utf-8");
-  tt__lock(&r->srv->mu);
-  draining = r->srv->draining;
-  tt__unlock(&r->srv->mu);
-  if (draining) (void)MHD_add_response_header(resp, "Connection", "close");
+  if (atomic_load(&r->srv->draining))
+    (void)MHD_add_response_header(resp, "Connection", "close");
 }
 
 /* commit_locked makes 'resp' the request's response and resumes the
@@ -670,13 +675,8 @@ static struct MHD_Response *simple_response(tt_http_server *s, int status,
   (void)MHD_add_response_header(resp, "Cache-Control", "no-store");
   if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
     (void)MHD_add_response_header(resp, "Retry-After", s->retry_after_s);
-  if (status == MHD_HTTP_SERVICE_UNAVAILABLE || status >= 400) {
-    bool draining;
-    tt__lock(&s->mu);
-    draining = s->draining || s->closed;
-    tt__unlock(&s->mu);
-    if (draining) (void)MHD_add_response_header(resp, "Connection", "close");
-  }
+  if (atomic_load(&s->draining) || atomic_load(&s->closed))
+    (void)MHD_add_response_header(resp, "Connection", "close");
   return resp;
 }
 
@@ -992,9 +992,10 @@ static void maybe_finished(tt_http_req *r) {
   if (r->listed) {
     tt_list_remove(&r->link);
     r->listed = false;
-    s->st.active--;
+    atomic_fetch_sub(&s->active, 1);
   }
-  if (s->draining && s->st.active == 0) tt__latch_set(&s->drained);
+  if (atomic_load(&s->draining) && atomic_load(&s->active) == 0)
+    tt__latch_set(&s->drained);
   tt__unlock(&s->mu);
   tt_unref(r);  /* the live list's reference */
 }
@@ -1105,11 +1106,7 @@ static void log_failure(tt_http_req *r, tt_obj *err, int status) {
 static void handler_end(tt_http_req *r, bool failed, bool never) {
   tt_http_server *s = r->srv;
   int status;
-  if (never) {
-    tt__lock(&s->mu);
-    s->st.rejected++;
-    tt__unlock(&s->mu);
-  }
+  if (never) atomic_fetch_add(&s->rejected, 1);
   if (failed) {
     /* The line goes out before the answer does: a client that has its
     ** 500 can find the line. */
@@ -1143,11 +1140,7 @@ static void handler_end(tt_http_req *r, bool failed, bool never) {
   /* The handler is over: so is its context, as Go's when ServeHTTP
   ** returns (a client that hung up first keeps its cause). */
   tt_cancel(r->cctx, NULL);
-  if (!never) {
-    tt__lock(&s->mu);
-    s->st.handlers--;
-    tt__unlock(&s->mu);
-  }
+  if (!never) atomic_fetch_sub(&s->handlers, 1);
   maybe_finished(r);
 }
 
@@ -1160,9 +1153,7 @@ static int run_req(tt_ctx *ctx, void *arg, tt_obj **out) {
   tt__lock(&r->mu);
   r->ran = true;
   tt__unlock(&r->mu);
-  tt__lock(&s->mu);
-  s->st.handlers++;
-  tt__unlock(&s->mu);
+  atomic_fetch_add(&s->handlers, 1);
   rc = s->handler(ctx, r, s->ud, &err);
   if (rc != TT_OK) {
     if (err == NULL) {
@@ -1229,9 +1220,7 @@ static bool request_ctx(tt_http_server *s, tt_http_req *r) {
 /* reject answers 503 from the access handler. */
 static enum MHD_Result reject(tt_http_server *s, tt_http_req *r,
                               struct MHD_Connection *c) {
-  tt__lock(&s->mu);
-  s->st.rejected++;
-  tt__unlock(&s->mu);
+  atomic_fetch_add(&s->rejected, 1);
   return queue_now(r, c, MHD_HTTP_SERVICE_UNAVAILABLE);
 }
 
@@ -1241,31 +1230,23 @@ static enum MHD_Result dispatch(tt_http_server *s, tt_http_req *r,
   tt_submit_opts so;
   tt_handle *h;
   int err = TT_OK;
-  bool full;
+  if (atomic_load(&s->closed) || atomic_load(&s->draining) ||
+      atomic_load(&s->suspended) >= (uint64_t)s->max_inflight)
+    return reject(s, r, c);
   if (!request_ctx(s, r)) return MHD_NO;
   memset(&so, 0, sizeof so);
   so.name = s->name;
   so.attached = true;
-  tt__lock(&s->mu);
-  full = s->closed || s->draining ||
-         s->st.suspended >= (uint64_t)s->max_inflight;
-  tt__unlock(&s->mu);
-  /* Refuse before suspending when the pool is plainly full. */
-  if (full || tt_pool_precheck(s->pool, r->ctx, &so) != TT_OK) {
-    tt_cancel(r->cctx, NULL);
-    return reject(s, r, c);
-  }
   tt__lock(&r->mu);
-  tt__lock(&s->mu);
-  if (s->closed) {
-    /* Closed since the look above: the connection just ends. */
-    tt__unlock(&s->mu);
+  /* Read under the request's lock: tt_http_close sets 'closed' before it
+  ** takes each request's lock, so either it is seen here, or close finds
+  ** this request suspended and resumes it. */
+  if (atomic_load(&s->closed)) {
     tt__unlock(&r->mu);
     return MHD_NO;
   }
-  s->st.suspended++;
-  s->st.dispatched++;
-  tt__unlock(&s->mu);
+  atomic_fetch_add(&s->suspended, 1);
+  atomic_fetch_add(&s->dispatched, 1);
   r->dispatched = true;
   r->counted = true;
   MHD_suspend_connection(c);
@@ -1276,8 +1257,10 @@ static enum MHD_Result dispatch(tt_http_server *s, tt_http_req *r,
   h = tt_pool_submit(s->pool, r->ctx, &so, run_req, tt_ref(r), drop_req,
                      &err);
   if (h == NULL) {
-    /* Refused after all (others took the room): 503, and the request is
-    ** over without a handler. */
+    /* A full pool (or a closed one): 503, and the request is over
+    ** without a handler.  The pool is asked only now, once: a look
+    ** before suspending would cost every request a second round on the
+    ** pool's lock, to spare only refused ones a suspend and resume. */
     tt__lock(&r->mu);
     r->ran = true;
     tt__unlock(&r->mu);
@@ -1302,7 +1285,7 @@ static enum MHD_Result first_call(tt_http_server *s,
   bool draining;
   if (r == NULL) return MHD_NO;
   tt__lock(&s->mu);
-  if (s->closed) {
+  if (atomic_load(&s->closed)) {
     tt__unlock(&s->mu);
     tt_unref(r);
     return MHD_NO;
@@ -1310,9 +1293,9 @@ static enum MHD_Result first_call(tt_http_server *s,
   tt_list_push(&s->live, &r->link);
   r->listed = true;
   tt_ref(r);  /* the live list's */
-  s->st.requests++;
-  s->st.active++;
-  draining = s->draining;
+  atomic_fetch_add(&s->requests, 1);
+  atomic_fetch_add(&s->active, 1);
+  draining = atomic_load(&s->draining);
   tt__unlock(&s->mu);
   *con_cls = r;  /* MHD's reference, until the request completes */
   for (i = 0; i < r->nheaders; i++) {
@@ -1415,9 +1398,7 @@ static void on_completed(void *cls, struct MHD_Connection *c,
                           MHD_REQUEST_TERMINATED_CLIENT_ABORT)) {
     r->client_gone = true;
     if (r->cctx != NULL && !r->handler_done) ctx = tt_ref(r->cctx);
-    tt__lock(&s->mu);
-    s->st.client_gone++;
-    tt__unlock(&s->mu);
+    atomic_fetch_add(&s->client_gone, 1);
   }
   TT_CHECK(pthread_cond_broadcast(&r->cv));
   tt__unlock(&r->mu);
@@ -1457,10 +1438,7 @@ static void srv_free(tt_obj *o);
 
 static int srv_describe(tt_obj *o, char *buf, size_t n) {
   tt_http_server *s = (tt_http_server *)o;
-  bool closed;
-  tt__lock(&s->mu);
-  closed = s->closed;
-  tt__unlock(&s->mu);
+  bool closed = atomic_load(&s->closed);
   return snprintf(buf, n, "tether.HttpServer '%s' %s (%s)", s->name,
                   s->addr, closed ? "closed" : "serving");
 }
@@ -1472,9 +1450,13 @@ const char *tt_http_addr(tt_http_server *s) { return s->addr; }
 const char *tt_http_name(tt_http_server *s) { return s->name; }
 
 void tt_http_stats_get(tt_http_server *s, tt_http_stats *out) {
-  tt__lock(&s->mu);
-  *out = s->st;
-  tt__unlock(&s->mu);
+  out->requests = atomic_load(&s->requests);
+  out->dispatched = atomic_load(&s->dispatched);
+  out->rejected = atomic_load(&s->rejected);
+  out->client_gone = atomic_load(&s->client_gone);
+  out->active = atomic_load(&s->active);
+  out->suspended = atomic_load(&s->suspended);
+  out->handlers = atomic_load(&s->handlers);
 }
 
 /* parse_addr reads "HOST:PORT" into 'ss'. */
@@ -1658,6 +1640,7 @@ tt_http_server *tt_http_new(const tt_http_opts *o, int *err, char *msg,
   tt_obj_init(&s->hdr, &tt_http_server_type);
   atomic_init(&s->irefs, 1);
   TT_CHECK(pthread_mutex_init(&s->mu, NULL));
+  TT_CHECK(pthread_mutex_init(&s->wmu, NULL));
   TT_CHECK(pthread_mutex_init(&s->close_mu, NULL));
   TT_CHECK(pthread_mutexattr_init(&ma));
   TT_CHECK(pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE));
@@ -1758,12 +1741,12 @@ void tt_http_close(tt_http_server *s, tt_obj *cause) {
   uint64_t one = 1;
   tt__lock(&s->close_mu);
   tt__lock(&s->mu);
-  if (s->closed) {
+  if (atomic_load(&s->closed)) {
     tt__unlock(&s->mu);
     tt__unlock(&s->close_mu);
     return;
   }
-  s->closed = true;
+  atomic_store(&s->closed, true);
   tt_list_init(&mine);
   for (l = s->live.next; l != &s->live; l = l->next) {
     tt_http_req *r = tt_container_of(l, tt_http_req, link);
@@ -1803,8 +1786,10 @@ void tt_http_close(tt_http_server *s, tt_obj *cause) {
     TT_CHECK(pthread_join(s->watcher, NULL));
     s->watcher_started = false;
   }
-  tt__lock(&s->mu);
+  tt__lock(&s->wmu);
   s->stopped = true;
+  tt__unlock(&s->wmu);
+  tt__lock(&s->mu);
   tt__latch_set(&s->drained);
   tt__unlock(&s->mu);
   if (s->shutdown_af != NULL) {
@@ -1820,11 +1805,11 @@ int tt_http_shutdown(tt_http_server *s, tt_ctx *ctx, double timeout) {
   int n = 1, r;
   bool first = false, idle;
   tt__lock(&s->mu);
-  if (!s->draining && !s->closed) {
-    s->draining = true;
+  if (!atomic_load(&s->draining) && !atomic_load(&s->closed)) {
+    atomic_store(&s->draining, true);
     first = true;
   }
-  idle = s->st.active == 0;
+  idle = atomic_load(&s->active) == 0;
   if (idle) tt__latch_set(&s->drained);
   tt__unlock(&s->mu);
   if (first) {
@@ -1880,6 +1865,7 @@ static void srv_destroy(tt_http_server *s) {
   tt__latch_destroy(&s->drained);
   TT_CHECK(pthread_mutex_destroy(&s->obs_mu));
   TT_CHECK(pthread_mutex_destroy(&s->close_mu));
+  TT_CHECK(pthread_mutex_destroy(&s->wmu));
   TT_CHECK(pthread_mutex_destroy(&s->mu));
   free(s);
 }

@@ -12,8 +12,9 @@
 ** ctx.c's 'af_mu' (after_func registrations) is taken after a context's
 ** 'mu' and takes nothing else.
 **
-** http.c: a request's 'mu' -> its server's 'mu' -> libmicrohttpd's own
-** locks (suspend and resume are called under the request's lock); a
+** http.c: a request's 'mu' -> its server's 'mu' or 'wmu' (the watcher's;
+** never both) -> libmicrohttpd's own locks (suspend and resume are
+** called under the request's lock); a
 ** server's 'obs_mu' and 'close_mu' are taken with no other lock of
 ** http.c held.  A writer waiting for room waits on the request's 'cv'
 ** under its 'mu'.

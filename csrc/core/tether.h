@@ -1082,7 +1082,8 @@ int tt_http_shutdown(tt_http_server *s, tt_ctx *ctx, double timeout);
 ** for a response; 'handlers' are running.  The others only grow:
 ** 'requests' counts requests whose headers arrived, 'dispatched' those
 ** handed to a handler, 'rejected' the 503s, 'client_gone' the requests
-** whose client hung up before their response was sent. */
+** whose client hung up before their response was sent.  Each counter is
+** read atomically, the set is not one snapshot. */
 typedef struct tt_http_stats {
   uint64_t requests, dispatched, rejected, client_gone;
   uint64_t active, suspended, handlers;

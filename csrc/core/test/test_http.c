@@ -181,13 +181,29 @@ static int h_nothing(tt_ctx *ctx, tt_http_req *r, void *ud, tt_obj **err) {
   return TT_OK;
 }
 
+/* h_fail fails with an error that quotes the request's credentials. */
 static int h_fail(tt_ctx *ctx, tt_http_req *r, void *ud, tt_obj **err) {
   seen *w = ud;
+  char msg[256];
+  const char *auth = tt_http_req_header(r, "authorization");
+  const char *cookie = tt_http_req_header(r, "cookie");
   (void)ctx;
   snprintf(w->id, sizeof w->id, "%s", tt_http_req_id(r));
+  snprintf(msg, sizeof msg, "boom: %s; %s", auth != NULL ? auth : "-",
+           cookie != NULL ? cookie : "-");
   atomic_fetch_add(&w->calls, 1);
-  *err = &tt_error_new(TT_EFAILED, "boom", NULL)->hdr;
+  *err = &tt_error_new(TT_EFAILED, msg, NULL)->hdr;
   return TT_EFAILED;
+}
+
+/* A log sink that keeps the last line. */
+static char last_line[2048];
+static atomic_int nlines;
+
+static void keep_line(const tt_log_record *rec, void *ud) {
+  (void)ud;
+  snprintf(last_line, sizeof last_line, "%.*s", (int)rec->len, rec->line);
+  atomic_fetch_add(&nlines, 1);
 }
 
 /* h_wait waits for its context (or the test's gate) to end, and records
@@ -374,10 +390,21 @@ TEST(handler_error_answers_500_with_the_id) {
   tt_http_server *s;
   tt_http_stats st;
   seen_init(&w);
+  tt_log_set_sink(keep_line, NULL);
   s = serve(p, h_fail, &w, NULL);
   request(s, "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
+             "Cookie: sid=0123456789; lang=en\r\n"
              "Connection: close\r\n\r\n", buf, sizeof buf);
   CHECK_EQ(status_of(buf), 500);
+  /* The line was written before the answer went out. */
+  CHECK_EQ(atomic_load(&nlines), 1);
+  tt_log_set_sink(NULL, NULL);
+  CHECK(strstr(last_line, "\"msg\":\"http handler failed\"") != NULL);
+  CHECK(strstr(last_line, "\"status\":500") != NULL);
+  CHECK(strstr(last_line, "boom: [redacted]; [redacted]") != NULL);
+  CHECK(strstr(last_line, "s3cret") == NULL);
+  CHECK(strstr(last_line, "0123456789") == NULL);
+  CHECK(strstr(last_line, w.id) != NULL);
   snprintf(want, sizeof want, "%s\n", w.id);
   CHECK(w.id[0] != '\0');
   CHECK(strcmp(body_of(buf), want) == 0);

@@ -5,16 +5,15 @@
 # 1 ms), each loaded by `wrk -t2 -c50 -d5s --latency` on 127.0.0.1; and
 # the time from a client's hang-up to its handler's request context done.
 #
-# Usage: bash bench/http.sh [RUN]
-# It prints result lines "<RUN> <impl>.<metric> <value>" (impl: tether,
-# nginx, luahttp), the format of bench/run.sh, which calls it once per
-# run; it can also be run by itself (RUN defaults to 1).  Environment:
-# BUILD (default build), HTTP_DURATION (wrk's seconds, default 5),
-# HTTP_WORKERS (tether's pool, default 64).
+# Usage: bash bench/http.sh
+# It prints result lines "<impl>.<metric> <value>" (impl: tether, nginx,
+# luahttp), the format bench/run.sh collects (it calls this script once
+# per run); it can also be run by itself.  Environment: BUILD (default
+# build), HTTP_DURATION (wrk's seconds, default 5), HTTP_WORKERS (the
+# workers of tether's pool, default 64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-run=${1:-1}
 build=${BUILD:-build}
 lua=${LUA:-lua5.4}
 duration=${HTTP_DURATION:-5}
@@ -83,8 +82,8 @@ load() {
   if grep -q "Non-2xx or 3xx responses" <<<"$out"; then
     echo "http.sh: $impl $shape: errors: $(grep Non-2xx <<<"$out")" >&2
   fi
-  [ -n "$rps" ] && echo "$run $impl.http_${shape}_per_s $rps"
-  [ -n "$p99" ] && echo "$run $impl.http_${shape}_p99_ms $p99"
+  [ -n "$rps" ] && echo "$impl.http_${shape}_per_s $rps"
+  [ -n "$p99" ] && echo "$impl.http_${shape}_p99_ms $p99"
   return 0
 }
 
@@ -143,4 +142,4 @@ bench_impl luahttp "127.0.0.1:$port"
 kill "${pids[-1]}"
 
 # Hang-up to context done, through tether.http.
-"$lua" bench/http_hangup.lua | sed "s/^/$run /"
+"$lua" bench/http_hangup.lua

@@ -30,9 +30,9 @@ for i = 1, n + 20 do
   c:close()
   local d = assert(done:recv(tether.with_timeout(tether.background(), 10)))
   assert(d.gone, "the context did not end with client_gone")
-  if i > 20 then lat[#lat + 1] = (d.at - t0) * 1e3 end  -- 20 warm-ups
+  if i > 20 then lat[#lat + 1] = (d.at - t0) * 1e6 end  -- 20 warm-ups
 end
 srv:close()
 table.sort(lat)
-B.report("tether", "http_hangup_p50_ms", lat[(#lat + 1) // 2])
-B.report("tether", "http_hangup_p99_ms", lat[math.ceil(#lat * 0.99)])
+B.report("tether", "http_hangup_p50_us", lat[(#lat + 1) // 2])
+B.report("tether", "http_hangup_p99_us", lat[math.ceil(#lat * 0.99)])

@@ -2,9 +2,8 @@
 -- (bench/http.sh): GET /hello answers "hello", GET /sleep sleeps 1 ms on
 -- its request context first.  It prints its address, then serves until
 -- it is killed.  Usage: lua5.4 bench/http_server.lua [workers]
-local B = dofile("bench/common.lua")
+dofile("bench/common.lua")  -- the module's paths
 local tether = require "tether"
-local _ = B
 
 local workers = tonumber(arg[1]) or 64
 local srv = tether.http.server {

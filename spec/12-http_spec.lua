@@ -584,6 +584,15 @@ describe("tether.http", function()
       assert.is_true(status == 431 or status == 413, tostring(status))
     end)
 
+    it("answers a malformed header and a request without Host with 400",
+       function()
+      assert.equal(400, (parse(raw(srv, "GET / HTTP/1.1\r\nHost: t\r\n"
+        .. "Bad Header\r\n\r\n"))))
+      assert.equal(400, (parse(raw(srv, "GET / HTTP/1.1\r\n\r\n"))))
+      assert.equal(505, (parse(raw(srv, "GET / HTTP/9.1\r\nHost: t\r\n"
+        .. "\r\n"))))
+    end)
+
     it("answers a malformed Content-Length with 400", function()
       local status = parse(raw(srv, "POST / HTTP/1.1\r\nHost: t\r\n"
         .. "Content-Length: ten\r\n\r\n0123456789"))

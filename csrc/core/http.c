@@ -1558,6 +1558,7 @@ static struct MHD_Daemon *start_daemon(tt_http_server *s,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)idle,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+        MHD_OPTION_STRICT_FOR_CLIENT, 1,
         MHD_OPTION_HTTPS_MEM_CERT, cert,
         MHD_OPTION_HTTPS_MEM_KEY, key,
         MHD_OPTION_END);
@@ -1568,6 +1569,7 @@ static struct MHD_Daemon *start_daemon(tt_http_server *s,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)idle,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+        MHD_OPTION_STRICT_FOR_CLIENT, 1,
         MHD_OPTION_END);
   TT_CHECK(pthread_sigmask(SIG_SETMASK, &old, NULL));
   return d;

@@ -777,6 +777,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
   op *evicted = NULL;
   int code = tt__error_code(err);
   bool plain = false;
+  bool attached = o->attached;  /* 'o' may be gone once unlocked */
   /* A failure in a context that ended is blamed on the context. */
   if (ctx != NULL && tt_ctx_err(ctx) != 0)
     cause = tt_ctx_cause(ctx);
@@ -823,7 +824,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
   tt_unref(old_cause);
   tt_unref(rec_err);
   tt_unref(rec_cause);
-  if (!o->attached) tt_cancel(ctx, NULL);  /* as in op_completed */
+  if (!attached) tt_cancel(ctx, NULL);  /* as in op_completed */
   tt_unref(ctx);
   if (plain)
     finish_failed(p, o, false);

@@ -303,12 +303,19 @@ static int run_call(lua_State *L) {
   tt_obj_init(&res->hdr, &res_type);
   res->req = tt_ref(c->req);
   lt_pushnew(L, res);                       /* 5 */
+  lua_pushvalue(L, 5);
+  lua_insert(L, 2);                         /* 2: res, kept */
   st = lua_pcall(L, 3, 0, 1);
+  /* This state's 'res' lets go of the request now rather than when the
+  ** worker's collector gets to it: an idle worker would otherwise keep
+  ** the request, and so its server and the server's pool, alive.  A
+  ** 'res' that went to another thread holds its own reference. */
+  luaL_callmeta(L, 2, "__gc");
   if (st != LUA_OK) {
     const char *tb;
     lua_getfield(L, LUA_REGISTRYINDEX, TB_KEY);
     tb = lua_tostring(L, -1);
-    c->err = (tt_obj *)lt_pack_error(L, 2, tb);
+    c->err = (tt_obj *)lt_pack_error(L, 3, tb);
     lua_pushnil(L);
     lua_setfield(L, LUA_REGISTRYINDEX, TB_KEY);
   }
@@ -332,11 +339,12 @@ static int lh_handle(tt_ctx *ctx, tt_http_req *req, void *ud,
     c.fn = find_route(a, tt_http_req_method(req), tt_http_req_path(req),
                       &status, allow, sizeof allow);
     if (c.fn == NULL) {
+      const char *body = status == 405 ? "method not allowed\n"
+                                       : "not found\n";
       tt_http_res_status(req, status);
       if (status == 405) tt_http_res_header(req, "Allow", allow);
-      if (status == 405)
-        return tt_http_res_send(req, "method not allowed\n", 19), TT_OK;
-      return tt_http_res_send(req, "not found\n", 10), TT_OK;
+      (void)tt_http_res_send(req, body, strlen(body));
+      return TT_OK;
     }
   }
   L = lt_thread_state(a->env, msg, sizeof msg);

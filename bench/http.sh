@@ -10,14 +10,14 @@
 # luahttp), the format bench/run.sh collects (it calls this script once
 # per run); it can also be run by itself.  Environment: BUILD (default
 # build), HTTP_DURATION (wrk's seconds, default 5), HTTP_WORKERS (the
-# workers of tether's pool, default 64).
+# workers of tether's pool, default 16, as a server's own pool).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=${BUILD:-build}
 lua=${LUA:-lua5.4}
 duration=${HTTP_DURATION:-5}
-workers=${HTTP_WORKERS:-64}
+workers=${HTTP_WORKERS:-16}
 export BENCH_BUILD=$build
 
 need=(wrk nginx libnginx-mod-http-lua lua-http lua-cqueues lua-socket)

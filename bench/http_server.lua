@@ -5,7 +5,7 @@
 dofile("bench/common.lua")  -- the module's paths
 local tether = require "tether"
 
-local workers = tonumber(arg[1]) or 64
+local workers = tonumber(arg[1]) or 16
 local srv = tether.http.server {
   pool = { name = "bench", workers = workers, queue = 1024 },
   routes = {

@@ -789,13 +789,24 @@ describe("tether.http", function()
       .. "rsa:2048 -nodes -days 1 -subj /CN=localhost -keyout %s/key.pem "
       .. "-out %s/cert.pem "
       .. ">/dev/null 2>&1"):format(dir, dir)))
+    local seen = tether.chan(1)
     local srv = tether.http.server {
       tls = { cert = dir .. "/cert.pem", key = dir .. "/key.pem" },
-      handler = function(ctx, req, res) res:send("secret " .. req.path) end,
+      routes = {
+        ["/s"] = function(ctx, req, res) res:send("secret " .. req.path) end,
+        ["/slow"] = function(ctx, req, res)
+          ctx:wait(10)
+          seen:send(ctx:cause() == tether.http.client_gone)
+        end,
+      },
     }
     local body, rc = curl("-k 'https://" .. srv:addr() .. "/s'")
     assert.equal(0, rc)
     assert.equal("secret /s", body)
+    -- A hang-up is seen through TLS too.
+    body, rc = curl("-k --max-time 1 'https://" .. srv:addr() .. "/slow'")
+    assert.equal(28, rc)
+    assert.is_true(seen:recv(tether.with_timeout(bg, 10)))
     -- Plain HTTP to a TLS server gets no answer.
     body, rc = curl("--max-time 5 " .. url(srv, "/s"))
     assert.are_not.equal(0, rc)

@@ -749,7 +749,18 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     if (avail > max) avail = max;
     memcpy(buf, r->stream.data + r->stream_off, avail);
     r->stream_off += avail;
-    if (r->stream_off == r->stream.len) r->stream.len = r->stream_off = 0;
+    if (r->stream_off == r->stream.len) {
+      r->stream.len = r->stream_off = 0;
+    } else if (r->stream_off >= STREAM_BLOCK &&
+               r->stream_off >= r->stream.len / 2) {
+      /* Writes may keep the buffer from ever emptying: what was sent
+      ** goes, so that a long stream does not grow it without end. */
+      r->stream.len -= r->stream_off;
+      memmove(r->stream.data, r->stream.data + r->stream_off,
+              r->stream.len);
+      r->stream.data[r->stream.len] = '\0';
+      r->stream_off = 0;
+    }
     TT_CHECK(pthread_cond_broadcast(&r->cv));
     n = (ssize_t)avail;
   } else if (r->stream_end) {
@@ -1382,16 +1393,11 @@ static void on_completed(void *cls, struct MHD_Connection *c,
   (void)c;
   if (r == NULL) return;
   *con_cls = NULL;
-  tt__lock(&r->mu);
-  r->conn = NULL;
-  r->mhd_done = true;
-  resp = r->resp;
-  r->resp = NULL;
-  unwatch_locked(r);
-  r->suspended = false;
-  uncount_locked(r);
   /* A connection that fails before its response went out (a streamed
-  ** one, or one MHD could not finish) lost its client. */
+  ** one, or one MHD could not finish) lost its client.  The context ends
+  ** before the connection is marked gone below: a writer that wakes up
+  ** to find it gone then finds the cause too. */
+  tt__lock(&r->mu);
   if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK &&
       toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN && !r->aborted &&
       !r->client_gone && (r->dispatched || toe ==
@@ -1400,13 +1406,22 @@ static void on_completed(void *cls, struct MHD_Connection *c,
     if (r->cctx != NULL && !r->handler_done) ctx = tt_ref(r->cctx);
     atomic_fetch_add(&s->client_gone, 1);
   }
-  TT_CHECK(pthread_cond_broadcast(&r->cv));
   tt__unlock(&r->mu);
-  if (resp != NULL) MHD_destroy_response(resp);
   if (ctx != NULL) {
     tt_cancel(ctx, &tt_http_client_gone.hdr);
     tt_unref(ctx);
   }
+  tt__lock(&r->mu);
+  r->conn = NULL;
+  r->mhd_done = true;
+  resp = r->resp;
+  r->resp = NULL;
+  unwatch_locked(r);
+  r->suspended = false;
+  uncount_locked(r);
+  TT_CHECK(pthread_cond_broadcast(&r->cv));
+  tt__unlock(&r->mu);
+  if (resp != NULL) MHD_destroy_response(resp);
   maybe_finished(r);
   tt_unref(r);  /* MHD's reference */
 }

@@ -250,6 +250,25 @@ static int h_stream(tt_ctx *ctx, tt_http_req *r, void *ud, tt_obj **err) {
   return TT_OK;
 }
 
+/* h_bigstream writes 4 MiB in chunks of 32 KiB: more than the 1 MiB a
+** writer may have unsent, so it waits for the client now and then.  On
+** /endless it writes until a write fails (at most 1 GiB). */
+static int h_bigstream(tt_ctx *ctx, tt_http_req *r, void *ud,
+                       tt_obj **err) {
+  static char chunk[32 * 1024];
+  seen *w = ud;
+  int i, rc = TT_OK;
+  int n = strcmp(tt_http_req_path(r), "/endless") == 0 ? 32768 : 128;
+  (void)err;
+  memset(chunk, 'z', sizeof chunk);
+  for (i = 0; i < n && rc == TT_OK; i++)
+    rc = tt_http_res_write(r, chunk, sizeof chunk);
+  atomic_store(&w->err, rc);
+  tt_unref(atomic_exchange(&w->cause, tt_ctx_cause(ctx)));
+  atomic_fetch_add(&w->calls, 1);
+  return TT_OK;
+}
+
 /* h_echo answers the method, path, a query argument, a header and the
 ** body; it also checks what the response functions refuse. */
 static int h_echo(tt_ctx *ctx, tt_http_req *r, void *ud, tt_obj **err) {
@@ -628,6 +647,62 @@ TEST(streamed_response) {
   CHECK_EQ(status_of(buf), 200);
   CHECK(strstr(buf, "Transfer-Encoding: chunked\r\n") != NULL);
   CHECK(strcmp(dechunk(body_of(buf)), "one two three") == 0);
+  tt_unref(s);
+  seen_free(&w);
+  tt_unref(p);
+}
+
+/* count_body reads a response to its end and returns the size of its
+** chunked body (the chunk sizes added up), or -1 if malformed. */
+static long count_body(int fd) {
+  static char buf[8 << 20];
+  size_t n = read_all(fd, buf, sizeof buf);
+  const char *p = strstr(buf, "\r\n\r\n");
+  long total = 0;
+  if (p == NULL) return -1;
+  p += 4;
+  for (;;) {
+    char *end;
+    unsigned long len = strtoul(p, &end, 16);
+    if (end == p || strncmp(end, "\r\n", 2) != 0) return -1;
+    if (len == 0) return total;
+    p = end + 2 + len;
+    if ((size_t)(p - buf) + 2 > n || strncmp(p, "\r\n", 2) != 0) return -1;
+    p += 2;
+    total += (long)len;
+  }
+}
+
+TEST(long_stream_waits_for_the_client) {
+  tt_pool *p = pool_of(2, 8);
+  seen w;
+  tt_http_server *s;
+  int fd;
+  seen_init(&w);
+  s = serve(p, h_bigstream, &w, NULL);
+  fd = dial(s);
+  send_str(fd, GET("/"));
+  CHECK_EQ(count_body(fd), 128L * 32 * 1024);
+  close(fd);
+  WAIT_FOR(atomic_load(&w.calls) == 1, 10);
+  CHECK_EQ(atomic_load(&w.err), TT_OK);
+  CHECK(atomic_load(&w.cause) == NULL);
+  /* A client that leaves in the middle: the writer learns it, and so
+  ** does the request context. */
+  fd = dial(s);
+  send_str(fd, GET("/endless"));
+  {
+    char some[4096];
+    struct pollfd pf = {fd, POLLIN, 0};
+    CHECK(poll(&pf, 1, 10000) == 1);
+    CHECK(recv(fd, some, sizeof some, 0) > 0);
+  }
+  close(fd);
+  WAIT_FOR(atomic_load(&w.calls) == 2, 10);
+  CHECK(atomic_load(&w.err) != TT_OK);
+  CHECK(atomic_load(&w.cause) == &tt_http_client_gone.hdr);
+  WAIT_FOR(stats(s).active == 0, 10);
+  CHECK_EQ(stats(s).client_gone, 1);
   tt_unref(s);
   seen_free(&w);
   tt_unref(p);

@@ -147,6 +147,9 @@ struct tt_http_server {
   /* Under 'mu'. */
   tt_list live;            /* of tt_http_req, from first call to FINISHED */
   tt_latch drained;        /* set once draining with nothing active */
+  tt_tentry keeper;        /* see keeper_fire; holds an internal reference
+                           ** while queued */
+  bool keeper_queued;
 
   /* Under 'wmu', the watcher's lock (taken after a request's 'mu'). */
   pthread_mutex_t wmu;
@@ -1449,6 +1452,43 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 ** Servers
 ** ===================================================================== */
 
+/* keeper_fire keeps one deadline of the server's own in the timer heap,
+** always earlier than any request's (it fires every half request
+** timeout): a request's deadline then never becomes the earliest one,
+** which would wake the timer thread for every request. */
+static void keeper_fire(tt_tentry *e) {
+  tt_http_server *s = tt_container_of(e, tt_http_server, keeper);
+  bool again = false;
+  tt__lock(&s->mu);
+  if (!atomic_load(&s->closed))
+    again = tt__timer_add(e, tt_now() + s->request_timeout / 2) == TT_OK;
+  s->keeper_queued = again;
+  tt__unlock(&s->mu);
+  if (!again) srv_release(s);
+}
+
+static void keeper_start(tt_http_server *s) {
+  if (s->request_timeout <= 0) return;
+  s->keeper.fire = keeper_fire;
+  srv_hold(s);
+  tt__lock(&s->mu);
+  s->keeper_queued =
+      tt__timer_add(&s->keeper, tt_now() + s->request_timeout / 2) == TT_OK;
+  tt__unlock(&s->mu);
+  if (!s->keeper_queued) srv_release(s);
+}
+
+/* keeper_stop takes the keeper out of the heap, if it is there and not
+** firing (a firing one sees 'closed' and ends itself). */
+static void keeper_stop(tt_http_server *s) {
+  bool removed;
+  tt__lock(&s->mu);
+  removed = s->keeper_queued && tt__timer_del(&s->keeper);
+  if (removed) s->keeper_queued = false;
+  tt__unlock(&s->mu);
+  if (removed) srv_release(s);
+}
+
 static void srv_free(tt_obj *o);
 
 static int srv_describe(tt_obj *o, char *buf, size_t n) {
@@ -1722,6 +1762,7 @@ tt_http_server *tt_http_new(const tt_http_opts *o, int *err, char *msg,
   di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_LISTEN_FD);
   s->listen_fd = di != NULL ? di->listen_fd : -1;
   bound_addr(s);
+  keeper_start(s);
   if (s->shutdown != NULL && tt_ctx_done(s->shutdown) != NULL) {
     srv_hold(s);
     s->shutdown_af = tt_after_func(s->shutdown, on_shutdown, s,
@@ -1814,6 +1855,7 @@ void tt_http_close(tt_http_server *s, tt_obj *cause) {
     tt_unref(s->shutdown_af);
     s->shutdown_af = NULL;
   }
+  keeper_stop(s);
   tt__unlock(&s->close_mu);
 }
 

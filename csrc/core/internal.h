@@ -14,7 +14,8 @@
 **
 ** http.c: a request's 'mu' -> its server's 'mu' or 'wmu' (the watcher's;
 ** never both) -> libmicrohttpd's own locks (suspend and resume are
-** called under the request's lock); a
+** called under the request's lock); a server's 'mu' -> the timer heap's
+** (its keeper deadline); a
 ** server's 'obs_mu' and 'close_mu' are taken with no other lock of
 ** http.c held.  A writer waiting for room waits on the request's 'cv'
 ** under its 'mu'.

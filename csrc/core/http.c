@@ -1468,14 +1468,16 @@ static void keeper_fire(tt_tentry *e) {
 }
 
 static void keeper_start(tt_http_server *s) {
+  bool queued;
   if (s->request_timeout <= 0) return;
   s->keeper.fire = keeper_fire;
   srv_hold(s);
   tt__lock(&s->mu);
-  s->keeper_queued =
+  queued =
       tt__timer_add(&s->keeper, tt_now() + s->request_timeout / 2) == TT_OK;
+  s->keeper_queued = queued;
   tt__unlock(&s->mu);
-  if (!s->keeper_queued) srv_release(s);
+  if (!queued) srv_release(s);
 }
 
 /* keeper_stop takes the keeper out of the heap, if it is there and not

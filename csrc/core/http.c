@@ -35,6 +35,12 @@
 ** server).  A connection that fails while a streamed response is being
 ** written counts as a hang-up too.
 **
+** Deadlines.  Each request context has the request timeout as its
+** deadline.  The server keeps one deadline of its own in the timer heap,
+** always earlier than a new request's (keeper_fire), so that a request's
+** deadline is never the earliest one, whose arrival wakes the timer
+** thread: without it, every request would cost that thread a wake-up.
+**
 ** Watcher registrations.  An epoll event may still be in the watcher's
 ** hands after its socket left the set (and after the request is gone), so
 ** an event carries no pointer: its 64 bits are a slot index and the

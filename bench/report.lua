@@ -236,6 +236,96 @@ for _, row in ipairs(rows) do
 end
 local table_md = table.concat(out, "\n")
 
+-- {====================================================================
+-- The HTTP table (bench/http.sh): tether.http against nginx with
+-- lua-nginx-module and lua-http, same handlers, same run
+-- =====================================================================
+
+local http_rows = {
+  {shape = "\"hello\": requests/s", metric = "http_hello_per_s",
+   goals = {{"nginx", 0.5}, {"luahttp", 3}}, higher = true},
+  {shape = "\"hello\": p99 latency", metric = "http_hello_p99_ms"},
+  {shape = "handler that sleeps 1 ms (on its context): requests/s",
+   metric = "http_sleep_per_s", goals = {{"nginx", 1}, {"luahttp", 3}},
+   higher = true},
+  {shape = "handler that sleeps 1 ms: p99 latency",
+   metric = "http_sleep_p99_ms"},
+  {shape = "client hang-up → the handler's context done: median",
+   metric = "http_hangup_p50_us", bound = 1000, bound_label = "≤ 1 ms"},
+  {shape = "client hang-up → the handler's context done: p99",
+   metric = "http_hangup_p99_us"},
+}
+local http_peer_names = {nginx = "nginx", luahttp = "lua-http"}
+
+-- http_cell formats tether's median with its ratios to both peers.
+local function http_cell(metric)
+  local key = "tether." .. metric
+  local x = value(key)
+  if not x then
+    return missing[key] and ("n/a (" .. missing[key] .. ")") or "n/a"
+  end
+  local parts = {}
+  for _, peer in ipairs {"nginx", "luahttp"} do
+    local p = value(peer .. "." .. metric)
+    if p and p ~= 0 then
+      parts[#parts + 1] = string.format("%s× %s", sig(x / p),
+                                        http_peer_names[peer])
+    end
+  end
+  local s = fmt(key, x)
+  if #parts > 0 then s = s .. " (" .. table.concat(parts, ", ") .. ")" end
+  return s
+end
+
+local function http_goal(row)
+  local x = value("tether." .. row.metric)
+  if row.bound then
+    local want = row.bound_label
+    if not x then return want .. ": n/a" end
+    return want .. ": " .. (x <= row.bound and "**met**" or "**missed**")
+  end
+  if not row.goals then return "—" end
+  local parts = {}
+  for _, g in ipairs(row.goals) do
+    local p = value(g[1] .. "." .. row.metric)
+    local want = string.format("≥ %g× %s", g[2], http_peer_names[g[1]])
+    if x and p then
+      parts[#parts + 1] = want .. ": "
+        .. (x >= g[2] * p and "**met**" or "**missed**")
+    else
+      parts[#parts + 1] = want .. ": n/a"
+    end
+  end
+  return table.concat(parts, "; ")
+end
+
+local have_http = false
+for k in pairs(runs) do
+  if k:match("%.http_") then have_http = true end
+end
+for k in pairs(missing) do
+  if k:match("%.http_") then have_http = true end
+end
+if have_http then
+  local h = {}
+  h[#h + 1] = "| HTTP (wrk -t2 -c50 -d5s, 127.0.0.1) | tether.http | "
+    .. "nginx + lua-nginx-module | lua-http | goal |"
+  h[#h + 1] = "|---|---|---|---|---|"
+  for _, row in ipairs(http_rows) do
+    local function peer(impl)
+      local k = impl .. "." .. row.metric
+      if row.metric:match("hangup") then return "—" end
+      return cell(k)
+    end
+    h[#h + 1] = string.format("| %s | %s | %s | %s | %s |", row.shape,
+                              http_cell(row.metric), peer("nginx"),
+                              peer("luahttp"), http_goal(row))
+  end
+  table_md = table_md .. "\n\n" .. table.concat(h, "\n")
+end
+
+-- }====================================================================
+
 -- }====================================================================
 
 

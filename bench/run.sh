@@ -166,6 +166,16 @@ if [[ " ${cflags[*]} " != *" -DHAVE_TT_FLIGHT "* ]]; then
   echo "1 c.sf_calls missing not built" >>"$results"
 fi
 
+# The HTTP rows (bench/http.sh): wrk against tether.http, nginx with
+# lua-nginx-module and lua-http, and the hang-up measurement.
+http_metrics=""
+for impl in tether nginx luahttp; do
+  for shape in hello sleep; do
+    http_metrics+="$impl.http_${shape}_per_s,$impl.http_${shape}_p99_ms,"
+  done
+done
+http_metrics+="tether.http_hangup_p50_us,tether.http_hangup_p99_us"
+
 start=$SECONDS
 for ((r = 1; r <= runs; r++)); do
   echo "run $r of $runs"
@@ -178,6 +188,8 @@ for ((r = 1; r <= runs; r++)); do
   lua_each "$r" bench/luv_peer.lua UV_THREADPOOL_SIZE=2
   collect "$r" "luv luv_peer.lua rss" luv.rss_worker_kib \
     env UV_THREADPOOL_SIZE=50 "$lua" bench/luv_peer.lua rss
+  collect "$r" "http (tether, nginx, lua-http)" "$http_metrics" \
+    env BUILD="$build" bash bench/http.sh
 done
 echo "all runs took $((SECONDS - start)) s"
 

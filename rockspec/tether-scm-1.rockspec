@@ -32,6 +32,7 @@ local all = {
   "csrc/core/pool.c", "csrc/core/group.c", "csrc/core/flight.c",
   "csrc/core/saga.c", "csrc/core/text.c", "csrc/core/log.c",
   "csrc/core/tracectx.c", "csrc/core/signal.c", "csrc/core/exit.c",
+  "csrc/core/http.c",
   "csrc/lua/tether.c", "csrc/lua/lobj.c", "csrc/lua/lvalue.c",
   "csrc/lua/lnames.c", "csrc/lua/lpack.c", "csrc/lua/lunpack.c",
   "csrc/lua/ltesthook.c",
@@ -39,7 +40,7 @@ local all = {
   "csrc/lua/lchan.c", "csrc/lua/lexec.c", "csrc/lua/lpool.c",
   "csrc/lua/lgroup.c", "csrc/lua/lflight.c", "csrc/lua/lsaga.c",
   "csrc/lua/lopts.c", "csrc/lua/lirq.c", "csrc/lua/lsignal.c",
-  "csrc/lua/lexit.c",
+  "csrc/lua/lexit.c", "csrc/lua/lhttp.c",
 }
 
 build = {
@@ -49,7 +50,7 @@ build = {
       sources = all,
       defines = { "_GNU_SOURCE" },
       incdirs = { "csrc/core", "csrc/lua" },
-      libraries = { "pthread", "m" },
+      libraries = { "pthread", "m", "microhttpd" },
     },
     ["tether"] = "lua/tether/init.lua",
     ["tether.lint"] = "lua/tether/lint/init.lua",

@@ -22,6 +22,14 @@
 ** 'X_mu' (pools drained at exit) is a leaf.  pool.c's idle latch is set
 ** under the pool's 'mu', like its drained latch.
 **
+** http.c: a request's 'mu' -> its server's 'mu' or 'wmu' (the watcher's;
+** never both) -> libmicrohttpd's own locks (suspend and resume are
+** called under the request's lock); a server's 'mu' -> the timer heap's
+** (its keeper deadline); a
+** server's 'obs_mu' and 'close_mu' are taken with no other lock of
+** http.c held.  A writer waiting for room waits on the request's 'cv'
+** under its 'mu'.
+**
 ** A context's 'mu' is taken for one context at a time, except that
 ** cancel propagation takes a child's lock after releasing the parent's
 ** (it copies the child list first), so contexts never nest locks.

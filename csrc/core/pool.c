@@ -24,6 +24,14 @@
 ** detached parent when there is no timeout, so that the pool can always
 ** cancel it when its shutdown context ends.
 **
+** Attached ops (tt_submit_opts.attached) are the exception: their
+** context is the submitter's own, given as the parent, so the pool makes
+** none, never cancels it (neither at shutdown nor when the op ends: it is
+** not the pool's), runs one attempt, and a failure ends as 'failed',
+** never as a dead letter (the argument belongs to work whose caller has
+** moved on).  Everything else (queueing, classes, quotas, stats, events)
+** is the same, so the accounting identity counts them like any op.
+**
 ** Accounting.  Under 'mu', at every instant (tether.h's identity):
 **   submitted = completed + failed + stopped + dead + spilled + abandoned
 **               + queued + inflight
@@ -120,6 +128,8 @@ typedef struct op {
   bool fin_release;        /* on_shutdown: an evicted dead letter */
   bool abandoned;          /* counted as abandoned while it still runs;
                            ** under pool mu */
+  bool attached;           /* fixed: 'base' is the submitter's context,
+                           ** run as it is (see DESIGN) */
 } op;
 
 /* Queue-plus-running ops of one tenant, for quotas. */
@@ -792,8 +802,8 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   tt__unlock(&p->mu);
   /* The attempt is over: end its context, as Go's "defer cancel()" does,
   ** so its deadline leaves the timer heap now rather than when it
-  ** passes. */
-  tt_cancel(ctx, NULL);
+  ** passes.  An attached op's context is its submitter's to end. */
+  if (!o->attached) tt_cancel(ctx, NULL);
   tt_unref(ctx);
   deliver(p);
   tt_unref(&o->h);  /* the running list's reference */
@@ -805,7 +815,7 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
 ** out by the cap, to release after unlocking.  It returns false when the
 ** op must end as a plain failure instead (see finish_failed). */
 static bool to_dead_locked(tt_pool *p, op *o, op **evicted) {
-  if (p->dead_cap <= 0 || p->dying) return false;
+  if (p->dead_cap <= 0 || p->dying || o->attached) return false;
   tenant_dec(p, o->tenant, o->tenant_len);
   tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(o->err));
   o->where = OP_DEAD;
@@ -855,6 +865,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
   op *evicted = NULL;
   int code = tt__error_code(err);
   bool plain = false;
+  bool attached = o->attached;  /* 'o' may be gone once unlocked */
   /* A failure in a context that ended is blamed on the context. */
   if (ctx != NULL && tt_ctx_err(ctx) != 0)
     cause = tt_ctx_cause(ctx);
@@ -913,7 +924,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
   tt_unref(old_cause);
   tt_unref(rec_err);
   tt_unref(rec_cause);
-  tt_cancel(ctx, NULL);  /* the attempt is over, as in op_completed */
+  if (!attached) tt_cancel(ctx, NULL);  /* as in op_completed */
   tt_unref(ctx);
   if (plain)
     finish_failed(p, o, false);
@@ -930,7 +941,9 @@ static void run_op(tt_pool *p, op *o) {
   int rc;
   /* A fresh context per attempt, made now so that time spent queued or
   ** waiting for a retry does not count against the timeout. */
-  if (o->timeout > 0)
+  if (o->attached)
+    ctx = tt_ref(o->base);
+  else if (o->timeout > 0)
     ctx = tt_with_timeout(o->base, o->timeout, NULL);
   else
     ctx = tt_with_cancel(o->base);
@@ -954,7 +967,7 @@ static void run_op(tt_pool *p, op *o) {
     shut = true;
     cause = tt_ctx_cause(p->shutdown);
   }
-  if (shut && ctx != NULL) tt_cancel(ctx, cause);
+  if (shut && ctx != NULL && !o->attached) tt_cancel(ctx, cause);
   tt_unref(cause);
   t0 = tt_now();
   tl_running = p;
@@ -1075,7 +1088,9 @@ static void on_shutdown(void *arg) {
     cause = NULL;
     for (l = p->running.next; l != &p->running; l = l->next) {
       op *o = tt_container_of(l, op, link);
-      if (o->ctx == NULL) continue;  /* it will look at 'shut' itself */
+      /* An op with no context yet looks at 'shut' itself; an attached
+      ** op's context is not the pool's to cancel. */
+      if (o->ctx == NULL || o->attached) continue;
       o->cctx = tt_ref(o->ctx);
       tt_ref(&o->h);
       tt_list_push(&cancel, &o->clink);
@@ -1667,7 +1682,13 @@ tt_handle *tt_pool_submit(tt_pool *p, tt_ctx *parent,
   }
   name = s.name;
   ci = s.ci;
-  base = tt_without_cancel(parent);
+  if (so != NULL && so->attached) {
+    base = tt_ref(parent);
+    s.retry.attempts = 1;
+    s.timeout = 0;
+  } else {
+    base = tt_without_cancel(parent);
+  }
   o = base != NULL ? op_new(p, name, fn, ci, s.tenant, s.tenant_len, base,
                             &s.retry, s.timeout)
                    : NULL;
@@ -1676,6 +1697,7 @@ tt_handle *tt_pool_submit(tt_pool *p, tt_ctx *parent,
     tt_unref(base);
     return refused(err, TT_ENOMEM);
   }
+  o->attached = so != NULL && so->attached;
   /* Look again: others may have taken the room meanwhile. */
   tt__lock(&p->mu);
   rc = admit(p, &p->cls[ci], o->tenant, o->tenant_len, s.until);

@@ -635,6 +635,7 @@ typedef struct tt_submit_opts {
   bool tenant_set;
   const char *tenant;
   size_t tenant_len;
+  bool attached;           /* run with 'parent' itself (see below) */
 } tt_submit_opts;
 
 /* Pool events, delivered to observers off the pool's lock, one thread at
@@ -773,7 +774,16 @@ void tt_pool_unobserve(tt_pool *p, int id);
 ** policy's delay, on the timer thread; a canceled parent does not stop
 ** retries, but the end of the shutdown context does: the op then fails
 ** for good with the shutdown's cause.  An op that fails its last attempt
-** becomes a dead letter (its handle resolves TT_H_FAILED). */
+** becomes a dead letter (its handle resolves TT_H_FAILED).
+**
+** With opts->attached, the op is not detached: its context is 'parent'
+** itself (the same object, referenced), for work that belongs to its
+** submitter's lifetime, such as an HTTP handler whose context is its
+** request's.  The pool then adds no timeout ('timeout' is ignored), never
+** cancels that context (not when its shutdown context ends, not when the
+** op ends), runs one attempt ('retry' is ignored), and an op that fails
+** counts as 'failed', never as a dead letter.  It is queued, counted and
+** observed like any other op. */
 tt_handle *tt_pool_submit(tt_pool *p, tt_ctx *parent,
                           const tt_submit_opts *opts, tt_fn fn, void *arg,
                           tt_drop drop, int *err);
@@ -1237,6 +1247,216 @@ void tt_exit_drain(const void *owner, bool all, double timeout,
 /* tt_exit_stats adds up the stats of the tracked pools of 'owner' (every
 ** owner when 'all') into '*sum' and returns how many there are. */
 size_t tt_exit_stats(const void *owner, bool all, tt_pool_stats *sum);
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** HTTP servers (http.c, on libmicrohttpd)
+** ===================================================================== */
+
+/* A tt_http_server serves HTTP/1.1 on one address: each request whose
+** headers and body have arrived is handed to a handler that runs on a
+** worker of the server's pool, with the request's context as its own
+** context (an attached op: see tt_pool_submit).  While the handler runs
+** and no response has been committed, the request is suspended in
+** libmicrohttpd and one watcher thread per server polls its socket for a
+** hang-up (EPOLLRDHUP); a client that hangs up cancels the request
+** context with the cause &tt_http_client_gone.  The request context is
+** also canceled with TT_DEADLINE after the request timeout, with the
+** server's cause when the server closes, and with tt_canceled once the
+** handler returns (as Go's request context when ServeHTTP returns).
+**
+** Bad input never reaches a handler: a request with both Content-Length
+** and Transfer-Encoding, or several Content-Length headers, gets 400; a
+** body over 'max_body' 413; a full pool, or more than 'max_inflight'
+** requests waiting for a response, 503 with Retry-After; libmicrohttpd
+** answers malformed request lines and headers itself and closes
+** connections that stay silent for 'idle_timeout' seconds.  The type is
+** named "tether.HttpServer". */
+typedef struct tt_http_server tt_http_server;
+extern const tt_type tt_http_server_type;
+
+/* A tt_http_req is one request and its response, as a handler sees it
+** ("tether.HttpRequest").  The request's fields are fixed before the
+** handler runs; the response functions may be called from any thread
+** while the request lives (a reference keeps it, also after the handler
+** returned: the functions then report TT_ECLOSED). */
+typedef struct tt_http_req tt_http_req;
+extern const tt_type tt_http_req_type;
+
+/* tt_http_client_gone is the cause of a request context whose client
+** hung up (code TT_ECLIENT_GONE, message "client gone"); a static
+** sentinel, compared by pointer. */
+extern tt_error tt_http_client_gone;
+
+/* The key of the request id in request contexts: the string
+** "request_id"; the value is a tt_bytes. */
+extern const tt_key tt_http_request_id_key;
+
+/* A handler.  It runs on a worker of the server's pool with the request
+** context 'ctx', the request, and the 'ud' of the server's options.  It
+** returns TT_OK, or non-zero with an error object (a new reference, may
+** be NULL) in '*err': the client then gets 500 with the request id as
+** the whole body, if no response was committed yet, and the error goes
+** to the log.  A handler that commits nothing answers 200 with an empty
+** body (or the status it set, with the headers it set). */
+typedef int (*tt_http_handler)(tt_ctx *ctx, tt_http_req *req, void *ud,
+                               tt_obj **err);
+
+/* Server options.  Zero values mean defaults. */
+typedef struct tt_http_opts {
+  const char *name;          /* copied; NULL: "http" (logs, events) */
+  const char *addr;          /* "HOST:PORT": an IPv4 literal, [IPv6]
+                             ** or "localhost"; ":PORT" is loopback too;
+                             ** port 0 picks a free one.  NULL:
+                             ** "127.0.0.1:0" */
+  tt_pool *pool;             /* required; referenced */
+  tt_http_handler handler;   /* required */
+  void *ud;
+  void (*ud_drop)(void *ud); /* may be NULL: runs once the server's
+                             ** memory goes, after every request */
+  size_t max_body;           /* bytes; 0: 1 MiB */
+  int max_inflight;          /* requests waiting for a response; 0:
+                             ** 1024 */
+  double request_timeout;    /* seconds; 0: 30; < 0: none */
+  int idle_timeout;          /* seconds a connection may stay silent;
+                             ** 0: 30; libmicrohttpd's connection
+                             ** timeout, always set */
+  int retry_after;           /* seconds in the Retry-After of 503s;
+                             ** 0: 1 */
+  tt_ctx *shutdown;          /* may be NULL: when it ends, the server
+                             ** closes with its cause */
+  const char *tls_cert;      /* PEM files, both or neither: HTTPS */
+  const char *tls_key;
+} tt_http_opts;
+
+/* tt_http_new starts a server: it binds and listens before it returns.
+** On failure it returns NULL with '*err' (TT_EINVAL for bad options,
+** TT_ECLOSED when the address cannot be bound, TT_ENOMEM, TT_ETHREAD)
+** and a message in 'msg' (may be NULL; 'msglen' bytes); the caller then
+** keeps 'ud'. */
+tt_http_server *tt_http_new(const tt_http_opts *opts, int *err, char *msg,
+                            size_t msglen);
+
+/* tt_http_addr returns the bound address, "127.0.0.1:PORT" (owned by the
+** server). */
+const char *tt_http_addr(tt_http_server *s);
+const char *tt_http_name(tt_http_server *s);
+
+/* tt_http_close stops the server at once, as Go's Server.Close: it
+** stops listening, cancels every request context with 'cause'
+** (referenced; NULL: an error with code TT_ECLOSED, "http: server
+** closed"), closes every connection (a handler still running finds its
+** response functions report TT_ECLOSED) and returns once libmicrohttpd
+** and the watcher have stopped.  Later calls do nothing.  It must not be
+** called from an observer or a libmicrohttpd callback. */
+void tt_http_close(tt_http_server *s, tt_obj *cause);
+
+/* tt_http_shutdown stops accepting connections and waits until every
+** request has finished (its handler returned and its response was sent),
+** then closes the server, as Go's Server.Shutdown; responses sent
+** meanwhile close their connections, and a request that arrives on an
+** open connection gets 503.  It returns TT_OK, or the error code of 'ctx'
+** (may be NULL) or TT_ETIMEOUT ('timeout' < 0: none) if that ends first,
+** or TT_EINTR when an interrupt ends the wait (tt_interrupt_begin): the
+** server then goes on draining without accepting, and may be waited for
+** again or closed. */
+int tt_http_shutdown(tt_http_server *s, tt_ctx *ctx, double timeout);
+
+/* Counters of a server.  'active' requests have arrived and not yet
+** finished (their handler returned and their response was sent or their
+** connection closed); 'suspended' ones were handed to a handler and wait
+** for a response; 'handlers' are running.  The others only grow:
+** 'requests' counts requests whose headers arrived, 'dispatched' those
+** handed to a handler, 'rejected' the 503s, 'client_gone' the requests
+** whose client hung up before their response was sent.  Each counter is
+** read atomically, the set is not one snapshot. */
+typedef struct tt_http_stats {
+  uint64_t requests, dispatched, rejected, client_gone;
+  uint64_t active, suspended, handlers;
+} tt_http_stats;
+
+void tt_http_stats_get(tt_http_server *s, tt_http_stats *out);
+
+/* A name and value of a request header (lower-case name) or query
+** argument (value NULL when the argument had no '='). */
+typedef struct tt_http_pair {
+  const char *name;
+  const char *value;
+} tt_http_pair;
+
+/* The request: method as sent ("GET"), path (percent-decoded, without
+** the query), the query arguments (decoded), the headers in arrival
+** order, the body, the remote address ("127.0.0.1:PORT"), the request id
+** (unique per process, as also found under tt_http_request_id_key). */
+const char *tt_http_req_method(tt_http_req *r);
+const char *tt_http_req_path(tt_http_req *r);
+const tt_http_pair *tt_http_req_query(tt_http_req *r, size_t *n);
+const tt_http_pair *tt_http_req_headers(tt_http_req *r, size_t *n);
+const char *tt_http_req_body(tt_http_req *r, size_t *len);
+const char *tt_http_req_remote(tt_http_req *r);
+const char *tt_http_req_id(tt_http_req *r);
+
+/* tt_http_req_header returns the first value of a header ('name' in
+** lower case), or NULL. */
+const char *tt_http_req_header(tt_http_req *r, const char *name);
+
+/* The response.  tt_http_res_status (200..599) and tt_http_res_header
+** (a name that is not an HTTP token, CR or LF in the value, and
+** Content-Length and Transfer-Encoding, which the server sets, are
+** TT_EINVAL) apply to the response not yet committed.
+** tt_http_res_send commits the whole response at once (the handler may
+** go on running).  tt_http_res_write commits the status and headers at
+** its first call and sends a chunked body, one chunk per call, waiting
+** while more than 1 MiB is unsent until the request context ends (then
+** it returns that context's error code); tt_http_res_finish ends it (a
+** handler that returns ends it too).  HEAD requests get the headers
+** only.  They return TT_OK; TT_EINVAL for misuse (a second send, a
+** header or a write after send, a write after finish); TT_ECLOSED once
+** the handler has returned or the server closed; TT_ECLIENT_GONE when
+** the connection failed or ended under a response. */
+int tt_http_res_status(tt_http_req *r, int status);
+int tt_http_res_header(tt_http_req *r, const char *name,
+                       const char *value);
+int tt_http_res_send(tt_http_req *r, const void *body, size_t len);
+int tt_http_res_write(tt_http_req *r, const void *chunk, size_t len);
+int tt_http_res_finish(tt_http_req *r);
+
+/* HTTP events, delivered to observers on the thread where they happen
+** (libmicrohttpd's thread or a pool worker), with no server lock held,
+** one observer list per server.  STARTED: a request is handed to its
+** handler ('ctx' is its context).  FINISHED: once per request whose
+** headers arrived, when its handler (if any) has returned and its
+** connection is done with it: 'status' is what was sent (0 if nothing
+** was), 'duration' the seconds since its headers arrived, 'client_gone'
+** whether the client hung up first, 'error' the handler's error (or
+** NULL).  Metrics and request spans are observers. */
+enum { TT_HTTP_EV_STARTED = 0, TT_HTTP_EV_FINISHED };
+
+typedef struct tt_http_event {
+  int kind;
+  tt_http_server *server;
+  const char *server_name;
+  const char *method;
+  const char *path;
+  const char *request_id;
+  int status;
+  double at;                 /* tt_now() */
+  double duration;
+  bool client_gone;
+  tt_ctx *ctx;               /* borrowed; NULL if never dispatched */
+  tt_obj *error;             /* borrowed; may be NULL */
+} tt_http_event;
+
+typedef void (*tt_http_observer)(const tt_http_event *ev, void *ud);
+
+/* tt_http_observe registers an observer and returns its id (> 0), or -1
+** when out of memory; once tt_http_unobserve returns, the observer is not
+** called again.  Observers must not block, and must not close the
+** server. */
+int tt_http_observe(tt_http_server *s, tt_http_observer fn, void *ud);
+void tt_http_unobserve(tt_http_server *s, int id);
 
 /* }==================================================================== */
 

@@ -75,6 +75,12 @@ tt_latch *lt_pool_latch(tt_obj *o) {
   return tt_pool_drained(((lp_pool *)o)->pool);
 }
 
+tt_pool *lt_pool_engine(tt_obj *o, lt_env **env) {
+  if (o == NULL || o->type != &lp_type) return NULL;
+  if (env != NULL) *env = ((lp_pool *)o)->env;
+  return ((lp_pool *)o)->pool;
+}
+
 static lp_pool *check_pool(lua_State *L) {
   return lt_checkobj(L, 1, &lp_type);
 }
@@ -615,6 +621,8 @@ static int l_pool(lua_State *L) {
     p->observer = tt_pool_observe(p->pool, lp_observe, p);
   return 1;
 }
+
+int lt_pool_new(lua_State *L) { return l_pool(L); }
 
 /* }==================================================================== */
 

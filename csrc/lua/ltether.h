@@ -173,6 +173,7 @@ void lt_open_flight(lua_State *L);
 void lt_open_saga(lua_State *L);
 void lt_open_signal(lua_State *L);
 void lt_open_exit(lua_State *L);
+void lt_open_http(lua_State *L);
 
 /* }==================================================================== */
 
@@ -194,6 +195,16 @@ tt_latch *lt_pool_latch(tt_obj *o);
 /* lsaga.c: why the object 'o' cannot cross to another state (a saga
 ** whose steps cannot be copied), or NULL when it can. */
 const char *lt_saga_stays(tt_obj *o);
+
+/* lpool.c: the engine pool of a Lua pool object and, in '*env' (may be
+** NULL), the environment of its workers (borrowed); NULL if 'o' is not
+** a Lua pool. */
+struct lt_env;
+tt_pool *lt_pool_engine(tt_obj *o, struct lt_env **env);
+
+/* lpool.c: tether.pool itself, for modules that make a pool from an
+** options table (the table at index 1; the pool is returned). */
+int lt_pool_new(lua_State *L);
 
 /* lexec.c: one structured log line on stderr for a failed task. */
 void lt_log_failure(const char *what, const char *name, tt_obj *err);

@@ -40,6 +40,7 @@ LUAMOD_API int luaopen_tether_core(lua_State *L) {
   tt_set_thread_exit_hook(lt_thread_exit);
   lt_open_signal(L);
   lt_open_exit(L);
+  lt_open_http(L);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
   return 1;

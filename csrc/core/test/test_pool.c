@@ -1375,4 +1375,61 @@ TEST(observers_can_use_the_pool_and_unregister) {
   evlog_free(log);
 }
 
+/* Attached ops run with their parent itself: no context of the pool's,
+** no timeout, no retry, no dead letter, and the pool never cancels it. */
+static _Atomic(tt_ctx *) attached_seen;
+
+static int fn_attached(tt_ctx *ctx, void *arg, tt_obj **out) {
+  atomic_store(&attached_seen, ctx);
+  if (arg != NULL) tt_ctx_wait(arg, 10);  /* a gate */
+  *out = (tt_obj *)tt_error_new(TT_EFAILED, "attached failure", NULL);
+  return TT_EFAILED;
+}
+
+TEST(attached_ops_run_with_their_parent) {
+  tt_ctx *shut = tt_with_cancel(tt_background());
+  tt_ctx *parent = tt_with_cancel(tt_background());
+  tt_ctx *gate = tt_with_cancel(tt_background());
+  tt_pool_opts o;
+  tt_submit_opts so;
+  tt_pool *p;
+  tt_handle *h;
+  tt_pool_stats s;
+  int err = 0;
+  memset(&o, 0, sizeof o);
+  o.workers = 1;
+  o.timeout = 0.01;
+  o.shutdown = shut;
+  o.retry.attempts = 3;
+  p = tt_pool_new(&o, NULL);
+  memset(&so, 0, sizeof so);
+  so.name = "attached";
+  so.attached = true;
+  h = tt_pool_submit(p, parent, &so, fn_attached, gate, NULL, &err);
+  CHECK(h != NULL);
+  WAIT_FOR(atomic_load(&attached_seen) != NULL, 10);
+  CHECK(atomic_load(&attached_seen) == parent);
+  /* The pool's shutdown does not reach an attached op's context, and
+  ** its own timeout does not apply. */
+  tt_cancel(shut, NULL);
+  tt_ctx_wait(parent, 0.05);
+  CHECK_EQ(tt_ctx_err(parent), 0);
+  tt_cancel(gate, NULL);
+  CHECK(wait_handle(h));
+  CHECK_EQ(tt_handle_state(h), TT_H_FAILED);
+  CHECK_EQ(tt_ctx_err(parent), 0);  /* not ended with the op either */
+  CHECK_EQ(tt_pool_drain(p, NULL, 10), TT_OK);
+  tt_pool_stats_get(p, &s);
+  CHECK_EQ(s.submitted, 1);
+  CHECK_EQ(s.failed, 1);
+  CHECK_EQ(s.retried, 0);
+  CHECK_EQ(s.dead, 0);
+  CHECK(adds_up(&s));
+  tt_unref(h);
+  tt_unref(p);
+  tt_unref(parent);
+  tt_unref(gate);
+  tt_unref(shut);
+}
+
 TEST_MAIN()

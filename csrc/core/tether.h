@@ -527,6 +527,7 @@ typedef struct tt_pool_opts {
   double idle_after;       /* <= 0: no idle reports */
   int dead_cap;
   int failures_cap;
+  const struct tt_pool_hook *hook;  /* copied; NULL: none */
 } tt_pool_opts;
 
 /* Per-submission options; NULL fields and zero values take the pool's.
@@ -576,10 +577,45 @@ typedef struct tt_event {
                            ** cause if it ended, else the error; the
                            ** shutdown's cause for an op whose retry the
                            ** shutdown prevented */
-  tt_ctx *ctx;             /* the op's context where there is one */
+  tt_ctx *ctx;             /* for events about an op: its context, as
+                           ** the last attempt's function saw it (with
+                           ** the span the pool's hook gave it), or the
+                           ** detached parent before any attempt */
 } tt_event;
 
 typedef void (*tt_observer)(const tt_event *ev, void *ud);
+
+/* How an observer is called (tt_pool_observe_with).
+** - 'immediate': called under the pool's lock as each event happens, on
+**   the thread that changed the pool, with nothing queued or allocated;
+**   it must only do quick lock-free work (atomic counters: metrics are
+**   counted this way), must not call the pool and must not block.  The
+**   event's strings and objects are borrowed for the call.
+** - 'wants' (may be NULL: all): for the other observers, which kinds of
+**   events they want; an event no observer wants is never queued, so an
+**   observer of failures costs ops that end well nothing.  It is asked
+**   under the pool's lock (again at delivery) and must be as quick.
+** - 'release' (may be NULL): runs once with 'ud' when the observer is
+**   gone: after tt_pool_unobserve, or when the pool's memory is freed
+**   (after its last event), so that 'ud' can live as long as the pool. */
+typedef struct tt_observer_opts {
+  bool immediate;
+  bool (*wants)(int kind, void *ud);
+  void (*release)(void *ud);
+} tt_observer_opts;
+
+/* A pool hook runs on the worker around each attempt of an op, without
+** any lock held.  'begin' gets the STARTED event (ctx: the attempt's
+** context) and may return a child of that context for the attempt's
+** function (a new reference; NULL keeps the context as it is), with
+** '*state' for 'end'; 'end' runs once the function returned, with its
+** result code and, on failure, its error (borrowed).  Tracing makes a
+** span per attempt this way (tt_trace_pool_hook). */
+typedef struct tt_pool_hook {
+  tt_ctx *(*begin)(const tt_event *ev, void **state, void *ud);
+  void (*end)(void *state, int rc, tt_obj *err, void *ud);
+  void *ud;
+} tt_pool_hook;
 
 /* Pool counters, read in one snapshot under the pool's lock, where
 **   submitted = completed + failed + stopped + dead + spilled + abandoned
@@ -638,6 +674,16 @@ const char *tt_pool_name(tt_pool *p);
 ** it. */
 int tt_pool_observe(tt_pool *p, tt_observer fn, void *ud);
 void tt_pool_unobserve(tt_pool *p, int id);
+
+/* tt_pool_observe_with is tt_pool_observe with options (NULL: those of
+** tt_pool_observe).  An immediate observer must not (un)register
+** observers from its callback. */
+int tt_pool_observe_with(tt_pool *p, tt_observer fn, void *ud,
+                         const tt_observer_opts *opts);
+
+/* tt_pool_workers returns how many worker threads the pool was made
+** with (all classes together). */
+int tt_pool_workers(tt_pool *p);
 
 /* tt_pool_submit never blocks (unless opts->wait > 0): it returns a handle,
 ** or NULL with '*err' set to TT_EQUEUE_FULL, TT_EQUOTA, TT_ECLOSED,
@@ -986,6 +1032,13 @@ void tt_buf_addf(tt_buf *b, const char *fmt, ...)
 ** null. */
 void tt_buf_json_str(tt_buf *b, const char *s, size_t n);
 
+/* tt_buf_prom_label appends 'n' bytes of 's' as the inside of a label
+** value of the Prometheus text format (the quotes are the caller's):
+** backslash, double quote and newline escaped as the format says, and
+** each byte that is not part of well-formed UTF-8 replaced by U+FFFD,
+** since Prometheus refuses such values.  NULL appends nothing. */
+void tt_buf_prom_label(tt_buf *b, const char *s, size_t n);
+
 /* tt_buf_json_num appends a number as JSON: integers exactly, others
 ** with enough digits to read back the same double; NaN and infinities,
 ** which JSON lacks, become null. */
@@ -1067,6 +1120,99 @@ void tt_log_set_sink(tt_log_sink fn, void *ud);
 ** "off"); tt_log_level_parse reads a name back (-1 if unknown). */
 const char *tt_log_level_name(int level);
 int tt_log_level_parse(const char *name);
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Metrics: a registry of families, the Prometheus text format
+** ===================================================================== */
+
+/* Metric types, as the text format names them. */
+enum { TT_METRIC_COUNTER = 0, TT_METRIC_GAUGE, TT_METRIC_HISTOGRAM };
+
+/* A family: its name (base units; a counter's ends in "_total"), one
+** line of help, and its type. */
+typedef struct tt_metric_family {
+  const char *name;
+  const char *help;
+  int type;
+} tt_metric_family;
+
+/* A label of a sample: 'len' bytes of 'value' ((size_t)-1: up to its
+** NUL).  Values may be any bytes: the writer escapes them. */
+typedef struct tt_metric_label {
+  const char *name;
+  const char *value;
+  size_t len;
+} tt_metric_label;
+
+/* A tt_metric_writer writes the samples of one family while the text is
+** made; sources get one in their 'collect'. */
+typedef struct tt_metric_writer tt_metric_writer;
+
+/* tt_metric_count writes one sample of a counter or gauge with an exact
+** integer value; tt_metric_value one with any value (NaN and infinities
+** as the format spells them). */
+void tt_metric_count(tt_metric_writer *w, const tt_metric_label *labels,
+                     int n, uint64_t v);
+void tt_metric_value(tt_metric_writer *w, const tt_metric_label *labels,
+                     int n, double v);
+
+/* tt_metric_histogram writes one histogram series: 'counts' has
+** nbounds + 1 entries, the observations in each bucket (not cumulative;
+** the last one above the last bound); the writer makes the cumulative
+** '_bucket' lines with 'le', the '+Inf' bucket, '_sum' and '_count'. */
+void tt_metric_histogram(tt_metric_writer *w, const tt_metric_label *labels,
+                         int n, const double *bounds, int nbounds,
+                         const uint64_t *counts, double sum);
+
+/* A source of metrics: its families (an array that must outlive the
+** registration, typically static) and the function that writes the
+** samples of family 'family' (an index into 'families'), called while
+** the text is made, under the registry's lock: it must not call the
+** registry.  A source keeps its series unique (no label set twice). */
+typedef struct tt_metric_source {
+  const tt_metric_family *families;
+  int nfamilies;
+  void (*collect)(tt_metric_writer *w, int family, void *ud);
+  void *ud;
+} tt_metric_source;
+
+/* tt_metrics_register adds a source (the struct is copied) and returns
+** its id (> 0), or -1 (bad source, no memory).  Families of the same
+** name from several sources are written together, under the first
+** one's help and type.  tt_metrics_unregister removes it; once it
+** returns, the source's collect is not running and will not run. */
+int tt_metrics_register(const tt_metric_source *src);
+void tt_metrics_unregister(int id);
+
+/* tt_metrics_text appends the text format (0.0.4) of every family to
+** 'out': "# HELP" and "# TYPE" once per family, then its samples.
+** Returns TT_OK or TT_ENOMEM. */
+int tt_metrics_text(tt_buf *out);
+
+/* Options of a pool's metrics: 'tenant' adds a tenant label to the
+** counters and the histogram, for at most 'max_tenants' tenants (<= 0:
+** 100); later ones share the tenant "other", and ops without a tenant
+** are the tenant "default".  The first pool of a name decides for the
+** name. */
+typedef struct tt_pool_metrics_opts {
+  bool tenant;
+  int max_tenants;
+} tt_pool_metrics_opts;
+
+/* tt_metrics_observe_pool feeds the pool families from the pool's events
+** for the rest of the pool's life: tether_pool_submitted_total,
+** tether_pool_ops_total{outcome}, tether_pool_rejected_total{code},
+** tether_pool_retries_total, tether_pool_op_duration_seconds (each
+** attempt's run time), and the gauges tether_pool_queued,
+** tether_pool_inflight and tether_pool_workers; every series has the
+** label 'pool' (its name), and pools that share a name add up.
+** Counting is an immediate observer: atomic adds under the pool's lock,
+** nothing allocated per op.  Returns TT_OK, TT_EINVAL or TT_ENOMEM.
+** Attach a pool once. */
+int tt_metrics_observe_pool(tt_pool *p, const tt_pool_metrics_opts *o);
 
 /* }==================================================================== */
 

@@ -13,7 +13,7 @@ LUA_INC := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include
 
 # Libraries of the engine found by pkg-config (each issue that needs one
 # adds its pkg-config name here and its Debian package to DEB_PKGS).
-PKGS    :=
+PKGS    := libcurl
 EXT_CFLAGS := $(if $(PKGS),$(shell pkg-config --cflags $(PKGS) 2>/dev/null))
 EXT_LIBS   := $(if $(PKGS),$(shell pkg-config --libs $(PKGS) 2>/dev/null))
 

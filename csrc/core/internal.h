@@ -184,6 +184,26 @@ void tt__exec_shutdown(void);
 /* }==================================================================== */
 
 
+/* {====================================================================
+** Spans of engine work (trace.c)
+** ===================================================================== */
+
+/* tt__span_work starts a span for work the engine does for a caller (a
+** pool attempt, a saga step), with '*child' the context for that work,
+** or returns NULL with '*child' NULL at the cost of one atomic load when
+** tracing is off.  'detached' links the parent span too. */
+tt_span *tt__span_work(tt_ctx *ctx, const char *name, bool detached,
+                       const tt_field *attrs, size_t nattrs,
+                       tt_ctx **child);
+
+/* tt__span_finish ends a span of work with its result (status ERROR and
+** the error's message unless rc is TT_OK) and drops the reference;
+** NULL is ignored. */
+void tt__span_finish(tt_span *s, int rc, tt_obj *err);
+
+/* }==================================================================== */
+
+
 
 /* {====================================================================
 ** Channel internals used by tt_select (chan.c)

@@ -10,7 +10,15 @@
 **
 ** Lock order: 'sink_lock' is a leaf for the engine (a sink must not set
 ** the sink); the default sink takes stdio's stderr lock inside it.
+**
+** A file sink (tt_log_set_file) opens its file with O_APPEND and writes
+** each record with one write(2): the kernel appends it whole at the end
+** of the file, so lines from several threads, and from several processes
+** sharing the file, never interleave.  Replacing the sink closes a file
+** sink's file once no thread still writes to it.
 */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -52,11 +60,67 @@ bool tt_log_enabled(int l) {
                                                      memory_order_relaxed);
 }
 
-void tt_log_set_sink(tt_log_sink fn, void *ud) {
+/* A file sink's state. */
+typedef struct file_sink_ud {
+  int fd;
+} file_sink_ud;
+
+static void file_sink(const tt_log_record *r, void *ud);
+
+/* swap_sink installs a sink and closes the file of the one it replaced,
+** if it was a file sink: the write lock waits for the threads still in
+** it. */
+static void swap_sink(tt_log_sink fn, void *ud) {
+  tt_log_sink old_fn;
+  void *old_ud;
   TT_CHECK(pthread_rwlock_wrlock(&sink_lock));
+  old_fn = sink_fn;
+  old_ud = sink_ud;
   sink_fn = fn;
   sink_ud = ud;
   TT_CHECK(pthread_rwlock_unlock(&sink_lock));
+  if (old_fn == file_sink && old_ud != ud) {
+    file_sink_ud *f = old_ud;
+    close(f->fd);
+    free(f);
+  }
+}
+
+void tt_log_set_sink(tt_log_sink fn, void *ud) { swap_sink(fn, ud); }
+
+/* write_all writes 'n' bytes with as few writes as the kernel allows: one
+** for a regular file opened O_APPEND, which the kernel appends whole. */
+static void write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    p += w;
+    n -= (size_t)w;
+  }
+}
+
+static void file_sink(const tt_log_record *r, void *ud) {
+  write_all(((file_sink_ud *)ud)->fd, r->line, r->len);
+}
+
+int tt_log_set_file(const char *path) {
+  file_sink_ud *f;
+  int fd;
+  if (path == NULL) {
+    errno = EINVAL;
+    return TT_EINVAL;
+  }
+  fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0) return TT_EINVAL;
+  f = malloc(sizeof *f);
+  if (f == NULL) {
+    close(fd);
+    return TT_ENOMEM;
+  }
+  f->fd = fd;
+  swap_sink(file_sink, f);
+  return TT_OK;
 }
 
 /* write_stderr writes the whole line with as few writes as the kernel
@@ -65,12 +129,7 @@ void tt_log_set_sink(tt_log_sink fn, void *ud) {
 static void write_stderr(const char *p, size_t n) {
   flockfile(stderr);
   fflush(stderr);
-  while (n > 0) {
-    ssize_t w = write(STDERR_FILENO, p, n);
-    if (w <= 0) break;
-    p += w;
-    n -= (size_t)w;
-  }
+  write_all(STDERR_FILENO, p, n);
   funlockfile(stderr);
 }
 

@@ -61,11 +61,32 @@ bool tt__timedwait(pthread_cond_t *cv, pthread_mutex_t *mu, double until) {
   return true;
 }
 
+static _Thread_local bool engine_thread;
+
+bool tt_engine_thread(void) { return engine_thread; }
+
+/* What a new engine thread runs: its function, marked as ours. */
+typedef struct start {
+  void *(*fn)(void *);
+  void *arg;
+} start;
+
+static void *thread_main(void *p) {
+  start s = *(start *)p;
+  free(p);
+  engine_thread = true;
+  return s.fn(s.arg);
+}
+
 int tt__thread_start(pthread_t *t, void *(*fn)(void *), void *arg,
                      bool detached) {
   pthread_attr_t a;
   sigset_t all, old;
+  start *s = malloc(sizeof *s);
   int e;
+  if (s == NULL) return ENOMEM;
+  s->fn = fn;
+  s->arg = arg;
   TT_CHECK(pthread_attr_init(&a));
   if (detached)
     TT_CHECK(pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED));
@@ -73,9 +94,10 @@ int tt__thread_start(pthread_t *t, void *(*fn)(void *), void *arg,
   ** creation so signals keep going to the program's own threads. */
   sigfillset(&all);
   TT_CHECK(pthread_sigmask(SIG_SETMASK, &all, &old));
-  e = pthread_create(t, &a, fn, arg);
+  e = pthread_create(t, &a, thread_main, s);
   TT_CHECK(pthread_sigmask(SIG_SETMASK, &old, NULL));
   TT_CHECK(pthread_attr_destroy(&a));
+  if (e != 0) free(s);
   return e;
 }
 
@@ -107,6 +129,8 @@ char *tt__strdup(const char *s) {
 void tt_shutdown(void) {
   tt__exec_shutdown();
   tt__timer_shutdown();
+  /* The exporter sends what it holds first (within its timeout). */
+  tt_trace_shutdown(-1);
 }
 
 /* }==================================================================== */

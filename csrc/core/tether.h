@@ -170,9 +170,10 @@ double tt_now(void);
 /* tt_wall returns seconds since the Unix epoch (for logs only). */
 double tt_wall(void);
 
-/* tt_shutdown stops the engine's idle threads (idle executor threads, and
-** the timer thread when no deadline is pending: a pending one must still
-** fire) and waits for them.  Call it at the end of a C program that wants
+/* tt_shutdown stops the engine's idle threads (idle executor threads, the
+** timer thread when no deadline is pending: a pending one must still
+** fire, and the trace exporter once it has sent what it holds) and waits
+** for them.  Call it at the end of a C program that wants
 ** a clean exit under leak checkers; work still running is waited for.
 ** The engine restarts its threads on the next use. */
 void tt_shutdown(void);
@@ -451,6 +452,11 @@ int tt_exec(void (*fn)(void *arg), void *arg);
 ** binding gives each worker its own lua_State): 'on_exit' runs on an
 ** executor or pool worker thread just before it ends. */
 void tt_set_thread_exit_hook(void (*on_exit)(void));
+
+/* tt_engine_thread tells whether the calling thread is one the engine
+** started (executor, pool worker, timer, trace exporter), as opposed to
+** one of the program's own. */
+bool tt_engine_thread(void);
 
 /* }==================================================================== */
 
@@ -1116,6 +1122,23 @@ int tt_log_get_level(void);
 ** for long, and must not call tt_log_set_sink. */
 void tt_log_set_sink(tt_log_sink fn, void *ud);
 
+/* tt_log_set_file makes records go to the file at 'path' (created 0640
+** if need be), appended one line per record with one write each, so
+** that lines of several threads and processes sharing the file never
+** interleave.  It returns TT_OK, or TT_EINVAL with errno saying why the
+** file could not be opened (the sink is then unchanged), or TT_ENOMEM.
+** A later tt_log_set_sink or tt_log_set_file closes the file. */
+int tt_log_set_file(const char *path);
+
+/* tt_log_observe_pool makes the pool's op outcomes log lines (oplog.c):
+** an attempt that failed and will be retried at warn, an op failed, dead
+** or abandoned at error, and at debug an op completed, stopped or
+** spilled.  Each line has the fields pool, op, id, tenant, attempt,
+** outcome, duration_ms, error, trace_id and span_id (null where they do
+** not apply).  It costs nothing for events whose lines are not enabled.
+** Returns TT_OK, TT_EINVAL or TT_ENOMEM. */
+int tt_log_observe_pool(tt_pool *p);
+
 /* tt_log_level_name names a level ("debug", "info", "warn", "error",
 ** "off"); tt_log_level_parse reads a name back (-1 if unknown). */
 const char *tt_log_level_name(int level);
@@ -1271,6 +1294,156 @@ typedef struct tt_spanctx {
   tt_span_context sc;
 } tt_spanctx;
 extern const tt_type tt_spanctx_type;
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Traces: spans, sampling, export (OpenTelemetry)
+** ===================================================================== */
+
+/* Span kinds, as OTLP numbers them. */
+enum { TT_SPAN_INTERNAL = 1, TT_SPAN_SERVER, TT_SPAN_CLIENT,
+       TT_SPAN_PRODUCER, TT_SPAN_CONSUMER };
+
+/* A tt_span is one span ("tether.Span"), reference counted.  Any thread
+** may use it. */
+typedef struct tt_span tt_span;
+extern const tt_type tt_span_type;
+
+/* How a span starts: its kind (0: internal), attributes (copied; the
+** tt_field shapes of logs: strings, integers, numbers, booleans), links
+** to other spans, and 'link_parent' to link the parent span too (work
+** detached from its caller, as a pool op is). */
+typedef struct tt_span_opts {
+  int kind;
+  const tt_field *attrs;
+  size_t nattrs;
+  const tt_span_context *links;
+  size_t nlinks;
+  bool link_parent;
+} tt_span_opts;
+
+/* tt_span_start starts a span named 'name' (copied) whose parent is the
+** span 'parent' carries (tt_ctx_span_context; none: the span starts a
+** new trace), and stores in '*child' (may be NULL) a child of 'parent'
+** that carries the new span, so that work under it has it as parent and
+** tt_traceparent_format of it gives the header to send.  It always gives
+** a span with ids (NULL only when out of memory or 'parent' is NULL): a
+** span is recorded and exported only if tracing is on and the sampler
+** samples it, but its ids propagate either way, with the sampled flag
+** the sampler chose.  A server span starts from a context that carries
+** the request's remote span context (tt_with_span_context of a parsed
+** traceparent), with kind TT_SPAN_SERVER.  'o' may be NULL. */
+tt_span *tt_span_start(tt_ctx *parent, const char *name,
+                       const tt_span_opts *o, tt_ctx **child);
+
+/* tt_span_set_attr sets an attribute (a later value of the same key
+** replaces the earlier one); tt_span_add_link adds a link.  Both do
+** nothing once the span ended or when it is not recorded. */
+void tt_span_set_attr(tt_span *s, const tt_field *attr);
+void tt_span_add_link(tt_span *s, const tt_span_context *sc);
+
+/* tt_span_end ends the span, with status ERROR and 'error' ('len' bytes,
+** (size_t)-1: up to its NUL) as the message when 'error' is not NULL,
+** else with the status unset, and queues it for export if it is
+** recorded.  Only the first call ends it: it returns true, later ones
+** false.  A span freed without an end is never exported. */
+bool tt_span_end(tt_span *s, const char *error, size_t len);
+
+/* tt_span_context_of copies the span's identity; tt_span_recording tells
+** whether it is recorded (and not yet ended). */
+void tt_span_context_of(tt_span *s, tt_span_context *out);
+bool tt_span_recording(tt_span *s);
+
+/* A resource attribute of the exported spans. */
+typedef struct tt_trace_attr {
+  const char *key;
+  const char *value;
+} tt_trace_attr;
+
+/* Tracing settings.  Zero values are defaults; every string is copied.
+** - 'endpoint': the OTLP/HTTP traces URL (".../v1/traces"); batches are
+**   POSTed there as OTLP JSON with libcurl, with 'headers' ("Name:
+**   value" each; no CR or LF).
+** - 'file': a path; each batch is appended to it as one line of OTLP JSON
+**   (one write each).  Both may be given; with neither, nothing is
+**   recorded (ids still propagate).
+** - 'service_name' (default "unknown_service:<executable>") and
+**   'resource', the resource's attributes.
+** - 'sampler': "parentbased_traceidratio" (the default), "always_on",
+**   "always_off", "traceidratio", "parentbased_always_on",
+**   "parentbased_always_off"; 'sampler_arg' is the ratio of the two
+**   ratio samplers when 'sampler' names one (without a 'sampler', the
+**   ratio is 1).
+** - The batch processor: 'queue_size' spans at most wait (2048; a span
+**   that finds the queue full is dropped and counted), 'batch_size' per
+**   export (512), 'schedule_delay' seconds at most before a partial batch
+**   goes (5), 'export_timeout' seconds per export (10).
+** - Limits: 'value_limit' bytes of a string attribute, a name or a status
+**   message (4096), 'attr_limit' attributes per span (128). */
+typedef struct tt_trace_opts {
+  const char *endpoint;
+  const char *file;
+  const char *const *headers;
+  size_t nheaders;
+  const char *service_name;
+  const tt_trace_attr *resource;
+  size_t nresource;
+  const char *sampler;
+  double sampler_arg;
+  int queue_size, batch_size;
+  double schedule_delay, export_timeout;
+  int value_limit, attr_limit;
+} tt_trace_opts;
+
+/* Until tt_trace_configure is called, the settings come from the standard
+** environment variables, read at the first use of tracing:
+** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT +
+** "/v1/traces"), OTEL_EXPORTER_OTLP[_TRACES]_HEADERS ("k=v,k2=v2",
+** percent-decoded), OTEL_EXPORTER_OTLP[_TRACES]_TIMEOUT (ms),
+** OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER and
+** OTEL_TRACES_SAMPLER_ARG, OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_MAX_QUEUE_SIZE,
+** OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_[SPAN_]ATTRIBUTE_VALUE_LENGTH_LIMIT,
+** OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT, OTEL_SDK_DISABLED and
+** OTEL_TRACES_EXPORTER=none; and TETHER_TRACES_FILE for the file.  Only
+** http/json is sent (another OTEL_EXPORTER_OTLP_PROTOCOL is warned about).
+** Bad values are logged and ignored.
+**
+** tt_trace_configure replaces the settings ('o' NULL: nothing exported)
+** and returns TT_OK, or TT_EINVAL (unknown sampler, ratio outside 0..1,
+** a header without ':' or with CR/LF, a file that cannot be opened:
+** errno says why) leaving them as they were. */
+int tt_trace_configure(const tt_trace_opts *o);
+
+/* tt_trace_enabled tells whether spans may be recorded (an exporter is
+** set and the sampler is not always off): when false, the spans of pool
+** ops and saga steps cost one atomic load. */
+bool tt_trace_enabled(void);
+
+/* tt_trace_flush waits until every span ended before the call has been
+** exported (or dropped), at most 'timeout' seconds (< 0: no limit);
+** TT_OK or TT_ETIMEOUT.  tt_trace_shutdown flushes, then stops the
+** exporter thread (tt_shutdown does too); the next recorded span starts
+** it again.  At exit, what is queued is flushed, within the export
+** timeout (at most 5 s), by an atexit hook. */
+int tt_trace_flush(double timeout);
+int tt_trace_shutdown(double timeout);
+
+/* Counters of the exporter: spans recorded (queued), exported, dropped
+** (queue full, or a failed export), failed exports, and queued now. */
+typedef struct tt_trace_stats {
+  uint64_t recorded, exported, dropped, failed_exports, queued;
+} tt_trace_stats;
+void tt_trace_stats_get(tt_trace_stats *out);
+
+/* tt_trace_pool_hook is the pool hook (tt_pool_opts.hook) that makes a
+** span per attempt of an op: named after the op, its parent the
+** submitter's span (carried by the op's context) and a link to it,
+** attributes tether.pool, tether.op, tether.attempt and tether.tenant,
+** status ERROR with the error's message when the attempt fails.  The op's
+** function gets a context that carries the span. */
+const tt_pool_hook *tt_trace_pool_hook(void);
 
 /* }==================================================================== */
 

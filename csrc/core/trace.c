@@ -1,0 +1,1284 @@
+/*
+** trace.c -- spans (OpenTelemetry), the sampler, and a background
+** exporter of OTLP/HTTP JSON batches (libcurl) or OTLP JSON lines to a
+** file.  The identity of a span and its W3C header are tracectx.c's.
+**
+** DESIGN.
+**
+** Spans.  tt_span_start always gives a span with ids (16 random bytes of
+** trace id for a new trace, 8 of span id, from tt_random_bytes through a
+** small per-thread buffer) and a child context that carries them, so
+** that a traceparent propagates whether or not anything is recorded.  A
+** span is recorded only when tracing is on (an exporter is configured)
+** and the sampler says so: parent-based by default (a child follows its
+** parent's sampled flag; a new trace is sampled with the configured
+** ratio of trace ids).  A recorded span keeps its name, attributes,
+** links and status in a record of its own, bounded in size (attribute
+** count and value length limits), which tt_span_end moves onto the
+** export queue; an unrecorded span costs its ids and its context only.
+**
+** Work the engine does for someone gets a span from a caller-side hook:
+** each attempt of a pool op (tt_trace_pool_hook; parent: the submitter's
+** span, carried by the op's context, plus a link to it, since the op is
+** detached from its submitter) and each saga step and compensation
+** (saga.c).  When tracing is off these cost one atomic load.  A server
+** span starts the same way from a context that carries the request's
+** remote span context (tt_with_span_context of a parsed traceparent),
+** with kind TT_SPAN_SERVER.
+**
+** Export.  One exporter thread (an engine thread, started with the first
+** recorded span and stopped by tt_trace_shutdown or tt_shutdown) takes
+** batches off the queue when a batch is full, when the oldest queued
+** span has waited the schedule delay, or when a flush asks; it writes
+** each batch as one ExportTraceServiceRequest in OTLP JSON (ids in hex,
+** 64-bit integers and nanosecond times as strings, enums as integers)
+** and POSTs it, or appends it to the file as one line.  Workers never
+** wait for it: the queue is bounded (spans and bytes) and a span that
+** finds it full is dropped and counted, as are the spans of a failed
+** export.  Counters are exported as metrics (tether_trace_*).
+**
+** Configuration comes from the standard OTEL_* environment variables,
+** read once at first use, and can be replaced by tt_trace_configure.
+** A configuration is immutable and reference counted: the exporter
+** holds the one it exports with.
+**
+** Locks.  'tmu' guards the queue, the exporter's state and the current
+** configuration; it is a leaf (nothing is called under it but malloc).
+** A span's 'mu' guards its record while it is open; it is taken alone.
+*/
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "internal.h"
+
+#define DEF_QUEUE 2048
+#define DEF_BATCH 512
+#define DEF_DELAY 5.0
+#define DEF_TIMEOUT 10.0
+#define DEF_VALUE_LIMIT 4096
+#define DEF_ATTR_LIMIT 128
+#define MAX_LINKS 32
+#define MAX_QUEUED_BYTES (64u << 20)
+#define TT_TRACE_SDK_VERSION "0.1.0"
+
+/* {====================================================================
+** Configuration
+** ===================================================================== */
+
+enum { S_ALWAYS_ON, S_ALWAYS_OFF, S_RATIO, S_PB_ON, S_PB_OFF, S_PB_RATIO };
+
+static const char *const sampler_names[] = {
+  "always_on", "always_off", "traceidratio", "parentbased_always_on",
+  "parentbased_always_off", "parentbased_traceidratio", NULL
+};
+
+typedef struct tcfg {
+  _Atomic long refs;
+  char *endpoint;          /* may be NULL */
+  char *file;              /* may be NULL */
+  int fd;                  /* of 'file', or -1 */
+  char **headers;          /* "Name: value" */
+  size_t nheaders;
+  char *service;
+  char **res_keys, **res_values;  /* extra resource attributes */
+  size_t nres;
+  int sampler;
+  double ratio;
+  int queue, batch;
+  double delay, timeout;
+  size_t value_limit;
+  int attr_limit;
+} tcfg;
+
+static void cfg_unref(tcfg *c) {
+  size_t i;
+  if (c == NULL || atomic_fetch_sub(&c->refs, 1) != 1) return;
+  free(c->endpoint);
+  free(c->file);
+  if (c->fd >= 0) close(c->fd);
+  for (i = 0; i < c->nheaders; i++) free(c->headers[i]);
+  free(c->headers);
+  for (i = 0; i < c->nres; i++) {
+    free(c->res_keys[i]);
+    free(c->res_values[i]);
+  }
+  free(c->res_keys);
+  free(c->res_values);
+  free(c->service);
+  free(c);
+}
+
+static pthread_mutex_t tmu = PTHREAD_MUTEX_INITIALIZER;
+static tcfg *cfg;                 /* under tmu; NULL before init */
+static _Atomic int trace_on;      /* an exporter and a sampler that may
+                                  ** say yes: spans are recorded */
+static _Atomic int samp_kind = S_PB_ON;
+static _Atomic uint64_t samp_bound;  /* ratio as a bound on 63 bits */
+
+/* Counters, for stats and metrics. */
+static _Atomic uint64_t n_recorded, n_exported, n_dropped, n_failed;
+
+static char *dup_n(const char *s, size_t n) {
+  char *d = malloc(n + 1);
+  if (d == NULL) return NULL;
+  memcpy(d, s, n);
+  d[n] = '\0';
+  return d;
+}
+
+/* warn logs a configuration problem once per message. */
+static void warn(const char *msg, const char *detail) {
+  tt_field f[] = {TT_FSTR("detail", detail)};
+  tt_log(TT_LOG_WARN, msg, f, 1);
+}
+
+/* process_name is "unknown_service:<executable>", OpenTelemetry's
+** default service name. */
+static char *default_service(void) {
+  char comm[64] = "", buf[96];
+  FILE *f = fopen("/proc/self/comm", "r");
+  if (f != NULL) {
+    if (fgets(comm, sizeof comm, f) == NULL) comm[0] = '\0';
+    fclose(f);
+  }
+  comm[strcspn(comm, "\n")] = '\0';
+  snprintf(buf, sizeof buf, comm[0] != '\0' ? "unknown_service:%s"
+                                            : "unknown_service%s", comm);
+  return tt__strdup(buf);
+}
+
+static bool has_crlf(const char *s) { return strpbrk(s, "\r\n") != NULL; }
+
+static tcfg *cfg_new(const tt_trace_opts *o) {
+  tcfg *c = calloc(1, sizeof *c);
+  size_t i;
+  if (c == NULL) return NULL;
+  atomic_init(&c->refs, 1);
+  c->fd = -1;
+  c->sampler = S_PB_RATIO;
+  c->ratio = 1.0;
+  c->queue = o->queue_size > 0 ? o->queue_size : DEF_QUEUE;
+  c->batch = o->batch_size > 0 ? o->batch_size : DEF_BATCH;
+  if (c->batch > c->queue) c->batch = c->queue;
+  c->delay = o->schedule_delay > 0 ? o->schedule_delay : DEF_DELAY;
+  c->timeout = o->export_timeout > 0 ? o->export_timeout : DEF_TIMEOUT;
+  c->value_limit = o->value_limit > 0 ? (size_t)o->value_limit
+                                      : DEF_VALUE_LIMIT;
+  c->attr_limit = o->attr_limit > 0 ? o->attr_limit : DEF_ATTR_LIMIT;
+  if (o->sampler != NULL) {
+    for (i = 0; sampler_names[i] != NULL; i++)
+      if (strcmp(o->sampler, sampler_names[i]) == 0) break;
+    if (sampler_names[i] == NULL) goto bad;
+    c->sampler = (int)i;
+    if (c->sampler == S_RATIO || c->sampler == S_PB_RATIO) {
+      if (!(o->sampler_arg >= 0 && o->sampler_arg <= 1)) goto bad;
+      c->ratio = o->sampler_arg;
+    }
+  }
+  if (o->endpoint != NULL &&
+      (has_crlf(o->endpoint) ||
+       (c->endpoint = tt__strdup(o->endpoint)) == NULL))
+    goto bad;
+  if (o->file != NULL) {
+    c->file = tt__strdup(o->file);
+    if (c->file == NULL) goto bad;
+    c->fd = open(o->file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (c->fd < 0) goto bad;
+  }
+  if (o->nheaders > 0) {
+    c->headers = calloc(o->nheaders, sizeof *c->headers);
+    if (c->headers == NULL) goto bad;
+    for (i = 0; i < o->nheaders; i++) {
+      const char *h = o->headers[i];
+      if (h == NULL || has_crlf(h) || strchr(h, ':') == NULL) goto bad;
+      if ((c->headers[i] = tt__strdup(h)) == NULL) goto bad;
+      c->nheaders = i + 1;
+    }
+  }
+  c->service = o->service_name != NULL ? tt__strdup(o->service_name)
+                                       : default_service();
+  if (c->service == NULL) goto bad;
+  if (o->nresource > 0) {
+    c->res_keys = calloc(o->nresource, sizeof *c->res_keys);
+    c->res_values = calloc(o->nresource, sizeof *c->res_values);
+    if (c->res_keys == NULL || c->res_values == NULL) goto bad;
+    for (i = 0; i < o->nresource; i++) {
+      c->res_keys[i] = tt__strdup(o->resource[i].key);
+      c->res_values[i] = tt__strdup(o->resource[i].value);
+      c->nres = i + 1;
+      if (c->res_keys[i] == NULL || c->res_values[i] == NULL) goto bad;
+    }
+  }
+  return c;
+bad:
+  cfg_unref(c);
+  return NULL;
+}
+
+/* apply makes 'c' the configuration (taking its reference). */
+static void apply(tcfg *c) {
+  tcfg *old;
+  uint64_t bound = c->ratio >= 1 ? UINT64_MAX >> 1
+                   : (uint64_t)(c->ratio * 9223372036854775808.0);
+  /* Parent-based samplers still record the children of sampled
+  ** parents, whatever they do with new traces. */
+  int on = (c->endpoint != NULL || c->fd >= 0) &&
+           c->sampler != S_ALWAYS_OFF &&
+           !(c->sampler == S_RATIO && c->ratio <= 0);
+  tt__lock(&tmu);
+  old = cfg;
+  cfg = c;
+  atomic_store(&samp_bound, bound);
+  atomic_store(&samp_kind, c->sampler);
+  atomic_store(&trace_on, on);
+  tt__unlock(&tmu);
+  cfg_unref(old);
+}
+
+/* {====== The environment ====== */
+
+static const char *env(const char *a, const char *b) {
+  const char *v = getenv(a);
+  if ((v == NULL || *v == '\0') && b != NULL) v = getenv(b);
+  return v != NULL && *v != '\0' ? v : NULL;
+}
+
+/* env_ms reads a duration in milliseconds as seconds (0: not set). */
+static double env_ms(const char *a, const char *b) {
+  const char *v = env(a, b);
+  char *end;
+  double d;
+  if (v == NULL) return 0;
+  d = strtod(v, &end);
+  if (*end != '\0' || !(d > 0)) {
+    warn("ignored a bad OTEL_* duration (milliseconds)", v);
+    return 0;
+  }
+  return d / 1000;
+}
+
+static int env_int(const char *a) {
+  const char *v = env(a, NULL);
+  char *end;
+  long n;
+  if (v == NULL) return 0;
+  n = strtol(v, &end, 10);
+  if (*end != '\0' || n <= 0 || n > 1 << 24) {
+    warn("ignored a bad OTEL_* count", v);
+    return 0;
+  }
+  return (int)n;
+}
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* decode trims and percent-decodes [s, s+n) into a new string. */
+static char *decode(const char *s, size_t n) {
+  char *d, *o;
+  size_t i;
+  while (n > 0 && isspace((unsigned char)*s)) s++, n--;
+  while (n > 0 && isspace((unsigned char)s[n - 1])) n--;
+  d = o = malloc(n + 1);
+  if (d == NULL) return NULL;
+  for (i = 0; i < n; i++) {
+    if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 &&
+        hexval(s[i + 2]) >= 0) {
+      *o++ = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+      i += 2;
+    } else {
+      *o++ = s[i];
+    }
+  }
+  *o = '\0';
+  return d;
+}
+
+/* A list of key=value pairs, as OTEL_EXPORTER_OTLP_HEADERS and
+** OTEL_RESOURCE_ATTRIBUTES write them. */
+typedef struct kvlist {
+  char **k, **v;
+  size_t n;
+} kvlist;
+
+static void kv_free(kvlist *l) {
+  size_t i;
+  for (i = 0; i < l->n; i++) {
+    free(l->k[i]);
+    free(l->v[i]);
+  }
+  free(l->k);
+  free(l->v);
+  memset(l, 0, sizeof *l);
+}
+
+static void kv_parse(const char *s, kvlist *l, const char *what) {
+  memset(l, 0, sizeof *l);
+  while (s != NULL && *s != '\0') {
+    const char *end = strchr(s, ','), *eq;
+    size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
+    eq = memchr(s, '=', len);
+    if (eq == NULL) {
+      if (len > 0) warn(what, "an entry has no '='");
+    } else {
+      char **nk = realloc(l->k, (l->n + 1) * sizeof *nk), **nv;
+      if (nk == NULL) break;
+      l->k = nk;
+      nv = realloc(l->v, (l->n + 1) * sizeof *nv);
+      if (nv == NULL) break;
+      l->v = nv;
+      l->k[l->n] = decode(s, (size_t)(eq - s));
+      l->v[l->n] = decode(eq + 1, len - (size_t)(eq - s) - 1);
+      if (l->k[l->n] == NULL || l->v[l->n] == NULL || l->k[l->n][0] == 0) {
+        free(l->k[l->n]);
+        free(l->v[l->n]);
+      } else {
+        l->n++;
+      }
+    }
+    s = end != NULL ? end + 1 : NULL;
+  }
+}
+
+/* from_env reads the standard variables into a configuration. */
+static tcfg *from_env(void) {
+  tt_trace_opts o;
+  const char *v, *exporter;
+  char *endpoint = NULL, **hdrs = NULL;
+  kvlist h, r;
+  tt_trace_attr *res = NULL;
+  tcfg *c;
+  size_t i, nres = 0;
+  memset(&o, 0, sizeof o);
+  o.sampler_arg = 1;
+  memset(&h, 0, sizeof h);
+  memset(&r, 0, sizeof r);
+  v = env("OTEL_SDK_DISABLED", NULL);
+  exporter = env("OTEL_TRACES_EXPORTER", NULL);
+  if ((v != NULL && strcasecmp(v, "true") == 0) ||
+      (exporter != NULL && strcmp(exporter, "none") == 0)) {
+    /* Nothing is exported: the defaults, with no destination. */
+  } else {
+    if (exporter != NULL && strcmp(exporter, "otlp") != 0)
+      warn("OTEL_TRACES_EXPORTER: only otlp is supported", exporter);
+    if ((v = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", NULL)) != NULL) {
+      endpoint = tt__strdup(v);
+    } else if ((v = env("OTEL_EXPORTER_OTLP_ENDPOINT", NULL)) != NULL) {
+      size_t n = strlen(v);
+      endpoint = malloc(n + sizeof "/v1/traces");
+      if (endpoint != NULL) {
+        memcpy(endpoint, v, n);
+        if (n > 0 && v[n - 1] == '/') n--;
+        memcpy(endpoint + n, "/v1/traces", sizeof "/v1/traces");
+      }
+    }
+    o.endpoint = endpoint;
+    o.file = env("TETHER_TRACES_FILE", NULL);
+    v = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL");
+    if (v != NULL && strcmp(v, "http/json") != 0)
+      warn("OTLP protocol: only http/json is sent", v);
+  }
+  kv_parse(env("OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+               "OTEL_EXPORTER_OTLP_HEADERS"), &h,
+           "OTEL_EXPORTER_OTLP_HEADERS: ignored an entry");
+  if (h.n > 0 && (hdrs = calloc(h.n, sizeof *hdrs)) != NULL) {
+    for (i = 0; i < h.n; i++) {
+      size_t n = strlen(h.k[i]) + strlen(h.v[i]) + 3;
+      if ((hdrs[o.nheaders] = malloc(n)) == NULL) continue;
+      snprintf(hdrs[o.nheaders], n, "%s: %s", h.k[i], h.v[i]);
+      if (has_crlf(hdrs[o.nheaders]) || strchr(h.k[i], ':') != NULL) {
+        warn("OTEL_EXPORTER_OTLP_HEADERS: ignored a bad header", h.k[i]);
+        free(hdrs[o.nheaders]);
+        continue;
+      }
+      o.nheaders++;
+    }
+    o.headers = (const char *const *)hdrs;
+  }
+  kv_parse(env("OTEL_RESOURCE_ATTRIBUTES", NULL), &r,
+           "OTEL_RESOURCE_ATTRIBUTES: ignored an entry");
+  if (r.n > 0 && (res = calloc(r.n, sizeof *res)) != NULL) {
+    for (i = 0; i < r.n; i++) {
+      if (strcmp(r.k[i], "service.name") == 0) {
+        o.service_name = r.v[i];
+        continue;
+      }
+      res[nres].key = r.k[i];
+      res[nres].value = r.v[i];
+      nres++;
+    }
+    o.resource = res;
+    o.nresource = nres;
+  }
+  if ((v = env("OTEL_SERVICE_NAME", NULL)) != NULL) o.service_name = v;
+  if ((v = env("OTEL_TRACES_SAMPLER", NULL)) != NULL) {
+    for (i = 0; sampler_names[i] != NULL; i++)
+      if (strcmp(v, sampler_names[i]) == 0) break;
+    if (sampler_names[i] != NULL) o.sampler = v;
+    else warn("OTEL_TRACES_SAMPLER: unknown sampler ignored", v);
+  }
+  if ((v = env("OTEL_TRACES_SAMPLER_ARG", NULL)) != NULL) {
+    char *end;
+    double d = strtod(v, &end);
+    if (*end == '\0' && d >= 0 && d <= 1) {
+      o.sampler_arg = d;
+      if (o.sampler == NULL) o.sampler = "parentbased_traceidratio";
+    } else {
+      warn("OTEL_TRACES_SAMPLER_ARG: not a ratio in [0, 1]", v);
+    }
+  }
+  o.schedule_delay = env_ms("OTEL_BSP_SCHEDULE_DELAY", NULL);
+  o.export_timeout = env_ms("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                            "OTEL_EXPORTER_OTLP_TIMEOUT");
+  o.queue_size = env_int("OTEL_BSP_MAX_QUEUE_SIZE");
+  o.batch_size = env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE");
+  o.value_limit = env_int("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT");
+  if (o.value_limit == 0)
+    o.value_limit = env_int("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT");
+  o.attr_limit = env_int("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT");
+  c = cfg_new(&o);
+  if (c == NULL && o.file != NULL) {
+    warn("TETHER_TRACES_FILE: cannot open the file", o.file);
+    o.file = NULL;
+    c = cfg_new(&o);
+  }
+  if (c == NULL) {
+    /* A bad endpoint: trace nothing rather than fail. */
+    warn("tracing is off: bad OTEL_* settings", endpoint);
+    memset(&o, 0, sizeof o);
+    c = cfg_new(&o);
+  }
+  for (i = 0; i < o.nheaders; i++) free(hdrs[i]);
+  free(hdrs);
+  free(res);
+  free(endpoint);
+  kv_free(&h);
+  kv_free(&r);
+  return c;
+}
+
+/* }====== */
+
+static void register_metrics(void);
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+static void init(void) {
+  tcfg *c = from_env();
+  if (c != NULL) apply(c);
+  register_metrics();
+}
+
+static void ensure_init(void) { TT_CHECK(pthread_once(&init_once, init)); }
+
+int tt_trace_configure(const tt_trace_opts *o) {
+  tcfg *c;
+  tt_trace_opts def;
+  ensure_init();
+  if (o == NULL) {
+    memset(&def, 0, sizeof def);
+    o = &def;
+  }
+  c = cfg_new(o);
+  if (c == NULL) return TT_EINVAL;
+  apply(c);
+  return TT_OK;
+}
+
+bool tt_trace_enabled(void) {
+  ensure_init();
+  return atomic_load_explicit(&trace_on, memory_order_relaxed) != 0;
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Spans
+** ===================================================================== */
+
+typedef struct sattr {
+  char *key;
+  int kind;                /* TT_F_* */
+  char *s;                 /* for TT_F_STR */
+  size_t len;
+  long long i;
+  double n;
+} sattr;
+
+/* A recorded span, from its start to its export. */
+typedef struct srec {
+  tt_list link;            /* in the queue; under tmu */
+  uint64_t seq;            /* its place in the queue's order; under tmu */
+  double queued_at;        /* tt_now() when queued */
+  tt_span_context sc;
+  uint8_t parent[8];
+  bool has_parent;
+  char *name;
+  int kind;
+  uint64_t start_ns, end_ns;
+  double start_mono;
+  int status;              /* 0 unset, 2 error */
+  char *message;
+  sattr *attrs;
+  int nattrs, attr_cap, dropped_attrs;
+  tt_span_context links[MAX_LINKS];
+  int nlinks, dropped_links;
+  size_t value_limit;
+  int attr_limit;
+  size_t bytes;            /* about what it holds, for the queue bound */
+} srec;
+
+struct tt_span {
+  tt_obj hdr;
+  pthread_mutex_t mu;      /* guards 'rec' and 'ended' */
+  tt_span_context sc;      /* fixed */
+  srec *rec;               /* NULL when not recorded, or once ended */
+  bool ended;
+};
+
+static void rec_free(srec *r) {
+  int i;
+  if (r == NULL) return;
+  for (i = 0; i < r->nattrs; i++) {
+    free(r->attrs[i].key);
+    free(r->attrs[i].s);
+  }
+  free(r->attrs);
+  free(r->name);
+  free(r->message);
+  free(r);
+}
+
+static void span_free(tt_obj *o) {
+  tt_span *s = (tt_span *)o;
+  rec_free(s->rec);  /* never ended: never exported */
+  TT_CHECK(pthread_mutex_destroy(&s->mu));
+  free(s);
+}
+
+static int span_describe(tt_obj *o, char *buf, size_t n) {
+  tt_span *s = (tt_span *)o;
+  char tid[33], sid[17];
+  tt_hex(s->sc.trace_id, 16, tid);
+  tt_hex(s->sc.span_id, 8, sid);
+  return snprintf(buf, n, "tether.Span %s-%s%s", tid, sid,
+                  (s->sc.flags & 1) ? " (sampled)" : "");
+}
+
+const tt_type tt_span_type = {"tether.Span", span_free, span_describe};
+
+/* random_id fills 'p' with 'n' random bytes, not all zero, from a
+** per-thread buffer refilled by tt_random_bytes (one system call per 32
+** spans instead of two per span). */
+static void random_id(uint8_t *p, size_t n) {
+  static _Thread_local uint8_t buf[768];
+  static _Thread_local size_t avail;
+  size_t i;
+  bool zero;
+  do {
+    if (avail < n) {
+      if (tt_random_bytes(buf, sizeof buf) != TT_OK) {
+        /* No kernel randomness: a weaker id beats none. */
+        for (i = 0; i < sizeof buf; i += 8) {
+          uint64_t r = tt__random();
+          memcpy(buf + i, &r, 8);
+        }
+      }
+      avail = sizeof buf;
+    }
+    memcpy(p, buf + sizeof buf - avail, n);
+    avail -= n;
+    zero = true;
+    for (i = 0; i < n; i++)
+      if (p[i] != 0) zero = false;
+  } while (zero);
+}
+
+static uint64_t wall_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* sample decides a new span's sampled flag. */
+static bool sample(const tt_span_context *parent, const uint8_t *trace_id) {
+  int k = atomic_load_explicit(&samp_kind, memory_order_relaxed);
+  uint64_t x = 0;
+  int i;
+  if (!atomic_load_explicit(&trace_on, memory_order_relaxed))
+    return parent != NULL && (parent->flags & 1);
+  if (parent != NULL && k >= S_PB_ON) return (parent->flags & 1) != 0;
+  if (k == S_ALWAYS_ON || k == S_PB_ON) return true;
+  if (k == S_ALWAYS_OFF || k == S_PB_OFF) return false;
+  /* The trace id's last 8 bytes as a number, against the ratio. */
+  for (i = 8; i < 16; i++) x = (x << 8) | trace_id[i];
+  return (x >> 1) < atomic_load_explicit(&samp_bound, memory_order_relaxed);
+}
+
+/* clip returns how many bytes of a string of 'n' bytes a record keeps. */
+static size_t clip(const srec *r, size_t n) {
+  return n > r->value_limit ? r->value_limit : n;
+}
+
+static void rec_attr(srec *r, const tt_field *f) {
+  sattr *a = NULL;
+  int i;
+  if (f == NULL || f->key == NULL) return;
+  for (i = 0; i < r->nattrs; i++)
+    if (strcmp(r->attrs[i].key, f->key) == 0) {
+      a = &r->attrs[i];
+      free(a->s);
+      a->s = NULL;
+      break;
+    }
+  if (a == NULL) {
+    if (r->nattrs >= r->attr_limit) {
+      r->dropped_attrs++;
+      return;
+    }
+    if (r->nattrs == r->attr_cap) {
+      int ncap = r->attr_cap == 0 ? 8 : r->attr_cap * 2;
+      sattr *na = realloc(r->attrs, (size_t)ncap * sizeof *na);
+      if (na == NULL) {
+        r->dropped_attrs++;
+        return;
+      }
+      r->attrs = na;
+      r->attr_cap = ncap;
+    }
+    a = &r->attrs[r->nattrs];
+    memset(a, 0, sizeof *a);
+    a->key = dup_n(f->key, clip(r, strlen(f->key)));
+    if (a->key == NULL) {
+      r->dropped_attrs++;
+      return;
+    }
+    r->nattrs++;
+    r->bytes += strlen(a->key) + sizeof *a;
+  }
+  a->kind = f->kind;
+  a->i = f->i;
+  a->n = f->n;
+  if (f->kind == TT_F_STR) {
+    size_t n = f->s == NULL ? 0 : f->len == (size_t)-1 ? strlen(f->s)
+                                                       : f->len;
+    a->len = clip(r, n);
+    a->s = dup_n(f->s != NULL ? f->s : "", a->len);
+    if (a->s == NULL) a->len = 0;
+    r->bytes += a->len;
+  }
+}
+
+tt_span *tt_span_start(tt_ctx *parent, const char *name,
+                       const tt_span_opts *o, tt_ctx **child) {
+  tt_span_context psc, *pp = NULL;
+  tt_span *s;
+  srec *r = NULL;
+  size_t i;
+  ensure_init();
+  if (child != NULL) *child = NULL;
+  if (parent == NULL) return NULL;
+  s = calloc(1, sizeof *s);
+  if (s == NULL) return NULL;
+  tt_obj_init(&s->hdr, &tt_span_type);
+  TT_CHECK(pthread_mutex_init(&s->mu, NULL));
+  if (tt_ctx_span_context(parent, &psc)) pp = &psc;
+  if (pp != NULL) memcpy(s->sc.trace_id, pp->trace_id, 16);
+  else random_id(s->sc.trace_id, 16);
+  random_id(s->sc.span_id, 8);
+  s->sc.flags = sample(pp, s->sc.trace_id) ? 1 : 0;
+  s->sc.remote = false;
+  if ((s->sc.flags & 1) &&
+      atomic_load_explicit(&trace_on, memory_order_relaxed)) {
+    r = calloc(1, sizeof *r);
+    if (r != NULL) {
+      tt__lock(&tmu);
+      r->value_limit = cfg != NULL ? cfg->value_limit : DEF_VALUE_LIMIT;
+      r->attr_limit = cfg != NULL ? cfg->attr_limit : DEF_ATTR_LIMIT;
+      tt__unlock(&tmu);
+      r->sc = s->sc;
+      if (pp != NULL) {
+        memcpy(r->parent, pp->span_id, 8);
+        r->has_parent = true;
+      }
+      if (name == NULL) name = "span";
+      r->name = dup_n(name, clip(r, strlen(name)));
+      r->kind = o != NULL && o->kind > 0 ? o->kind : TT_SPAN_INTERNAL;
+      r->start_ns = wall_ns();
+      r->start_mono = tt_now();
+      r->bytes = sizeof *r + (r->name != NULL ? strlen(r->name) : 0);
+      if (o != NULL) {
+        for (i = 0; i < o->nattrs; i++) rec_attr(r, &o->attrs[i]);
+        if (o->link_parent && pp != NULL) r->links[r->nlinks++] = *pp;
+        for (i = 0; i < o->nlinks; i++) {
+          if (r->nlinks < MAX_LINKS) r->links[r->nlinks++] = o->links[i];
+          else r->dropped_links++;
+        }
+      }
+      s->rec = r;
+    }
+  }
+  if (child != NULL) {
+    *child = tt_with_span_context(parent, &s->sc);
+    if (*child == NULL) {
+      tt_unref(s);
+      return NULL;
+    }
+  }
+  return s;
+}
+
+void tt_span_context_of(tt_span *s, tt_span_context *out) { *out = s->sc; }
+
+bool tt_span_recording(tt_span *s) {
+  bool r;
+  tt__lock(&s->mu);
+  r = s->rec != NULL;
+  tt__unlock(&s->mu);
+  return r;
+}
+
+void tt_span_set_attr(tt_span *s, const tt_field *f) {
+  if (s == NULL) return;
+  tt__lock(&s->mu);
+  if (s->rec != NULL) rec_attr(s->rec, f);
+  tt__unlock(&s->mu);
+}
+
+void tt_span_add_link(tt_span *s, const tt_span_context *sc) {
+  if (s == NULL || sc == NULL) return;
+  tt__lock(&s->mu);
+  if (s->rec != NULL) {
+    if (s->rec->nlinks < MAX_LINKS) s->rec->links[s->rec->nlinks++] = *sc;
+    else s->rec->dropped_links++;
+  }
+  tt__unlock(&s->mu);
+}
+
+static void enqueue(srec *r);
+
+bool tt_span_end(tt_span *s, const char *error, size_t len) {
+  srec *r;
+  if (s == NULL) return false;
+  tt__lock(&s->mu);
+  if (s->ended) {
+    tt__unlock(&s->mu);
+    return false;
+  }
+  s->ended = true;
+  r = s->rec;
+  s->rec = NULL;
+  tt__unlock(&s->mu);
+  if (r == NULL) return true;
+  r->end_ns = r->start_ns + (uint64_t)llround((tt_now() - r->start_mono) *
+                                              1e9);
+  if (error != NULL) {
+    if (len == (size_t)-1) len = strlen(error);
+    r->status = 2;
+    r->message = dup_n(error, clip(r, len));
+    if (r->message != NULL) r->bytes += strlen(r->message);
+  }
+  enqueue(r);
+  return true;
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** The queue and the exporter thread
+** ===================================================================== */
+
+static tt_list queue = {&queue, &queue};  /* of srec; under tmu */
+static size_t qlen, qbytes;               /* under tmu */
+static bool running, stopping;            /* the exporter; under tmu */
+static pthread_t exporter;
+/* Spans get increasing numbers as they are queued; a flush waits until
+** the exporter is done with every number queued before it asked. */
+static uint64_t last_seq, done_seq, flush_to;  /* under tmu */
+static pthread_cond_t work_cv, done_cv;   /* exporter waits; flushers */
+static pthread_once_t cv_once = PTHREAD_ONCE_INIT;
+
+static void cv_init(void) {
+  tt__cond_init(&work_cv);
+  tt__cond_init(&done_cv);
+}
+
+static void *exporter_main(void *arg);
+static void at_exit_flush(void);
+
+/* start_locked starts the exporter thread (under tmu). */
+static void start_locked(void) {
+  static bool exit_hooked;
+  if (running) return;
+  stopping = false;
+  if (tt__thread_start(&exporter, exporter_main, NULL, false) == 0) {
+    running = true;
+    if (!exit_hooked) {
+      exit_hooked = true;
+      atexit(at_exit_flush);
+    }
+  }
+}
+
+static void enqueue(srec *r) {
+  size_t cap;
+  TT_CHECK(pthread_once(&cv_once, cv_init));
+  tt__lock(&tmu);
+  cap = cfg != NULL ? (size_t)cfg->queue : DEF_QUEUE;
+  start_locked();
+  if (!running || qlen >= cap || qbytes + r->bytes > MAX_QUEUED_BYTES) {
+    tt__unlock(&tmu);
+    atomic_fetch_add(&n_dropped, 1);
+    rec_free(r);
+    return;
+  }
+  r->seq = ++last_seq;
+  r->queued_at = tt_now();
+  tt_list_push(&queue, &r->link);
+  qlen++;
+  qbytes += r->bytes;
+  atomic_fetch_add(&n_recorded, 1);
+  /* The exporter sleeps without a deadline while the queue is empty. */
+  if (qlen == 1 || (cfg != NULL && qlen >= (size_t)cfg->batch))
+    TT_CHECK(pthread_cond_signal(&work_cv));
+  tt__unlock(&tmu);
+}
+
+/* {====== OTLP JSON ====== */
+
+static void json_hex(tt_buf *b, const uint8_t *p, size_t n) {
+  char h[33];
+  tt_hex(p, n, h);
+  tt_buf_addc(b, '"');
+  tt_buf_add(b, h, 2 * n);
+  tt_buf_addc(b, '"');
+}
+
+static void json_attr_str(tt_buf *b, const char *k, const char *v) {
+  tt_buf_adds(b, "{\"key\":");
+  tt_buf_json_str(b, k, strlen(k));
+  tt_buf_adds(b, ",\"value\":{\"stringValue\":");
+  tt_buf_json_str(b, v, strlen(v));
+  tt_buf_adds(b, "}}");
+}
+
+static void json_attrs(tt_buf *b, const sattr *a, int n) {
+  int i;
+  tt_buf_addc(b, '[');
+  for (i = 0; i < n; i++) {
+    if (i > 0) tt_buf_addc(b, ',');
+    tt_buf_adds(b, "{\"key\":");
+    tt_buf_json_str(b, a[i].key, strlen(a[i].key));
+    tt_buf_adds(b, ",\"value\":{");
+    switch (a[i].kind) {
+      case TT_F_INT:
+        tt_buf_addf(b, "\"intValue\":\"%lld\"", a[i].i);
+        break;
+      case TT_F_NUM:
+        if (isnan(a[i].n) || isinf(a[i].n)) {
+          /* JSON has no such numbers; OTLP JSON spells them so. */
+          tt_buf_adds(b, isnan(a[i].n) ? "\"doubleValue\":\"NaN\""
+                         : a[i].n > 0 ? "\"doubleValue\":\"Infinity\""
+                                      : "\"doubleValue\":\"-Infinity\"");
+        } else {
+          tt_buf_adds(b, "\"doubleValue\":");
+          tt_buf_json_num(b, a[i].n);
+        }
+        break;
+      case TT_F_BOOL:
+        tt_buf_adds(b, a[i].i ? "\"boolValue\":true"
+                              : "\"boolValue\":false");
+        break;
+      default:
+        tt_buf_adds(b, "\"stringValue\":");
+        tt_buf_json_str(b, a[i].s != NULL ? a[i].s : "", a[i].len);
+    }
+    tt_buf_adds(b, "}}");
+  }
+  tt_buf_addc(b, ']');
+}
+
+static void json_span(tt_buf *b, const srec *r) {
+  int i;
+  tt_buf_adds(b, "{\"traceId\":");
+  json_hex(b, r->sc.trace_id, 16);
+  tt_buf_adds(b, ",\"spanId\":");
+  json_hex(b, r->sc.span_id, 8);
+  if (r->has_parent) {
+    tt_buf_adds(b, ",\"parentSpanId\":");
+    json_hex(b, r->parent, 8);
+  }
+  tt_buf_adds(b, ",\"flags\":");
+  tt_buf_addf(b, "%u", 0x100u | r->sc.flags);
+  tt_buf_adds(b, ",\"name\":");
+  tt_buf_json_str(b, r->name != NULL ? r->name : "",
+                  r->name != NULL ? strlen(r->name) : 0);
+  tt_buf_addf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%llu\","
+              "\"endTimeUnixNano\":\"%llu\",\"attributes\":", r->kind,
+              (unsigned long long)r->start_ns,
+              (unsigned long long)r->end_ns);
+  json_attrs(b, r->attrs, r->nattrs);
+  if (r->dropped_attrs > 0)
+    tt_buf_addf(b, ",\"droppedAttributesCount\":%d", r->dropped_attrs);
+  tt_buf_adds(b, ",\"links\":[");
+  for (i = 0; i < r->nlinks; i++) {
+    if (i > 0) tt_buf_addc(b, ',');
+    tt_buf_adds(b, "{\"traceId\":");
+    json_hex(b, r->links[i].trace_id, 16);
+    tt_buf_adds(b, ",\"spanId\":");
+    json_hex(b, r->links[i].span_id, 8);
+    tt_buf_adds(b, ",\"attributes\":[]}");
+  }
+  tt_buf_addc(b, ']');
+  if (r->dropped_links > 0)
+    tt_buf_addf(b, ",\"droppedLinksCount\":%d", r->dropped_links);
+  if (r->status == 2) {
+    tt_buf_adds(b, ",\"status\":{\"code\":2,\"message\":");
+    tt_buf_json_str(b, r->message != NULL ? r->message : "",
+                    r->message != NULL ? strlen(r->message) : 0);
+    tt_buf_adds(b, "}}");
+  } else {
+    tt_buf_adds(b, ",\"status\":{\"code\":0}}");
+  }
+}
+
+/* json_request writes one ExportTraceServiceRequest of the spans of
+** 'batch'. */
+static void json_request(tt_buf *b, const tcfg *c, tt_list *batch) {
+  tt_list *l;
+  size_t i;
+  tt_buf_adds(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
+  json_attr_str(b, "service.name", c->service);
+  tt_buf_addc(b, ',');
+  json_attr_str(b, "telemetry.sdk.name", "tether");
+  tt_buf_addc(b, ',');
+  json_attr_str(b, "telemetry.sdk.version", TT_TRACE_SDK_VERSION);
+  for (i = 0; i < c->nres; i++) {
+    tt_buf_addc(b, ',');
+    json_attr_str(b, c->res_keys[i], c->res_values[i]);
+  }
+  tt_buf_adds(b, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"tether\","
+                 "\"version\":\"" TT_TRACE_SDK_VERSION "\"},\"spans\":[");
+  for (l = batch->next; l != batch; l = l->next) {
+    if (l != batch->next) tt_buf_addc(b, ',');
+    json_span(b, tt_container_of(l, srec, link));
+  }
+  tt_buf_adds(b, "]}]}]}");
+}
+
+/* }====== */
+
+/* {====== Sending ====== */
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static bool curl_ok;
+
+static void curl_init(void) {
+  curl_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+}
+
+static size_t discard(char *p, size_t size, size_t n, void *ud) {
+  (void)p;
+  (void)ud;
+  return size * n;
+}
+
+/* post sends one request body; true on a 2xx answer. */
+static bool post(CURL **h, const tcfg *c, const tt_buf *body) {
+  struct curl_slist *hl = NULL, *t;
+  long code = 0;
+  CURLcode rc;
+  size_t i;
+  TT_CHECK(pthread_once(&curl_once, curl_init));
+  if (!curl_ok) return false;
+  if (*h == NULL && (*h = curl_easy_init()) == NULL) return false;
+  curl_easy_reset(*h);
+  if ((t = curl_slist_append(hl, "Content-Type: application/json")) != NULL)
+    hl = t;
+  /* No "Expect: 100-continue" round trip before each body. */
+  if ((t = curl_slist_append(hl, "Expect:")) != NULL) hl = t;
+  for (i = 0; i < c->nheaders; i++)
+    if ((t = curl_slist_append(hl, c->headers[i])) != NULL) hl = t;
+  curl_easy_setopt(*h, CURLOPT_URL, c->endpoint);
+  curl_easy_setopt(*h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(*h, CURLOPT_HTTPHEADER, hl);
+  curl_easy_setopt(*h, CURLOPT_POST, 1L);
+  curl_easy_setopt(*h, CURLOPT_POSTFIELDS, body->data);
+  curl_easy_setopt(*h, CURLOPT_POSTFIELDSIZE_LARGE,
+                   (curl_off_t)body->len);
+  curl_easy_setopt(*h, CURLOPT_TIMEOUT_MS, (long)(c->timeout * 1000));
+  curl_easy_setopt(*h, CURLOPT_WRITEFUNCTION, discard);
+  curl_easy_setopt(*h, CURLOPT_PROTOCOLS_STR, "http,https");
+  rc = curl_easy_perform(*h);
+  if (rc == CURLE_OK) curl_easy_getinfo(*h, CURLINFO_RESPONSE_CODE, &code);
+  curl_slist_free_all(hl);
+  return rc == CURLE_OK && code >= 200 && code < 300;
+}
+
+/* write_line appends the body and a newline with one write. */
+static bool write_line(const tcfg *c, tt_buf *body) {
+  const char *p;
+  size_t n;
+  tt_buf_addc(body, '\n');
+  if (body->failed) return false;
+  p = body->data;
+  n = body->len;
+  while (n > 0) {
+    ssize_t w = write(c->fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= (size_t)w;
+  }
+  return true;
+}
+
+/* export_batch sends the spans of 'batch' (then frees them); it runs on
+** the exporter thread without any lock. */
+static void export_batch(CURL **h, tcfg *c, tt_list *batch, size_t n) {
+  tt_buf body = TT_BUF_INIT;
+  tt_list *l;
+  bool ok = false;
+  if (c != NULL && (c->endpoint != NULL || c->fd >= 0)) {
+    json_request(&body, c, batch);
+    if (!body.failed) {
+      ok = true;
+      if (c->fd >= 0) ok = write_line(c, &body) && ok;
+      if (c->endpoint != NULL) ok = post(h, c, &body) && ok;
+    }
+  }
+  tt_buf_free(&body);
+  if (ok) {
+    atomic_fetch_add(&n_exported, n);
+  } else {
+    atomic_fetch_add(&n_dropped, n);
+    atomic_fetch_add(&n_failed, 1);
+  }
+  while ((l = tt_list_shift(batch)) != NULL)
+    rec_free(tt_container_of(l, srec, link));
+}
+
+/* }====== */
+
+static void *exporter_main(void *arg) {
+  CURL *h = NULL;
+  (void)arg;
+  tt__lock(&tmu);
+  for (;;) {
+    tt_list batch;
+    tcfg *c;
+    size_t n = 0, want = cfg != NULL ? (size_t)cfg->batch : DEF_BATCH;
+    double delay = cfg != NULL ? cfg->delay : DEF_DELAY, due = -1;
+    if (qlen == 0) {
+      /* Everything queued so far is done with. */
+      done_seq = last_seq;
+      TT_CHECK(pthread_cond_broadcast(&done_cv));
+      if (stopping) break;
+      tt__timedwait(&work_cv, &tmu, -1);
+      continue;
+    }
+    due = tt_container_of(queue.next, srec, link)->queued_at + delay;
+    if (!stopping && flush_to <= done_seq && qlen < want &&
+        tt_now() < due) {
+      tt__timedwait(&work_cv, &tmu, due);
+      continue;
+    }
+    tt_list_init(&batch);
+    while (n < want && !tt_list_empty(&queue)) {
+      srec *r = tt_container_of(tt_list_shift(&queue), srec, link);
+      qbytes -= r->bytes;
+      tt_list_push(&batch, &r->link);
+      n++;
+    }
+    qlen -= n;
+    c = cfg;
+    if (c != NULL) atomic_fetch_add(&c->refs, 1);
+    tt__unlock(&tmu);
+    {
+      uint64_t seq = tt_container_of(batch.prev, srec, link)->seq;
+      export_batch(&h, c, &batch, n);
+      cfg_unref(c);
+      tt__lock(&tmu);
+      done_seq = seq;
+      TT_CHECK(pthread_cond_broadcast(&done_cv));
+    }
+  }
+  running = false;
+  TT_CHECK(pthread_cond_broadcast(&done_cv));
+  tt__unlock(&tmu);
+  if (h != NULL) curl_easy_cleanup(h);
+  return NULL;
+}
+
+int tt_trace_flush(double timeout) {
+  double until = timeout < 0 ? -1 : tt_now() + timeout;
+  uint64_t want;
+  int rc = TT_OK;
+  TT_CHECK(pthread_once(&cv_once, cv_init));
+  tt__lock(&tmu);
+  want = last_seq;
+  if (want > flush_to) flush_to = want;
+  if (running && done_seq < want) TT_CHECK(pthread_cond_signal(&work_cv));
+  while (running && done_seq < want) {
+    if (!tt__timedwait(&done_cv, &tmu, until)) {
+      rc = TT_ETIMEOUT;
+      break;
+    }
+  }
+  tt__unlock(&tmu);
+  return rc;
+}
+
+int tt_trace_shutdown(double timeout) {
+  int rc = tt_trace_flush(timeout);
+  bool join = false;
+  if (rc != TT_OK) return rc;
+  tt__lock(&tmu);
+  if (running && !stopping) {
+    stopping = true;
+    join = true;
+    TT_CHECK(pthread_cond_signal(&work_cv));
+  }
+  tt__unlock(&tmu);
+  if (join) {
+    TT_CHECK(pthread_join(exporter, NULL));
+    tt__lock(&tmu);
+    stopping = false;
+    tt__unlock(&tmu);
+  }
+  return TT_OK;
+}
+
+/* at_exit_flush sends what is queued when the process exits without the
+** module's close path (os.exit without closing the state); bounded by
+** the export timeout, so that an unreachable collector cannot hold the
+** exit for long. */
+static void at_exit_flush(void) {
+  double t = DEF_TIMEOUT;
+  tt__lock(&tmu);
+  if (cfg != NULL) t = cfg->timeout;
+  tt__unlock(&tmu);
+  tt_trace_flush(t < 5 ? t : 5);
+}
+
+void tt_trace_stats_get(tt_trace_stats *out) {
+  out->recorded = atomic_load(&n_recorded);
+  out->exported = atomic_load(&n_exported);
+  out->dropped = atomic_load(&n_dropped);
+  out->failed_exports = atomic_load(&n_failed);
+  tt__lock(&tmu);
+  out->queued = qlen;
+  tt__unlock(&tmu);
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Pool attempts, and metrics
+** ===================================================================== */
+
+static tt_ctx *pool_begin(const tt_event *ev, void **state, void *ud) {
+  tt_ctx *child;
+  tt_field attrs[4] = {
+    TT_FSTR("tether.pool", ev->pool_name),
+    TT_FSTR("tether.op", ev->name),
+    TT_FINT("tether.attempt", ev->attempt),
+    TT_FSTR("tether.tenant", ev->tenant),
+  };
+  (void)ud;
+  /* An op is detached from its submitter: parent and link. */
+  *state = tt__span_work(ev->ctx, ev->name, true, attrs,
+                         ev->tenant != NULL ? 4 : 3, &child);
+  return child;
+}
+
+void tt__span_finish(tt_span *s, int rc, tt_obj *err) {
+  const char *msg = NULL;
+  char desc[512];
+  if (s == NULL) return;
+  if (rc != TT_OK) {
+    if (err != NULL && err->type == &tt_error_type)
+      msg = ((tt_error *)err)->message;
+    else if (err != NULL && tt_describe(err, desc, sizeof desc) >= 0)
+      msg = desc;
+    if (msg == NULL) msg = tt_strerror(rc > 0 && rc < TT_NERRORS ? rc
+                                                                  : TT_EFAILED);
+  }
+  tt_span_end(s, msg, (size_t)-1);
+  tt_unref(s);
+}
+
+tt_span *tt__span_work(tt_ctx *ctx, const char *name, bool detached,
+                       const tt_field *attrs, size_t nattrs,
+                       tt_ctx **child) {
+  tt_span_opts so;
+  *child = NULL;
+  if (!tt_trace_enabled()) return NULL;
+  memset(&so, 0, sizeof so);
+  so.kind = TT_SPAN_INTERNAL;
+  so.attrs = attrs;
+  so.nattrs = nattrs;
+  so.link_parent = detached;
+  return tt_span_start(ctx, name, &so, child);
+}
+
+static void pool_end(void *state, int rc, tt_obj *err, void *ud) {
+  (void)ud;
+  tt__span_finish(state, rc, err);
+}
+
+static const tt_pool_hook hook = {pool_begin, pool_end, NULL};
+
+const tt_pool_hook *tt_trace_pool_hook(void) { return &hook; }
+
+static const tt_metric_family trace_families[] = {
+  {"tether_trace_spans_exported_total",
+   "Spans the exporter delivered.", TT_METRIC_COUNTER},
+  {"tether_trace_spans_dropped_total",
+   "Spans lost: the export queue was full or an export failed.",
+   TT_METRIC_COUNTER},
+  {"tether_trace_export_failures_total",
+   "Exports (batches) that failed.", TT_METRIC_COUNTER},
+  {"tether_trace_spans_queued",
+   "Spans waiting for the exporter.", TT_METRIC_GAUGE},
+};
+
+static void trace_collect(tt_metric_writer *w, int f, void *ud) {
+  tt_trace_stats st;
+  (void)ud;
+  tt_trace_stats_get(&st);
+  switch (f) {
+    case 0: tt_metric_count(w, NULL, 0, st.exported); break;
+    case 1: tt_metric_count(w, NULL, 0, st.dropped); break;
+    case 2: tt_metric_count(w, NULL, 0, st.failed_exports); break;
+    default: tt_metric_count(w, NULL, 0, st.queued); break;
+  }
+}
+
+static void register_metrics(void) {
+  tt_metric_source s;
+  s.families = trace_families;
+  s.nfamilies = (int)(sizeof trace_families / sizeof trace_families[0]);
+  s.collect = trace_collect;
+  s.ud = NULL;
+  tt_metrics_register(&s);
+}
+
+/* }==================================================================== */

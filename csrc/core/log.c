@@ -14,8 +14,9 @@
 ** A file sink (tt_log_set_file) opens its file with O_APPEND and writes
 ** each record with one write(2): the kernel appends it whole at the end
 ** of the file, so lines from several threads, and from several processes
-** sharing the file, never interleave.  Replacing the sink closes a file
-** sink's file once no thread still writes to it.
+** sharing the file, never interleave.  Replacing a sink releases the
+** old one's state (a file sink's file is closed) once no thread still
+** writes to it.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +31,7 @@ static _Atomic int level = TT_LOG_INFO;
 static pthread_rwlock_t sink_lock = PTHREAD_RWLOCK_INITIALIZER;
 static tt_log_sink sink_fn;     /* NULL: stderr; under 'sink_lock' */
 static void *sink_ud;           /* under 'sink_lock' */
+static void (*sink_release)(void *ud);  /* under 'sink_lock' */
 
 static const char *const level_names[] = {"debug", "info", "warn", "error",
                                           "off"};
@@ -60,33 +62,24 @@ bool tt_log_enabled(int l) {
                                                      memory_order_relaxed);
 }
 
-/* A file sink's state. */
-typedef struct file_sink_ud {
-  int fd;
-} file_sink_ud;
-
-static void file_sink(const tt_log_record *r, void *ud);
-
-/* swap_sink installs a sink and closes the file of the one it replaced,
-** if it was a file sink: the write lock waits for the threads still in
-** it. */
-static void swap_sink(tt_log_sink fn, void *ud) {
-  tt_log_sink old_fn;
+void tt_log_set_sink_owned(tt_log_sink fn, void *ud,
+                           void (*release)(void *ud)) {
+  void (*old_release)(void *);
   void *old_ud;
+  /* The write lock waits for the threads still in the old sink. */
   TT_CHECK(pthread_rwlock_wrlock(&sink_lock));
-  old_fn = sink_fn;
+  old_release = sink_release;
   old_ud = sink_ud;
   sink_fn = fn;
   sink_ud = ud;
+  sink_release = release;
   TT_CHECK(pthread_rwlock_unlock(&sink_lock));
-  if (old_fn == file_sink && old_ud != ud) {
-    file_sink_ud *f = old_ud;
-    close(f->fd);
-    free(f);
-  }
+  if (old_release != NULL) old_release(old_ud);
 }
 
-void tt_log_set_sink(tt_log_sink fn, void *ud) { swap_sink(fn, ud); }
+void tt_log_set_sink(tt_log_sink fn, void *ud) {
+  tt_log_set_sink_owned(fn, ud, NULL);
+}
 
 /* write_all writes 'n' bytes with as few writes as the kernel allows: one
 ** for a regular file opened O_APPEND, which the kernel appends whole. */
@@ -100,8 +93,19 @@ static void write_all(int fd, const char *p, size_t n) {
   }
 }
 
+/* A file sink's state. */
+typedef struct file_sink_ud {
+  int fd;
+} file_sink_ud;
+
 static void file_sink(const tt_log_record *r, void *ud) {
   write_all(((file_sink_ud *)ud)->fd, r->line, r->len);
+}
+
+static void file_release(void *ud) {
+  file_sink_ud *f = ud;
+  close(f->fd);
+  free(f);
 }
 
 int tt_log_set_file(const char *path) {
@@ -119,7 +123,7 @@ int tt_log_set_file(const char *path) {
     return TT_ENOMEM;
   }
   f->fd = fd;
-  swap_sink(file_sink, f);
+  tt_log_set_sink_owned(file_sink, f, file_release);
   return TT_OK;
 }
 

@@ -1122,6 +1122,12 @@ int tt_log_get_level(void);
 ** for long, and must not call tt_log_set_sink. */
 void tt_log_set_sink(tt_log_sink fn, void *ud);
 
+/* tt_log_set_sink_owned is tt_log_set_sink for a sink whose 'ud' the log
+** then owns: 'release(ud)' (may be NULL) runs once a later call replaced
+** it and no thread still runs it. */
+void tt_log_set_sink_owned(tt_log_sink fn, void *ud,
+                           void (*release)(void *ud));
+
 /* tt_log_set_file makes records go to the file at 'path' (created 0640
 ** if need be), appended one line per record with one write each, so
 ** that lines of several threads and processes sharing the file never

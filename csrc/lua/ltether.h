@@ -125,6 +125,13 @@ int lt_unpack(lua_State *L, tt_obj *v);
 tt_obj *lt_pack_one(lua_State *L, int idx, const char *what);
 void lt_unpack_one(lua_State *L, tt_obj *v);
 
+/* lt_pack_fields makes, without a Lua state (on any thread), a value of
+** one table with the fields as keys: strings, integers, numbers and
+** booleans; a NULL string or a NaN number leaves its key out.  Log
+** records and pool events reach Lua channels this way.  NULL when out of
+** memory. */
+tt_obj *lt_pack_fields(const tt_field *f, size_t n);
+
 /* lt_pack_error turns the error value at 'idx' (and a traceback, may be
 ** NULL) into a tt_error and never raises: a tether error object is kept
 ** as it is; any other value becomes code TT_EFAILED with message
@@ -161,6 +168,9 @@ void lt_open_pool(lua_State *L);
 void lt_open_group(lua_State *L);
 void lt_open_flight(lua_State *L);
 void lt_open_saga(lua_State *L);
+void lt_open_log(lua_State *L);
+void lt_open_trace(lua_State *L);
+void lt_open_metrics(lua_State *L);
 
 /* }==================================================================== */
 

@@ -46,7 +46,8 @@ LIB     := $(BUILD)/libtether.a
 MODULE  := $(BUILD)/tether/core.so
 
 # Debian packages the project needs, and the command each is checked by.
-DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson
+DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson \
+            libcurl4-openssl-dev prometheus lua-socket
 
 .PHONY: all deps test ctest spec rock demo examples clean check bench env
 

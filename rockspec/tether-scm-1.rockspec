@@ -24,6 +24,12 @@ dependencies = {
   "lua >= 5.4, < 5.5",
 }
 
+-- libcurl sends spans to an OTLP/HTTP collector (Debian:
+-- libcurl4-openssl-dev).
+external_dependencies = {
+  CURL = { library = "curl" },
+}
+
 -- The rockspec runs in an empty environment: the file lists are
 -- written out.
 local all = {
@@ -31,12 +37,14 @@ local all = {
   "csrc/core/chan.c", "csrc/core/ctx.c", "csrc/core/exec.c",
   "csrc/core/pool.c", "csrc/core/group.c", "csrc/core/flight.c",
   "csrc/core/saga.c", "csrc/core/text.c", "csrc/core/log.c",
-  "csrc/core/tracectx.c",
+  "csrc/core/tracectx.c", "csrc/core/metrics.c", "csrc/core/oplog.c",
+  "csrc/core/trace.c",
   "csrc/lua/tether.c", "csrc/lua/lobj.c", "csrc/lua/ltransfer.c",
   "csrc/lua/lworker.c", "csrc/lua/lctx.c", "csrc/lua/lwait.c",
   "csrc/lua/lchan.c", "csrc/lua/lexec.c", "csrc/lua/lpool.c",
   "csrc/lua/lgroup.c", "csrc/lua/lflight.c", "csrc/lua/lsaga.c",
-  "csrc/lua/lopts.c",
+  "csrc/lua/lopts.c", "csrc/lua/llog.c", "csrc/lua/ltrace.c",
+  "csrc/lua/lmetrics.c",
 }
 
 build = {
@@ -46,7 +54,7 @@ build = {
       sources = all,
       defines = { "_GNU_SOURCE" },
       incdirs = { "csrc/core", "csrc/lua" },
-      libraries = { "pthread", "m" },
+      libraries = { "pthread", "m", "curl" },
     },
     ["tether"] = "lua/tether/init.lua",
     ["tether.lint"] = "lua/tether/lint.lua",

@@ -1319,8 +1319,9 @@ extern const tt_type tt_span_type;
 
 /* How a span starts: its kind (0: internal), attributes (copied; the
 ** tt_field shapes of logs: strings, integers, numbers, booleans), links
-** to other spans, and 'link_parent' to link the parent span too (work
-** detached from its caller, as a pool op is). */
+** to other spans, 'link_parent' to link the parent span too (work
+** detached from its caller, as a pool op is), and 'trace_id' (16 bytes;
+** NULL: random), the trace of a span that has no parent. */
 typedef struct tt_span_opts {
   int kind;
   const tt_field *attrs;
@@ -1328,6 +1329,7 @@ typedef struct tt_span_opts {
   const tt_span_context *links;
   size_t nlinks;
   bool link_parent;
+  const uint8_t *trace_id;
 } tt_span_opts;
 
 /* tt_span_start starts a span named 'name' (copied) whose parent is the
@@ -1443,13 +1445,15 @@ typedef struct tt_trace_stats {
 } tt_trace_stats;
 void tt_trace_stats_get(tt_trace_stats *out);
 
-/* tt_trace_pool_hook is the pool hook (tt_pool_opts.hook) that makes a
-** span per attempt of an op: named after the op, its parent the
-** submitter's span (carried by the op's context) and a link to it,
-** attributes tether.pool, tether.op, tether.attempt and tether.tenant,
-** status ERROR with the error's message when the attempt fails.  The op's
-** function gets a context that carries the span. */
-const tt_pool_hook *tt_trace_pool_hook(void);
+/* tt_trace_pool_hook returns a pool hook (for tt_pool_opts.hook; one per
+** pool) that makes a span per attempt of an op: named after the op, its
+** parent the submitter's span (carried by the op's context) and a link
+** to it, attributes tether.pool, tether.op, tether.attempt and
+** tether.tenant, status ERROR with the error's message when the attempt
+** fails.  The op's function gets a context that carries the span.  The
+** attempts of an op submitted without a span share one new trace (its id
+** derived from the op's id and a random salt of the hook). */
+tt_pool_hook tt_trace_pool_hook(void);
 
 /* }==================================================================== */
 

@@ -699,6 +699,8 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
   TT_CHECK(pthread_mutex_init(&s->mu, NULL));
   if (tt_ctx_span_context(parent, &psc)) pp = &psc;
   if (pp != NULL) memcpy(s->sc.trace_id, pp->trace_id, 16);
+  else if (o != NULL && o->trace_id != NULL)
+    memcpy(s->sc.trace_id, o->trace_id, 16);
   else random_id(s->sc.trace_id, 16);
   random_id(s->sc.span_id, 8);
   s->sc.flags = sample(pp, s->sc.trace_id) ? 1 : 0;
@@ -1194,18 +1196,48 @@ void tt_trace_stats_get(tt_trace_stats *out) {
 ** Pool attempts, and metrics
 ** ===================================================================== */
 
+/* mix is splitmix64's finalizer. */
+static uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
 static tt_ctx *pool_begin(const tt_event *ev, void **state, void *ud) {
-  tt_ctx *child;
+  tt_span_opts so;
+  tt_span_context sc;
+  tt_ctx *child = NULL;
+  uint8_t tid[16];
+  uint64_t salt = (uint64_t)(uintptr_t)ud, hi, lo;
+  int i;
   tt_field attrs[4] = {
     TT_FSTR("tether.pool", ev->pool_name),
     TT_FSTR("tether.op", ev->name),
     TT_FINT("tether.attempt", ev->attempt),
     TT_FSTR("tether.tenant", ev->tenant),
   };
-  (void)ud;
+  *state = NULL;
+  /* The fast path: no tracing, no cost but this load. */
+  if (!tt_trace_enabled()) return NULL;
+  memset(&so, 0, sizeof so);
+  so.kind = TT_SPAN_INTERNAL;
+  so.attrs = attrs;
+  so.nattrs = ev->tenant != NULL ? 4 : 3;
   /* An op is detached from its submitter: parent and link. */
-  *state = tt__span_work(ev->ctx, ev->name, true, attrs,
-                         ev->tenant != NULL ? 4 : 3, &child);
+  so.link_parent = true;
+  if (!tt_ctx_span_context(ev->ctx, &sc)) {
+    /* No submitter's span: the attempts of the op still share one
+    ** trace, whose id comes from the pool's salt and the op's id. */
+    hi = mix(salt ^ mix(ev->id));
+    lo = mix(hi ^ salt ^ 0x5bd1e995u);
+    for (i = 0; i < 8; i++) {
+      tid[i] = (uint8_t)(hi >> (56 - 8 * i));
+      tid[8 + i] = (uint8_t)(lo >> (56 - 8 * i));
+    }
+    so.trace_id = tid;
+  }
+  *state = tt_span_start(ev->ctx, ev->name, &so, &child);
   return child;
 }
 
@@ -1244,9 +1276,15 @@ static void pool_end(void *state, int rc, tt_obj *err, void *ud) {
   tt__span_finish(state, rc, err);
 }
 
-static const tt_pool_hook hook = {pool_begin, pool_end, NULL};
-
-const tt_pool_hook *tt_trace_pool_hook(void) { return &hook; }
+tt_pool_hook tt_trace_pool_hook(void) {
+  tt_pool_hook h;
+  uint64_t salt;
+  random_id((uint8_t *)&salt, sizeof salt);
+  h.begin = pool_begin;
+  h.end = pool_end;
+  h.ud = (void *)(uintptr_t)salt;
+  return h;
+}
 
 static const tt_metric_family trace_families[] = {
   {"tether_trace_spans_exported_total",

@@ -377,6 +377,7 @@ static int l_pool(lua_State *L) {
   int ranks[MAX_CLASSES];
   tt_quota quotas[MAX_QUOTAS];
   tt_pool_metrics_opts mo;
+  tt_pool_hook hook;
   lp_pool *p;
   size_t nlen;
   const char *name;
@@ -436,7 +437,8 @@ static int l_pool(lua_State *L) {
   lua_pop(L, 1);
   metrics = check_metrics(L, &mo);
   /* A span per attempt; one atomic load while tracing is off. */
-  o.hook = tt_trace_pool_hook();
+  hook = tt_trace_pool_hook();
+  o.hook = &hook;
   if (lt_optfunction(L, 1, 1, "init")) init_idx = lua_gettop(L);
 
   p = calloc(1, sizeof *p + nlen + 1);

@@ -351,6 +351,7 @@ static int fn_fail(tt_ctx *ctx, void *arg, tt_obj **out) {
 }
 
 TEST(pool_attempt_spans) {
+  tt_pool_hook hook;
   tt_pool_opts o;
   tt_submit_opts so;
   tt_pool *p;
@@ -365,7 +366,8 @@ TEST(pool_attempt_spans) {
   o.name = "traced";
   o.workers = 2;
   o.retry.attempts = 2;
-  o.hook = tt_trace_pool_hook();
+  hook = tt_trace_pool_hook();
+  o.hook = &hook;
   p = tt_pool_new(&o, &err);
   req = tt_span_start(tt_background(), "request", NULL, &creq);
   tt_span_context_of(req, &parent_sc);
@@ -401,6 +403,61 @@ TEST(pool_attempt_spans) {
   free(t);
   tt_unref(req);
   tt_unref(creq);
+  tt_unref(p);
+  unlink(path);
+}
+
+/* trace_of finds the next span named 'name' from '*at' on in 't' (then
+** moves '*at' past it) and copies its trace id into 'out'. */
+static bool trace_of(const char *t, const char *name, const char **at,
+                     char out[33]) {
+  char want[64];
+  const char *q;
+  snprintf(want, sizeof want, "\"name\":\"%s\"", name);
+  q = strstr(*at, want);
+  if (q == NULL) return false;
+  *at = q + 1;
+  /* A span's traceId comes before its name in the same object. */
+  while (q > t && strncmp(q, "{\"traceId\":\"", 12) != 0) q--;
+  memcpy(out, q + 12, 32);
+  out[32] = '\0';
+  return true;
+}
+
+TEST(attempts_without_a_caller_span_share_a_trace) {
+  tt_pool_hook hook = tt_trace_pool_hook();
+  tt_pool_opts o;
+  tt_submit_opts so;
+  tt_pool *p;
+  char a1[33], a2[33], b1[33], *t;
+  const char *at;
+  int err;
+  to_file(NULL, 0);
+  memset(&o, 0, sizeof o);
+  o.name = "rooted";
+  o.workers = 1;
+  o.retry.attempts = 2;
+  o.hook = &hook;
+  p = tt_pool_new(&o, &err);
+  memset(&so, 0, sizeof so);
+  so.name = "flaky";
+  tt_unref(tt_pool_submit(p, tt_background(), &so, fn_fail, NULL, NULL,
+                          &err));
+  so.name = "other";
+  tt_unref(tt_pool_submit(p, tt_background(), &so, fn_fail, NULL, NULL,
+                          &err));
+  CHECK_EQ(tt_pool_drain(p, NULL, 10), TT_OK);
+  CHECK_EQ(tt_trace_flush(10), TT_OK);
+  t = slurp();
+  at = t;
+  CHECK(trace_of(t, "flaky", &at, a1));
+  CHECK(trace_of(t, "flaky", &at, a2));
+  at = t;
+  CHECK(trace_of(t, "other", &at, b1));
+  CHECK(strcmp(a1, a2) == 0);
+  CHECK(strcmp(a1, b1) != 0);
+  CHECK(strstr(t, "\"parentSpanId\"") == NULL);
+  free(t);
   tt_unref(p);
   unlink(path);
 }

@@ -49,7 +49,8 @@ MODULE  := $(BUILD)/tether/core.so
 DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson \
             libcurl4-openssl-dev prometheus lua-socket
 
-.PHONY: all deps test ctest spec rock demo examples clean check bench env
+.PHONY: all deps test ctest spec rock demo examples clean check bench env \
+        ldlibs
 
 all: $(LIB) $(MODULE)
 
@@ -119,6 +120,11 @@ examples: all
 	  $(LUA) $$f >/dev/null 2>&1 || \
 	  { echo "example failed: $$f"; $(LUA) $$f; exit 1; }; done; \
 	echo "examples: all ran"
+
+# `make -s ldlibs` prints the libraries a program linking libtether.a
+# needs (bench/run.sh links its C benchmark with them).
+ldlibs:
+	@echo $(LDLIBS)
 
 # `eval "$(make -s env)"` sets up a shell to run the examples and the
 # module from the checkout, as `make examples` does.

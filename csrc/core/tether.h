@@ -596,7 +596,8 @@ typedef void (*tt_observer)(const tt_event *ev, void *ud);
 **   the thread that changed the pool, with nothing queued or allocated;
 **   it must only do quick lock-free work (atomic counters: metrics are
 **   counted this way), must not call the pool and must not block.  The
-**   event's strings and objects are borrowed for the call.
+**   event's strings and objects are borrowed for the call, and its 'at'
+**   is 0 (no clock is read under the lock for it).
 ** - 'wants' (may be NULL: all): for the other observers, which kinds of
 **   events they want; an event no observer wants is never queued, so an
 **   observer of failures costs ops that end well nothing.  It is asked

@@ -12,6 +12,18 @@
 ** ctx.c's 'af_mu' (after_func registrations) is taken after a context's
 ** 'mu' and takes nothing else.
 **
+** Observability (metrics.c, oplog.c, log.c, trace.c):
+**
+**   metrics reg_mu -> pool.mu -> a metric name's tmu
+**   pool.obs_mu -> log sink_lock (read) -> chan.mu
+**
+** A pool's queued observers run under its 'obs_mu' and may log (the
+** sink lock, then a channel sink's channel) or send to a channel; its
+** immediate observers (metrics) run under its 'mu' and take only a
+** name's 'tmu', a leaf.  The metrics text takes 'reg_mu', then each live
+** pool's 'mu' for its gauges.  trace.c's 'tmu' and a span's 'mu' are
+** leaves; the exporter calls libcurl and writes files with no lock held.
+**
 ** A context's 'mu' is taken for one context at a time, except that
 ** cancel propagation takes a child's lock after releasing the parent's
 ** (it copies the child list first), so contexts never nest locks.

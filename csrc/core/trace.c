@@ -816,26 +816,46 @@ static uint64_t last_seq, done_seq, flush_to;  /* under tmu */
 static pthread_cond_t work_cv, done_cv;   /* exporter waits; flushers */
 static pthread_once_t cv_once = PTHREAD_ONCE_INIT;
 
+static void *exporter_main(void *arg);
+static void at_exit_flush(void);
+static void fork_prepare(void);
+static void fork_parent(void);
+static void fork_child(void);
+
+/* cv_init runs once, before the first span is queued, without 'tmu'
+** (fork takes the handlers' lock and then 'tmu': never the reverse). */
 static void cv_init(void) {
   tt__cond_init(&work_cv);
   tt__cond_init(&done_cv);
+  atexit(at_exit_flush);
+  TT_CHECK(pthread_atfork(fork_prepare, fork_parent, fork_child));
 }
 
-static void *exporter_main(void *arg);
-static void at_exit_flush(void);
+/* A forked child has no exporter thread (only the forking thread
+** survives a fork): it forgets the parent's, and what it had queued, so
+** that its first span starts one of its own and a flush never waits for
+** a thread that is not there.  'tmu' is held across the fork, so the
+** child finds the queue in a consistent state. */
+static void fork_prepare(void) { tt__lock(&tmu); }
+static void fork_parent(void) { tt__unlock(&tmu); }
+
+static void fork_child(void) {
+  tt_list *l;
+  running = false;
+  stopping = false;
+  while ((l = tt_list_shift(&queue)) != NULL)
+    rec_free(tt_container_of(l, srec, link));
+  qlen = qbytes = 0;
+  done_seq = flush_to = last_seq;
+  tt__unlock(&tmu);
+}
 
 /* start_locked starts the exporter thread (under tmu). */
 static void start_locked(void) {
-  static bool exit_hooked;
   if (running) return;
   stopping = false;
-  if (tt__thread_start(&exporter, exporter_main, NULL, false) == 0) {
+  if (tt__thread_start(&exporter, exporter_main, NULL, false) == 0)
     running = true;
-    if (!exit_hooked) {
-      exit_hooked = true;
-      atexit(at_exit_flush);
-    }
-  }
 }
 
 static void enqueue(srec *r) {

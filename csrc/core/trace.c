@@ -122,18 +122,12 @@ static tcfg *cfg;                 /* under tmu; NULL before init */
 static _Atomic int trace_on;      /* an exporter and a sampler that may
                                   ** say yes: spans are recorded */
 static _Atomic int samp_kind = S_PB_ON;
+static _Atomic size_t lim_value = DEF_VALUE_LIMIT;  /* read by spans */
+static _Atomic int lim_attrs = DEF_ATTR_LIMIT;
 static _Atomic uint64_t samp_bound;  /* ratio as a bound on 63 bits */
 
 /* Counters, for stats and metrics. */
 static _Atomic uint64_t n_recorded, n_exported, n_dropped, n_failed;
-
-static char *dup_n(const char *s, size_t n) {
-  char *d = malloc(n + 1);
-  if (d == NULL) return NULL;
-  memcpy(d, s, n);
-  d[n] = '\0';
-  return d;
-}
 
 /* warn logs a configuration problem once per message. */
 static void warn(const char *msg, const char *detail) {
@@ -239,6 +233,8 @@ static void apply(tcfg *c) {
   cfg = c;
   atomic_store(&samp_bound, bound);
   atomic_store(&samp_kind, c->sampler);
+  atomic_store(&lim_value, c->value_limit);
+  atomic_store(&lim_attrs, c->attr_limit);
   atomic_store(&trace_on, on);
   tt__unlock(&tmu);
   cfg_unref(old);
@@ -511,16 +507,24 @@ bool tt_trace_enabled(void) {
 ** Spans
 ** ===================================================================== */
 
+/* A string of a record: 'len' bytes at offset 'off' of its text. */
+typedef struct sstr {
+  size_t off, len;
+} sstr;
+
 typedef struct sattr {
-  char *key;
+  sstr key;
   int kind;                /* TT_F_* */
-  char *s;                 /* for TT_F_STR */
-  size_t len;
+  sstr s;                  /* for TT_F_STR */
   long long i;
   double n;
 } sattr;
 
-/* A recorded span, from its start to its export. */
+#define SMALL_ATTRS 6
+
+/* A recorded span, from its start to its export.  Its strings (name,
+** attribute keys and values, status message) live in one buffer,
+** 'text', so that a span costs a few allocations, not one per string. */
 typedef struct srec {
   tt_list link;            /* in the queue; under tmu */
   uint64_t seq;            /* its place in the queue's order; under tmu */
@@ -528,13 +532,14 @@ typedef struct srec {
   tt_span_context sc;
   uint8_t parent[8];
   bool has_parent;
-  char *name;
   int kind;
   uint64_t start_ns, end_ns;
   double start_mono;
   int status;              /* 0 unset, 2 error */
-  char *message;
-  sattr *attrs;
+  tt_buf text;
+  sstr name, message;
+  sattr small[SMALL_ATTRS];
+  sattr *attrs;            /* 'small', or allocated past it */
   int nattrs, attr_cap, dropped_attrs;
   tt_span_context links[MAX_LINKS];
   int nlinks, dropped_links;
@@ -552,16 +557,15 @@ struct tt_span {
 };
 
 static void rec_free(srec *r) {
-  int i;
   if (r == NULL) return;
-  for (i = 0; i < r->nattrs; i++) {
-    free(r->attrs[i].key);
-    free(r->attrs[i].s);
-  }
-  free(r->attrs);
-  free(r->name);
-  free(r->message);
+  if (r->attrs != r->small) free(r->attrs);
+  tt_buf_free(&r->text);
   free(r);
+}
+
+/* rec_str returns the bytes of a string of the record. */
+static const char *rec_str(const srec *r, sstr s) {
+  return r->text.data != NULL ? r->text.data + s.off : "";
 }
 
 static void span_free(tt_obj *o) {
@@ -635,15 +639,29 @@ static size_t clip(const srec *r, size_t n) {
   return n > r->value_limit ? r->value_limit : n;
 }
 
+/* text_add keeps 'n' bytes of 's' (clipped to the value limit) in the
+** record's text. */
+static sstr text_add(srec *r, const char *s, size_t n) {
+  sstr t;
+  n = clip(r, n);
+  t.off = r->text.len;
+  tt_buf_add(&r->text, s, n);
+  t.len = r->text.failed ? 0 : n;
+  if (r->text.failed) t.off = 0;
+  r->bytes += t.len;
+  return t;
+}
+
 static void rec_attr(srec *r, const tt_field *f) {
   sattr *a = NULL;
+  size_t klen;
   int i;
   if (f == NULL || f->key == NULL) return;
+  klen = clip(r, strlen(f->key));
   for (i = 0; i < r->nattrs; i++)
-    if (strcmp(r->attrs[i].key, f->key) == 0) {
-      a = &r->attrs[i];
-      free(a->s);
-      a->s = NULL;
+    if (r->attrs[i].key.len == klen &&
+        memcmp(rec_str(r, r->attrs[i].key), f->key, klen) == 0) {
+      a = &r->attrs[i];  /* replaced; the old bytes stay unused */
       break;
     }
   if (a == NULL) {
@@ -652,36 +670,27 @@ static void rec_attr(srec *r, const tt_field *f) {
       return;
     }
     if (r->nattrs == r->attr_cap) {
-      int ncap = r->attr_cap == 0 ? 8 : r->attr_cap * 2;
-      sattr *na = realloc(r->attrs, (size_t)ncap * sizeof *na);
+      int ncap = r->attr_cap * 2;
+      sattr *na = malloc((size_t)ncap * sizeof *na);
       if (na == NULL) {
         r->dropped_attrs++;
         return;
       }
+      memcpy(na, r->attrs, (size_t)r->nattrs * sizeof *na);
+      if (r->attrs != r->small) free(r->attrs);
       r->attrs = na;
       r->attr_cap = ncap;
     }
-    a = &r->attrs[r->nattrs];
-    memset(a, 0, sizeof *a);
-    a->key = dup_n(f->key, clip(r, strlen(f->key)));
-    if (a->key == NULL) {
-      r->dropped_attrs++;
-      return;
-    }
-    r->nattrs++;
-    r->bytes += strlen(a->key) + sizeof *a;
+    a = &r->attrs[r->nattrs++];
+    a->key = text_add(r, f->key, klen);
+    r->bytes += sizeof *a;
   }
   a->kind = f->kind;
   a->i = f->i;
   a->n = f->n;
-  if (f->kind == TT_F_STR) {
-    size_t n = f->s == NULL ? 0 : f->len == (size_t)-1 ? strlen(f->s)
-                                                       : f->len;
-    a->len = clip(r, n);
-    a->s = dup_n(f->s != NULL ? f->s : "", a->len);
-    if (a->s == NULL) a->len = 0;
-    r->bytes += a->len;
-  }
+  a->s.off = a->s.len = 0;
+  if (f->kind == TT_F_STR && f->s != NULL)
+    a->s = text_add(r, f->s, f->len == (size_t)-1 ? strlen(f->s) : f->len);
 }
 
 tt_span *tt_span_start(tt_ctx *parent, const char *name,
@@ -709,21 +718,22 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
       atomic_load_explicit(&trace_on, memory_order_relaxed)) {
     r = calloc(1, sizeof *r);
     if (r != NULL) {
-      tt__lock(&tmu);
-      r->value_limit = cfg != NULL ? cfg->value_limit : DEF_VALUE_LIMIT;
-      r->attr_limit = cfg != NULL ? cfg->attr_limit : DEF_ATTR_LIMIT;
-      tt__unlock(&tmu);
+      r->value_limit = atomic_load_explicit(&lim_value,
+                                            memory_order_relaxed);
+      r->attr_limit = atomic_load_explicit(&lim_attrs, memory_order_relaxed);
+      r->attrs = r->small;
+      r->attr_cap = SMALL_ATTRS;
+      r->bytes = sizeof *r;
       r->sc = s->sc;
       if (pp != NULL) {
         memcpy(r->parent, pp->span_id, 8);
         r->has_parent = true;
       }
       if (name == NULL) name = "span";
-      r->name = dup_n(name, clip(r, strlen(name)));
+      r->name = text_add(r, name, strlen(name));
       r->kind = o != NULL && o->kind > 0 ? o->kind : TT_SPAN_INTERNAL;
       r->start_ns = wall_ns();
       r->start_mono = tt_now();
-      r->bytes = sizeof *r + (r->name != NULL ? strlen(r->name) : 0);
       if (o != NULL) {
         for (i = 0; i < o->nattrs; i++) rec_attr(r, &o->attrs[i]);
         if (o->link_parent && pp != NULL) r->links[r->nlinks++] = *pp;
@@ -790,10 +800,8 @@ bool tt_span_end(tt_span *s, const char *error, size_t len) {
   r->end_ns = r->start_ns + (uint64_t)llround((tt_now() - r->start_mono) *
                                               1e9);
   if (error != NULL) {
-    if (len == (size_t)-1) len = strlen(error);
     r->status = 2;
-    r->message = dup_n(error, clip(r, len));
-    if (r->message != NULL) r->bytes += strlen(r->message);
+    r->message = text_add(r, error, len == (size_t)-1 ? strlen(error) : len);
   }
   enqueue(r);
   return true;
@@ -900,13 +908,14 @@ static void json_attr_str(tt_buf *b, const char *k, const char *v) {
   tt_buf_adds(b, "}}");
 }
 
-static void json_attrs(tt_buf *b, const sattr *a, int n) {
-  int i;
+static void json_attrs(tt_buf *b, const srec *r) {
+  const sattr *a = r->attrs;
+  int i, n = r->nattrs;
   tt_buf_addc(b, '[');
   for (i = 0; i < n; i++) {
     if (i > 0) tt_buf_addc(b, ',');
     tt_buf_adds(b, "{\"key\":");
-    tt_buf_json_str(b, a[i].key, strlen(a[i].key));
+    tt_buf_json_str(b, rec_str(r, a[i].key), a[i].key.len);
     tt_buf_adds(b, ",\"value\":{");
     switch (a[i].kind) {
       case TT_F_INT:
@@ -929,7 +938,7 @@ static void json_attrs(tt_buf *b, const sattr *a, int n) {
         break;
       default:
         tt_buf_adds(b, "\"stringValue\":");
-        tt_buf_json_str(b, a[i].s != NULL ? a[i].s : "", a[i].len);
+        tt_buf_json_str(b, rec_str(r, a[i].s), a[i].s.len);
     }
     tt_buf_adds(b, "}}");
   }
@@ -949,13 +958,12 @@ static void json_span(tt_buf *b, const srec *r) {
   tt_buf_adds(b, ",\"flags\":");
   tt_buf_addf(b, "%u", 0x100u | r->sc.flags);
   tt_buf_adds(b, ",\"name\":");
-  tt_buf_json_str(b, r->name != NULL ? r->name : "",
-                  r->name != NULL ? strlen(r->name) : 0);
+  tt_buf_json_str(b, rec_str(r, r->name), r->name.len);
   tt_buf_addf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%llu\","
               "\"endTimeUnixNano\":\"%llu\",\"attributes\":", r->kind,
               (unsigned long long)r->start_ns,
               (unsigned long long)r->end_ns);
-  json_attrs(b, r->attrs, r->nattrs);
+  json_attrs(b, r);
   if (r->dropped_attrs > 0)
     tt_buf_addf(b, ",\"droppedAttributesCount\":%d", r->dropped_attrs);
   tt_buf_adds(b, ",\"links\":[");
@@ -972,8 +980,7 @@ static void json_span(tt_buf *b, const srec *r) {
     tt_buf_addf(b, ",\"droppedLinksCount\":%d", r->dropped_links);
   if (r->status == 2) {
     tt_buf_adds(b, ",\"status\":{\"code\":2,\"message\":");
-    tt_buf_json_str(b, r->message != NULL ? r->message : "",
-                    r->message != NULL ? strlen(r->message) : 0);
+    tt_buf_json_str(b, rec_str(r, r->message), r->message.len);
     tt_buf_adds(b, "}}");
   } else {
     tt_buf_adds(b, ",\"status\":{\"code\":0}}");

@@ -258,6 +258,42 @@ TEST(file_export_shape) {
   unlink(path);
 }
 
+TEST(records_are_bounded) {
+  tt_trace_opts o;
+  tt_span *s;
+  tt_field a = TT_FSTR("first", "0123456789abcdef");
+  tt_field b = TT_FINT("second", 2);
+  tt_field c = TT_FINT("third", 3);
+  tt_field a2 = TT_FSTR("first", "again");
+  char *t;
+  CHECK_EQ(tt_trace_flush(10), TT_OK);
+  memset(&o, 0, sizeof o);
+  snprintf(path, sizeof path, "/tmp/tether-trace-%d.jsonl", (int)getpid());
+  unlink(path);
+  o.file = path;
+  o.value_limit = 8;
+  o.attr_limit = 2;
+  CHECK_EQ(tt_trace_configure(&o), TT_OK);
+  s = tt_span_start(tt_background(), "a long span name", NULL, NULL);
+  tt_span_set_attr(s, &a);
+  tt_span_set_attr(s, &b);
+  tt_span_set_attr(s, &c);   /* over the count: dropped */
+  tt_span_set_attr(s, &a2);  /* a key it has: replaced */
+  tt_span_end(s, "a long error message", (size_t)-1);
+  tt_span_set_attr(s, &c);   /* ended: nothing */
+  CHECK_EQ(tt_trace_flush(10), TT_OK);
+  t = slurp();
+  CHECK(strstr(t, "\"name\":\"a long s\",") != NULL);
+  CHECK(strstr(t, "\"attributes\":[{\"key\":\"first\",\"value\":"
+                  "{\"stringValue\":\"again\"}},{\"key\":\"second\","
+                  "\"value\":{\"intValue\":\"2\"}}],"
+                  "\"droppedAttributesCount\":1,") != NULL);
+  CHECK(strstr(t, "\"message\":\"a long e\"}") != NULL);
+  free(t);
+  tt_unref(s);
+  unlink(path);
+}
+
 /* }==================================================================== */
 
 

@@ -522,6 +522,12 @@ typedef struct sattr {
 
 #define SMALL_ATTRS 6
 
+/* A link: the ids of another span. */
+typedef struct slink {
+  uint8_t trace_id[16];
+  uint8_t span_id[8];
+} slink;
+
 /* A recorded span, from its start to its export.  Its strings (name,
 ** attribute keys and values, status message) live in one buffer,
 ** 'text', so that a span costs a few allocations, not one per string. */
@@ -531,7 +537,7 @@ typedef struct srec {
   double queued_at;        /* tt_now() when queued */
   tt_span_context sc;
   uint8_t parent[8];
-  bool has_parent;
+  bool has_parent, parent_remote;
   int kind;
   uint64_t start_ns, end_ns;
   double start_mono;
@@ -541,8 +547,9 @@ typedef struct srec {
   sattr small[SMALL_ATTRS];
   sattr *attrs;            /* 'small', or allocated past it */
   int nattrs, attr_cap, dropped_attrs;
-  tt_span_context links[MAX_LINKS];
-  int nlinks, dropped_links;
+  slink small_links[2];
+  slink *links;            /* 'small_links', or allocated past them */
+  int nlinks, link_cap, dropped_links;
   size_t value_limit;
   int attr_limit;
   size_t bytes;            /* about what it holds, for the queue bound */
@@ -559,6 +566,7 @@ struct tt_span {
 static void rec_free(srec *r) {
   if (r == NULL) return;
   if (r->attrs != r->small) free(r->attrs);
+  if (r->links != r->small_links) free(r->links);
   tt_buf_free(&r->text);
   free(r);
 }
@@ -639,6 +647,27 @@ static size_t clip(const srec *r, size_t n) {
   return n > r->value_limit ? r->value_limit : n;
 }
 
+/* rec_link adds a link (at most MAX_LINKS; the others are counted). */
+static void rec_link(srec *r, const tt_span_context *sc) {
+  if (r->nlinks == r->link_cap) {
+    int ncap = r->link_cap * 2;
+    slink *nl = ncap <= MAX_LINKS ? malloc((size_t)ncap * sizeof *nl)
+                                  : NULL;
+    if (nl == NULL) {
+      r->dropped_links++;
+      return;
+    }
+    memcpy(nl, r->links, (size_t)r->nlinks * sizeof *nl);
+    if (r->links != r->small_links) free(r->links);
+    r->links = nl;
+    r->link_cap = ncap;
+    r->bytes += (size_t)ncap * sizeof *nl;
+  }
+  memcpy(r->links[r->nlinks].trace_id, sc->trace_id, 16);
+  memcpy(r->links[r->nlinks].span_id, sc->span_id, 8);
+  r->nlinks++;
+}
+
 /* text_add keeps 'n' bytes of 's' (clipped to the value limit) in the
 ** record's text. */
 static sstr text_add(srec *r, const char *s, size_t n) {
@@ -716,8 +745,19 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
   s->sc.remote = false;
   if ((s->sc.flags & 1) &&
       atomic_load_explicit(&trace_on, memory_order_relaxed)) {
-    r = calloc(1, sizeof *r);
+    r = malloc(sizeof *r);
     if (r != NULL) {
+      /* Only what needs a value: the arrays' unused slots stay as they
+      ** are, to save zeroing them for every span. */
+      r->has_parent = r->parent_remote = false;
+      r->status = 0;
+      r->message.off = r->message.len = 0;
+      r->nattrs = r->dropped_attrs = 0;
+      r->nlinks = r->dropped_links = 0;
+      r->links = r->small_links;
+      r->link_cap = 2;
+      r->end_ns = 0;
+      tt_buf_init(&r->text);
       r->value_limit = atomic_load_explicit(&lim_value,
                                             memory_order_relaxed);
       r->attr_limit = atomic_load_explicit(&lim_attrs, memory_order_relaxed);
@@ -728,6 +768,7 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
       if (pp != NULL) {
         memcpy(r->parent, pp->span_id, 8);
         r->has_parent = true;
+        r->parent_remote = pp->remote;
       }
       if (name == NULL) name = "span";
       r->name = text_add(r, name, strlen(name));
@@ -736,11 +777,8 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
       r->start_mono = tt_now();
       if (o != NULL) {
         for (i = 0; i < o->nattrs; i++) rec_attr(r, &o->attrs[i]);
-        if (o->link_parent && pp != NULL) r->links[r->nlinks++] = *pp;
-        for (i = 0; i < o->nlinks; i++) {
-          if (r->nlinks < MAX_LINKS) r->links[r->nlinks++] = o->links[i];
-          else r->dropped_links++;
-        }
+        if (o->link_parent && pp != NULL) rec_link(r, pp);
+        for (i = 0; i < o->nlinks; i++) rec_link(r, &o->links[i]);
       }
       s->rec = r;
     }
@@ -776,8 +814,7 @@ void tt_span_add_link(tt_span *s, const tt_span_context *sc) {
   if (s == NULL || sc == NULL) return;
   tt__lock(&s->mu);
   if (s->rec != NULL) {
-    if (s->rec->nlinks < MAX_LINKS) s->rec->links[s->rec->nlinks++] = *sc;
-    else s->rec->dropped_links++;
+    rec_link(s->rec, sc);
   }
   tt__unlock(&s->mu);
 }
@@ -892,12 +929,54 @@ static void enqueue(srec *r) {
 
 /* {====== OTLP JSON ====== */
 
-static void json_hex(tt_buf *b, const uint8_t *p, size_t n) {
-  char h[33];
-  tt_hex(p, n, h);
-  tt_buf_addc(b, '"');
-  tt_buf_add(b, h, 2 * n);
-  tt_buf_addc(b, '"');
+/* The JSON of a span is written in a few appends: the parts of known
+** size (ids, numbers, the words between them) are put together in a
+** small buffer on the stack first ('piece'), since a span is exported
+** at the rate ops run. */
+typedef struct piece {
+  char d[320];
+  size_t n;
+} piece;
+
+/* P_LIT appends a string literal (only a literal: its size is taken). */
+#define P_LIT(p, s) p_add((p), ("" s ""), sizeof(s) - 1)
+
+static void p_add(piece *p, const char *s, size_t n) {
+  memcpy(p->d + p->n, s, n);
+  p->n += n;
+}
+
+static void p_u64(piece *p, uint64_t v) {
+  char d[24];
+  int i = (int)sizeof d;
+  do {
+    d[--i] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  p_add(p, d + i, sizeof d - (size_t)i);
+}
+
+static void p_i64(piece *p, long long v) {
+  if (v < 0) {
+    P_LIT(p, "-");
+    p_u64(p, (uint64_t)0 - (uint64_t)v);
+  } else {
+    p_u64(p, (uint64_t)v);
+  }
+}
+
+/* p_hex writes "<hex of n bytes>" with its quotes. */
+static void p_hex(piece *p, const uint8_t *b, size_t n) {
+  p->d[p->n++] = '"';
+  tt_hex(b, n, p->d + p->n);
+  p->n += 2 * n;
+  p->d[p->n++] = '"';
+}
+
+/* p_flush appends the piece to the buffer and empties it. */
+static void p_flush(tt_buf *b, piece *p) {
+  tt_buf_add(b, p->d, p->n);
+  p->n = 0;
 }
 
 static void json_attr_str(tt_buf *b, const char *k, const char *v) {
@@ -908,83 +987,105 @@ static void json_attr_str(tt_buf *b, const char *k, const char *v) {
   tt_buf_adds(b, "}}");
 }
 
-static void json_attrs(tt_buf *b, const srec *r) {
+static void json_attrs(tt_buf *b, piece *p, const srec *r) {
   const sattr *a = r->attrs;
   int i, n = r->nattrs;
-  tt_buf_addc(b, '[');
+  P_LIT(p, "[");
   for (i = 0; i < n; i++) {
-    if (i > 0) tt_buf_addc(b, ',');
-    tt_buf_adds(b, "{\"key\":");
+    if (i > 0) P_LIT(p, ",");
+    P_LIT(p, "{\"key\":");
+    p_flush(b, p);
     tt_buf_json_str(b, rec_str(r, a[i].key), a[i].key.len);
-    tt_buf_adds(b, ",\"value\":{");
+    P_LIT(p, ",\"value\":{");
     switch (a[i].kind) {
       case TT_F_INT:
-        tt_buf_addf(b, "\"intValue\":\"%lld\"", a[i].i);
+        P_LIT(p, "\"intValue\":\"");
+        p_i64(p, a[i].i);
+        P_LIT(p, "\"}}");
         break;
       case TT_F_NUM:
-        if (isnan(a[i].n) || isinf(a[i].n)) {
-          /* JSON has no such numbers; OTLP JSON spells them so. */
-          tt_buf_adds(b, isnan(a[i].n) ? "\"doubleValue\":\"NaN\""
-                         : a[i].n > 0 ? "\"doubleValue\":\"Infinity\""
-                                      : "\"doubleValue\":\"-Infinity\"");
+        /* JSON has no NaN or infinities; OTLP JSON spells them so. */
+        if (isnan(a[i].n)) {
+          P_LIT(p, "\"doubleValue\":\"NaN\"}}");
+        } else if (isinf(a[i].n)) {
+          if (a[i].n > 0) P_LIT(p, "\"doubleValue\":\"Infinity\"}}");
+          else P_LIT(p, "\"doubleValue\":\"-Infinity\"}}");
         } else {
-          tt_buf_adds(b, "\"doubleValue\":");
+          P_LIT(p, "\"doubleValue\":");
+          p_flush(b, p);
           tt_buf_json_num(b, a[i].n);
+          P_LIT(p, "}}");
         }
         break;
       case TT_F_BOOL:
-        tt_buf_adds(b, a[i].i ? "\"boolValue\":true"
-                              : "\"boolValue\":false");
+        if (a[i].i) P_LIT(p, "\"boolValue\":true}}");
+        else P_LIT(p, "\"boolValue\":false}}");
         break;
       default:
-        tt_buf_adds(b, "\"stringValue\":");
+        P_LIT(p, "\"stringValue\":");
+        p_flush(b, p);
         tt_buf_json_str(b, rec_str(r, a[i].s), a[i].s.len);
+        P_LIT(p, "}}");
     }
-    tt_buf_adds(b, "}}");
   }
-  tt_buf_addc(b, ']');
+  P_LIT(p, "]");
 }
 
 static void json_span(tt_buf *b, const srec *r) {
+  piece p;
   int i;
-  tt_buf_adds(b, "{\"traceId\":");
-  json_hex(b, r->sc.trace_id, 16);
-  tt_buf_adds(b, ",\"spanId\":");
-  json_hex(b, r->sc.span_id, 8);
+  p.n = 0;
+  P_LIT(&p, "{\"traceId\":");
+  p_hex(&p, r->sc.trace_id, 16);
+  P_LIT(&p, ",\"spanId\":");
+  p_hex(&p, r->sc.span_id, 8);
   if (r->has_parent) {
-    tt_buf_adds(b, ",\"parentSpanId\":");
-    json_hex(b, r->parent, 8);
+    P_LIT(&p, ",\"parentSpanId\":");
+    p_hex(&p, r->parent, 8);
   }
-  tt_buf_adds(b, ",\"flags\":");
-  tt_buf_addf(b, "%u", 0x100u | r->sc.flags);
-  tt_buf_adds(b, ",\"name\":");
+  /* The trace flags, and whether the parent is remote (bit 9), which
+  ** bit 8 says is known. */
+  P_LIT(&p, ",\"flags\":");
+  p_u64(&p, 0x100u | (r->parent_remote ? 0x200u : 0) | r->sc.flags);
+  P_LIT(&p, ",\"name\":");
+  p_flush(b, &p);
   tt_buf_json_str(b, rec_str(r, r->name), r->name.len);
-  tt_buf_addf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%llu\","
-              "\"endTimeUnixNano\":\"%llu\",\"attributes\":", r->kind,
-              (unsigned long long)r->start_ns,
-              (unsigned long long)r->end_ns);
-  json_attrs(b, r);
-  if (r->dropped_attrs > 0)
-    tt_buf_addf(b, ",\"droppedAttributesCount\":%d", r->dropped_attrs);
-  tt_buf_adds(b, ",\"links\":[");
+  P_LIT(&p, ",\"kind\":");
+  p_u64(&p, (uint64_t)r->kind);
+  P_LIT(&p, ",\"startTimeUnixNano\":\"");
+  p_u64(&p, r->start_ns);
+  P_LIT(&p, "\",\"endTimeUnixNano\":\"");
+  p_u64(&p, r->end_ns);
+  P_LIT(&p, "\",\"attributes\":");
+  json_attrs(b, &p, r);
+  if (r->dropped_attrs > 0) {
+    P_LIT(&p, ",\"droppedAttributesCount\":");
+    p_u64(&p, (uint64_t)r->dropped_attrs);
+  }
+  P_LIT(&p, ",\"links\":[");
   for (i = 0; i < r->nlinks; i++) {
-    if (i > 0) tt_buf_addc(b, ',');
-    tt_buf_adds(b, "{\"traceId\":");
-    json_hex(b, r->links[i].trace_id, 16);
-    tt_buf_adds(b, ",\"spanId\":");
-    json_hex(b, r->links[i].span_id, 8);
-    tt_buf_adds(b, ",\"attributes\":[]}");
+    if (p.n > sizeof p.d - 128) p_flush(b, &p);
+    if (i > 0) P_LIT(&p, ",");
+    P_LIT(&p, "{\"traceId\":");
+    p_hex(&p, r->links[i].trace_id, 16);
+    P_LIT(&p, ",\"spanId\":");
+    p_hex(&p, r->links[i].span_id, 8);
+    P_LIT(&p, ",\"attributes\":[]}");
   }
-  tt_buf_addc(b, ']');
-  if (r->dropped_links > 0)
-    tt_buf_addf(b, ",\"droppedLinksCount\":%d", r->dropped_links);
+  P_LIT(&p, "]");
+  if (r->dropped_links > 0) {
+    P_LIT(&p, ",\"droppedLinksCount\":");
+    p_u64(&p, (uint64_t)r->dropped_links);
+  }
   if (r->status == 2) {
-    tt_buf_adds(b, ",\"status\":{\"code\":2,\"message\":");
+    P_LIT(&p, ",\"status\":{\"code\":2,\"message\":");
+    p_flush(b, &p);
     tt_buf_json_str(b, rec_str(r, r->message), r->message.len);
-    tt_buf_adds(b, "}}");
+    P_LIT(&p, "}}");
   } else {
-    tt_buf_adds(b, ",\"status\":{\"code\":0}}");
+    P_LIT(&p, ",\"status\":{\"code\":0}}");
   }
+  p_flush(b, &p);
 }
 
 /* json_request writes one ExportTraceServiceRequest of the spans of
@@ -1080,19 +1181,22 @@ static bool write_line(const tcfg *c, tt_buf *body) {
 
 /* export_batch sends the spans of 'batch' (then frees them); it runs on
 ** the exporter thread without any lock. */
-static void export_batch(CURL **h, tcfg *c, tt_list *batch, size_t n) {
-  tt_buf body = TT_BUF_INIT;
+static void export_batch(CURL **h, tt_buf *body, tcfg *c, tt_list *batch,
+                         size_t n) {
   tt_list *l;
   bool ok = false;
+  /* The body's buffer is the exporter's, kept from batch to batch. */
+  body->len = 0;
+  body->failed = false;
   if (c != NULL && (c->endpoint != NULL || c->fd >= 0)) {
-    json_request(&body, c, batch);
-    if (!body.failed) {
+    json_request(body, c, batch);
+    if (!body->failed) {
       ok = true;
-      if (c->fd >= 0) ok = write_line(c, &body) && ok;
-      if (c->endpoint != NULL) ok = post(h, c, &body) && ok;
+      if (c->fd >= 0) ok = write_line(c, body) && ok;
+      if (c->endpoint != NULL) ok = post(h, c, body) && ok;
     }
   }
-  tt_buf_free(&body);
+  if (body->failed) tt_buf_free(body);
   if (ok) {
     atomic_fetch_add(&n_exported, n);
   } else {
@@ -1107,6 +1211,7 @@ static void export_batch(CURL **h, tcfg *c, tt_list *batch, size_t n) {
 
 static void *exporter_main(void *arg) {
   CURL *h = NULL;
+  tt_buf body = TT_BUF_INIT;
   (void)arg;
   tt__lock(&tmu);
   for (;;) {
@@ -1141,7 +1246,7 @@ static void *exporter_main(void *arg) {
     tt__unlock(&tmu);
     {
       uint64_t seq = tt_container_of(batch.prev, srec, link)->seq;
-      export_batch(&h, c, &batch, n);
+      export_batch(&h, &body, c, &batch, n);
       cfg_unref(c);
       tt__lock(&tmu);
       done_seq = seq;
@@ -1152,6 +1257,7 @@ static void *exporter_main(void *arg) {
   TT_CHECK(pthread_cond_broadcast(&done_cv));
   tt__unlock(&tmu);
   if (h != NULL) curl_easy_cleanup(h);
+  tt_buf_free(&body);
   return NULL;
 }
 

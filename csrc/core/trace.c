@@ -26,10 +26,14 @@
 ** remote span context (tt_with_span_context of a parsed traceparent),
 ** with kind TT_SPAN_SERVER.
 **
-** Export.  One exporter thread (an engine thread, started with the first
-** recorded span and stopped by tt_trace_shutdown or tt_shutdown) takes
-** batches off the queue when a batch is full, when the oldest queued
-** span has waited the schedule delay, or when a flush asks; it writes
+** Export.  Ended spans are pushed on a lock-free stack (a worker ends a
+** span with a compare-and-swap, and takes a lock only to wake the
+** exporter when the queue stops being empty or fills a batch).  One
+** exporter thread (an engine thread, started with the first recorded
+** span and stopped by tt_trace_shutdown or tt_shutdown) takes all of
+** them at once when a batch is full, when the first has waited the
+** schedule delay, or when a flush asks, and exports them in batches; it
+** writes
 ** each batch as one ExportTraceServiceRequest in OTLP JSON (ids in hex,
 ** 64-bit integers and nanosecond times as strings, enums as integers)
 ** and POSTs it, or appends it to the file as one line.  Workers never
@@ -42,9 +46,11 @@
 ** A configuration is immutable and reference counted: the exporter
 ** holds the one it exports with.
 **
-** Locks.  'tmu' guards the queue, the exporter's state and the current
-** configuration; it is a leaf (nothing is called under it but malloc).
-** A span's 'mu' guards its record while it is open; it is taken alone.
+** Locks.  'tmu' guards the exporter's state, flush generations and the
+** current configuration (spans read what they need of it from atomics);
+** it is a leaf (nothing is called under it but malloc and thread
+** creation).  A span's 'mu' guards its record while it is open; it is
+** taken alone.
 */
 #include <ctype.h>
 #include <errno.h>
@@ -124,6 +130,7 @@ static _Atomic int trace_on;      /* an exporter and a sampler that may
 static _Atomic int samp_kind = S_PB_ON;
 static _Atomic size_t lim_value = DEF_VALUE_LIMIT;  /* read by spans */
 static _Atomic int lim_attrs = DEF_ATTR_LIMIT;
+static _Atomic int lim_queue = DEF_QUEUE, lim_batch = DEF_BATCH;
 static _Atomic uint64_t samp_bound;  /* ratio as a bound on 63 bits */
 
 /* Counters, for stats and metrics. */
@@ -235,6 +242,8 @@ static void apply(tcfg *c) {
   atomic_store(&samp_kind, c->sampler);
   atomic_store(&lim_value, c->value_limit);
   atomic_store(&lim_attrs, c->attr_limit);
+  atomic_store(&lim_queue, c->queue);
+  atomic_store(&lim_batch, c->batch);
   atomic_store(&trace_on, on);
   tt__unlock(&tmu);
   cfg_unref(old);
@@ -532,9 +541,8 @@ typedef struct slink {
 ** attribute keys and values, status message) live in one buffer,
 ** 'text', so that a span costs a few allocations, not one per string. */
 typedef struct srec {
-  tt_list link;            /* in the queue; under tmu */
-  uint64_t seq;            /* its place in the queue's order; under tmu */
-  double queued_at;        /* tt_now() when queued */
+  struct srec *next;       /* in the queue (a stack, newest first) */
+  tt_list link;            /* in the exporter's batch */
   tt_span_context sc;
   uint8_t parent[8];
   bool has_parent, parent_remote;
@@ -851,13 +859,21 @@ bool tt_span_end(tt_span *s, const char *error, size_t len) {
 ** The queue and the exporter thread
 ** ===================================================================== */
 
-static tt_list queue = {&queue, &queue};  /* of srec; under tmu */
-static size_t qlen, qbytes;               /* under tmu */
-static bool running, stopping;            /* the exporter; under tmu */
-static pthread_t exporter;
-/* Spans get increasing numbers as they are queued; a flush waits until
-** the exporter is done with every number queued before it asked. */
-static uint64_t last_seq, done_seq, flush_to;  /* under tmu */
+/* The queue.  Workers push ended spans with a compare-and-swap, newest
+** first, and count them; the exporter takes them all at once (an
+** exchange) and puts them back in order.  So ending a span takes no lock,
+** except to wake the exporter when the queue stops being empty or fills
+** a batch.  'qlen' and 'qbytes' count the spans queued or being exported,
+** against the bounds. */
+static srec *_Atomic queue;
+static _Atomic size_t qlen, qbytes;
+static _Atomic double first_at;           /* when the queue was last empty */
+static _Atomic bool running;              /* the exporter; set under tmu */
+static bool stopping;                     /* under tmu */
+static pthread_t exporter;                /* under tmu */
+/* A flush waits for an exporter's take made after it asked: that take
+** holds every span ended before.  Generations, under tmu. */
+static uint64_t flush_asked, flush_done;
 static pthread_cond_t work_cv, done_cv;   /* exporter waits; flushers */
 static pthread_once_t cv_once = PTHREAD_ONCE_INIT;
 
@@ -879,52 +895,74 @@ static void cv_init(void) {
 /* A forked child has no exporter thread (only the forking thread
 ** survives a fork): it forgets the parent's, and what it had queued, so
 ** that its first span starts one of its own and a flush never waits for
-** a thread that is not there.  'tmu' is held across the fork, so the
-** child finds the queue in a consistent state. */
+** a thread that is not there.  'tmu' is held across the fork. */
 static void fork_prepare(void) { tt__lock(&tmu); }
 static void fork_parent(void) { tt__unlock(&tmu); }
 
 static void fork_child(void) {
-  tt_list *l;
-  running = false;
+  srec *r = atomic_exchange(&queue, NULL);
+  while (r != NULL) {
+    srec *next = r->next;
+    rec_free(r);
+    r = next;
+  }
+  atomic_store(&running, false);
   stopping = false;
-  while ((l = tt_list_shift(&queue)) != NULL)
-    rec_free(tt_container_of(l, srec, link));
-  qlen = qbytes = 0;
-  done_seq = flush_to = last_seq;
+  atomic_store(&qlen, 0);
+  atomic_store(&qbytes, 0);
+  flush_done = flush_asked;
   tt__unlock(&tmu);
 }
 
-/* start_locked starts the exporter thread (under tmu). */
-static void start_locked(void) {
-  if (running) return;
-  stopping = false;
-  if (tt__thread_start(&exporter, exporter_main, NULL, false) == 0)
-    running = true;
+/* start starts the exporter thread if it is not running; false if it
+** cannot. */
+static bool start(void) {
+  bool ok;
+  tt__lock(&tmu);
+  if (!atomic_load(&running) && !stopping &&
+      tt__thread_start(&exporter, exporter_main, NULL, false) == 0)
+    atomic_store(&running, true);
+  ok = atomic_load(&running);
+  tt__unlock(&tmu);
+  return ok;
 }
 
 static void enqueue(srec *r) {
-  size_t cap;
+  size_t cap = (size_t)atomic_load_explicit(&lim_queue,
+                                            memory_order_relaxed);
+  size_t batch = (size_t)atomic_load_explicit(&lim_batch,
+                                              memory_order_relaxed);
+  size_t n, bytes;
+  srec *head;
   TT_CHECK(pthread_once(&cv_once, cv_init));
-  tt__lock(&tmu);
-  cap = cfg != NULL ? (size_t)cfg->queue : DEF_QUEUE;
-  start_locked();
-  if (!running || qlen >= cap || qbytes + r->bytes > MAX_QUEUED_BYTES) {
-    tt__unlock(&tmu);
-    atomic_fetch_add(&n_dropped, 1);
-    rec_free(r);
-    return;
+  if (!atomic_load(&running) && !start()) goto drop;
+  n = atomic_fetch_add(&qlen, 1) + 1;
+  bytes = atomic_fetch_add(&qbytes, r->bytes) + r->bytes;
+  if (n > cap || bytes > MAX_QUEUED_BYTES) {
+    atomic_fetch_sub(&qlen, 1);
+    atomic_fetch_sub(&qbytes, r->bytes);
+    goto drop;
   }
-  r->seq = ++last_seq;
-  r->queued_at = tt_now();
-  tt_list_push(&queue, &r->link);
-  qlen++;
-  qbytes += r->bytes;
+  if (n == 1) atomic_store(&first_at, tt_now());
+  head = atomic_load_explicit(&queue, memory_order_relaxed);
+  do {
+    r->next = head;
+  } while (!atomic_compare_exchange_weak_explicit(
+               &queue, &head, r, memory_order_release,
+               memory_order_relaxed));
   atomic_fetch_add(&n_recorded, 1);
-  /* The exporter sleeps without a deadline while the queue is empty. */
-  if (qlen == 1 || (cfg != NULL && qlen >= (size_t)cfg->batch))
+  /* The exporter sleeps without a deadline while the queue is empty, and
+  ** until the oldest span's delay otherwise: wake it for a first span
+  ** and for a full batch. */
+  if (n == 1 || n == batch) {
+    tt__lock(&tmu);
     TT_CHECK(pthread_cond_signal(&work_cv));
-  tt__unlock(&tmu);
+    tt__unlock(&tmu);
+  }
+  return;
+drop:
+  atomic_fetch_add(&n_dropped, 1);
+  rec_free(r);
 }
 
 /* {====== OTLP JSON ====== */
@@ -1209,51 +1247,79 @@ static void export_batch(CURL **h, tt_buf *body, tcfg *c, tt_list *batch,
 
 /* }====== */
 
+/* take moves every queued span onto 'list', oldest first. */
+static void take(tt_list *list) {
+  srec *r = atomic_exchange_explicit(&queue, NULL, memory_order_acquire);
+  tt_list_init(list);
+  /* Newest first on the stack: each goes in front of the one after. */
+  for (; r != NULL; r = r->next) {
+    r->link.next = list->next;
+    r->link.prev = list;
+    list->next->prev = &r->link;
+    list->next = &r->link;
+  }
+}
+
+/* export_all exports what 'list' holds, a batch at a time, then forgets
+** it: the spans stop counting against the bounds. */
+static void export_all(CURL **h, tt_buf *body, tt_list *list) {
+  while (!tt_list_empty(list)) {
+    tt_list batch;
+    size_t n = 0, bytes = 0, want;
+    tcfg *c;
+    tt__lock(&tmu);
+    c = cfg;
+    if (c != NULL) atomic_fetch_add(&c->refs, 1);
+    tt__unlock(&tmu);
+    want = c != NULL ? (size_t)c->batch : DEF_BATCH;
+    tt_list_init(&batch);
+    while (n < want && !tt_list_empty(list)) {
+      srec *r = tt_container_of(tt_list_shift(list), srec, link);
+      bytes += r->bytes;
+      tt_list_push(&batch, &r->link);
+      n++;
+    }
+    export_batch(h, body, c, &batch, n);
+    cfg_unref(c);
+    atomic_fetch_sub(&qbytes, bytes);
+    atomic_fetch_sub(&qlen, n);
+  }
+}
+
 static void *exporter_main(void *arg) {
   CURL *h = NULL;
   tt_buf body = TT_BUF_INIT;
   (void)arg;
   tt__lock(&tmu);
   for (;;) {
-    tt_list batch;
-    tcfg *c;
-    size_t n = 0, want = cfg != NULL ? (size_t)cfg->batch : DEF_BATCH;
-    double delay = cfg != NULL ? cfg->delay : DEF_DELAY, due = -1;
-    if (qlen == 0) {
-      /* Everything queued so far is done with. */
-      done_seq = last_seq;
-      TT_CHECK(pthread_cond_broadcast(&done_cv));
+    tt_list list;
+    size_t n = atomic_load(&qlen);
+    size_t want = (size_t)atomic_load(&lim_batch);
+    double delay = cfg != NULL ? cfg->delay : DEF_DELAY;
+    uint64_t asked = flush_asked;
+    bool flushing = asked != flush_done;
+    if (n == 0 && !flushing) {
       if (stopping) break;
       tt__timedwait(&work_cv, &tmu, -1);
       continue;
     }
-    due = tt_container_of(queue.next, srec, link)->queued_at + delay;
-    if (!stopping && flush_to <= done_seq && qlen < want &&
-        tt_now() < due) {
-      tt__timedwait(&work_cv, &tmu, due);
+    if (!flushing && !stopping && n < want &&
+        tt_now() < atomic_load(&first_at) + delay) {
+      tt__timedwait(&work_cv, &tmu, atomic_load(&first_at) + delay);
       continue;
     }
-    tt_list_init(&batch);
-    while (n < want && !tt_list_empty(&queue)) {
-      srec *r = tt_container_of(tt_list_shift(&queue), srec, link);
-      qbytes -= r->bytes;
-      tt_list_push(&batch, &r->link);
-      n++;
-    }
-    qlen -= n;
-    c = cfg;
-    if (c != NULL) atomic_fetch_add(&c->refs, 1);
     tt__unlock(&tmu);
-    {
-      uint64_t seq = tt_container_of(batch.prev, srec, link)->seq;
-      export_batch(&h, &body, c, &batch, n);
-      cfg_unref(c);
-      tt__lock(&tmu);
-      done_seq = seq;
+    take(&list);
+    atomic_store(&first_at, tt_now());
+    export_all(&h, &body, &list);
+    tt__lock(&tmu);
+    /* A take after the flushes that were asked holds their spans. */
+    if (flushing) {
+      flush_done = asked;
       TT_CHECK(pthread_cond_broadcast(&done_cv));
     }
   }
-  running = false;
+  atomic_store(&running, false);
   TT_CHECK(pthread_cond_broadcast(&done_cv));
   tt__unlock(&tmu);
   if (h != NULL) curl_easy_cleanup(h);
@@ -1267,13 +1333,14 @@ int tt_trace_flush(double timeout) {
   int rc = TT_OK;
   TT_CHECK(pthread_once(&cv_once, cv_init));
   tt__lock(&tmu);
-  want = last_seq;
-  if (want > flush_to) flush_to = want;
-  if (running && done_seq < want) TT_CHECK(pthread_cond_signal(&work_cv));
-  while (running && done_seq < want) {
-    if (!tt__timedwait(&done_cv, &tmu, until)) {
-      rc = TT_ETIMEOUT;
-      break;
+  if (atomic_load(&running)) {
+    want = ++flush_asked;
+    TT_CHECK(pthread_cond_signal(&work_cv));
+    while (atomic_load(&running) && flush_done < want) {
+      if (!tt__timedwait(&done_cv, &tmu, until)) {
+        rc = TT_ETIMEOUT;
+        break;
+      }
     }
   }
   tt__unlock(&tmu);
@@ -1283,16 +1350,19 @@ int tt_trace_flush(double timeout) {
 int tt_trace_shutdown(double timeout) {
   int rc = tt_trace_flush(timeout);
   bool join = false;
+  pthread_t t;
   if (rc != TT_OK) return rc;
+  TT_CHECK(pthread_once(&cv_once, cv_init));
   tt__lock(&tmu);
-  if (running && !stopping) {
+  if (atomic_load(&running) && !stopping) {
     stopping = true;
     join = true;
+    t = exporter;
     TT_CHECK(pthread_cond_signal(&work_cv));
   }
   tt__unlock(&tmu);
   if (join) {
-    TT_CHECK(pthread_join(exporter, NULL));
+    TT_CHECK(pthread_join(t, NULL));
     tt__lock(&tmu);
     stopping = false;
     tt__unlock(&tmu);
@@ -1317,9 +1387,7 @@ void tt_trace_stats_get(tt_trace_stats *out) {
   out->exported = atomic_load(&n_exported);
   out->dropped = atomic_load(&n_dropped);
   out->failed_exports = atomic_load(&n_failed);
-  tt__lock(&tmu);
-  out->queued = qlen;
-  tt__unlock(&tmu);
+  out->queued = atomic_load(&qlen);
 }
 
 /* }==================================================================== */

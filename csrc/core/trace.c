@@ -548,7 +548,6 @@ typedef struct srec {
   bool has_parent, parent_remote;
   int kind;
   uint64_t start_ns, end_ns;
-  double start_mono;
   int status;              /* 0 unset, 2 error */
   tt_buf text;
   sstr name, message;
@@ -629,10 +628,31 @@ static void random_id(uint8_t *p, size_t n) {
   } while (zero);
 }
 
-static uint64_t wall_ns(void) {
+/* Span times are Unix nanoseconds read as the monotonic clock plus an
+** offset to the wall clock: one clock read per time, and a span never
+** ends before it starts when the wall clock is set back.  The exporter
+** measures the offset again before each export. */
+static _Atomic int64_t wall_offset;
+static _Atomic bool wall_known;
+
+static int64_t clock_ns(clockid_t id) {
   struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  clock_gettime(id, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void measure_offset(void) {
+  atomic_store(&wall_offset,
+               clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC));
+  atomic_store(&wall_known, true);
+}
+
+static uint64_t wall_ns(void) {
+  if (!atomic_load_explicit(&wall_known, memory_order_acquire))
+    measure_offset();
+  return (uint64_t)(clock_ns(CLOCK_MONOTONIC) +
+                    atomic_load_explicit(&wall_offset,
+                                         memory_order_relaxed));
 }
 
 /* sample decides a new span's sampled flag. */
@@ -782,7 +802,6 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
       r->name = text_add(r, name, strlen(name));
       r->kind = o != NULL && o->kind > 0 ? o->kind : TT_SPAN_INTERNAL;
       r->start_ns = wall_ns();
-      r->start_mono = tt_now();
       if (o != NULL) {
         for (i = 0; i < o->nattrs; i++) rec_attr(r, &o->attrs[i]);
         if (o->link_parent && pp != NULL) rec_link(r, pp);
@@ -842,8 +861,8 @@ bool tt_span_end(tt_span *s, const char *error, size_t len) {
   s->rec = NULL;
   tt__unlock(&s->mu);
   if (r == NULL) return true;
-  r->end_ns = r->start_ns + (uint64_t)llround((tt_now() - r->start_mono) *
-                                              1e9);
+  r->end_ns = wall_ns();
+  if (r->end_ns < r->start_ns) r->end_ns = r->start_ns;
   if (error != NULL) {
     r->status = 2;
     r->message = text_add(r, error, len == (size_t)-1 ? strlen(error) : len);
@@ -1309,6 +1328,7 @@ static void *exporter_main(void *arg) {
       continue;
     }
     tt__unlock(&tmu);
+    measure_offset();
     take(&list);
     atomic_store(&first_at, tt_now());
     export_all(&h, &body, &list);

@@ -44,7 +44,7 @@ local all = {
   "csrc/lua/lchan.c", "csrc/lua/lexec.c", "csrc/lua/lpool.c",
   "csrc/lua/lgroup.c", "csrc/lua/lflight.c", "csrc/lua/lsaga.c",
   "csrc/lua/lopts.c", "csrc/lua/llog.c", "csrc/lua/ltrace.c",
-  "csrc/lua/lmetrics.c",
+  "csrc/lua/lmetrics.c", "csrc/lua/lrecord.c",
 }
 
 build = {

@@ -954,94 +954,22 @@ tt_obj *lt_pack_results(lua_State *L, int first, int n, const char *what) {
 
 
 /* {====================================================================
-** Records made in C
+** Values made in C
 ** ===================================================================== */
 
-/* rec_put appends to a value being built without a Lua state; false when
-** memory runs out. */
-static bool rec_put(lt_value *v, const void *data, size_t n) {
-  if (v->cap - v->len < n) {
-    size_t cap = v->cap != 0 ? v->cap : 256;
-    unsigned char *nb;
-    while (cap - v->len < n) {
-      if (cap > SIZE_MAX / 2) return false;
-      cap *= 2;
-    }
-    nb = realloc(v->buf, cap);
-    if (nb == NULL) return false;
-    v->buf = nb;
-    v->cap = cap;
-  }
-  memcpy(v->buf + v->len, data, n);
-  v->len += n;
-  return true;
-}
-
-static bool rec_str(lt_value *v, const char *s, size_t n) {
-  unsigned char tmp[11];
-  int k = 1;
-  uint64_t x = n;
-  tmp[0] = T_STR;
-  do {
-    tmp[k] = (unsigned char)(x & 0x7f);
-    x >>= 7;
-    if (x != 0) tmp[k] |= 0x80;
-    k++;
-  } while (x != 0);
-  return rec_put(v, tmp, (size_t)k) && rec_put(v, s, n);
-}
-
-tt_obj *lt_pack_fields(const tt_field *f, size_t n) {
+tt_obj *lt_value_from_bytes(const void *buf, size_t len, int n, int nids) {
   lt_value *v = calloc(1, sizeof *v);
-  unsigned char tag = T_TABLE, end = T_END;
-  uint32_t narr = 0, count = 0;
-  size_t i, at;
-  bool ok;
   if (v == NULL) return NULL;
   tt_obj_init(&v->hdr, &lt_value_type);
-  v->n = 1;
-  v->nids = 1;
-  ok = rec_put(v, &tag, 1);
-  at = v->len;
-  ok = ok && rec_put(v, &narr, 4) && rec_put(v, &count, 4);
-  for (i = 0; ok && i < n; i++) {
-    const tt_field *x = &f[i];
-    unsigned char t;
-    if (x->key == NULL) continue;
-    switch (x->kind) {
-      case TT_F_INT: {
-        lua_Integer li = (lua_Integer)x->i;
-        t = T_INT;
-        ok = rec_str(v, x->key, strlen(x->key)) && rec_put(v, &t, 1) &&
-             rec_put(v, &li, sizeof li);
-        break;
-      }
-      case TT_F_NUM: {
-        lua_Number d = (lua_Number)x->n;
-        if (d != d) continue;  /* NaN: no value, as nil */
-        t = T_FLT;
-        ok = rec_str(v, x->key, strlen(x->key)) && rec_put(v, &t, 1) &&
-             rec_put(v, &d, sizeof d);
-        break;
-      }
-      case TT_F_BOOL:
-        t = x->i ? T_TRUE : T_FALSE;
-        ok = rec_str(v, x->key, strlen(x->key)) && rec_put(v, &t, 1);
-        break;
-      default:
-        if (x->s == NULL) continue;  /* nil */
-        ok = rec_str(v, x->key, strlen(x->key)) &&
-             rec_str(v, x->s, x->len == (size_t)-1 ? strlen(x->s)
-                                                    : x->len);
-    }
-    count++;
-  }
-  ok = ok && rec_put(v, &end, 1);
-  if (!ok) {
-    tt_unref(v);
+  v->buf = malloc(len > 0 ? len : 1);
+  if (v->buf == NULL) {
+    free(v);
     return NULL;
   }
-  memcpy(v->buf + at + 4, &count, 4);
+  memcpy(v->buf, buf, len);
+  v->len = v->cap = len;
+  v->n = n;
+  v->nids = nids;
   return &v->hdr;
 }
 

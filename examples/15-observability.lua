@@ -37,6 +37,10 @@ for n = 1, 10 do
 end
 rspan:finish()
 assert(pool:drain())
+for n = 1, 10 do
+  local v, err = handles[n]:wait()
+  assert(v == n or (n % 3 == 0 and err.message:find("card declined")))
+end
 assert(tether.trace.flush(10))
 tether.log.configure { level = "info", sink = "stderr" }
 

@@ -4,7 +4,6 @@
 -- OTLP/HTTP JSON to a receiver written here (none exists to install).
 local tether = require "tether"
 local json = require "dkjson"
-local socket = require "socket"
 local httpd = require "spec.support.httpd"
 local promtext = require "spec.support.promtext"
 local prometheus = require "spec.support.prometheus"
@@ -739,6 +738,14 @@ describe("scenario 15", function()
     end
     req:finish()
     assert(p:drain())
+    for i = 1, 10 do
+      local v, err = handles[i]:wait()
+      if i % 4 == 0 then
+        assert.matches("op " .. i .. " failed", err.message)
+      else
+        assert.equal(i, v)
+      end
+    end
     assert(tether.trace.flush(10))
     reset()
     -- Counters and the histogram.

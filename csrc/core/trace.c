@@ -293,22 +293,22 @@ static int hexval(int c) {
 
 /* decode trims and percent-decodes [s, s+n) into a new string. */
 static char *decode(const char *s, size_t n) {
-  char *d, *o;
-  size_t i;
+  char *d;
+  size_t i, j = 0;
   while (n > 0 && isspace((unsigned char)*s)) s++, n--;
   while (n > 0 && isspace((unsigned char)s[n - 1])) n--;
-  d = o = malloc(n + 1);
+  d = malloc(n + 1);
   if (d == NULL) return NULL;
   for (i = 0; i < n; i++) {
     if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 &&
         hexval(s[i + 2]) >= 0) {
-      *o++ = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+      d[j++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
       i += 2;
     } else {
-      *o++ = s[i];
+      d[j++] = s[i];
     }
   }
-  *o = '\0';
+  d[j] = '\0';
   return d;
 }
 
@@ -361,7 +361,7 @@ static void kv_parse(const char *s, kvlist *l, const char *what) {
 /* from_env reads the standard variables into a configuration. */
 static tcfg *from_env(void) {
   tt_trace_opts o;
-  const char *v, *exporter;
+  const char *v, *which;
   char *endpoint = NULL, **hdrs = NULL;
   kvlist h, r;
   tt_trace_attr *res = NULL;
@@ -372,13 +372,13 @@ static tcfg *from_env(void) {
   memset(&h, 0, sizeof h);
   memset(&r, 0, sizeof r);
   v = env("OTEL_SDK_DISABLED", NULL);
-  exporter = env("OTEL_TRACES_EXPORTER", NULL);
+  which = env("OTEL_TRACES_EXPORTER", NULL);
   if ((v != NULL && strcasecmp(v, "true") == 0) ||
-      (exporter != NULL && strcmp(exporter, "none") == 0)) {
+      (which != NULL && strcmp(which, "none") == 0)) {
     /* Nothing is exported: the defaults, with no destination. */
   } else {
-    if (exporter != NULL && strcmp(exporter, "otlp") != 0)
-      warn("OTEL_TRACES_EXPORTER: only otlp is supported", exporter);
+    if (which != NULL && strcmp(which, "otlp") != 0)
+      warn("OTEL_TRACES_EXPORTER: only otlp is supported", which);
     if ((v = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", NULL)) != NULL) {
       endpoint = tt__strdup(v);
     } else if ((v = env("OTEL_EXPORTER_OTLP_ENDPOINT", NULL)) != NULL) {
@@ -820,7 +820,10 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
   return s;
 }
 
-void tt_span_context_of(tt_span *s, tt_span_context *out) { *out = s->sc; }
+void tt_span_context_of(tt_span *s, tt_span_context *out) {
+  if (s != NULL) *out = s->sc;
+  else memset(out, 0, sizeof *out);
+}
 
 bool tt_span_recording(tt_span *s) {
   bool r;

@@ -122,7 +122,7 @@ function M.check(text)
       local key = s.name .. "{" .. s.canon .. "}"
       if seen[key] then bad("series twice: " .. key) end
       seen[key] = true
-      if f.type == "counter" and not (s.value >= 0) then
+      if f.type == "counter" and (s.value ~= s.value or s.value < 0) then
         bad("negative counter: " .. key)
       end
     end

@@ -101,12 +101,14 @@ local function fmt(key, x)
   return sig(x)
 end
 
--- cost returns how much slower a rate is than its base rate (a fraction;
--- negative when faster), or nil.
+-- cost returns what a figure costs against its base figure, as a
+-- fraction (negative when it is better): how much slower a rate is, or
+-- how much more a time is; nil when one is missing.
 local function cost(key, base_key)
   local x, b = value(key), value(base_key)
   if not x or not b or b == 0 then return nil end
-  return 1 - x / b
+  if key:match("_per_s$") then return 1 - x / b end
+  return x / b - 1
 end
 
 -- cell formats the median of 'key', followed by its ratio to the peer's
@@ -207,6 +209,14 @@ local rows = {
   {shape = "the same with metrics + a span per attempt (always sampled, "
      .. "exported as OTLP JSON)", metric = "obs_trace_per_s",
    base = "obs_none_per_s", goal = {cost = 15}},
+  {shape = "CPU time per task, observability off (the same programs)",
+   metric = "obs_none_cpu_us"},
+  {shape = "CPU time per task with metrics", metric = "obs_metrics_cpu_us",
+   base = "obs_none_cpu_us"},
+  {shape = "CPU time per task with metrics + log lines (info)",
+   metric = "obs_logs_cpu_us", base = "obs_none_cpu_us"},
+  {shape = "CPU time per task with metrics + spans",
+   metric = "obs_trace_cpu_us", base = "obs_none_cpu_us"},
 }
 
 -- goal_cell says whether a row's goal is met in this run.

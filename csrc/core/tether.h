@@ -1295,7 +1295,9 @@ extern const tt_key tt_trace_key;
 tt_ctx *tt_with_span_context(tt_ctx *parent, const tt_span_context *sc);
 bool tt_ctx_span_context(tt_ctx *c, tt_span_context *out);
 
-/* The value object under tt_trace_key ("tether.SpanContext"). */
+/* The value object under tt_trace_key ("tether.SpanContext"), made by
+** tt_with_span_context; a span started by tt_span_start is also such a
+** value, for the contexts it gives (tt_ctx_span_context reads both). */
 typedef struct tt_spanctx {
   tt_obj hdr;
   tt_span_context sc;

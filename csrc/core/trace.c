@@ -811,7 +811,9 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
     }
   }
   if (child != NULL) {
-    *child = tt_with_span_context(parent, &s->sc);
+    /* The span itself is the value the child carries (tracectx.c reads
+    ** its ids): one object fewer per span. */
+    *child = tt_with_value(parent, &tt_trace_key, &s->hdr);
     if (*child == NULL) {
       tt_unref(s);
       return NULL;

@@ -97,7 +97,9 @@ describe("metrics", function()
     assert.equal("", out)
     assert.is_true(ok, "promtool exit " .. tostring(code))
     assert.same({}, promtext.check(text))
-    local v = function(name, labels) return promtext.value(text, name, labels) end
+    local function v(name, labels)
+      return promtext.value(text, name, labels)
+    end
     local pool = {pool = "spec_promtool"}
     assert.equal(3, v("tether_pool_submitted_total", pool))
     assert.equal(2, v("tether_pool_ops_total",
@@ -336,7 +338,9 @@ describe("logs", function()
       local p = tether.pool{name = "writers", workers = 4}
       for w = 1, 4 do
         p:submit(tether.background(), "w", function()
-          for i = 1, 100 do tether.log.info("line", {w = w, i = i, pad = pad}) end
+          for i = 1, 100 do
+            tether.log.info("line", {w = w, i = i, pad = pad})
+          end
         end)
       end
       assert(p:drain())
@@ -753,7 +757,7 @@ describe("scenario 15", function()
     local pool = {pool = "scenario15"}
     assert.equal(10, promtext.value(text, "tether_pool_submitted_total", pool))
     assert.equal(8, promtext.value(text, "tether_pool_ops_total",
-                                   {pool = "scenario15", outcome = "completed"}))
+      {pool = "scenario15", outcome = "completed"}))
     assert.equal(2, promtext.value(text, "tether_pool_ops_total",
                                    {pool = "scenario15", outcome = "dead"}))
     assert.equal(10, promtext.value(text,

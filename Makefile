@@ -13,7 +13,7 @@ LUA_INC := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include
 
 # Libraries of the engine found by pkg-config (each issue that needs one
 # adds its pkg-config name here and its Debian package to DEB_PKGS).
-PKGS    := libmicrohttpd
+PKGS    := libmicrohttpd libcurl
 EXT_CFLAGS := $(if $(PKGS),$(shell pkg-config --cflags $(PKGS) 2>/dev/null))
 EXT_LIBS   := $(if $(PKGS),$(shell pkg-config --libs $(PKGS) 2>/dev/null))
 
@@ -50,10 +50,11 @@ MODULE  := $(BUILD)/tether/core.so
 # Debian packages the project needs, and the command each is checked by.
 DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson \
             shellcheck cppcheck \
-            libmicrohttpd-dev curl openssl lua-socket
+            libmicrohttpd-dev curl openssl lua-socket \
+            libcurl4-openssl-dev prometheus
 
 .PHONY: all deps test ctest c-examples spec rock demo examples clean check \
-        bench env lint sources
+        bench env lint sources ldlibs
 
 all: $(LIB) $(MODULE)
 
@@ -146,6 +147,11 @@ examples: all
 	  $(LUA) $$f >/dev/null 2>&1 || \
 	  { echo "example failed: $$f"; $(LUA) $$f; exit 1; }; done; \
 	echo "examples: all ran"
+
+# `make -s ldlibs` prints the libraries a program linking libtether.a
+# needs (bench/run.sh links its C benchmark with them).
+ldlibs:
+	@echo $(LDLIBS)
 
 # `eval "$(make -s env)"` sets up a shell to run the examples and the
 # module from the checkout, as `make examples` does.

@@ -10,14 +10,16 @@
 ** Build (run.sh does it):
 **   gcc -O2 -std=c11 -pthread -D_GNU_SOURCE -Icsrc/core \
 **     bench/bench_core.c build/libtether.a -o build/bench_core
-** run.sh adds -DHAVE_TT_GROUP and -DHAVE_TT_FLIGHT when tether.h declares
-** the group and singleflight API.
+** run.sh adds -DHAVE_TT_GROUP, -DHAVE_TT_FLIGHT and -DHAVE_TT_OBS when
+** tether.h declares the group, singleflight and metrics API, and the
+** libraries the engine links (`make -s ldlibs`).
 **
 ** Usage: bench_core [filter], where 'filter' keeps only the benchmarks whose
 ** name contains it.
 */
 #include <sched.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -274,6 +276,115 @@ static void bench_pool(void) {
 
 
 /* {====================================================================
+** The cost of observability on the seed pool
+** ===================================================================== */
+
+/* Built when tether.h declares the metrics API (run.sh passes
+** HAVE_TT_OBS). */
+#ifdef HAVE_TT_OBS
+
+enum { OBS_NONE, OBS_METRICS, OBS_LOGS, OBS_TRACE, OBS_N };
+
+/* cpu_s reads the CPU time of the process (every thread), in seconds. */
+static double cpu_s(void) {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return (double)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+/* obs_round runs the seed pool's shape once with observability 'mode'
+** and returns tasks per second, counted up to the end of the drain and,
+** with tracing, of the export of every span (serialized as OTLP JSON and
+** written to /dev/null, so that the figure holds the exporter's work but
+** no disk); '*cpu_us' gets the CPU time the process spent per task (all
+** threads), which depends less than the rate on what else the machine
+** runs. */
+static double obs_round(int mode, int n, double *cpu_us) {
+  tt_pool_opts opts;
+  tt_pool_hook hook = tt_trace_pool_hook();
+  tt_pool_stats st;
+  tt_pool *p;
+  double t0, c0, rate;
+  int err = 0, i;
+  memset(&opts, 0, sizeof opts);
+  opts.name = "bench_obs";
+  opts.workers = 5;
+  opts.queue = 20;
+  if (mode == OBS_TRACE) opts.hook = &hook;
+  p = tt_pool_new(&opts, &err);
+  if (p == NULL) die(tt_strerror(err));
+  if (mode != OBS_NONE && tt_metrics_observe_pool(p, NULL) != TT_OK)
+    die("metrics: observe failed");
+  if (mode == OBS_LOGS && tt_log_observe_pool(p) != TT_OK)
+    die("logs: observe failed");
+  c0 = cpu_s();
+  t0 = now_ns();
+  for (i = 0; i < n; i++) {
+    tt_handle *h;
+    while ((h = tt_pool_submit(p, tt_background(), NULL, noop_fn, NULL,
+                               NULL, &err)) == NULL) {
+      if (err != TT_EQUEUE_FULL) die(tt_strerror(err));
+      sched_yield();
+    }
+    tt_unref(h);
+  }
+  if (tt_pool_drain(p, NULL, -1) != TT_OK) die("obs: drain failed");
+  if (mode == OBS_TRACE && tt_trace_flush(-1) != TT_OK)
+    die("obs: flush failed");
+  rate = n / ((now_ns() - t0) / 1e9);
+  *cpu_us = (cpu_s() - c0) / n * 1e6;
+  tt_pool_stats_get(p, &st);
+  if (st.completed != (uint64_t)n) die("obs: tasks were lost");
+  tt_unref(p);
+  return rate;
+}
+
+/* The four configurations run in turn, round after round, so that each
+** sees the same conditions of a shared machine; medians of 15 rounds. */
+static void bench_obs(void) {
+  enum { ROUNDS = 15 };
+  static const char *const names[OBS_N] = {
+    "obs_none_per_s", "obs_metrics_per_s", "obs_logs_per_s",
+    "obs_trace_per_s"
+  };
+  static const char *const cpu_names[OBS_N] = {
+    "obs_none_cpu_us", "obs_metrics_cpu_us", "obs_logs_cpu_us",
+    "obs_trace_cpu_us"
+  };
+  const int n = 40000;
+  double rates[OBS_N][ROUNDS], cpus[OBS_N][ROUNDS], ignore;
+  tt_trace_opts to;
+  tt_trace_stats ts;
+  int r, m;
+  memset(&to, 0, sizeof to);
+  to.file = "/dev/null";
+  to.sampler = "always_on";
+  to.queue_size = 1 << 18;
+  to.schedule_delay = 0.2;
+  if (tt_trace_configure(&to) != TT_OK) die("obs: trace settings");
+  tt_log_set_level(TT_LOG_INFO);
+  /* Warm up the allocator and the exporter. */
+  obs_round(OBS_TRACE, n / 10, &ignore);
+  for (r = 0; r < ROUNDS; r++)
+    for (m = 0; m < OBS_N; m++) rates[m][r] = obs_round(m, n, &cpus[m][r]);
+  tt_trace_stats_get(&ts);
+  if (ts.dropped != 0) die("obs: spans were dropped");
+  for (m = 0; m < OBS_N; m++) report(names[m], median(rates[m], ROUNDS));
+  for (m = 0; m < OBS_N; m++)
+    report(cpu_names[m], median(cpus[m], ROUNDS));
+  tt_trace_configure(NULL);
+}
+
+#define OBS_BENCHES {"obs", bench_obs},
+#else
+#define OBS_BENCHES
+#endif
+
+/* }==================================================================== */
+
+
+/* {====================================================================
 ** Groups and singleflight
 ** ===================================================================== */
 
@@ -420,6 +531,7 @@ static const bench benches[] = {
   {"prop_flat", bench_prop_flat},
   {"prop_chain", bench_prop_chain},
   {"pool", bench_pool},
+  OBS_BENCHES
   GROUP_BENCHES
   FLIGHT_BENCHES
   {NULL, NULL}

@@ -101,14 +101,29 @@ local function fmt(key, x)
   return sig(x)
 end
 
+-- cost returns what a figure costs against its base figure, as a
+-- fraction (negative when it is better): how much slower a rate is, or
+-- how much more a time is; nil when one is missing.
+local function cost(key, base_key)
+  local x, b = value(key), value(base_key)
+  if not x or not b or b == 0 then return nil end
+  if key:match("_per_s$") then return 1 - x / b end
+  return x / b - 1
+end
+
 -- cell formats the median of 'key', followed by its ratio to the peer's
--- median when there is one: tether ÷ peer.
-local function cell(key, peer_key, peer_name)
+-- median when there is one: tether ÷ peer; or, with 'base_key', by what
+-- it costs against that rate of the same program.
+local function cell(key, peer_key, peer_name, base_key)
   local x = value(key)
   if not x then
     return missing[key] and ("n/a (" .. missing[key] .. ")") or "n/a"
   end
   local s = fmt(key, x)
+  local c = base_key and cost(key, base_key)
+  if c then
+    s = s .. string.format(" (cost %+.1f%%)", c * 100)
+  end
   local p = peer_key and value(peer_key)
   if p and p ~= 0 then
     s = s .. string.format(" (%s× %s)", sig(x / p), peer_name)
@@ -189,12 +204,41 @@ local rows = {
    goal = {impl = "lua", bound = 10, unit = "ms"}},
   {shape = "SIGUSR1 → its `signal_context` done, `ctx:wait()` back",
    metric = "sigctx_wake_ms", noc = true},
+  {shape = "observability off: seed pool (C), closure tasks on 2 workers "
+     .. "(Lua)", metric = "obs_none_per_s"},
+  {shape = "the same with metrics", metric = "obs_metrics_per_s",
+   base = "obs_none_per_s", goal = {cost = 5}},
+  {shape = "the same with metrics + a log line per op outcome (level "
+     .. "info)", metric = "obs_logs_per_s", base = "obs_none_per_s",
+   goal = {cost = 5}},
+  {shape = "the same with metrics + a span per attempt (always sampled, "
+     .. "exported as OTLP JSON)", metric = "obs_trace_per_s",
+   base = "obs_none_per_s", goal = {cost = 15}},
+  {shape = "CPU time per task, observability off (the same programs)",
+   metric = "obs_none_cpu_us"},
+  {shape = "CPU time per task with metrics", metric = "obs_metrics_cpu_us",
+   base = "obs_none_cpu_us"},
+  {shape = "CPU time per task with metrics + log lines (info)",
+   metric = "obs_logs_cpu_us", base = "obs_none_cpu_us"},
+  {shape = "CPU time per task with metrics + spans",
+   metric = "obs_trace_cpu_us", base = "obs_none_cpu_us"},
 }
 
 -- goal_cell says whether a row's goal is met in this run.
 local function goal_cell(row)
   local g = row.goal
   if not g then return "—" end
+  if g.cost then
+    -- Both programs: the C seed pool and the Lua closure tasks.
+    local want = string.format("cost ≤ %d%% (C and Lua)", g.cost)
+    local ok = true
+    for _, impl in ipairs {"c", "lua"} do
+      local c = cost(impl .. "." .. row.metric, impl .. "." .. row.base)
+      if c == nil then return want .. ": n/a" end
+      ok = ok and c <= g.cost / 100
+    end
+    return want .. ": " .. (ok and "**met**" or "**missed**")
+  end
   local x = value(g.impl .. "." .. row.metric)
   local who = g.impl == "c" and "C" or "Lua"
   local peer_name = row.peer == "go" and "Go" or "luv"
@@ -225,8 +269,10 @@ for _, row in ipairs(rows) do
   local pk = row.peer and not row.noratio
              and (row.peer .. "." .. row.metric) or nil
   local pname = row.peer == "go" and "Go" or "luv"
-  local c = row.noc and "—" or cell("c." .. row.metric, pk, pname)
-  local l = cell("lua." .. row.metric, pk, pname)
+  local cb = row.base and ("c." .. row.base)
+  local lb = row.base and ("lua." .. row.base)
+  local c = row.noc and "—" or cell("c." .. row.metric, pk, pname, cb)
+  local l = cell("lua." .. row.metric, pk, pname, lb)
   local p = "—"
   if row.peer then
     p = cell(row.peer .. "." .. row.metric) .. ", " .. row.peer_label

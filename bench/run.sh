@@ -92,10 +92,14 @@ echo "building the Go peers"
 cflags=()
 grep -q 'tt_group_new *(' csrc/core/tether.h && cflags+=(-DHAVE_TT_GROUP)
 grep -q 'tt_flight_call *(' csrc/core/tether.h && cflags+=(-DHAVE_TT_FLIGHT)
+grep -q 'tt_metrics_observe_pool *(' csrc/core/tether.h &&
+  cflags+=(-DHAVE_TT_OBS)
+# The libraries the engine links (libcurl for the trace exporter, ...).
+read -r -a libs <<<"$(make -s ldlibs 2>/dev/null || echo -lm)"
 echo "building $build/bench_core ${cflags[*]}"
 gcc -O2 -std=c11 -pthread -D_GNU_SOURCE -Wall -Wextra "${cflags[@]}" \
-  -Icsrc/core bench/bench_core.c "$build/libtether.a" -lm \
-  -o "$build/bench_core"
+  -Icsrc/core bench/bench_core.c "$build/libtether.a" -o "$build/bench_core" \
+  "${libs[@]}"
 
 # }====================================================================
 
@@ -185,6 +189,7 @@ for ((r = 1; r <= runs; r++)); do
   lua_each "$r" bench/pool.lua
   lua_each "$r" bench/runtime.lua
   lua_each "$r" bench/signal.lua
+  lua_each "$r" bench/obs.lua
   lua_each "$r" bench/luv_peer.lua UV_THREADPOOL_SIZE=2
   collect "$r" "luv luv_peer.lua rss" luv.rss_worker_kib \
     env UV_THREADPOOL_SIZE=50 "$lua" bench/luv_peer.lua rss

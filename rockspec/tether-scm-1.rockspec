@@ -24,6 +24,12 @@ dependencies = {
   "lua >= 5.4, < 5.5",
 }
 
+-- libcurl sends spans to an OTLP/HTTP collector (Debian:
+-- libcurl4-openssl-dev).
+external_dependencies = {
+  CURL = { library = "curl" },
+}
+
 -- The rockspec runs in an empty environment: the file lists are
 -- written out.
 local all = {
@@ -32,7 +38,8 @@ local all = {
   "csrc/core/pool.c", "csrc/core/group.c", "csrc/core/flight.c",
   "csrc/core/saga.c", "csrc/core/text.c", "csrc/core/log.c",
   "csrc/core/tracectx.c", "csrc/core/signal.c", "csrc/core/exit.c",
-  "csrc/core/http.c",
+  "csrc/core/http.c", "csrc/core/metrics.c", "csrc/core/oplog.c",
+  "csrc/core/trace.c",
   "csrc/lua/tether.c", "csrc/lua/lobj.c", "csrc/lua/lvalue.c",
   "csrc/lua/lnames.c", "csrc/lua/lpack.c", "csrc/lua/lunpack.c",
   "csrc/lua/ltesthook.c",
@@ -41,6 +48,8 @@ local all = {
   "csrc/lua/lgroup.c", "csrc/lua/lflight.c", "csrc/lua/lsaga.c",
   "csrc/lua/lopts.c", "csrc/lua/lirq.c", "csrc/lua/lsignal.c",
   "csrc/lua/lexit.c", "csrc/lua/lhttp.c",
+  "csrc/lua/llog.c", "csrc/lua/ltrace.c", "csrc/lua/lmetrics.c",
+  "csrc/lua/lrecord.c",
 }
 
 build = {
@@ -50,7 +59,7 @@ build = {
       sources = all,
       defines = { "_GNU_SOURCE" },
       incdirs = { "csrc/core", "csrc/lua" },
-      libraries = { "pthread", "m", "microhttpd" },
+      libraries = { "pthread", "m", "microhttpd", "curl" },
     },
     ["tether"] = "lua/tether/init.lua",
     ["tether.lint"] = "lua/tether/lint/init.lua",

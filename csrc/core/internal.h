@@ -30,6 +30,18 @@
 ** http.c held.  A writer waiting for room waits on the request's 'cv'
 ** under its 'mu'.
 **
+** Observability (metrics.c, oplog.c, log.c, trace.c):
+**
+**   metrics reg_mu -> pool.mu -> a metric name's tmu
+**   pool.obs_mu -> log sink_lock (read) -> chan.mu
+**
+** A pool's queued observers run under its 'obs_mu' and may log (the
+** sink lock, then a channel sink's channel) or send to a channel; its
+** immediate observers (metrics) run under its 'mu' and take only a
+** name's 'tmu', a leaf.  The metrics text takes 'reg_mu', then each live
+** pool's 'mu' for its gauges.  trace.c's 'tmu' and a span's 'mu' are
+** leaves; the exporter calls libcurl and writes files with no lock held.
+**
 ** A context's 'mu' is taken for one context at a time, except that
 ** cancel propagation takes a child's lock after releasing the parent's
 ** (it copies the child list first), so contexts never nest locks.
@@ -281,6 +293,26 @@ bool tt__timer_del(tt_tentry *e);
 
 void tt__timer_shutdown(void);
 void tt__exec_shutdown(void);
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Spans of engine work (trace.c)
+** ===================================================================== */
+
+/* tt__span_work starts a span for work the engine does for a caller (a
+** pool attempt, a saga step), with '*child' the context for that work,
+** or returns NULL with '*child' NULL at the cost of one atomic load when
+** tracing is off.  'detached' links the parent span too. */
+tt_span *tt__span_work(tt_ctx *ctx, const char *name, bool detached,
+                       const tt_field *attrs, size_t nattrs,
+                       tt_ctx **child);
+
+/* tt__span_finish ends a span of work with its result (status ERROR and
+** the error's message unless rc is TT_OK) and drops the reference;
+** NULL is ignored. */
+void tt__span_finish(tt_span *s, int rc, tt_obj *err);
 
 /* }==================================================================== */
 

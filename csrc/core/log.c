@@ -10,7 +10,16 @@
 **
 ** Lock order: 'sink_lock' is a leaf for the engine (a sink must not set
 ** the sink); the default sink takes stdio's stderr lock inside it.
+**
+** A file sink (tt_log_set_file) opens its file with O_APPEND and writes
+** each record with one write(2): the kernel appends it whole at the end
+** of the file, so lines from several threads, and from several processes
+** sharing the file, never interleave.  Replacing a sink releases the
+** old one's state (a file sink's file is closed) once no thread still
+** writes to it.
 */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +31,7 @@ static _Atomic int level = TT_LOG_INFO;
 static pthread_rwlock_t sink_lock = PTHREAD_RWLOCK_INITIALIZER;
 static tt_log_sink sink_fn;     /* NULL: stderr; under 'sink_lock' */
 static void *sink_ud;           /* under 'sink_lock' */
+static void (*sink_release)(void *ud);  /* under 'sink_lock' */
 
 static const char *const level_names[] = {"debug", "info", "warn", "error",
                                           "off"};
@@ -52,11 +62,69 @@ bool tt_log_enabled(int l) {
                                                      memory_order_relaxed);
 }
 
-void tt_log_set_sink(tt_log_sink fn, void *ud) {
+void tt_log_set_sink_owned(tt_log_sink fn, void *ud,
+                           void (*release)(void *ud)) {
+  void (*old_release)(void *);
+  void *old_ud;
+  /* The write lock waits for the threads still in the old sink. */
   TT_CHECK(pthread_rwlock_wrlock(&sink_lock));
+  old_release = sink_release;
+  old_ud = sink_ud;
   sink_fn = fn;
   sink_ud = ud;
+  sink_release = release;
   TT_CHECK(pthread_rwlock_unlock(&sink_lock));
+  if (old_release != NULL) old_release(old_ud);
+}
+
+void tt_log_set_sink(tt_log_sink fn, void *ud) {
+  tt_log_set_sink_owned(fn, ud, NULL);
+}
+
+/* write_all writes 'n' bytes with as few writes as the kernel allows: one
+** for a regular file opened O_APPEND, which the kernel appends whole. */
+static void write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    p += w;
+    n -= (size_t)w;
+  }
+}
+
+/* A file sink's state. */
+typedef struct file_sink_ud {
+  int fd;
+} file_sink_ud;
+
+static void file_sink(const tt_log_record *r, void *ud) {
+  write_all(((file_sink_ud *)ud)->fd, r->line, r->len);
+}
+
+static void file_release(void *ud) {
+  file_sink_ud *f = ud;
+  close(f->fd);
+  free(f);
+}
+
+int tt_log_set_file(const char *path) {
+  file_sink_ud *f;
+  int fd;
+  if (path == NULL) {
+    errno = EINVAL;
+    return TT_EINVAL;
+  }
+  fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0) return TT_EINVAL;
+  f = malloc(sizeof *f);
+  if (f == NULL) {
+    close(fd);
+    return TT_ENOMEM;
+  }
+  f->fd = fd;
+  tt_log_set_sink_owned(file_sink, f, file_release);
+  return TT_OK;
 }
 
 /* write_stderr writes the whole line with as few writes as the kernel
@@ -65,12 +133,7 @@ void tt_log_set_sink(tt_log_sink fn, void *ud) {
 static void write_stderr(const char *p, size_t n) {
   flockfile(stderr);
   fflush(stderr);
-  while (n > 0) {
-    ssize_t w = write(STDERR_FILENO, p, n);
-    if (w <= 0) break;
-    p += w;
-    n -= (size_t)w;
-  }
+  write_all(STDERR_FILENO, p, n);
   funlockfile(stderr);
 }
 

@@ -151,6 +151,8 @@ void tt_shutdown(void) {
   tt__exec_shutdown();
   tt__timer_shutdown();
   tt__signal_shutdown();
+  /* The exporter sends what it holds first (within its timeout). */
+  tt_trace_shutdown(-1);
 }
 
 /* }==================================================================== */

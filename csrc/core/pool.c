@@ -68,7 +68,18 @@
 ** Events are queued under 'mu', in the order the state changed, and then
 ** delivered by whichever thread finds no delivery under way (the
 ** 'delivering' flag): one thread at a time delivers in order, so an op's
-** events arrive in the order of its life, without 'mu' held.
+** events arrive in the order of its life, without 'mu' held.  An event
+** is queued (allocated) only if some queued observer wants its kind (its
+** 'wants' filter, asked under 'mu').  Immediate observers (metrics) are
+** called under 'mu' as the event happens, with nothing queued: they only
+** count with atomics and never call the pool.  'mobs' mirrors the
+** observer list under 'mu' for that; observe and unobserve take 'obs_mu'
+** then 'mu' to change both.
+**
+** The pool's hook (tt_pool_opts.hook; tracing is one) runs on the worker
+** around each attempt, without any lock: it may give the attempt's
+** function a context of its own ('actx', a child of the attempt's
+** context carrying a span), which events about the op then carry.
 **
 ** Lifetime.  The pool's object reference count belongs to its users; when
 ** it reaches zero, pool_free closes the pool, stops queued ops, drops dead
@@ -116,6 +127,9 @@ typedef struct op {
   int attempt;             /* attempts started; under pool mu */
   double started;          /* tt_now() at the attempt's start; pool mu */
   tt_ctx *ctx;             /* the running attempt's context; pool mu */
+  tt_ctx *actx;            /* the last attempt's context as its function
+                           ** saw it (the pool hook's, or 'ctx'); pool mu */
+  double dur;              /* the last attempt's run time; pool mu */
   tt_obj *err;             /* the last failure's error; pool mu */
   tt_obj *cause;           /* and its cause; pool mu */
   int code;                /* and its code; pool mu */
@@ -163,6 +177,7 @@ typedef struct observer {
   int id;
   tt_observer fn;
   void *ud;
+  tt_observer_opts o;
 } observer;
 
 /* A queued event and the references that keep its fields alive. */
@@ -230,11 +245,18 @@ struct tt_pool {
   struct idlewait *idle_w; /* set when the pool is next idle; made by the
                            ** first waiter, dropped by settle */
 
+  tt_pool_hook hook;       /* fixed; 'begin' NULL: none */
+
   /* Under 'obs_mu'. */
   pthread_mutex_t obs_mu;
   observer *obs;
   int nobs_arr, obs_cap, next_obs;
   _Atomic int nobs;        /* a copy of 'nobs_arr' for lock-free checks */
+
+  /* Under 'mu': a copy of the observer list, for emit (which cannot take
+  ** 'obs_mu'), kept in step by observe and unobserve. */
+  observer *mobs;
+  int nmobs, mobs_cap;
 };
 
 static _Thread_local tt_pool *tl_delivering;  /* delivering pool, if any */
@@ -295,26 +317,53 @@ static char *dup_name(const char *s, size_t len) {
   return d;
 }
 
+/* queue_wanted tells whether some observer that is delivered to later
+** wants events of 'kind' (under 'mu'). */
+static bool queue_wanted(tt_pool *p, int kind) {
+  int i;
+  for (i = 0; i < p->nmobs; i++) {
+    const observer *ob = &p->mobs[i];
+    if (ob->o.immediate) continue;
+    if (ob->o.wants == NULL || ob->o.wants(kind, ob->ud)) return true;
+  }
+  return false;
+}
+
+/* emit_now completes event 'e' (under 'mu'), hands it to the immediate
+** observers, and tells whether it must also be queued.  The clock is read
+** only for a queued event: immediate observers see 'at' as 0, so that
+** counting costs no clock read under the lock. */
+static bool emit_now(tt_pool *p, tt_event *e) {
+  int i;
+  e->pool = p;
+  e->pool_name = p->name;
+  for (i = 0; i < p->nmobs; i++)
+    if (p->mobs[i].o.immediate) p->mobs[i].fn(e, p->mobs[i].ud);
+  if (!queue_wanted(p, e->kind)) return false;
+  e->at = tt_now();
+  return true;
+}
 
 /* emit queues event 'e' (under 'mu'); the fields about the op come from
-** 'o' (may be NULL), the kind-specific ones from 'e'. */
+** 'o' (may be NULL), the kind-specific ones from 'e'.  An event about an
+** op carries the op's context: the attempt's as its function saw it,
+** else (before the first attempt) the detached parent. */
 static void emit(tt_pool *p, op *o, tt_event e) {
   evnode *n;
   if (atomic_load_explicit(&p->nobs, memory_order_relaxed) == 0) return;
-  n = calloc(1, sizeof *n);
-  if (n == NULL) return;  /* events feed logs; the stats stay exact */
-  e.pool = p;
-  e.pool_name = p->name;
-  e.at = tt_now();
   if (o != NULL) {
-    n->op = tt_ref(&o->h);
     e.id = o->id;
     e.name = o->h.name;
     e.tenant = o->tenant;
     e.tenant_len = o->tenant_len;
     e.priority = p->cls[o->cls].name;
     e.attempt = o->attempt;
+    if (e.ctx == NULL) e.ctx = o->actx != NULL ? o->actx : o->base;
   }
+  if (!emit_now(p, &e)) return;
+  n = calloc(1, sizeof *n);
+  if (n == NULL) return;  /* events feed logs; the stats stay exact */
+  if (o != NULL) n->op = tt_ref(&o->h);
   tt_ref(e.error);
   tt_ref(e.cause);
   tt_ref(e.ctx);
@@ -328,20 +377,24 @@ static void emit(tt_pool *p, op *o, tt_event e) {
 static void emit_rejected(tt_pool *p, int code, const char *name,
                           const char *tenant, size_t tenant_len, int cls) {
   evnode *n;
+  tt_event e;
   if (atomic_load_explicit(&p->nobs, memory_order_relaxed) == 0) return;
+  memset(&e, 0, sizeof e);
+  e.kind = TT_EV_REJECTED;
+  e.name = name != NULL ? name : "op";
+  e.tenant = tenant;
+  e.tenant_len = tenant != NULL ? tenant_len : 0;
+  e.priority = p->cls[cls].name;
+  e.code = code;
+  if (!emit_now(p, &e)) return;
   n = calloc(1, sizeof *n);
   if (n == NULL) return;
-  n->sname = tt__strdup(name != NULL ? name : "op");
+  n->sname = tt__strdup(e.name);
   n->stenant = dup_name(tenant, tenant_len);
-  n->ev.kind = TT_EV_REJECTED;
-  n->ev.pool = p;
-  n->ev.pool_name = p->name;
-  n->ev.at = tt_now();
+  n->ev = e;
   n->ev.name = n->sname;
   n->ev.tenant = n->stenant;
   n->ev.tenant_len = n->stenant != NULL ? tenant_len : 0;
-  n->ev.priority = p->cls[cls].name;
-  n->ev.code = code;
   tt_list_push(&p->evq, &n->link);
   atomic_fetch_add(&p->nev, 1);
 }
@@ -385,7 +438,13 @@ static void deliver(tt_pool *p) {
       evnode *n = tt_container_of(l, evnode, link);
       int i;
       /* Re-read the list each time: an observer may change it. */
-      for (i = 0; i < p->nobs_arr; i++) p->obs[i].fn(&n->ev, p->obs[i].ud);
+      for (i = 0; i < p->nobs_arr; i++) {
+        const observer *ob = &p->obs[i];
+        if (ob->o.immediate) continue;
+        if (ob->o.wants != NULL && !ob->o.wants(n->ev.kind, ob->ud))
+          continue;
+        ob->fn(&n->ev, ob->ud);
+      }
     }
     tt__unlock(&p->obs_mu);
     while ((l = tt_list_shift(&batch)) != NULL)
@@ -410,44 +469,75 @@ static void flush_events(tt_pool *p) {
   tt__unlock(&p->mu);
 }
 
-int tt_pool_observe(tt_pool *p, tt_observer fn, void *ud) {
-  int id;
+/* grow_obs makes room for one more entry in '*a' (of '*cap'). */
+static bool grow_obs(observer **a, int n, int *cap) {
+  observer *na;
+  int ncap;
+  if (n < *cap) return true;
+  ncap = *cap == 0 ? 4 : *cap * 2;
+  na = realloc(*a, (size_t)ncap * sizeof *na);
+  if (na == NULL) return false;
+  *a = na;
+  *cap = ncap;
+  return true;
+}
+
+int tt_pool_observe_with(tt_pool *p, tt_observer fn, void *ud,
+                         const tt_observer_opts *opts) {
+  observer ob;
   if (p == NULL || fn == NULL) return -1;
+  memset(&ob, 0, sizeof ob);
+  ob.fn = fn;
+  ob.ud = ud;
+  if (opts != NULL) ob.o = *opts;
   tt__lock(&p->obs_mu);
-  if (p->nobs_arr == p->obs_cap) {
-    int ncap = p->obs_cap == 0 ? 4 : p->obs_cap * 2;
-    observer *no = realloc(p->obs, (size_t)ncap * sizeof *no);
-    if (no == NULL) {
-      tt__unlock(&p->obs_mu);
-      return -1;
-    }
-    p->obs = no;
-    p->obs_cap = ncap;
+  tt__lock(&p->mu);
+  if (!grow_obs(&p->obs, p->nobs_arr, &p->obs_cap) ||
+      !grow_obs(&p->mobs, p->nmobs, &p->mobs_cap)) {
+    tt__unlock(&p->mu);
+    tt__unlock(&p->obs_mu);
+    return -1;
   }
-  id = ++p->next_obs;
-  p->obs[p->nobs_arr].id = id;
-  p->obs[p->nobs_arr].fn = fn;
-  p->obs[p->nobs_arr].ud = ud;
-  p->nobs_arr++;
+  ob.id = ++p->next_obs;
+  p->obs[p->nobs_arr++] = ob;
+  p->mobs[p->nmobs++] = ob;
   atomic_store(&p->nobs, p->nobs_arr);
+  tt__unlock(&p->mu);
   tt__unlock(&p->obs_mu);
-  return id;
+  return ob.id;
+}
+
+int tt_pool_observe(tt_pool *p, tt_observer fn, void *ud) {
+  return tt_pool_observe_with(p, fn, ud, NULL);
+}
+
+/* remove_obs takes the entry 'id' out of 'a' into '*out'; false if there
+** is none. */
+static bool remove_obs(observer *a, int *n, int id, observer *out) {
+  int i;
+  for (i = 0; i < *n; i++) {
+    if (a[i].id == id) {
+      *out = a[i];
+      memmove(&a[i], &a[i + 1], (size_t)(*n - i - 1) * sizeof *a);
+      (*n)--;
+      return true;
+    }
+  }
+  return false;
 }
 
 void tt_pool_unobserve(tt_pool *p, int id) {
-  int i;
+  observer ob, mob;
+  bool found;
   if (p == NULL) return;
   tt__lock(&p->obs_mu);
-  for (i = 0; i < p->nobs_arr; i++) {
-    if (p->obs[i].id == id) {
-      memmove(&p->obs[i], &p->obs[i + 1],
-              (size_t)(p->nobs_arr - i - 1) * sizeof *p->obs);
-      p->nobs_arr--;
-      break;
-    }
-  }
+  tt__lock(&p->mu);
+  found = remove_obs(p->obs, &p->nobs_arr, id, &ob);
+  remove_obs(p->mobs, &p->nmobs, id, &mob);
   atomic_store(&p->nobs, p->nobs_arr);
+  tt__unlock(&p->mu);
   tt__unlock(&p->obs_mu);
+  if (found && ob.o.release != NULL) ob.o.release(ob.ud);
 }
 
 /* }==================================================================== */
@@ -795,9 +885,9 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   p->st.inflight--;
   p->st.completed++;
   tenant_dec(p, o->tenant, o->tenant_len);
+  o->dur = dur;
   tt__handle_resolve(&o->h, TT_H_DONE, out);
-  emit(p, o, (tt_event){.kind = TT_EV_COMPLETED, .duration = dur,
-                        .ctx = ctx});
+  emit(p, o, (tt_event){.kind = TT_EV_COMPLETED, .duration = dur});
   settle(p);
   tt__unlock(&p->mu);
   /* The attempt is over: end its context, as Go's "defer cancel()" does,
@@ -831,7 +921,8 @@ static bool to_dead_locked(tt_pool *p, op *o, op **evicted) {
     *evicted = old;
   }
   emit(p, o, (tt_event){.kind = TT_EV_DEAD, .code = o->code,
-                        .error = o->err, .cause = o->cause});
+                        .duration = o->dur, .error = o->err,
+                        .cause = o->cause});
   settle(p);
   return true;
 }
@@ -851,7 +942,8 @@ static void finish_failed(tt_pool *p, op *o, bool queued) {
   o->where = OP_GONE;
   tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(o->err));
   emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = o->code,
-                        .error = o->err, .cause = o->cause});
+                        .duration = o->dur, .error = o->err,
+                        .cause = o->cause});
   settle(p);
   tt__unlock(&p->mu);
   deliver(p);
@@ -892,6 +984,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
   o->err = err;
   o->cause = cause;
   o->code = code;
+  o->dur = dur;
   if (o->attempt < o->retry.attempts && !p->dying && !shut_now(p)) {
     double delay = retry_delay(&o->retry, o->attempt);
     o->where = OP_WAITING;
@@ -901,7 +994,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
     tt__handle_set_state(&o->h, TT_H_QUEUED);
     emit(p, o, (tt_event){.kind = TT_EV_RETRIED, .duration = dur,
                           .delay = delay, .code = code, .error = err,
-                          .cause = cause, .ctx = ctx});
+                          .cause = cause});
     tt_ref(&o->h);  /* the timer's */
     if (tt__timer_add(&o->te, tt_now() + delay) == TT_OK) {
       tt_list_push(&p->waiting, &o->link);
@@ -932,12 +1025,36 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
     deliver(p);
 }
 
+/* hook_begin lets the pool's hook derive the context the attempt's
+** function gets; it returns a new reference (that context, or 'ctx'). */
+static tt_ctx *hook_begin(tt_pool *p, op *o, tt_ctx *ctx, void **state) {
+  tt_event ev;
+  tt_ctx *actx = NULL;
+  *state = NULL;
+  if (p->hook.begin != NULL && ctx != NULL) {
+    memset(&ev, 0, sizeof ev);
+    ev.kind = TT_EV_STARTED;
+    ev.pool = p;
+    ev.pool_name = p->name;
+    ev.id = o->id;
+    ev.name = o->h.name;
+    ev.tenant = o->tenant;
+    ev.priority = p->cls[o->cls].name;
+    ev.attempt = o->attempt;  /* set by take() on this thread */
+    ev.at = tt_now();
+    ev.ctx = ctx;
+    actx = p->hook.begin(&ev, state, p->hook.ud);
+  }
+  return actx != NULL ? actx : tt_ref(ctx);
+}
+
 /* run_op runs one attempt of 'o', taken by this worker. */
 static void run_op(tt_pool *p, op *o) {
-  tt_ctx *ctx;
-  tt_obj *out = NULL, *cause = NULL;
+  tt_ctx *ctx, *actx, *old_actx;
+  tt_obj *out = NULL, *cause = NULL, *err;
+  void *hstate;
   bool shut;
-  double t0;
+  double t0, dur;
   int rc;
   /* A fresh context per attempt, made now so that time spent queued or
   ** waiting for a retry does not count against the timeout. */
@@ -947,9 +1064,12 @@ static void run_op(tt_pool *p, op *o) {
     ctx = tt_with_timeout(o->base, o->timeout, NULL);
   else
     ctx = tt_with_cancel(o->base);
+  actx = hook_begin(p, o, ctx, &hstate);
   tt__handle_set_state(&o->h, TT_H_RUNNING);
   tt__lock(&p->mu);
   o->ctx = ctx;
+  old_actx = o->actx;
+  o->actx = actx;
   shut = p->shut;
   if (shut) cause = tt_ref(p->shut_cause);
   if (o->abandoned) {
@@ -958,9 +1078,10 @@ static void run_op(tt_pool *p, op *o) {
     tt_unref(cause);
     cause = (tt_obj *)tt_error_for(TT_EABANDONED);
   } else {
-    emit(p, o, (tt_event){.kind = TT_EV_STARTED, .ctx = ctx});
+    emit(p, o, (tt_event){.kind = TT_EV_STARTED});
   }
   tt__unlock(&p->mu);
+  tt_unref(old_actx);
   deliver(p);
   /* The after_func may not have run yet: look at the context itself. */
   if (!shut && p->shutdown != NULL && tt_ctx_err(p->shutdown) != 0) {
@@ -971,15 +1092,19 @@ static void run_op(tt_pool *p, op *o) {
   tt_unref(cause);
   t0 = tt_now();
   tl_running = p;
-  if (ctx != NULL)
-    rc = o->h.fn(ctx, o->h.arg, &out);
+  if (actx != NULL)
+    rc = o->h.fn(actx, o->h.arg, &out);
   else
     rc = TT_ENOMEM;
   tl_running = NULL;
+  dur = tt_now() - t0;
+  err = rc == TT_OK ? NULL : tt__task_error(rc, out);
+  if (p->hook.end != NULL && ctx != NULL)
+    p->hook.end(hstate, rc, err, p->hook.ud);
   if (rc == TT_OK)
-    op_completed(p, o, out, tt_now() - t0);
+    op_completed(p, o, out, dur);
   else
-    op_failed(p, o, tt__task_error(rc, out), tt_now() - t0);
+    op_failed(p, o, err, dur);
 }
 
 static void *worker_main(void *arg) {
@@ -1062,6 +1187,7 @@ static void op_fini(tt_handle *h) {
   op *o = (op *)h;
   tt_unref(o->base);
   tt_unref(o->ctx);
+  tt_unref(o->actx);
   tt_unref(o->err);
   tt_unref(o->cause);
   free(o->tenant);
@@ -1234,6 +1360,7 @@ static tt_pool *pool_alloc(const tt_pool_opts *o) {
   p->queue_cap = o->queue > 0 ? o->queue : 64;
   p->timeout = o->timeout;
   retry_norm(&o->retry, &p->retry);
+  if (o->hook != NULL) p->hook = *o->hook;
   p->quota_default = o->quota_default;
   p->idle_after = o->idle_after;
   p->dead_cap = o->dead_cap == 0 ? 100 : o->dead_cap;
@@ -1310,6 +1437,11 @@ static void pool_destroy(tt_pool *p) {
   size_t i;
   tt_list *l;
   int k;
+  /* Observers still registered are gone with the pool: they hear of it
+  ** first, while the pool can still be read (its last event is behind
+  ** them). */
+  for (k = 0; k < p->nobs_arr; k++)
+    if (p->obs[k].o.release != NULL) p->obs[k].o.release(p->obs[k].ud);
   for (i = 0; i < p->ring_len; i++) {
     tt_failure *f = &p->ring[(p->ring_head + i) % (size_t)p->failures_cap];
     free(f->name);
@@ -1346,6 +1478,7 @@ static void pool_destroy(tt_pool *p) {
   tt_unref(p->idle_w);
   free(p->workers);
   free(p->obs);
+  free(p->mobs);
   free(p->name);
   tt__latch_destroy(&p->drained_latch);
   TT_CHECK(pthread_cond_destroy(&p->ev_cv));
@@ -1510,6 +1643,12 @@ void tt__pool_end_threads(tt_pool *p) {
 const char *tt_pool_name(tt_pool *p) { return p->name; }
 
 uint64_t tt_pool_id(tt_pool *p) { return p->id; }
+
+int tt_pool_workers(tt_pool *p) {
+  int i, n = 0;
+  for (i = 0; i < p->ncls; i++) n += p->cls[i].workers;  /* fixed */
+  return n;
+}
 
 /* }==================================================================== */
 

@@ -16,6 +16,10 @@
 ** that fails its last attempt is reported, handed to the "dead letter"
 ** hook, and the saga goes on to undo the earlier steps.
 **
+** Each action and each compensation attempt is a span when tracing is on
+** (trace.c): an action's parent is the caller's span, a compensation's
+** too, with a link to it, since it runs detached.
+**
 ** A tt_saga is immutable after creation except for its hook, which 'mu'
 ** guards; any number of runs may proceed at once on different threads.
 ** 'mu' is a leaf lock, and the hook is called without it.
@@ -31,6 +35,7 @@
 
 typedef struct sstep {
   char *name;              /* a copy */
+  char *cname;             /* "compensate <name>", its span's name */
   int (*action)(tt_ctx *ctx, void *state, void *ud, tt_obj **err);
   int (*compensate)(tt_ctx *ctx, void *state, void *ud, tt_obj **err);
   void *ud;
@@ -52,7 +57,10 @@ struct tt_saga {
 static void saga_free(tt_obj *o) {
   tt_saga *s = (tt_saga *)o;
   int i;
-  for (i = 0; i < s->nsteps; i++) free(s->steps[i].name);
+  for (i = 0; i < s->nsteps; i++) {
+    free(s->steps[i].name);
+    free(s->steps[i].cname);
+  }
   free(s->steps);
   free(s->name);
   TT_CHECK(pthread_mutex_destroy(&s->mu));
@@ -88,6 +96,14 @@ tt_saga *tt_saga_new(const char *name, const tt_saga_step *steps,
     if (in->name == NULL) snprintf(num, sizeof num, "step %d", s->nsteps + 1);
     st->name = tt__strdup(in->name != NULL ? in->name : num);
     if (st->name == NULL) goto fail;
+    st->cname = malloc(strlen(st->name) + sizeof "compensate ");
+    if (st->cname == NULL) {
+      free(st->name);
+      goto fail;
+    }
+    memcpy(st->cname, "compensate ", sizeof "compensate " - 1);
+    memcpy(st->cname + sizeof "compensate " - 1, st->name,
+           strlen(st->name) + 1);
     st->action = in->action;
     st->compensate = in->compensate;
     st->ud = in->ud;
@@ -103,7 +119,10 @@ tt_saga *tt_saga_new(const char *name, const tt_saga_step *steps,
   TT_CHECK(pthread_mutex_init(&s->mu, NULL));
   return s;
 fail:
-  for (i = 0; i < s->nsteps; i++) free(s->steps[i].name);
+  for (i = 0; i < s->nsteps; i++) {
+    free(s->steps[i].name);
+    free(s->steps[i].cname);
+  }
   free(s->steps);
   free(s->name);
   free(s);
@@ -217,7 +236,15 @@ static bool undo_step(tt_saga *s, const sstep *st, tt_saga_step_report *rs,
       tt_unref(detached);
     }
     if (cctx != NULL) {
-      rc = st->compensate(cctx, state, st->ud, &err);
+      tt_field attrs[] = {TT_FSTR("tether.saga", s->name),
+                          TT_FSTR("tether.step", st->name),
+                          TT_FBOOL("tether.compensation", true),
+                          TT_FINT("tether.attempt", a)};
+      tt_ctx *sctx;
+      tt_span *sp = tt__span_work(cctx, st->cname, true, attrs, 4, &sctx);
+      rc = st->compensate(sctx != NULL ? sctx : cctx, state, st->ud, &err);
+      tt__span_finish(sp, rc, err);
+      tt_unref(sctx);
       /* Release the attempt's timer now rather than at its deadline. */
       tt_cancel(cctx, NULL);
       tt_unref(cctx);
@@ -278,7 +305,15 @@ int tt_saga_run(tt_saga *s, tt_ctx *ctx, void *state,
       r->error = (tt_obj *)tt_error_for(rc);
       break;
     }
-    arc = st->action(ctx, state, st->ud, &err);
+    {
+      tt_field attrs[] = {TT_FSTR("tether.saga", s->name),
+                          TT_FSTR("tether.step", st->name)};
+      tt_ctx *sctx;
+      tt_span *sp = tt__span_work(ctx, st->name, false, attrs, 2, &sctx);
+      arc = st->action(sctx != NULL ? sctx : ctx, state, st->ud, &err);
+      tt__span_finish(sp, arc, err);
+      tt_unref(sctx);
+    }
     if (arc == TT_OK) {
       tt_unref(err);
       r->steps[i].status = TT_STEP_DONE;

@@ -211,14 +211,15 @@ double tt_now(void);
 /* tt_wall returns seconds since the Unix epoch (for logs only). */
 double tt_wall(void);
 
-/* tt_shutdown stops the engine's idle threads (idle executor threads, and
+/* tt_shutdown stops the engine's idle threads (idle executor threads,
 ** the timer thread when no deadline is pending: a pending one must still
-** fire) and waits for them.  Call it at the end of a C program that wants
-** a clean exit under leak checkers; work still running on the executor
-** is waited for.  The engine restarts its threads on the next use, so it
-** may race with any other use of the engine: a deadline added while the
-** timer thread stops starts a new one at once.  Called from an engine
-** thread, it never waits for that thread itself. */
+** fire, the signal thread, and the trace exporter once it has sent what
+** it holds) and waits for them.  Call it at the end of a C program that
+** wants a clean exit under leak checkers; work still running on the
+** executor is waited for.  The engine restarts its threads on the next
+** use, so it may race with any other use of the engine: a deadline added
+** while the timer thread stops starts a new one at once.  Called from an
+** engine thread, it never waits for that thread itself. */
 void tt_shutdown(void);
 
 /* }==================================================================== */
@@ -535,6 +536,12 @@ int tt_exec(void (*fn)(void *arg), void *arg);
 ** executor or pool worker thread just before it ends. */
 void tt_set_thread_exit_hook(void (*on_exit)(void));
 
+/* tt_engine_thread tells whether the calling thread is one the engine
+** started (executor, pool worker, timer, signal thread, trace exporter),
+** as opposed to one of the program's own.  Engine threads block every
+** signal; a child process they fork gets the default mask back. */
+bool tt_engine_thread(void);
+
 /* }==================================================================== */
 
 
@@ -617,6 +624,7 @@ typedef struct tt_pool_opts {
   int dead_cap;
   int failures_cap;
   double exit_timeout;     /* 0: 5 s; < 0: none */
+  const struct tt_pool_hook *hook;  /* copied; NULL: none */
 } tt_pool_opts;
 
 /* Per-submission options; NULL fields and zero values take the pool's.
@@ -677,11 +685,47 @@ typedef struct tt_event {
                            ** cause if it ended, else the error; the
                            ** shutdown's cause for an op whose retry the
                            ** shutdown prevented */
-  tt_ctx *ctx;             /* the op's context where there is one */
+  tt_ctx *ctx;             /* for events about an op: its context, as
+                           ** the last attempt's function saw it (with
+                           ** the span the pool's hook gave it), or the
+                           ** detached parent before any attempt */
   size_t tenant_len;       /* the length of 'tenant' (0 without one) */
 } tt_event;
 
 typedef void (*tt_observer)(const tt_event *ev, void *ud);
+
+/* How an observer is called (tt_pool_observe_with).
+** - 'immediate': called under the pool's lock as each event happens, on
+**   the thread that changed the pool, with nothing queued or allocated;
+**   it must only do quick lock-free work (atomic counters: metrics are
+**   counted this way), must not call the pool and must not block.  The
+**   event's strings and objects are borrowed for the call, and its 'at'
+**   is 0 (no clock is read under the lock for it).
+** - 'wants' (may be NULL: all): for the other observers, which kinds of
+**   events they want; an event no observer wants is never queued, so an
+**   observer of failures costs ops that end well nothing.  It is asked
+**   under the pool's lock (again at delivery) and must be as quick.
+** - 'release' (may be NULL): runs once with 'ud' when the observer is
+**   gone: after tt_pool_unobserve, or when the pool's memory is freed
+**   (after its last event), so that 'ud' can live as long as the pool. */
+typedef struct tt_observer_opts {
+  bool immediate;
+  bool (*wants)(int kind, void *ud);
+  void (*release)(void *ud);
+} tt_observer_opts;
+
+/* A pool hook runs on the worker around each attempt of an op, without
+** any lock held.  'begin' gets the STARTED event (ctx: the attempt's
+** context) and may return a child of that context for the attempt's
+** function (a new reference; NULL keeps the context as it is), with
+** '*state' for 'end'; 'end' runs once the function returned, with its
+** result code and, on failure, its error (borrowed).  Tracing makes a
+** span per attempt this way (tt_trace_pool_hook). */
+typedef struct tt_pool_hook {
+  tt_ctx *(*begin)(const tt_event *ev, void **state, void *ud);
+  void (*end)(void *state, int rc, tt_obj *err, void *ud);
+  void *ud;
+} tt_pool_hook;
 
 /* Pool counters, read in one snapshot under the pool's lock, where
 **   submitted = completed + failed + stopped + dead + spilled + abandoned
@@ -757,6 +801,16 @@ uint64_t tt_pool_id(tt_pool *p);
 ** it. */
 int tt_pool_observe(tt_pool *p, tt_observer fn, void *ud);
 void tt_pool_unobserve(tt_pool *p, int id);
+
+/* tt_pool_observe_with is tt_pool_observe with options (NULL: those of
+** tt_pool_observe).  An immediate observer must not (un)register
+** observers from its callback. */
+int tt_pool_observe_with(tt_pool *p, tt_observer fn, void *ud,
+                         const tt_observer_opts *opts);
+
+/* tt_pool_workers returns how many worker threads the pool was made
+** with (all classes together). */
+int tt_pool_workers(tt_pool *p);
 
 /* tt_pool_submit never blocks (unless opts->wait > 0): it returns a handle,
 ** or NULL with '*err' set to TT_EQUEUE_FULL, TT_EQUOTA, TT_ECLOSED,
@@ -1138,10 +1192,6 @@ void tt_saga_set_on_compensation_failure(
 ** Signals, interrupts and exit
 ** ===================================================================== */
 
-/* tt_engine_thread is true on the threads the engine started (pool
-** workers, the executor, the timer and signal threads).  They block every
-** signal; a child process they fork gets the default mask back. */
-bool tt_engine_thread(void);
 
 /* Signals.  tether handles SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2
 ** (tt_signal_supported); others, SIGKILL and SIGSEGV among them, cannot
@@ -1492,6 +1542,13 @@ void tt_buf_addf(tt_buf *b, const char *fmt, ...)
 ** null. */
 void tt_buf_json_str(tt_buf *b, const char *s, size_t n);
 
+/* tt_buf_prom_label appends 'n' bytes of 's' as the inside of a label
+** value of the Prometheus text format (the quotes are the caller's):
+** backslash, double quote and newline escaped as the format says, and
+** each byte that is not part of well-formed UTF-8 replaced by U+FFFD,
+** since Prometheus refuses such values.  NULL appends nothing. */
+void tt_buf_prom_label(tt_buf *b, const char *s, size_t n);
+
 /* tt_buf_json_num appends a number as JSON: integers exactly, others
 ** with enough digits to read back the same double; NaN and infinities,
 ** which JSON lacks, become null. */
@@ -1569,10 +1626,126 @@ int tt_log_get_level(void);
 ** for long, and must not call tt_log_set_sink. */
 void tt_log_set_sink(tt_log_sink fn, void *ud);
 
+/* tt_log_set_sink_owned is tt_log_set_sink for a sink whose 'ud' the log
+** then owns: 'release(ud)' (may be NULL) runs once a later call replaced
+** it and no thread still runs it. */
+void tt_log_set_sink_owned(tt_log_sink fn, void *ud,
+                           void (*release)(void *ud));
+
+/* tt_log_set_file makes records go to the file at 'path' (created 0640
+** if need be), appended one line per record with one write each, so
+** that lines of several threads and processes sharing the file never
+** interleave.  It returns TT_OK, or TT_EINVAL with errno saying why the
+** file could not be opened (the sink is then unchanged), or TT_ENOMEM.
+** A later tt_log_set_sink or tt_log_set_file closes the file. */
+int tt_log_set_file(const char *path);
+
+/* tt_log_observe_pool makes the pool's op outcomes log lines (oplog.c):
+** an attempt that failed and will be retried at warn, an op failed, dead
+** or abandoned at error, and at debug an op completed, stopped or
+** spilled.  Each line has the fields pool, op, id, tenant, attempt,
+** outcome, duration_ms, error, trace_id and span_id (null where they do
+** not apply).  It costs nothing for events whose lines are not enabled.
+** Returns TT_OK, TT_EINVAL or TT_ENOMEM. */
+int tt_log_observe_pool(tt_pool *p);
+
 /* tt_log_level_name names a level ("debug", "info", "warn", "error",
 ** "off"); tt_log_level_parse reads a name back (-1 if unknown). */
 const char *tt_log_level_name(int level);
 int tt_log_level_parse(const char *name);
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Metrics: a registry of families, the Prometheus text format
+** ===================================================================== */
+
+/* Metric types, as the text format names them. */
+enum { TT_METRIC_COUNTER = 0, TT_METRIC_GAUGE, TT_METRIC_HISTOGRAM };
+
+/* A family: its name (base units; a counter's ends in "_total"), one
+** line of help, and its type. */
+typedef struct tt_metric_family {
+  const char *name;
+  const char *help;
+  int type;
+} tt_metric_family;
+
+/* A label of a sample: 'len' bytes of 'value' ((size_t)-1: up to its
+** NUL).  Values may be any bytes: the writer escapes them. */
+typedef struct tt_metric_label {
+  const char *name;
+  const char *value;
+  size_t len;
+} tt_metric_label;
+
+/* A tt_metric_writer writes the samples of one family while the text is
+** made; sources get one in their 'collect'. */
+typedef struct tt_metric_writer tt_metric_writer;
+
+/* tt_metric_count writes one sample of a counter or gauge with an exact
+** integer value; tt_metric_value one with any value (NaN and infinities
+** as the format spells them). */
+void tt_metric_count(tt_metric_writer *w, const tt_metric_label *labels,
+                     int n, uint64_t v);
+void tt_metric_value(tt_metric_writer *w, const tt_metric_label *labels,
+                     int n, double v);
+
+/* tt_metric_histogram writes one histogram series: 'counts' has
+** nbounds + 1 entries, the observations in each bucket (not cumulative;
+** the last one above the last bound); the writer makes the cumulative
+** '_bucket' lines with 'le', the '+Inf' bucket, '_sum' and '_count'. */
+void tt_metric_histogram(tt_metric_writer *w, const tt_metric_label *labels,
+                         int n, const double *bounds, int nbounds,
+                         const uint64_t *counts, double sum);
+
+/* A source of metrics: its families (an array that must outlive the
+** registration, typically static) and the function that writes the
+** samples of family 'family' (an index into 'families'), called while
+** the text is made, under the registry's lock: it must not call the
+** registry.  A source keeps its series unique (no label set twice). */
+typedef struct tt_metric_source {
+  const tt_metric_family *families;
+  int nfamilies;
+  void (*collect)(tt_metric_writer *w, int family, void *ud);
+  void *ud;
+} tt_metric_source;
+
+/* tt_metrics_register adds a source (the struct is copied) and returns
+** its id (> 0), or -1 (bad source, no memory).  Families of the same
+** name from several sources are written together, under the first
+** one's help and type.  tt_metrics_unregister removes it; once it
+** returns, the source's collect is not running and will not run. */
+int tt_metrics_register(const tt_metric_source *src);
+void tt_metrics_unregister(int id);
+
+/* tt_metrics_text appends the text format (0.0.4) of every family to
+** 'out': "# HELP" and "# TYPE" once per family, then its samples.
+** Returns TT_OK or TT_ENOMEM. */
+int tt_metrics_text(tt_buf *out);
+
+/* Options of a pool's metrics: 'tenant' adds a tenant label to the
+** counters and the histogram, for at most 'max_tenants' tenants (<= 0:
+** 100); later ones share the tenant "other", and ops without a tenant
+** are the tenant "default".  The first pool of a name decides for the
+** name. */
+typedef struct tt_pool_metrics_opts {
+  bool tenant;
+  int max_tenants;
+} tt_pool_metrics_opts;
+
+/* tt_metrics_observe_pool feeds the pool families from the pool's events
+** for the rest of the pool's life: tether_pool_submitted_total,
+** tether_pool_ops_total{outcome}, tether_pool_rejected_total{code},
+** tether_pool_retries_total, tether_pool_op_duration_seconds (each
+** attempt's run time), and the gauges tether_pool_queued,
+** tether_pool_inflight and tether_pool_workers; every series has the
+** label 'pool' (its name), and pools that share a name add up.
+** Counting is an immediate observer: atomic adds under the pool's lock,
+** nothing allocated per op.  Returns TT_OK, TT_EINVAL or TT_ENOMEM.
+** Attach a pool once. */
+int tt_metrics_observe_pool(tt_pool *p, const tt_pool_metrics_opts *o);
 
 /* }==================================================================== */
 
@@ -1625,7 +1798,9 @@ extern const tt_key tt_trace_key;
 tt_ctx *tt_with_span_context(tt_ctx *parent, const tt_span_context *sc);
 bool tt_ctx_span_context(tt_ctx *c, tt_span_context *out);
 
-/* The value object under tt_trace_key ("tether.SpanContext"). */
+/* The value object under tt_trace_key ("tether.SpanContext"), made by
+** tt_with_span_context; a span started by tt_span_start is also such a
+** value, for the contexts it gives (tt_ctx_span_context reads both). */
 typedef struct tt_spanctx {
   tt_obj hdr;
   tt_span_context sc;
@@ -1633,6 +1808,161 @@ typedef struct tt_spanctx {
 extern const tt_type tt_spanctx_type;
 
 /* }==================================================================== */
+
+
+/* {====================================================================
+** Traces: spans, sampling, export (OpenTelemetry)
+** ===================================================================== */
+
+/* Span kinds, as OTLP numbers them. */
+enum { TT_SPAN_INTERNAL = 1, TT_SPAN_SERVER, TT_SPAN_CLIENT,
+       TT_SPAN_PRODUCER, TT_SPAN_CONSUMER };
+
+/* A tt_span is one span ("tether.Span"), reference counted.  Any thread
+** may use it. */
+typedef struct tt_span tt_span;
+extern const tt_type tt_span_type;
+
+/* How a span starts: its kind (0: internal), attributes (copied; the
+** tt_field shapes of logs: strings, integers, numbers, booleans), links
+** to other spans, 'link_parent' to link the parent span too (work
+** detached from its caller, as a pool op is), and 'trace_id' (16 bytes;
+** NULL: random), the trace of a span that has no parent. */
+typedef struct tt_span_opts {
+  int kind;
+  const tt_field *attrs;
+  size_t nattrs;
+  const tt_span_context *links;
+  size_t nlinks;
+  bool link_parent;
+  const uint8_t *trace_id;
+} tt_span_opts;
+
+/* tt_span_start starts a span named 'name' (copied) whose parent is the
+** span 'parent' carries (tt_ctx_span_context; none: the span starts a
+** new trace), and stores in '*child' (may be NULL) a child of 'parent'
+** that carries the new span, so that work under it has it as parent and
+** tt_traceparent_format of it gives the header to send.  It always gives
+** a span with ids (NULL only when out of memory or 'parent' is NULL): a
+** span is recorded and exported only if tracing is on and the sampler
+** samples it, but its ids propagate either way, with the sampled flag
+** the sampler chose.  A server span starts from a context that carries
+** the request's remote span context (tt_with_span_context of a parsed
+** traceparent), with kind TT_SPAN_SERVER.  'o' may be NULL. */
+tt_span *tt_span_start(tt_ctx *parent, const char *name,
+                       const tt_span_opts *o, tt_ctx **child);
+
+/* tt_span_set_attr sets an attribute (a later value of the same key
+** replaces the earlier one); tt_span_add_link adds a link.  Both do
+** nothing once the span ended or when it is not recorded. */
+void tt_span_set_attr(tt_span *s, const tt_field *attr);
+void tt_span_add_link(tt_span *s, const tt_span_context *sc);
+
+/* tt_span_end ends the span, with status ERROR and 'error' ('len' bytes,
+** (size_t)-1: up to its NUL) as the message when 'error' is not NULL,
+** else with the status unset, and queues it for export if it is
+** recorded.  Only the first call ends it: it returns true, later ones
+** false.  A span freed without an end is never exported. */
+bool tt_span_end(tt_span *s, const char *error, size_t len);
+
+/* tt_span_context_of copies the span's identity; tt_span_recording tells
+** whether it is recorded (and not yet ended). */
+void tt_span_context_of(tt_span *s, tt_span_context *out);
+bool tt_span_recording(tt_span *s);
+
+/* A resource attribute of the exported spans. */
+typedef struct tt_trace_attr {
+  const char *key;
+  const char *value;
+} tt_trace_attr;
+
+/* Tracing settings.  Zero values are defaults; every string is copied.
+** - 'endpoint': the OTLP/HTTP traces URL (".../v1/traces"); batches are
+**   POSTed there as OTLP JSON with libcurl, with 'headers' ("Name:
+**   value" each; no CR or LF).
+** - 'file': a path; each batch is appended to it as one line of OTLP JSON
+**   (one write each).  Both may be given; with neither, nothing is
+**   recorded (ids still propagate).
+** - 'service_name' (default "unknown_service:<executable>") and
+**   'resource', the resource's attributes.
+** - 'sampler': "parentbased_traceidratio" (the default), "always_on",
+**   "always_off", "traceidratio", "parentbased_always_on",
+**   "parentbased_always_off"; 'sampler_arg' is the ratio of the two
+**   ratio samplers when 'sampler' names one (without a 'sampler', the
+**   ratio is 1).
+** - The batch processor: 'queue_size' spans at most wait (2048; a span
+**   that finds the queue full is dropped and counted), 'batch_size' per
+**   export (512), 'schedule_delay' seconds at most before a partial batch
+**   goes (5), 'export_timeout' seconds per export (10).
+** - Limits: 'value_limit' bytes of a string attribute, a name or a status
+**   message (4096), 'attr_limit' attributes per span (128). */
+typedef struct tt_trace_opts {
+  const char *endpoint;
+  const char *file;
+  const char *const *headers;
+  size_t nheaders;
+  const char *service_name;
+  const tt_trace_attr *resource;
+  size_t nresource;
+  const char *sampler;
+  double sampler_arg;
+  int queue_size, batch_size;
+  double schedule_delay, export_timeout;
+  int value_limit, attr_limit;
+} tt_trace_opts;
+
+/* Until tt_trace_configure is called, the settings come from the standard
+** environment variables, read at the first use of tracing:
+** OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT +
+** "/v1/traces"), OTEL_EXPORTER_OTLP[_TRACES]_HEADERS ("k=v,k2=v2",
+** percent-decoded), OTEL_EXPORTER_OTLP[_TRACES]_TIMEOUT (ms),
+** OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER and
+** OTEL_TRACES_SAMPLER_ARG, OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_MAX_QUEUE_SIZE,
+** OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_[SPAN_]ATTRIBUTE_VALUE_LENGTH_LIMIT,
+** OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT, OTEL_SDK_DISABLED and
+** OTEL_TRACES_EXPORTER=none; and TETHER_TRACES_FILE for the file.  Only
+** http/json is sent (another OTEL_EXPORTER_OTLP_PROTOCOL is warned about).
+** Bad values are logged and ignored.
+**
+** tt_trace_configure replaces the settings ('o' NULL: nothing exported)
+** and returns TT_OK, or TT_EINVAL (unknown sampler, ratio outside 0..1,
+** a header without ':' or with CR/LF, a file that cannot be opened:
+** errno says why) leaving them as they were. */
+int tt_trace_configure(const tt_trace_opts *o);
+
+/* tt_trace_enabled tells whether spans may be recorded (an exporter is
+** set and the sampler is not always off): when false, the spans of pool
+** ops and saga steps cost one atomic load. */
+bool tt_trace_enabled(void);
+
+/* tt_trace_flush waits until every span ended before the call has been
+** exported (or dropped), at most 'timeout' seconds (< 0: no limit);
+** TT_OK or TT_ETIMEOUT.  tt_trace_shutdown flushes, then stops the
+** exporter thread (tt_shutdown does too); the next recorded span starts
+** it again.  At exit, what is queued is flushed, within the export
+** timeout (at most 5 s), by an atexit hook. */
+int tt_trace_flush(double timeout);
+int tt_trace_shutdown(double timeout);
+
+/* Counters of the exporter: spans recorded (queued), exported, dropped
+** (queue full, or a failed export), failed exports, and queued now. */
+typedef struct tt_trace_stats {
+  uint64_t recorded, exported, dropped, failed_exports, queued;
+} tt_trace_stats;
+void tt_trace_stats_get(tt_trace_stats *out);
+
+/* tt_trace_pool_hook returns a pool hook (for tt_pool_opts.hook; one per
+** pool) that makes a span per attempt of an op: named after the op, its
+** parent the submitter's span (carried by the op's context) and a link
+** to it, attributes tether.pool, tether.op, tether.attempt and
+** tether.tenant, status ERROR with the error's message when the attempt
+** fails.  The op's function gets a context that carries the span.  The
+** attempts of an op submitted without a span share one new trace (its id
+** derived from the op's id and a random salt of the hook). */
+tt_pool_hook tt_trace_pool_hook(void);
+
+/* }==================================================================== */
+
 
 /* {====================================================================
 ** Test-only hooks: for the engine's and the binding's own tests, not

@@ -174,6 +174,34 @@ void tt_buf_json_str(tt_buf *b, const char *s, size_t n) {
   tt_buf_addc(b, '"');
 }
 
+void tt_buf_prom_label(tt_buf *b, const char *s, size_t n) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i = 0, run = 0;
+  if (s == NULL) return;
+  while (i < n) {
+    unsigned char c = p[i];
+    size_t len;
+    if (c != '"' && c != '\\' && c != '\n' && c < 0x80) {
+      run++;
+      i++;
+      continue;
+    }
+    if (c >= 0x80 && (len = utf8_len(p + i, n - i)) > 0) {
+      run += len;
+      i += len;
+      continue;
+    }
+    tt_buf_add(b, p + i - run, run);
+    run = 0;
+    if (c == '"') tt_buf_adds(b, "\\\"");
+    else if (c == '\\') tt_buf_adds(b, "\\\\");
+    else if (c == '\n') tt_buf_adds(b, "\\n");
+    else tt_buf_adds(b, "\xef\xbf\xbd");   /* U+FFFD */
+    i++;
+  }
+  tt_buf_add(b, p + i - run, run);
+}
+
 void tt_buf_json_num(tt_buf *b, double v) {
   if (isnan(v) || isinf(v))
     tt_buf_add(b, "null", 4);

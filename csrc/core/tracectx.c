@@ -141,6 +141,12 @@ tt_ctx *tt_with_span_context(tt_ctx *parent, const tt_span_context *sc) {
 bool tt_ctx_span_context(tt_ctx *c, tt_span_context *out) {
   tt_obj *v = NULL;
   if (c == NULL || !tt_ctx_value(c, &tt_trace_key, &v)) return false;
+  /* A span started by trace.c is its own value: its ids never change. */
+  if (v != NULL && v->type == &tt_span_type) {
+    tt_span_context_of((tt_span *)v, out);
+    tt_unref(v);
+    return true;
+  }
   if (v == NULL || v->type != &tt_spanctx_type) {
     tt_unref(v);
     return false;

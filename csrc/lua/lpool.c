@@ -6,8 +6,14 @@
 ** paths, init, interrupt), the idle and resume callbacks, and the log
 ** lines.  Queueing, retries, quotas, tiers and accounting are the
 ** engine's (csrc/core/pool.c).
+**
+** Observability is the engine's too, attached here to every pool: its
+** metrics (unless metrics = false), a log line per op outcome (unless
+** quiet = true), a span per attempt (the trace hook, which costs nothing
+** while tracing is off), and pool:events() channels.
 */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -29,8 +35,21 @@ typedef struct lp_pool {
   tt_chan *dlq;          /* receives each dead letter, or NULL */
   lt_env *dl_env;        /* paths, without init, for building them */
   bool quiet;            /* no log lines */
+  struct evcount *evc;   /* events lost by full pool:events() channels */
   char name[];
 } lp_pool;
+
+/* The count of events that pool:events() channels lost, shared by the
+** pool object and the channels' observers, which live as long as the
+** engine's pool (they may outlive the object). */
+typedef struct evcount {
+  _Atomic long refs;
+  _Atomic uint64_t dropped;
+} evcount;
+
+static void evc_unref(evcount *c) {
+  if (c != NULL && atomic_fetch_sub(&c->refs, 1) == 1) free(c);
+}
 
 static void lp_free(tt_obj *o) {
   lp_pool *p = (lp_pool *)o;
@@ -40,6 +59,7 @@ static void lp_free(tt_obj *o) {
   /* Collected while its state lives: no drain at exit (see lexit.c). */
   if (p->pool != NULL) tt_exit_untrack(p->pool);
   tt_unref(p->pool);
+  evc_unref(p->evc);
   if (p->on_idle != NULL) lt_task_drop(p->on_idle);
   if (p->on_resume != NULL) lt_task_drop(p->on_resume);
   tt_unref(p->env);
@@ -327,13 +347,35 @@ static const char *const pool_options[] = {
   "name", "workers", "queue", "timeout", "shutdown", "retry", "tenant_key",
   "quotas", "priorities", "idle_after", "on_idle", "on_resume",
   "interrupt", "init", "quiet", "dlq", "dead_letters", "failures",
-  "exit_timeout", NULL
+  "exit_timeout", "metrics", NULL
 };
 
 /* The whole set of pool:submit's options (DESIGN section 5). */
 static const char *const submit_options[] = {
   "name", "retry", "priority", "timeout", "wait", NULL
 };
+
+/* check_metrics reads the 'metrics' option: true (the default), false,
+** or {tenant = bool, max_tenants = n}; false if the pool has none. */
+static bool check_metrics(lua_State *L, tt_pool_metrics_opts *mo) {
+  static const char *const known[] = {"tenant", "max_tenants", NULL};
+  bool on = true;
+  memset(mo, 0, sizeof *mo);
+  switch (lua_getfield(L, 1, "metrics")) {
+    case LUA_TNIL: break;
+    case LUA_TBOOLEAN: on = lua_toboolean(L, -1); break;
+    case LUA_TTABLE:
+      lt_checkopts(L, 1, -1, "metrics", known, false);
+      mo->tenant = lt_optboolean(L, 1, lua_gettop(L), "tenant", false);
+      mo->max_tenants = lt_optint(L, 1, lua_gettop(L), "max_tenants", 100,
+                                  1, 100000);
+      break;
+    default:
+      lt_fielderror(L, 1, "metrics", "must be a boolean or a table");
+  }
+  lua_pop(L, 1);
+  return on;
+}
 
 /* Conventional class names, highest first, for the map form of
 ** 'priorities' (a Lua table keeps no order). */
@@ -502,11 +544,13 @@ static int l_pool(lua_State *L) {
   tt_class_opts cls[MAX_CLASSES];
   int ranks[MAX_CLASSES];
   tt_quota quotas[MAX_QUOTAS];
+  tt_pool_metrics_opts mo;
+  tt_pool_hook hook;
   lp_pool *p;
   size_t nlen;
   const char *name;
   int err = TT_OK, init_idx = 0, top;
-  bool interrupt;
+  bool interrupt, metrics;
 
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
@@ -568,6 +612,10 @@ static int l_pool(lua_State *L) {
     if (o.tenant_key.str == NULL && o.tenant_key.obj == NULL)
       lt_fielderror(L, 1, "quotas", "needs a 'tenant_key'");
   interrupt = lt_optboolean(L, 1, 1, "interrupt", false);
+  metrics = check_metrics(L, &mo);
+  /* A span per attempt; one atomic load while tracing is off. */
+  hook = tt_trace_pool_hook();
+  o.hook = &hook;
   if (lt_optfunction(L, 1, 1, "init")) init_idx = lua_gettop(L);
 
   p = calloc(1, sizeof *p + nlen + 1);
@@ -575,6 +623,12 @@ static int l_pool(lua_State *L) {
   tt_obj_init(&p->hdr, &lp_type);
   memcpy(p->name, name, nlen + 1);
   p->observer = -1;
+  p->evc = calloc(1, sizeof *p->evc);
+  if (p->evc == NULL) {
+    free(p);
+    return luaL_error(L, "not enough memory");
+  }
+  atomic_init(&p->evc->refs, 1);
   lt_pushnew(L, p);  /* from here on, an error frees it through __gc */
   p->env = lt_env_new(L, init_idx, interrupt, name);
   if (interrupt) lt_env_watch(p->env, o.shutdown);
@@ -619,6 +673,9 @@ static int l_pool(lua_State *L) {
   ** observe only for what this binding does with them. */
   if (o.idle_after > 0 || p->dlq != NULL)
     p->observer = tt_pool_observe(p->pool, lp_observe, p);
+  if ((metrics && tt_metrics_observe_pool(p->pool, &mo) != TT_OK) ||
+      (!p->quiet && tt_log_observe_pool(p->pool) != TT_OK))
+    return luaL_error(L, "not enough memory");
   return 1;
 }
 
@@ -858,6 +915,8 @@ static int m_stats(lua_State *L) {
   set_int(L, "abandoned", s.abandoned);
   set_int(L, "dead_held", s.dead_held);
   set_int(L, "dead_dropped", s.dead_dropped);
+  set_int(L, "events_dropped",
+          atomic_load(&check_pool(L)->evc->dropped));
   return 1;
 }
 
@@ -1003,6 +1062,113 @@ static int m_drop_dead(lua_State *L) {
   return 1;
 }
 
+/* {====== pool:events([capacity]) ====== */
+
+/* A channel that receives the pool's events. */
+typedef struct evsub {
+  tt_chan *ch;
+  evcount *evc;                /* one reference */
+  bool done;                   /* closed after DRAINED; delivery thread */
+} evsub;
+
+static const char *const kind_names[TT_NEVENTS] = {
+  "submitted", "started", "retried", "completed", "failed", "dead",
+  "stopped", "rejected", "idle", "resuming", "drained", "spilled",
+  "abandoned"
+};
+
+/* ev_send offers one event to the channel as a table {kind, pool, id,
+** name, tenant, priority, attempt, at, duration, delay, error, code};
+** a full channel drops it and counts. */
+static void ev_send(const tt_event *ev, void *ud) {
+  evsub *s = ud;
+  tt_field f[12];
+  size_t n = 0;
+  const char *error = NULL;
+  char desc[512];
+  tt_obj *v;
+  int r;
+  if (s->done) return;
+  if (ev->error != NULL) {
+    if (ev->error->type == &tt_error_type)
+      error = ((tt_error *)ev->error)->message;
+    else if (tt_describe(ev->error, desc, sizeof desc) >= 0)
+      error = desc;
+  }
+  f[n++] = (tt_field)TT_FSTR("kind", kind_names[ev->kind]);
+  f[n++] = (tt_field)TT_FSTR("pool", ev->pool_name);
+  if (ev->id != 0) {
+    f[n++] = (tt_field)TT_FINT("id", ev->id);
+    f[n++] = (tt_field)TT_FINT("attempt", ev->attempt);
+  }
+  f[n++] = (tt_field)TT_FSTR("name", ev->name);
+  f[n++] = (tt_field)TT_FSTRN("tenant", ev->tenant, ev->tenant_len);
+  f[n++] = (tt_field)TT_FSTR("priority", ev->priority);
+  f[n++] = (tt_field)TT_FNUM("at", ev->at);
+  if (ev->kind == TT_EV_COMPLETED || ev->kind == TT_EV_RETRIED ||
+      ((ev->kind == TT_EV_FAILED || ev->kind == TT_EV_DEAD) &&
+       ev->attempt > 0))
+    f[n++] = (tt_field)TT_FNUM("duration", ev->duration);
+  if (ev->kind == TT_EV_RETRIED)
+    f[n++] = (tt_field)TT_FNUM("delay", ev->delay);
+  f[n++] = (tt_field)TT_FSTR("error", error);
+  if (ev->code != 0) f[n++] = (tt_field)TT_FSTR("code",
+                                                 tt_errname(ev->code));
+  v = lt_pack_fields(f, n);
+  r = v != NULL ? tt_chan_try_send(s->ch, v) : TT_ENOMEM;
+  if (r != TT_OK) {
+    tt_unref(v);
+    /* A channel its reader closed wants no more; anything else lost an
+    ** event. */
+    if (r != TT_ECLOSED) atomic_fetch_add(&s->evc->dropped, 1);
+  }
+  if (ev->kind == TT_EV_DRAINED) {
+    /* Nothing more will happen to ops: readers see the end. */
+    s->done = true;
+    tt_chan_close(s->ch);
+  }
+}
+
+static void ev_release(void *ud) {
+  evsub *s = ud;
+  tt_unref(s->ch);
+  evc_unref(s->evc);
+  free(s);
+}
+
+/* pool:events([capacity]) -> a channel that receives each event of the
+** pool from now on as a table (kind, pool, id, name, tenant, attempt,
+** duration, error, ...), closed once the pool has drained.  The pool
+** never waits for it: when it is full, events are dropped and counted
+** in stats().events_dropped.  The capacity defaults to 1024. */
+static int m_events(lua_State *L) {
+  lp_pool *p = check_pool(L);
+  lua_Integer cap = luaL_optinteger(L, 2, 1024);
+  tt_observer_opts oo;
+  tt_chan *ch;
+  evsub *s;
+  luaL_argcheck(L, cap >= 1 && cap <= (1 << 24), 2,
+                "capacity out of range (1 to 16777216)");
+  ch = tt_chan_new((size_t)cap);
+  if (ch == NULL) return luaL_error(L, "not enough memory");
+  lt_pushnew(L, ch);
+  s = calloc(1, sizeof *s);
+  if (s == NULL) return luaL_error(L, "not enough memory");
+  s->ch = tt_ref(ch);
+  s->evc = p->evc;
+  atomic_fetch_add(&s->evc->refs, 1);
+  memset(&oo, 0, sizeof oo);
+  oo.release = ev_release;
+  /* The observer lives as long as the engine's pool. */
+  if (tt_pool_observe_with(p->pool, ev_send, s, &oo) < 0) {
+    ev_release(s);
+    return luaL_error(L, "not enough memory");
+  }
+  return 1;
+}
+
+/* }====== */
+
 /* pool:drained() -> the pool itself, a waitable for tether.select that
 ** fires once the pool is closed and empty. */
 static int m_drained(lua_State *L) {
@@ -1028,6 +1194,7 @@ void lt_open_pool(lua_State *L) {
     {"retry_dead", m_retry_dead},
     {"drop_dead", m_drop_dead},
     {"drained", m_drained},
+    {"events", m_events},
     {NULL, NULL}
   };
   lt_newtype(L, &lp_type, methods, NULL);

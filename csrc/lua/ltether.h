@@ -133,11 +133,22 @@ int lt_unpack(lua_State *L, tt_obj *v);
 tt_obj *lt_pack_one(lua_State *L, int idx, const char *what);
 void lt_unpack_one(lua_State *L, tt_obj *v);
 
-/* lt_pack_error (lworker.c) turns the error value at 'idx' (and a
-** traceback, may be NULL) into a tt_error and never raises: a tether
-** error object is kept as it is; any other value becomes code TT_EFAILED
-** with message tostring(value), the traceback, and the value packed if it
-** can be. */
+/* lt_pack_fields (lrecord.c) makes, without a Lua state (on any thread),
+** a value of one table with the fields as keys: strings, integers,
+** numbers and booleans; a NULL string or a NaN number leaves its key out.
+** Log records and pool events reach Lua channels this way.  NULL when
+** out of memory. */
+tt_obj *lt_pack_fields(const tt_field *f, size_t n);
+
+/* lt_value_from_bytes (lvalue.c) makes a value of 'n' top-level values from records
+** written in the format of ltransfer.h ('nids' tables and functions, no
+** engine objects), copying the bytes; NULL when out of memory. */
+tt_obj *lt_value_from_bytes(const void *buf, size_t len, int n, int nids);
+
+/* lt_pack_error turns the error value at 'idx' (and a traceback, may be
+** NULL) into a tt_error and never raises: a tether error object is kept
+** as it is; any other value becomes code TT_EFAILED with message
+** tostring(value), the traceback, and the value packed if it can be. */
 tt_error *lt_pack_error(lua_State *L, int idx, const char *traceback);
 
 /* lt_pack_call packs a function (at 'fn_idx') and its 'n' arguments (at
@@ -174,6 +185,9 @@ void lt_open_saga(lua_State *L);
 void lt_open_signal(lua_State *L);
 void lt_open_exit(lua_State *L);
 void lt_open_http(lua_State *L);
+void lt_open_log(lua_State *L);
+void lt_open_trace(lua_State *L);
+void lt_open_metrics(lua_State *L);
 
 /* }==================================================================== */
 

@@ -64,6 +64,24 @@ static void value_traverse(tt_obj *o, tt_visit visit, void *ud) {
 const tt_type lt_value_type = {"tether.Value", value_free, value_describe,
                                value_traverse};
 
+/* lt_value_from_bytes makes a value from records written in C (lrecord.c)
+** without a Lua state: a copy of the bytes, no engine objects. */
+tt_obj *lt_value_from_bytes(const void *buf, size_t len, int n, int nids) {
+  lt_value *v = calloc(1, sizeof *v);
+  if (v == NULL) return NULL;
+  tt_obj_init(&v->hdr, &lt_value_type);
+  v->buf = malloc(len > 0 ? len : 1);
+  if (v->buf == NULL) {
+    free(v);
+    return NULL;
+  }
+  memcpy(v->buf, buf, len);
+  v->len = v->cap = len;
+  v->n = n;
+  v->nids = nids;
+  return &v->hdr;
+}
+
 /* }==================================================================== */
 
 

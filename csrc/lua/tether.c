@@ -22,8 +22,37 @@ static void pin(void) {
     (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
 }
 
+#define CLOSE_KEY "tether.close"
+
+/* on_close runs when the program's state closes (the script ended):
+** the spans still queued are sent (within a bounded wait) and the
+** exporter thread stops. */
+static int on_close(lua_State *L) {
+  (void)L;
+  tt_trace_shutdown(5.0);
+  return 0;
+}
+
+/* watch_close leaves, in a state of the program's own (not a worker's),
+** a userdata whose '__gc' runs on_close when the state closes. */
+static void watch_close(lua_State *L) {
+  if (tt_engine_thread()) return;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, CLOSE_KEY) != LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_newuserdatauv(L, 0, 0);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, on_close);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, CLOSE_KEY);
+}
+
 LUAMOD_API int luaopen_tether_core(lua_State *L) {
   pin();
+  watch_close(L);
   lua_newtable(L);
   lt_open_obj(L);
   lt_open_value(L);
@@ -41,6 +70,9 @@ LUAMOD_API int luaopen_tether_core(lua_State *L) {
   lt_open_signal(L);
   lt_open_exit(L);
   lt_open_http(L);
+  lt_open_log(L);
+  lt_open_trace(L);
+  lt_open_metrics(L);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
   return 1;

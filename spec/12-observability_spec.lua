@@ -213,7 +213,7 @@ describe("logs", function()
   local ts_pat = "^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$"
   local fields = {"ts", "level", "msg", "pool", "op", "id", "tenant",
                   "attempt", "outcome", "duration_ms", "error", "trace_id",
-                  "span_id"}
+                  "span_id", "state"}
 
   -- decode parses one line; JSON null stays json.null, so that a key
   -- written as null is still there.

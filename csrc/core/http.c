@@ -1091,33 +1091,52 @@ static int secrets(tt_http_req *r, char *store, size_t cap,
   return n;
 }
 
-/* log_failure writes the log line of a handler that failed, with its
-** credentials kept out. */
-static void log_failure(tt_http_req *r, tt_obj *err, int status) {
+/* redact_error returns a new reference to an error like 'err' (code,
+** message, traceback) with the request's credentials replaced, and
+** without its cause and value, which could hold them too.  The request's
+** error is this one: its log line, the pool's line about the op, the
+** events and spans all see it, and none of them a credential. */
+static tt_obj *redact_error(tt_http_req *r, tt_obj *err) {
   tt_error *e = (err != NULL && err->type == &tt_error_type)
                     ? (tt_error *)err : NULL;
   const char *sec[MAX_SECRETS];
   size_t len[MAX_SECRETS];
-  char store[4096];
+  char store[4096], desc[512];
   tt_buf msg = TT_BUF_INIT, tb = TT_BUF_INIT;
-  int n;
-  if (!tt_log_enabled(TT_LOG_ERROR)) return;
-  n = secrets(r, store, sizeof store, sec, len);
-  redact(&msg, e != NULL ? e->message : "handler failed", sec, len, n);
-  redact(&tb, e != NULL && e->traceback != NULL ? e->traceback : "", sec,
-         len, n);
-  {
-    tt_field f[] = {
-      TT_FSTR("server", r->srv->name), TT_FSTR("method", r->method),
-      TT_FSTR("path", r->path), TT_FSTR("request_id", r->id),
-      TT_FINT("status", status),
-      TT_FSTR("error", msg.data != NULL ? msg.data : ""),
-      TT_FSTR("traceback", tb.data != NULL ? tb.data : ""),
-    };
-    tt_log(TT_LOG_ERROR, "http handler failed", f, sizeof f / sizeof f[0]);
-  }
+  tt_error *out;
+  int n = secrets(r, store, sizeof store, sec, len);
+  if (e == NULL && err != NULL && tt_describe(err, desc, sizeof desc) < 0)
+    desc[0] = '\0';
+  redact(&msg, e != NULL ? e->message : err != NULL ? desc
+                                                      : "handler failed",
+         sec, len, n);
+  if (e != NULL && e->traceback != NULL)
+    redact(&tb, e->traceback, sec, len, n);
+  out = tt_error_new(e != NULL ? e->code : TT_EFAILED,
+                     msg.data != NULL && !msg.failed ? msg.data
+                                                     : "handler failed",
+                     NULL);
+  if (out != NULL && tb.data != NULL && !tb.failed)
+    out->traceback = tt__strdup(tb.data);
   tt_buf_free(&msg);
   tt_buf_free(&tb);
+  return out != NULL ? &out->hdr : NULL;
+}
+
+/* log_failure writes the log line of a handler that failed ('err' is
+** already redacted). */
+static void log_failure(tt_http_req *r, tt_obj *err, int status) {
+  tt_error *e = (err != NULL && err->type == &tt_error_type)
+                    ? (tt_error *)err : NULL;
+  tt_field f[] = {
+    TT_FSTR("server", r->srv->name), TT_FSTR("method", r->method),
+    TT_FSTR("path", r->path), TT_FSTR("request_id", r->id),
+    TT_FINT("status", status),
+    TT_FSTR("error", e != NULL ? e->message : "handler failed"),
+    TT_FSTR("traceback", e != NULL && e->traceback != NULL ? e->traceback
+                                                           : ""),
+  };
+  tt_log(TT_LOG_ERROR, "http handler failed", f, sizeof f / sizeof f[0]);
 }
 
 /* handler_end runs once the handler returned (or will never run): it
@@ -1176,10 +1195,16 @@ static int run_req(tt_ctx *ctx, void *arg, tt_obj **out) {
   atomic_fetch_add(&s->handlers, 1);
   rc = s->handler(ctx, r, s->ud, &err);
   if (rc != TT_OK) {
+    tt_obj *clean;
     if (err == NULL) {
       tt_error *e = tt_error_for(rc);
       err = e != NULL ? &e->hdr : NULL;
     }
+    /* Without memory for the clean copy, nothing of the original is
+    ** kept: a credential never reaches a log. */
+    clean = redact_error(r, err);
+    tt_unref(err);
+    err = clean;
     r->error = tt_ref(err);
   } else {
     tt_unref(err);  /* a handler's result means nothing */

@@ -9,7 +9,9 @@
 ** ops that end well (completed, stopped, spilled) at debug.  Every line
 ** carries the same fields, null where they do not apply: pool, op, id,
 ** tenant, attempt, outcome, duration_ms, error, trace_id, span_id (the
-** span of the op's attempt when tracing made one, else the submitter's).
+** span of the op's attempt when tracing made one, else the submitter's)
+** and state (of an abandoned op: "queued" or "running").  A quiet pool
+** logs only its abandoned ops: work lost at exit is never silent.
 */
 #include <math.h>
 #include <string.h>
@@ -28,9 +30,10 @@ static int level_of(int kind) {
   }
 }
 
+/* 'ud' is non-NULL for a quiet pool. */
 static bool wants(int kind, void *ud) {
   int l = level_of(kind);
-  (void)ud;
+  if (ud != NULL && kind != TT_EV_ABANDONED) return false;
   return l >= 0 && tt_log_enabled(l);
 }
 
@@ -53,8 +56,7 @@ static void line(const tt_event *ev, void *ud) {
   const char *error = NULL;
   char desc[512];
   bool ran, traced;
-  (void)ud;
-  if (l < 0 || !tt_log_enabled(l)) return;
+  if (!wants(ev->kind, ud)) return;
   ran = ev->kind == TT_EV_COMPLETED || ev->kind == TT_EV_RETRIED ||
         ((ev->kind == TT_EV_FAILED || ev->kind == TT_EV_DEAD) &&
          ev->attempt > 0);
@@ -76,22 +78,26 @@ static void line(const tt_event *ev, void *ud) {
       TT_FSTR("pool", ev->pool_name),
       TT_FSTR("op", ev->name),
       TT_FINT("id", ev->id),
-      TT_FSTR("tenant", ev->tenant),
+      TT_FSTRN("tenant", ev->tenant, ev->tenant_len),
       TT_FINT("attempt", ev->attempt),
       TT_FSTR("outcome", outcomes[ev->kind]),
       TT_FNUM("duration_ms", ran ? ev->duration * 1e3 : NAN),
       TT_FSTR("error", error),
       TT_FSTR("trace_id", traced ? tid : NULL),
       TT_FSTR("span_id", traced ? sid : NULL),
+      TT_FSTR("state", ev->kind != TT_EV_ABANDONED ? NULL
+                       : ev->running ? "running" : "queued"),
     };
     tt_log(l, msgs[ev->kind], f, sizeof f / sizeof f[0]);
   }
 }
 
-int tt_log_observe_pool(tt_pool *p) {
+int tt_log_observe_pool(tt_pool *p, bool quiet) {
+  static char quiet_mark;
   tt_observer_opts o;
   memset(&o, 0, sizeof o);
   o.wants = wants;
   if (p == NULL) return TT_EINVAL;
-  return tt_pool_observe_with(p, line, NULL, &o) > 0 ? TT_OK : TT_ENOMEM;
+  return tt_pool_observe_with(p, line, quiet ? &quiet_mark : NULL, &o) > 0
+             ? TT_OK : TT_ENOMEM;
 }

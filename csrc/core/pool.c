@@ -1964,22 +1964,12 @@ int tt_pool_wait_idle(tt_pool *p, tt_ctx *ctx, double timeout) {
   return TT_EINVAL;
 }
 
-/* An abandoned op, for its log record. */
+/* An abandoned op, until its context is canceled. */
 typedef struct gone {
   op *o;                   /* holds a reference */
   tt_ctx *ctx;             /* a running op's context, to cancel */
   bool running;
 } gone;
-
-static void log_abandoned(tt_pool *p, const gone *g) {
-  tt_field f[5] = {
-    TT_FSTR("pool", p->name), TT_FSTR("op", g->o->h.name),
-    TT_FINT("id", g->o->id),
-    TT_FSTR("state", g->running ? "running" : "queued"),
-    TT_FSTRN("tenant", g->o->tenant, g->o->tenant_len),
-  };
-  tt_log(TT_LOG_ERROR, "abandoned at exit", f, g->o->tenant != NULL ? 5 : 4);
-}
 
 size_t tt_pool_abandon(tt_pool *p) {
   gone *gs = NULL;
@@ -2022,7 +2012,7 @@ size_t tt_pool_abandon(tt_pool *p) {
     tenant_dec(p, o->tenant, o->tenant_len);
     tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(err));
     emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
-                          .error = err, .ctx = o->ctx});
+                          .error = err, .ctx = o->ctx, .running = true});
     tt_ref(&o->h);
     gs[ng].o = o;
     gs[ng].ctx = tt_ref(o->ctx);
@@ -2048,7 +2038,6 @@ size_t tt_pool_abandon(tt_pool *p) {
   }
   deliver(p);
   for (i = 0; i < ng; i++) {
-    log_abandoned(p, &gs[i]);
     if (gs[i].running) tt_cancel(gs[i].ctx, err);
     tt_unref(gs[i].ctx);
     tt_unref(&gs[i].o->h);

@@ -690,6 +690,8 @@ typedef struct tt_event {
                            ** the span the pool's hook gave it), or the
                            ** detached parent before any attempt */
   size_t tenant_len;       /* the length of 'tenant' (0 without one) */
+  bool running;            /* for ABANDONED: the op was running (else
+                           ** queued or waiting for a retry) */
 } tt_event;
 
 typedef void (*tt_observer)(const tt_event *ev, void *ud);
@@ -735,7 +737,8 @@ typedef struct tt_pool_hook {
 ** grow.  'spilled' counts accepted ops written to the durable store
 ** instead of the queue, 'abandoned' ops still queued or running when the
 ** program ended and their pool's exit drain ran out of time
-** (tt_pool_abandon; each is also one "abandoned at exit" log record).
+** (tt_pool_abandon; each also emits TT_EV_ABANDONED, which
+** tt_log_observe_pool writes as one "abandoned at exit" log record).
 ** An op is counted in exactly one of the terms at any instant, so the
 ** identity holds at exit too.  'dead' counts ops that
 ** became dead letters, 'dead_held' those kept now (retried or dropped
@@ -877,9 +880,10 @@ int tt_pool_wait_idle(tt_pool *p, tt_ctx *ctx, double timeout);
 /* tt_pool_abandon closes the pool and gives up on what it still holds:
 ** each op still queued (or waiting for a retry) or running is counted in
 ** 'abandoned', emits TT_EV_ABANDONED as its last event, has its handle
-** resolved TT_H_FAILED with an error of code TT_EABANDONED, and is
-** reported as one log record ("abandoned at exit": pool, op, id, state
-** "queued" or "running", tenant).  A queued op's argument is dropped; a
+** resolved TT_H_FAILED with an error of code TT_EABANDONED (the event
+** says whether it was running; tt_log_observe_pool turns it into one
+** log record "abandoned at exit" with the state "queued" or "running").
+** A queued op's argument is dropped; a
 ** running op's context is canceled (its cause the abandoned error) and
 ** it runs on, but whatever it ends with is no longer counted.  Returns how
 ** many ops were abandoned. */
@@ -1644,10 +1648,12 @@ int tt_log_set_file(const char *path);
 ** an attempt that failed and will be retried at warn, an op failed, dead
 ** or abandoned at error, and at debug an op completed, stopped or
 ** spilled.  Each line has the fields pool, op, id, tenant, attempt,
-** outcome, duration_ms, error, trace_id and span_id (null where they do
-** not apply).  It costs nothing for events whose lines are not enabled.
+** outcome, duration_ms, error, trace_id, span_id and state ("queued" or
+** "running" for an abandoned op; null where they do not apply).  With
+** 'quiet', only abandoned ops are logged: work lost at exit is never
+** silent.  It costs nothing for events whose lines are not enabled.
 ** Returns TT_OK, TT_EINVAL or TT_ENOMEM. */
-int tt_log_observe_pool(tt_pool *p);
+int tt_log_observe_pool(tt_pool *p, bool quiet);
 
 /* tt_log_level_name names a level ("debug", "info", "warn", "error",
 ** "off"); tt_log_level_parse reads a name back (-1 if unknown). */

@@ -674,7 +674,7 @@ static int l_pool(lua_State *L) {
   if (o.idle_after > 0 || p->dlq != NULL)
     p->observer = tt_pool_observe(p->pool, lp_observe, p);
   if ((metrics && tt_metrics_observe_pool(p->pool, &mo) != TT_OK) ||
-      (!p->quiet && tt_log_observe_pool(p->pool) != TT_OK))
+      tt_log_observe_pool(p->pool, p->quiet) != TT_OK)
     return luaL_error(L, "not enough memory");
   return 1;
 }

@@ -99,7 +99,7 @@ TEST(op_outcomes_log_one_line_each) {
   o.workers = 1;
   o.retry.attempts = 2;
   p = tt_pool_new(&o, &err);
-  CHECK_EQ(tt_log_observe_pool(p), TT_OK);
+  CHECK_EQ(tt_log_observe_pool(p, false), TT_OK);
   memset(&so, 0, sizeof so);
   so.name = "fine";
   tt_unref(tt_pool_submit(p, tt_background(), &so, fn_ok, NULL, NULL, &err));
@@ -111,7 +111,7 @@ TEST(op_outcomes_log_one_line_each) {
   /* At debug, ops that end well have a line too. */
   tt_log_set_level(TT_LOG_DEBUG);
   p = tt_pool_new(&o, &err);
-  CHECK_EQ(tt_log_observe_pool(p), TT_OK);
+  CHECK_EQ(tt_log_observe_pool(p, false), TT_OK);
   so.name = "fine";
   tt_unref(tt_pool_submit(p, tt_background(), &so, fn_ok, NULL, NULL, &err));
   CHECK_EQ(tt_pool_drain(p, NULL, 10), TT_OK);
@@ -129,7 +129,7 @@ TEST(op_outcomes_log_one_line_each) {
                   "\"attempt\":2,\"outcome\":\"dead\",\"duration_ms\":")
         != NULL);
   CHECK_EQ(count(t, "\"error\":\"bad \\\"input\\\"\\n\",\"trace_id\":null,"
-                    "\"span_id\":null}\n"), 2);
+                    "\"span_id\":null,\"state\":null}\n"), 2);
   CHECK_EQ(count(t, "\"msg\":\"op completed\""), 1);
   CHECK(strstr(t, "\"outcome\":\"completed\"") != NULL);
   free(t);

@@ -13,7 +13,7 @@ LUA_INC := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include
 
 # Libraries of the engine found by pkg-config (each issue that needs one
 # adds its pkg-config name here and its Debian package to DEB_PKGS).
-PKGS    :=
+PKGS    := sqlite3 hiredis
 EXT_CFLAGS := $(if $(PKGS),$(shell pkg-config --cflags $(PKGS) 2>/dev/null))
 EXT_LIBS   := $(if $(PKGS),$(shell pkg-config --libs $(PKGS) 2>/dev/null))
 
@@ -46,7 +46,8 @@ LIB     := $(BUILD)/libtether.a
 MODULE  := $(BUILD)/tether/core.so
 
 # Debian packages the project needs, and the command each is checked by.
-DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson
+DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson \
+            libsqlite3-dev sqlite3 redis-server libhiredis-dev
 
 .PHONY: all deps test ctest spec rock demo examples clean check bench env
 

@@ -12,6 +12,13 @@
 ** ctx.c's 'af_mu' (after_func registrations) is taken after a context's
 ** 'mu' and takes nothing else.
 **
+** A durable store's 'mu' (store.c: its request queue) is a leaf: it may
+** be taken under a pool's 'mu' (a drainer's hook queues an ack as an op
+** resolves) and takes nothing.  The store's thread calls back (a spill
+** committed) with no store lock held; the callback takes the pool's
+** 'mu'.  Waits: the store's thread on its 'cv', callers of synchronous
+** store calls on its 'done_cv', both under the store's 'mu'.
+**
 ** A context's 'mu' is taken for one context at a time, except that
 ** cancel propagation takes a child's lock after releasing the parent's
 ** (it copies the child list first), so contexts never nest locks.

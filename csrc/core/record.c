@@ -394,8 +394,9 @@ tt_record *tt_record_decode(const void *buf, size_t n, char *why,
     return NULL;
   }
   for (i = 1; i <= F_SPILLED_AT; i++) {
-    if (i == F_ARGS || i == F_TENANT) continue;
-    if (has_nul(&f[i])) {
+    bool text = i == F_POOL || i == F_NAME || i == F_FN ||
+                i == F_TENANT_KEY || i == F_TRACE || i == F_PRIORITY;
+    if (text && has_nul(&f[i])) {
       set_why(why, whylen, "%s", "string field with a NUL byte");
       return NULL;
     }

@@ -29,6 +29,7 @@ typedef struct lp_pool {
   tt_chan *dlq;          /* receives each dead letter, or NULL */
   lt_env *dl_env;        /* paths, without init, for building them */
   bool quiet;            /* no log lines */
+  bool overflow;         /* has an overflow store */
   char name[];
 } lp_pool;
 
@@ -200,7 +201,8 @@ static void lp_observe(const tt_event *ev, void *ud) {
 static const char *const pool_options[] = {
   "name", "workers", "queue", "timeout", "shutdown", "retry", "tenant_key",
   "quotas", "priorities", "idle_after", "on_idle", "on_resume",
-  "interrupt", "init", "quiet", "dlq", "dead_letters", "failures", NULL
+  "interrupt", "init", "quiet", "dlq", "dead_letters", "failures",
+  "overflow", "spill_timeout", NULL
 };
 
 /* Conventional class names, highest first, for the map form of
@@ -391,12 +393,22 @@ static int l_pool(lua_State *L) {
   interrupt = lua_toboolean(L, -1);
   lua_pop(L, 1);
   if (lt_optfunction(L, 1, 1, "init")) init_idx = lua_gettop(L);
+  if (lua_getfield(L, 1, "overflow") != LUA_TNIL) {
+    o.overflow = lt_testobj(L, -1, &tt_store_type);
+    if (o.overflow == NULL)
+      lt_fielderror(L, 1, "overflow", "must be a tether.Store");
+  }
+  lua_pop(L, 1);  /* the options table keeps the store alive */
+  o.spill_timeout = lt_optnumber(L, 1, 1, "spill_timeout", 5, 0);
+  if (o.spill_timeout <= 0)
+    lt_fielderror(L, 1, "spill_timeout", "must be positive");
 
   p = calloc(1, sizeof *p + nlen + 1);
   if (p == NULL) return luaL_error(L, "not enough memory");
   tt_obj_init(&p->hdr, &lp_type);
   memcpy(p->name, name, nlen + 1);
   p->observer = -1;
+  p->overflow = o.overflow != NULL;
   lt_pushnew(L, p);  /* from here on, an error frees it through __gc */
   p->env = lt_env_new(L, init_idx, interrupt, name);
   if (lt_optfunction(L, 1, 1, "on_idle")) {
@@ -473,6 +485,10 @@ static int refuse(lua_State *L, lp_pool *p, tt_ctx *parent, int code) {
     msg = lua_pushfstring(L, "quota exceeded: tenant '%s' of pool '%s'",
                           luaL_tolstring(L, -1, NULL), p->name);
     tenant = lt_pack_one(L, -3, "tenant");
+  } else if (code == TT_EQUEUE_FULL && p->overflow) {
+    msg = lua_pushfstring(L, "queue full: pool '%s' (only named ops "
+                          "\"module:function\" with plain-data arguments "
+                          "spill to its store)", p->name);
   } else if (code == TT_EQUEUE_FULL) {
     msg = lua_pushfstring(L, "queue full: pool '%s'", p->name);
   } else if (code == TT_ECLOSED) {
@@ -489,6 +505,57 @@ static int refuse(lua_State *L, lp_pool *p, tt_ctx *parent, int code) {
   lua_pushnil(L);
   lt_pushnew(L, e);
   return 2;
+}
+
+/* spill writes a named op to the pool's overflow store (the queue was
+** full); arguments that are not plain data keep it out: the submission
+** is then refused, or queued if room appeared meanwhile. */
+static int spill(lua_State *L, lp_pool *p, tt_ctx *parent,
+                 tt_submit_opts *so, int nargs) {
+  tt_buf b = TT_BUF_INIT;
+  char why[200];
+  int err = TT_OK;
+  tt_handle *h;
+  if (!lt_wire_args(L, 5, nargs, &b, why, sizeof why)) {
+    const char *msg;
+    tt_buf_free(&b);
+    so->spill_fn = NULL;
+    err = tt_pool_precheck(p->pool, parent, so);
+    if (err == TT_OK) {
+      char what[160];
+      lt_task *t;
+      snprintf(what, sizeof what, "task '%s'", so->name ? so->name : "op");
+      t = lt_task_new(L, p->env, 4, 5, nargs, true, what);
+      h = tt_pool_submit(p->pool, parent, so, lt_task_run, t, lt_task_drop,
+                         &err);
+      if (h != NULL) {
+        lt_pushnew(L, h);
+        return 1;
+      }
+      lt_task_drop(t);
+    }
+    if (err != TT_EQUEUE_FULL) return refuse(L, p, parent, err);
+    msg = lua_pushfstring(L, "queue full: pool '%s' (the op cannot spill "
+                          "to its store: %s)", p->name, why);
+    return lt_pusherror(L, TT_EQUEUE_FULL, msg);
+  }
+  so->spill_args = b.data;
+  so->spill_args_len = b.len;
+  h = tt_pool_spill(p->pool, parent, so, &err);
+  tt_buf_free(&b);
+  if (h == NULL) {
+    if (err == TT_EQUEUE_FULL) {
+      const char *msg = lua_pushfstring(
+          L, "queue full: pool '%s' (the op's record is larger than its "
+          "store's max_payload of %d bytes)", p->name,
+          (int)tt_store_max_payload(tt_pool_overflow(p->pool)));
+      return lt_pusherror(L, TT_EQUEUE_FULL, msg);
+    }
+    if (err == TT_EINVAL) return luaL_error(L, "cannot spill the op");
+    return refuse(L, p, parent, err);
+  }
+  lt_pushnew(L, h);
+  return 1;
 }
 
 /* pool:submit(parent, name_or_opts, fn, ...) -> handle | nil, err */
@@ -529,9 +596,14 @@ static int m_submit(lua_State *L) {
     return luaL_argerror(L, 3, msg);
   }
   if (lua_type(L, 4) != LUA_TSTRING) luaL_checktype(L, 4, LUA_TFUNCTION);
+  /* A named op may travel to the overflow store when the queue is full. */
+  if (p->overflow && lua_type(L, 4) == LUA_TSTRING)
+    so.spill_fn = lua_tostring(L, 4);
   /* Refuse before packing anything: callers retry on queue_full, and a
   ** refusal should cost them little. */
   err = tt_pool_precheck(p->pool, parent, &so);
+  if (err == TT_ESPILLED)
+    return spill(L, p, parent, &so, nargs);
   if (err == TT_OK) {
     snprintf(what, sizeof what, "task '%s'", so.name ? so.name : "op");
     t = lt_task_new(L, p->env, 4, 5, nargs, true, what);
@@ -708,6 +780,14 @@ static int m_drop_dead(lua_State *L) {
   return 1;
 }
 
+/* pool:drain_store(store [, ctx [, {pool = NAME, allow = {"mod", ...},
+** batch = n}]]) -> true, report | nil, err: runs the store's records on
+** this pool until nothing is left to claim (DESIGN section 11). */
+static int m_drain_store(lua_State *L) {
+  lp_pool *p = check_pool(L);
+  return lt_drain_store(L, p->pool, p->env);
+}
+
 static int m_drained(lua_State *L) {
   check_pool(L);
   lua_pushvalue(L, 1);
@@ -729,6 +809,7 @@ void lt_open_pool(lua_State *L) {
     {"retry_dead", m_retry_dead},
     {"drop_dead", m_drop_dead},
     {"drained", m_drained},
+    {"drain_store", m_drain_store},
     {NULL, NULL}
   };
   lt_newtype(L, &lp_type, methods, NULL);

@@ -161,6 +161,7 @@ void lt_open_pool(lua_State *L);
 void lt_open_group(lua_State *L);
 void lt_open_flight(lua_State *L);
 void lt_open_saga(lua_State *L);
+void lt_open_store(lua_State *L);
 
 /* }==================================================================== */
 
@@ -178,6 +179,22 @@ const tt_type *lt_key_type(void);
 /* lpool.c: the drained latch of a Lua pool object, or NULL if 'o' is not
 ** one. */
 tt_latch *lt_pool_latch(tt_obj *o);
+
+/* lstore.c: plain-data arguments as the stores' wire values.
+** lt_wire_args appends 'n' values at first.. to 'b' (a count, then each
+** value) and returns true, or false with the reason in 'why' ("argument
+** #2 holds a function (only plain data travels)"); it never raises but
+** for memory errors.  lt_wire_push pushes the values of a wire buffer and
+** returns how many; it raises on malformed input. */
+bool lt_wire_args(lua_State *L, int first, int n, tt_buf *b, char *why,
+                  size_t whylen);
+int lt_wire_push(lua_State *L, const void *p, size_t n);
+
+/* lstore.c: the body of pool:drain_store(store [, ctx [, opts]]) for
+** the engine pool 'pool' whose workers run under 'env' (arguments at 2,
+** 3, 4 of the Lua call). */
+typedef struct lt_env lt_env;
+int lt_drain_store(lua_State *L, tt_pool *pool, lt_env *env);
 
 /* lexec.c: one structured log line on stderr for a failed task. */
 void lt_log_failure(const char *what, const char *name, tt_obj *err);

@@ -32,6 +32,7 @@ LUAMOD_API int luaopen_tether_core(lua_State *L) {
   lt_open_group(L);
   lt_open_flight(L);
   lt_open_saga(L);
+  lt_open_store(L);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -31,12 +31,14 @@ local all = {
   "csrc/core/chan.c", "csrc/core/ctx.c", "csrc/core/exec.c",
   "csrc/core/pool.c", "csrc/core/group.c", "csrc/core/flight.c",
   "csrc/core/saga.c", "csrc/core/text.c", "csrc/core/log.c",
-  "csrc/core/tracectx.c",
+  "csrc/core/tracectx.c", "csrc/core/record.c", "csrc/core/store.c",
+  "csrc/core/store_sqlite.c", "csrc/core/store_redis.c",
+  "csrc/core/drain.c",
   "csrc/lua/tether.c", "csrc/lua/lobj.c", "csrc/lua/ltransfer.c",
   "csrc/lua/lworker.c", "csrc/lua/lctx.c", "csrc/lua/lwait.c",
   "csrc/lua/lchan.c", "csrc/lua/lexec.c", "csrc/lua/lpool.c",
   "csrc/lua/lgroup.c", "csrc/lua/lflight.c", "csrc/lua/lsaga.c",
-  "csrc/lua/lopts.c",
+  "csrc/lua/lopts.c", "csrc/lua/lstore.c",
 }
 
 build = {
@@ -46,10 +48,12 @@ build = {
       sources = all,
       defines = { "_GNU_SOURCE" },
       incdirs = { "csrc/core", "csrc/lua" },
-      libraries = { "pthread", "m" },
+      -- Durable stores: Debian's libsqlite3-dev and libhiredis-dev.
+      libraries = { "pthread", "m", "sqlite3", "hiredis" },
     },
     ["tether"] = "lua/tether/init.lua",
     ["tether.lint"] = "lua/tether/lint.lua",
+    ["tether.worker"] = "lua/tether/worker.lua",
   },
   install = {
     bin = { ["tether-lint"] = "bin/tether-lint" },

@@ -624,11 +624,13 @@ describe("durable overflow, redis", function()
     local url = R.url .. "?prefix=scale" .. math.random(1e6)
     local store = assert(tether.store.open(url))
     local pool, release = full_pool(store)
-    local total = scale.n(600, 60)
+    -- Enough work that one worker alone would take over a second, so
+    -- that both have started long before the stream is empty.
+    local total = scale.n(600, 250)
     local hs = {}
     for i = 1, total do
       hs[i] = assert(pool:submit(bg, "op", "storeops:record", "x" .. i,
-                                 0.003))
+                                 0.01))
     end
     for _, h in ipairs(hs) do
       local _, err = h:wait()

@@ -60,24 +60,23 @@ static double get_f64(const unsigned char *p) {
 }
 
 /* crc32 is the CRC-32 of zlib and Ethernet (reflected, 0xEDB88320). */
+static uint32_t crc_table[256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void) {
+  int k, j;
+  for (k = 0; k < 256; k++) {
+    uint32_t v = (uint32_t)k;
+    for (j = 0; j < 8; j++) v = (v & 1) ? 0xEDB88320u ^ (v >> 1) : v >> 1;
+    crc_table[k] = v;
+  }
+}
+
 static uint32_t crc32(const unsigned char *p, size_t n) {
-  static uint32_t table[256];
-  static _Atomic int ready;
   uint32_t c = 0xFFFFFFFFu;
   size_t i;
-  if (!atomic_load_explicit(&ready, memory_order_acquire)) {
-    uint32_t t[256];
-    int k, j;
-    for (k = 0; k < 256; k++) {
-      uint32_t v = (uint32_t)k;
-      for (j = 0; j < 8; j++) v = (v & 1) ? 0xEDB88320u ^ (v >> 1) : v >> 1;
-      t[k] = v;
-    }
-    /* Threads that race here compute the same table. */
-    memcpy(table, t, sizeof t);
-    atomic_store_explicit(&ready, 1, memory_order_release);
-  }
-  for (i = 0; i < n; i++) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+  TT_CHECK(pthread_once(&crc_once, crc_init));
+  for (i = 0; i < n; i++) c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
   return c ^ 0xFFFFFFFFu;
 }
 

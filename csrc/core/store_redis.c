@@ -398,6 +398,8 @@ static void copy_id(char *dst, const redisReply *s) {
 ** The backend
 ** ===================================================================== */
 
+static void rs_close(void *be);
+
 static int rs_open(tt__store_cfg *cfg, void **be) {
   rs *r = calloc(1, sizeof *r);
   int rc;
@@ -405,7 +407,7 @@ static int rs_open(tt__store_cfg *cfg, void **be) {
   r->cfg = cfg;
   rc = connect_now(r);
   if (rc != TT_OK) {
-    free(r);
+    rs_close(r);
     return rc;
   }
   *be = r;

@@ -423,19 +423,25 @@ local function suite(B)
       local tether = require "tether"
       local bg = tether.background()
       local store = assert(tether.store.open(arg[1]))
-      local gate = tether.chan(0)
+      local gate, started = tether.chan(0), tether.chan(1)
       local pool = tether.pool { name = "crash", workers = 1, queue = 1,
                                  overflow = store, quiet = true }
-      pool:submit(bg, "blocker", function(_, g) g:recv() end, gate)
+      -- The worker held and the queue full: every named op spills.
+      pool:submit(bg, "blocker", function(_, g, s)
+        s:send(true)
+        g:recv()
+      end, gate, started)
+      started:recv()
+      pool:submit(bg, "filler", function() end)
       local acks = assert(io.open(arg[3], "a"))
-      local i = 0
-      while true do
+      local i, cap = 0, tonumber(arg[4])
+      while i < cap do
         local batch = {}
         for k = 1, 50 do
           i = i + 1
           local tag = arg[2] .. "-" .. i
           batch[k] = { tag, pool:submit(bg, "rec", "storeops:record", tag,
-                                        0.005) }
+                                        0.001) }
         end
         for _, b in ipairs(batch) do
           if b[2] then
@@ -446,11 +452,12 @@ local function suite(B)
             end
           end
         end
-      end]])
+      end
+      tether.sleep(3600)  -- until killed]])
     S.write(dir .. "/drainer.lua", [[
       local w = require "tether.worker"
       local rep = assert(w.run { store = arg[1], allow = { "storeops" },
-        workers = 2, lease = 1, poll = 0.02,
+        workers = 4, lease = 1, poll = 0.02,
         until_empty = arg[2] == "empty" })
       print("completed", rep.completed)]])
     local acks = dir .. "/acks.log"
@@ -458,9 +465,9 @@ local function suite(B)
     math.randomseed(os.time())
     for r = 1, rounds do
       local p = S.spawn(dir, "producer.lua", S.quote(env.url) .. " r" .. r
-                        .. " " .. S.quote(acks))
+                        .. " " .. S.quote(acks) .. " " .. scale.n(4000, 500))
       local d = S.spawn(dir, "drainer.lua", S.quote(env.url))
-      tether.sleep(0.4 + math.random() * 0.6)
+      tether.sleep(0.3 + math.random() * 0.6)
       S.kill(p, "KILL")
       tether.sleep(math.random() * 0.4)
       S.kill(d, "KILL")

@@ -18,7 +18,7 @@
 ** that died): the idle time of a pending entry is its lease, XCLAIM ...
 ** JUSTID renews it without counting a delivery, and the group's delivery
 ** counter (read with XPENDING for entries taken over) enforces
-** max_deliveries.  An ack is XACK + XDEL, so the stream holds only work
+** max_deliveries.  An ack is XDEL then XACK, so the stream holds only work
 ** not yet done.
 **
 ** The connection is hiredis's blocking API with a timeout, used only by
@@ -509,13 +509,14 @@ static int bury_entries(rs *r, const char *pool, const redisReply **ids,
         !argf(r, "%d", deliveries[i]) || !args(r, "at") ||
         !argf(r, "%.3f", tt_wall()) || !append(r))
       return fail_io(r);
-    args_reset(r);
-    if (!args(r, "XACK") || !argf(r, "%s:%s", r->cfg->prefix, pool) ||
-        !args(r, GROUP) || !arg(r, ids[i]->str, ids[i]->len) || !append(r))
-      return fail_io(r);
+    /* Deleted before acknowledged, as in rs_ack. */
     args_reset(r);
     if (!args(r, "XDEL") || !argf(r, "%s:%s", r->cfg->prefix, pool) ||
         !arg(r, ids[i]->str, ids[i]->len) || !append(r))
+      return fail_io(r);
+    args_reset(r);
+    if (!args(r, "XACK") || !argf(r, "%s:%s", r->cfg->prefix, pool) ||
+        !args(r, GROUP) || !arg(r, ids[i]->str, ids[i]->len) || !append(r))
       return fail_io(r);
     args_reset(r);
   }
@@ -824,11 +825,15 @@ static int per_stream(rs *r, const tt__idref *ids, size_t n,
   return rc;
 }
 
+/* rs_ack deletes first, then acknowledges: a process that dies in
+** between leaves a pending entry that no longer exists, which the next
+** XAUTOCLAIM drops from the group; the other order would leave an
+** entry acknowledged but never deleted, counted in the depth forever. */
 static int rs_ack(void *be, const tt__idref *ids, size_t n) {
   rs *r = be;
-  int rc = per_stream(r, ids, n, "XACK", true, false, "cannot acknowledge");
+  int rc = per_stream(r, ids, n, "XDEL", false, false, "cannot delete");
   if (rc != TT_OK) return rc;
-  return per_stream(r, ids, n, "XDEL", false, false, "cannot delete");
+  return per_stream(r, ids, n, "XACK", true, false, "cannot acknowledge");
 }
 
 static int rs_renew(void *be, const tt__idref *ids, size_t n) {

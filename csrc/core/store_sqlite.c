@@ -16,7 +16,8 @@
 ** whose lease ran out is claimable again (its drainer died), and one
 ** already delivered max_deliveries times moves to 'tether_dead' instead.
 **
-** Every write transaction is BEGIN IMMEDIATE with a busy timeout: two
+** Every write transaction is BEGIN IMMEDIATE with a busy handler that
+** waits for the lock in short steps up to the store's timeout: two
 ** processes then queue for the write lock instead of failing (a deferred
 ** BEGIN that later upgrades gets SQLITE_BUSY without waiting).  A spill
 ** is acknowledged only after the COMMIT of its batch returned, at
@@ -75,8 +76,21 @@ typedef struct sq {
   tt__store_cfg *cfg;
   sqlite3 *db;
   sqlite3_stmt *st[S_COUNT];
-  int busy_ms;
+  double busy_limit;       /* seconds a lock is waited for */
+  double busy_since;       /* tt_now() when the current wait began */
 } sq;
+
+/* busy waits for another process's write lock in short steps.  SQLite's
+** own busy timeout sleeps ever longer (up to 100 ms a step), which, with
+** a producer and a drainer on one file, stalls both for far longer than
+** the other actually holds the lock. */
+static int busy(void *ud, int n) {
+  sq *q = ud;
+  if (n == 0) q->busy_since = tt_now();
+  if (tt_now() - q->busy_since > q->busy_limit) return 0;
+  usleep(n < 20 ? 100 : 1000);
+  return 1;
+}
 
 static int fail_db(sq *q, const char *what) {
   return tt__store_fail(q->cfg, "%s: %s", what, sqlite3_errmsg(q->db));
@@ -209,7 +223,7 @@ static int sq_open(tt__store_cfg *cfg, void **be) {
   int fd, rc;
   if (q == NULL) return tt__store_fail(cfg, "not enough memory");
   q->cfg = cfg;
-  q->busy_ms = (int)(cfg->o.timeout * 1000);
+  q->busy_limit = cfg->o.timeout;
   /* Create the file ourselves, 0600: SQLite would use 0644. */
   fd = open(cfg->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) {
@@ -231,7 +245,7 @@ static int sq_open(tt__store_cfg *cfg, void **be) {
     sq_close(q);
     return rc;
   }
-  sqlite3_busy_timeout(q->db, q->busy_ms);
+  sqlite3_busy_handler(q->db, busy, q);
   sqlite3_extended_result_codes(q->db, 0);
   rc = setup(q);
   if (rc != TT_OK) {
@@ -515,10 +529,10 @@ static int sq_dead_drop(void *be, const char *pool, const char *ids) {
 ** short busy timeout: a busy file is checkpointed next time. */
 static void sq_idle(void *be) {
   sq *q = be;
-  sqlite3_busy_timeout(q->db, 50);
+  q->busy_limit = 0.05;
   sqlite3_wal_checkpoint_v2(q->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL,
                             NULL);
-  sqlite3_busy_timeout(q->db, q->busy_ms);
+  q->busy_limit = q->cfg->o.timeout;
 }
 
 const tt__store_backend tt__sqlite_backend = {

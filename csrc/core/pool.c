@@ -108,6 +108,7 @@ typedef struct op {
   double dead_at;          /* tt_wall() when it became a dead letter */
   tt_tentry te;            /* retry delay; holds a reference while queued */
   tt_list clink;           /* on a private list of one pool thread */
+  double spill_until;      /* SPILLING: when spill_timeout runs out */
   tt_ctx *cctx;            /* on_shutdown's reference to 'ctx' */
   tt_obj *stale;           /* on_shutdown: a cause to release */
   bool fin_plain;          /* on_shutdown: to end by finish_failed */
@@ -188,6 +189,13 @@ struct tt_pool {
   int failures_cap;        /* <= 0: no failures kept */
   tt_store *overflow;      /* referenced; may be NULL */
   double spill_timeout;
+  /* Under 'mu': ops waiting for their store's commit, oldest first (their
+  ** deadlines are in the same order, spill_timeout being the pool's), and
+  ** one timer for the oldest; it holds an internal reference while
+  ** queued or firing. */
+  tt_list spilling;
+  tt_tentry spill_te;
+  bool spill_armed;
 
   /* Under 'mu'. */
   bool closed;             /* refuses new work */
@@ -225,6 +233,7 @@ struct tt_pool {
 static _Thread_local tt_pool *tl_delivering;  /* delivering pool, if any */
 
 static void pool_destroy(tt_pool *p);
+static void spill_fire(tt_tentry *te);
 
 
 /* {====================================================================
@@ -1125,6 +1134,8 @@ static tt_pool *pool_alloc(const tt_pool_opts *o) {
   tt_list_init(&p->dead);
   tt_list_init(&p->evq);
   p->idle_te.fire = idle_fire;
+  p->spill_te.fire = spill_fire;
+  tt_list_init(&p->spilling);
   p->queue_cap = o->queue > 0 ? o->queue : 64;
   p->timeout = o->timeout;
   retry_norm(&o->retry, &p->retry);
@@ -1557,7 +1568,7 @@ static void spill_end(op *o, int rc, const char *text, bool from_timer) {
   tt_pool *p = o->pool;
   tt_obj *rec_err = NULL, *rec_cause = NULL, *old_err = NULL;
   tt_error *e;
-  bool mine = false, timer_ref = false;
+  bool mine = false;
   char msg[320];
   if (rc == TT_OK) {
     snprintf(msg, sizeof msg, "spilled to the store of pool '%s' as id %s",
@@ -1572,7 +1583,7 @@ static void spill_end(op *o, int rc, const char *text, bool from_timer) {
   tt__lock(&p->mu);
   if (o->where == OP_SPILLING) {
     mine = true;
-    if (!from_timer && tt__timer_del(&o->te)) timer_ref = true;
+    tt_list_remove(&o->link);
     o->where = OP_GONE;
     p->st.queued--;
     if (rc == TT_OK) {
@@ -1594,7 +1605,7 @@ static void spill_end(op *o, int rc, const char *text, bool from_timer) {
   }
   tt__unlock(&p->mu);
   if (!mine) {
-    if (rc == TT_OK) {
+    if (rc == TT_OK && !from_timer) {
       tt_field f[] = {TT_FSTR("pool", p->name), TT_FSTR("id", text)};
       tt_log(TT_LOG_WARN, "spill committed after its spill_timeout; the "
              "op is in the store", f, 2);
@@ -1605,7 +1616,6 @@ static void spill_end(op *o, int rc, const char *text, bool from_timer) {
   tt_unref(rec_err);
   tt_unref(rec_cause);
   deliver(p);
-  if (timer_ref) tt_unref(&o->h);
   if (mine) tt_unref(&o->h);  /* the pool's reference */
 }
 
@@ -1616,15 +1626,50 @@ static void spill_done(void *ud, int rc, const char *text) {
   tt_unref(&o->h);  /* the callback's reference */
 }
 
-/* spill_expire fires when the store did not commit within
-** spill_timeout. */
-static void spill_expire(tt_tentry *te) {
-  op *o = tt_container_of(te, op, te);
+/* spill_arm_locked queues the pool's spill timer for the oldest spilling
+** op, unless it is queued already (it then re-arms itself when it
+** fires).  One timer for all spills: a spill costs no timer heap
+** operation of its own. */
+static void spill_arm_locked(tt_pool *p) {
+  op *head;
+  if (p->spill_armed || tt_list_empty(&p->spilling)) return;
+  head = tt_container_of(p->spilling.next, op, link);
+  pool_hold(p);
+  if (tt__timer_add(&p->spill_te, head->spill_until) == TT_OK)
+    p->spill_armed = true;
+  else
+    pool_release_held(p);  /* the store's answer still ends each spill */
+}
+
+/* spill_fire ends the spills whose spill_timeout ran out and re-arms for
+** the next one. */
+static void spill_fire(tt_tentry *te) {
+  tt_pool *p = tt_container_of(te, tt_pool, spill_te);
+  tt_list expired;
+  tt_list *l;
+  double now = tt_now();
   char why[96];
+  tt_list_init(&expired);
+  tt__lock(&p->mu);
+  for (l = p->spilling.next; l != &p->spilling; l = l->next) {
+    op *o = tt_container_of(l, op, link);
+    if (o->spill_until > now) break;
+    tt_ref(&o->h);
+    tt_list_push(&expired, &o->clink);
+  }
+  tt__unlock(&p->mu);
   snprintf(why, sizeof why, "not committed within spill_timeout (%g s)",
-           o->pool->spill_timeout);
-  spill_end(o, TT_ESTORE, why, true);
-  tt_unref(&o->h);  /* the timer's reference */
+           p->spill_timeout);
+  while ((l = tt_list_shift(&expired)) != NULL) {
+    op *o = tt_container_of(l, op, clink);
+    spill_end(o, TT_ESTORE, why, true);
+    tt_unref(&o->h);
+  }
+  tt__lock(&p->mu);
+  p->spill_armed = false;
+  spill_arm_locked(p);
+  tt__unlock(&p->mu);
+  pool_release(p);  /* the timer's reference (re-arming took another) */
 }
 
 /* do_spill writes a submission to the overflow store: it encodes the
@@ -1691,13 +1736,12 @@ static tt_handle *do_spill(tt_pool *p, tt_ctx *parent,
     p->st.submitted++;
     p->st.queued++;
     o->where = OP_SPILLING;
+    o->spill_until = tt_now() + p->spill_timeout;
+    tt_list_push(&p->spilling, &o->link);
     tt_ref(&o->h);  /* the pool's */
     tt_ref(&o->h);  /* the store callback's */
     emit(p, o, (tt_event){.kind = TT_EV_SUBMITTED});
-    o->te.fire = spill_expire;
-    tt_ref(&o->h);  /* the timer's */
-    if (tt__timer_add(&o->te, tt_now() + p->spill_timeout) != TT_OK)
-      tt_unref(&o->h);  /* not the last; the store still answers */
+    spill_arm_locked(p);
   }
   tt__unlock(&p->mu);
   deliver(p);

@@ -27,6 +27,10 @@
 **   submitted = completed + failed + stopped + dead + spilled + abandoned
 **               + queued + inflight
 ** where 'queued' counts READY and WAITING ops, 'inflight' RUNNING ones.
+** An op written to the overflow store (SPILLING) counts as queued until
+** the store answers: then as 'spilled', or as 'failed' (TT_ESTORE) when
+** the store failed or spill_timeout ran out first, whichever comes first
+** under 'mu'; so a drain waits for the commits of its spills.
 ** Each op that fails its last attempt is counted once, in 'dead' if the
 ** pool keeps dead letters, else in 'failed'.  'dead' counts ops that
 ** became dead letters (cumulative, like every counter but 'queued' and
@@ -61,8 +65,9 @@
 ** letters and joins the idle workers (busy ones end on their own after
 ** their op).  The memory lives
 ** on while internal references ('irefs') remain: the users' share (one),
-** each worker, each op record, the idle timer while queued, the shutdown
-** after_func while registered, and a thread delivering events.  This lets
+** each worker, each op record, the idle timer and the spill timer while
+** queued, the shutdown after_func while registered, and a thread
+** delivering events.  This lets
 ** a handle outlive its pool and lets the last user reference go on one of
 ** the pool's own workers (that worker is detached instead of joined).
 */

@@ -104,7 +104,7 @@ local rows = {
     :format(rate(a), ratio(a, af), rate(af)),
   ("| SQLite drain: claim, run a no-op on 2 workers, acknowledge | %s | — | — |")
     :format(rate(med("c.sqlite_drain"))),
-  ("| Redis drain: XREADGROUP, run a no-op on 2 workers, XACK + XDEL | %s | — | — |")
+  ("| Redis drain: XREADGROUP, run a no-op on 2 workers, XDEL + XACK | %s | — | — |")
     :format(rate(med("c.redis_drain"))),
 }
 local table_text = table.concat(rows, "\n")

@@ -17,7 +17,9 @@
 ** Group commit.  The thread takes every request queued so far in one
 ** go; all the puts among them are written in one commit (one fsync for
 ** SQLite, one pipelined round trip for Redis), then the other requests
-** run in their order.  A put's callback runs once the batch committed.
+** run in their order.  A put's callback runs once the batch committed:
+** on this thread for a small batch, on the executor for a large one, so
+** that resolving the spills of one batch overlaps the next commit.
 ** Producers never wait for a commit: while one batch commits, the next
 ** one gathers, so the batch grows with the load and the cost of an fsync
 ** is shared by every spill that arrived during the previous one.
@@ -383,6 +385,28 @@ static void req_free(sreq *r) {
   free(r);
 }
 
+/* A batch of answered puts whose callbacks run on the executor. */
+typedef struct cbjob {
+  size_t n;
+  sreq *r[];
+} cbjob;
+
+static void run_callbacks(void *arg) {
+  cbjob *j = arg;
+  size_t i;
+  for (i = 0; i < j->n; i++) {
+    j->r[i]->cb(j->r[i]->ud, j->r[i]->rc, j->r[i]->err);
+    req_free(j->r[i]);
+  }
+  free(j);
+}
+
+/* CB_OFFLOAD is the batch size from which the callbacks of a batch run on
+** the executor while this thread goes on to the next commit: each
+** callback takes its pool's lock and resolves a handle, work that would
+** otherwise serialize with the writes. */
+#define CB_OFFLOAD 32
+
 /* run_puts writes the batch's puts in one commit and calls back. */
 static void run_puts(tt_store *s, sreq **puts, size_t n) {
   tt__put *pv;
@@ -426,10 +450,21 @@ static void run_puts(tt_store *s, sreq **puts, size_t n) {
         snprintf(r->err, sizeof r->err, "%s", why);
       k++;
     }
-    r->cb(r->ud, r->rc, r->err);
-    req_free(r);
   }
   free(pv);
+  if (n >= CB_OFFLOAD) {
+    cbjob *j = malloc(sizeof *j + n * sizeof j->r[0]);
+    if (j != NULL) {
+      j->n = n;
+      memcpy(j->r, puts, n * sizeof j->r[0]);
+      if (tt_exec(run_callbacks, j) == TT_OK) return;
+      free(j);
+    }
+  }
+  for (i = 0; i < n; i++) {
+    puts[i]->cb(puts[i]->ud, puts[i]->rc, puts[i]->err);
+    req_free(puts[i]);
+  }
 }
 
 /* run_acks acknowledges the batch's async acks with one call. */

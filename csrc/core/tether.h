@@ -1290,8 +1290,9 @@ void tt_store_close(tt_store *s);
 
 /* tt_store_put queues a record for pool 'pool' and returns at once; the
 ** store's thread commits it together with the others queued meanwhile
-** and then calls 'done(ud, rc, text)' (on that thread, with no store
-** lock held): TT_OK and the store's id, or TT_ESTORE and the reason.  A
+** and then calls 'done(ud, rc, text)' (on that thread or an executor
+** thread, with no store lock held): TT_OK and the store's id, or
+** TT_ESTORE and the reason.  A
 ** put still queued at 'deadline' (tt_now's clock; < 0: none) is not
 ** written and fails with TT_ESTORE.  It returns TT_OK, or an error
 ** (then 'done' is never called). */

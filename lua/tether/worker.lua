@@ -93,8 +93,8 @@ local usage = "usage: tether worker --store URL [--pool NAME] "
 --- M.parse(args) reads a worker's command line (a list of strings) into
 -- options for M.run; nil and a message when it is wrong.
 function M.parse(args)
-  local o, allow, i = { allow = {} }, nil, 1
-  allow = o.allow
+  local o, i = { allow = {} }, 1
+  local allow = o.allow
   while i <= #args do
     local a, v = args[i], args[i + 1]
     if a == "--store" and v then o.store = v

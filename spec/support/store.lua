@@ -129,7 +129,9 @@ function M.redis(extra)
         if sh("redis-cli -p " .. port .. " ping"):find("PONG") then
           local r = { port = port, pid = pid, dir = dir,
                       url = ("redis://127.0.0.1:%d/0"):format(port) }
-          function r.cli(args) return sh("redis-cli -p " .. port .. " " .. args) end
+          function r.cli(args)
+            return sh("redis-cli -p " .. port .. " " .. args)
+          end
           function r.stop()
             M.kill(pid, "TERM")
             M.wait_gone(pid, 10)

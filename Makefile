@@ -13,7 +13,7 @@ LUA_INC := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include
 
 # Libraries of the engine found by pkg-config (each issue that needs one
 # adds its pkg-config name here and its Debian package to DEB_PKGS).
-PKGS    := libmicrohttpd libcurl
+PKGS    := libmicrohttpd libcurl sqlite3 hiredis
 EXT_CFLAGS := $(if $(PKGS),$(shell pkg-config --cflags $(PKGS) 2>/dev/null))
 EXT_LIBS   := $(if $(PKGS),$(shell pkg-config --libs $(PKGS) 2>/dev/null))
 
@@ -51,7 +51,8 @@ MODULE  := $(BUILD)/tether/core.so
 DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson \
             shellcheck cppcheck \
             libmicrohttpd-dev curl openssl lua-socket \
-            libcurl4-openssl-dev prometheus
+            libcurl4-openssl-dev prometheus \
+            libsqlite3-dev sqlite3 redis-server libhiredis-dev
 
 .PHONY: all deps test ctest c-examples spec rock demo examples clean check \
         bench env lint sources ldlibs

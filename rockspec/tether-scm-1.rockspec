@@ -39,7 +39,9 @@ local all = {
   "csrc/core/saga.c", "csrc/core/text.c", "csrc/core/log.c",
   "csrc/core/tracectx.c", "csrc/core/signal.c", "csrc/core/exit.c",
   "csrc/core/http.c", "csrc/core/metrics.c", "csrc/core/oplog.c",
-  "csrc/core/trace.c",
+  "csrc/core/trace.c", "csrc/core/record.c", "csrc/core/store.c",
+  "csrc/core/store_sqlite.c", "csrc/core/store_redis.c",
+  "csrc/core/drain.c",
   "csrc/lua/tether.c", "csrc/lua/lobj.c", "csrc/lua/lvalue.c",
   "csrc/lua/lnames.c", "csrc/lua/lpack.c", "csrc/lua/lunpack.c",
   "csrc/lua/ltesthook.c",
@@ -49,7 +51,7 @@ local all = {
   "csrc/lua/lopts.c", "csrc/lua/lirq.c", "csrc/lua/lsignal.c",
   "csrc/lua/lexit.c", "csrc/lua/lhttp.c",
   "csrc/lua/llog.c", "csrc/lua/ltrace.c", "csrc/lua/lmetrics.c",
-  "csrc/lua/lrecord.c",
+  "csrc/lua/lrecord.c", "csrc/lua/lstore.c",
 }
 
 build = {
@@ -59,7 +61,10 @@ build = {
       sources = all,
       defines = { "_GNU_SOURCE" },
       incdirs = { "csrc/core", "csrc/lua" },
-      libraries = { "pthread", "m", "microhttpd", "curl" },
+      -- libmicrohttpd (HTTP), libcurl (span export), libsqlite3 and
+      -- libhiredis (durable stores), all from Debian.
+      libraries = { "pthread", "m", "microhttpd", "curl", "sqlite3",
+                    "hiredis" },
     },
     ["tether"] = "lua/tether/init.lua",
     ["tether.lint"] = "lua/tether/lint/init.lua",
@@ -75,6 +80,7 @@ build = {
     ["tether.lint.suppress"] = "lua/tether/lint/suppress.lua",
     ["tether.lint.walk"] = "lua/tether/lint/walk.lua",
     ["tether.run"] = "lua/tether/run.lua",
+    ["tether.worker"] = "lua/tether/worker.lua",
   },
   install = {
     bin = { ["tether-lint"] = "bin/tether-lint", ["tether"] = "bin/tether" },

@@ -36,6 +36,10 @@
 **   submitted = completed + failed + stopped + dead + spilled + abandoned
 **               + queued + inflight
 ** where 'queued' counts READY and WAITING ops, 'inflight' RUNNING ones.
+** An op written to the overflow store (SPILLING) counts as queued until
+** the store answers: then as 'spilled', or as 'failed' (TT_ESTORE) when
+** the store failed or spill_timeout ran out first, whichever comes first
+** under 'mu'; so a drain waits for the commits of its spills.
 ** Each op that fails its last attempt is counted once, in 'dead' if the
 ** pool keeps dead letters, else in 'failed'.  'dead' counts ops that
 ** became dead letters (cumulative, like every counter but 'queued' and
@@ -87,15 +91,16 @@
 ** them all (each ends on its own once the queue is empty and its op is
 ** done).  The memory lives
 ** on while internal references ('irefs') remain: the users' share (one),
-** each worker, each op record, the idle timer while queued, the shutdown
-** after_func while registered, and a thread delivering events.  This lets
+** each worker, each op record, the idle timer and the spill timer while
+** queued, the shutdown after_func while registered, and a thread
+** delivering events.  This lets
 ** a handle outlive its pool and lets the last user reference go on one of
 ** the pool's own workers (that worker is detached instead of joined).
 */
 #include <stdio.h>
 #include <string.h>
 
-#include "task.h"
+#include "store.h"
 
 #define POOL_MAX_WORKERS 4096
 #define POOL_MAX_CLASSES 64
@@ -104,9 +109,12 @@
 #define MAX_DELAY 1e9           /* a retry delay never exceeds this */
 
 /* Where an op is.  OP_FINISHING: out of every list, about to end (its
-** argument is being dropped), still counted where it was. */
+** argument is being dropped), still counted where it was.  OP_SPILLING:
+** written to the overflow store, waiting for its commit (counted as
+** queued, on no list). */
 enum {
-  OP_NEW, OP_READY, OP_WAITING, OP_RUNNING, OP_DEAD, OP_FINISHING, OP_GONE
+  OP_NEW, OP_READY, OP_WAITING, OP_RUNNING, OP_DEAD, OP_FINISHING, OP_GONE,
+  OP_SPILLING
 };
 
 /* An op: a task handle plus what the pool needs to run and retry it. */
@@ -136,6 +144,7 @@ typedef struct op {
   double dead_at;          /* tt_wall() when it became a dead letter */
   tt_tentry te;            /* retry delay; holds a reference while queued */
   tt_list clink;           /* on a private list of one pool thread */
+  double spill_until;      /* SPILLING: when spill_timeout runs out */
   tt_ctx *cctx;            /* on_shutdown's reference to 'ctx' */
   tt_obj *stale;           /* on_shutdown: a cause to release */
   bool fin_plain;          /* on_shutdown: to end by finish_failed */
@@ -144,6 +153,12 @@ typedef struct op {
                            ** under pool mu */
   bool attached;           /* fixed: 'base' is the submitter's context,
                            ** run as it is (see DESIGN) */
+  /* A drainer's hooks (tt__pool_submit_hooked), fixed at creation: 'end'
+  ** runs under 'mu' as the handle resolves, 'end_free' from op_fini. */
+  void (*end)(void *ud, tt_handle *h);
+  void (*end_free)(void *ud);
+  void *end_ud;
+  bool no_dead;            /* fixed: never a dead letter of the pool */
 } op;
 
 /* Queue-plus-running ops of one tenant, for quotas. */
@@ -216,6 +231,15 @@ struct tt_pool {
   int dead_cap;            /* <= 0: no dead letters kept */
   int failures_cap;        /* <= 0: no failures kept */
   double exit_timeout;     /* seconds tt_exit_drain may wait; >= 0 */
+  tt_store *overflow;      /* referenced; may be NULL */
+  double spill_timeout;
+  /* Under 'mu': ops waiting for their store's commit, oldest first (their
+  ** deadlines are in the same order, spill_timeout being the pool's), and
+  ** one timer for the oldest; it holds an internal reference while
+  ** queued or firing. */
+  tt_list spilling;
+  tt_tentry spill_te;
+  bool spill_armed;
 
   /* Under 'mu'. */
   bool closed;             /* refuses new work */
@@ -283,6 +307,7 @@ static _Thread_local tt_pool *tl_running;     /* pool of the op this
                                               ** worker runs, if any */
 
 static void pool_destroy(tt_pool *p);
+static void spill_fire(tt_tentry *te);
 
 
 /* {====================================================================
@@ -844,6 +869,13 @@ static bool shut_now(tt_pool *p) {
 ** Running ops
 ** ===================================================================== */
 
+/* resolve gives 'o' its final state under 'mu' and tells a drainer's
+** hook. */
+static void resolve(op *o, int state, tt_obj *result) {
+  tt__handle_resolve(&o->h, state, result);
+  if (o->end != NULL) o->end(o->end_ud, &o->h);
+}
+
 static void retry_fire(tt_tentry *te) {
   op *o = tt_container_of(te, op, te);
   tt_pool *p = o->pool;
@@ -886,7 +918,7 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   p->st.completed++;
   tenant_dec(p, o->tenant, o->tenant_len);
   o->dur = dur;
-  tt__handle_resolve(&o->h, TT_H_DONE, out);
+  resolve(o, TT_H_DONE, out);
   emit(p, o, (tt_event){.kind = TT_EV_COMPLETED, .duration = dur});
   settle(p);
   tt__unlock(&p->mu);
@@ -905,9 +937,10 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
 ** out by the cap, to release after unlocking.  It returns false when the
 ** op must end as a plain failure instead (see finish_failed). */
 static bool to_dead_locked(tt_pool *p, op *o, op **evicted) {
-  if (p->dead_cap <= 0 || p->dying || o->attached) return false;
+  if (p->dead_cap <= 0 || p->dying || o->attached || o->no_dead)
+    return false;
   tenant_dec(p, o->tenant, o->tenant_len);
-  tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(o->err));
+  resolve(o, TT_H_FAILED, tt_ref(o->err));
   o->where = OP_DEAD;
   o->dead_at = tt_wall();
   tt_list_push(&p->dead, &o->link);
@@ -940,7 +973,7 @@ static void finish_failed(tt_pool *p, op *o, bool queued) {
   p->st.failed++;
   tenant_dec(p, o->tenant, o->tenant_len);
   o->where = OP_GONE;
-  tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(o->err));
+  resolve(o, TT_H_FAILED, tt_ref(o->err));
   emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = o->code,
                         .duration = o->dur, .error = o->err,
                         .cause = o->cause});
@@ -1163,7 +1196,7 @@ static void finish_stop(tt_pool *p, op *o) {
   p->st.queued--;
   p->st.stopped++;
   tenant_dec(p, o->tenant, o->tenant_len);
-  tt__handle_resolve(&o->h, TT_H_STOPPED, NULL);
+  resolve(o, TT_H_STOPPED, NULL);
   emit(p, o, (tt_event){.kind = TT_EV_STOPPED});
   settle(p);
   tt__unlock(&p->mu);
@@ -1191,6 +1224,7 @@ static void op_fini(tt_handle *h) {
   tt_unref(o->err);
   tt_unref(o->cause);
   free(o->tenant);
+  if (o->end_free != NULL) o->end_free(o->end_ud);
   if (o->pool != NULL) pool_release(o->pool);
 }
 
@@ -1296,7 +1330,8 @@ static int check_opts(const tt_pool_opts *o) {
   if (o->workers < 0 || o->queue < 0 || o->nclasses < 0 || o->nquotas < 0)
     return TT_EINVAL;
   if (o->timeout != o->timeout || o->idle_after != o->idle_after ||
-      o->exit_timeout != o->exit_timeout)
+      o->exit_timeout != o->exit_timeout ||
+      o->spill_timeout != o->spill_timeout)
     return TT_EINVAL;
   if ((o->nclasses > 0 && o->classes == NULL) ||
       (o->nquotas > 0 && o->quotas == NULL) ||
@@ -1357,6 +1392,8 @@ static tt_pool *pool_alloc(const tt_pool_opts *o) {
   tt_list_init(&p->dead);
   tt_list_init(&p->evq);
   p->idle_te.fire = idle_fire;
+  p->spill_te.fire = spill_fire;
+  tt_list_init(&p->spilling);
   p->queue_cap = o->queue > 0 ? o->queue : 64;
   p->timeout = o->timeout;
   retry_norm(&o->retry, &p->retry);
@@ -1368,6 +1405,8 @@ static tt_pool *pool_alloc(const tt_pool_opts *o) {
   p->id = atomic_fetch_add(&pool_ids, 1) + 1;
   p->exit_timeout = o->exit_timeout == 0 ? 5.0
                     : o->exit_timeout < 0 ? 0.0 : o->exit_timeout;
+  p->overflow = tt_ref(o->overflow);
+  p->spill_timeout = o->spill_timeout > 0 ? o->spill_timeout : 5.0;
   p->name = tt__strdup(o->name != NULL ? o->name : "pool");
   if (p->name == NULL) goto fail;
   p->ncls = o->nclasses > 0 ? o->nclasses : 1;
@@ -1476,6 +1515,7 @@ static void pool_destroy(tt_pool *p) {
   tt_unref(p->shut_cause);
   tt_unref(p->shutdown);
   tt_unref(p->idle_w);
+  tt_unref(p->overflow);
   free(p->workers);
   free(p->obs);
   free(p->mobs);
@@ -1665,6 +1705,19 @@ static int class_index(tt_pool *p, const char *name) {
   return -1;
 }
 
+/* quota_ok tells under 'mu' whether the quota bucket of 'tenant'
+** ('tenant_len' bytes; NULL: no tenant) has room. */
+static bool quota_ok(tt_pool *p, const char *tenant, size_t tenant_len) {
+  if (p->quotas_on) {
+    size_t len = tenant_len;
+    const char *qkey = quota_key(tenant, &len);
+    int limit = quota_limit(p, qkey, len);
+    tenant_ent *t = tenant_find(p, qkey, len);
+    if (limit > 0 && t != NULL && t->count >= limit) return false;
+  }
+  return true;
+}
+
 /* admit decides under 'mu' whether one more op fits class 'c' and quota
 ** bucket 'qkey', waiting for queue space until 'until' (< 0: not at
 ** all).  Only the ready queue counts against the capacity: ops waiting
@@ -1680,14 +1733,7 @@ static int admit(tt_pool *p, pclass *c, const char *tenant,
     tt__timedwait(&c->space, &p->mu, until);
     c->space_waiters--;
   }
-  if (p->quotas_on) {
-    size_t len = tenant_len;
-    const char *qkey = quota_key(tenant, &len);
-    int limit = quota_limit(p, qkey, len);
-    tenant_ent *t = tenant_find(p, qkey, len);
-    if (limit > 0 && t != NULL && t->count >= limit) return TT_EQUOTA;
-  }
-  return TT_OK;
+  return quota_ok(p, tenant, tenant_len) ? TT_OK : TT_EQUOTA;
 }
 
 /* accept_locked puts op 'o' (its argument already in place) into the
@@ -1755,12 +1801,9 @@ typedef struct sub {
   int ci;
 } sub;
 
-/* first_look resolves a submission's settings and takes the cheap first
-** look at the pool (closed, queue room, quota), so that a refusal
-** allocates nothing; a refusal is counted and emitted here. */
-static int first_look(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
+/* settle_sub resolves a submission's settings against the pool's. */
+static int settle_sub(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
                       sub *s) {
-  int rc;
   s->name = so != NULL ? so->name : NULL;
   s->until = -1;
   s->thold = NULL;
@@ -1784,14 +1827,35 @@ static int first_look(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
     s->tenant = tenant_of(p, parent, s->tbuf, sizeof s->tbuf,
                           &s->tenant_len, &s->thold);
   }
+  return TT_OK;
+}
+
+/* can_spill tells whether a submission may go to the overflow store. */
+static bool can_spill(tt_pool *p, const tt_submit_opts *so) {
+  return p->overflow != NULL && so != NULL && so->spill_fn != NULL;
+}
+
+/* reject_locked counts and emits a refusal. */
+static void reject_locked(tt_pool *p, int rc, const sub *s) {
+  p->st.rejected++;
+  emit_rejected(p, rc, s->name, s->tenant, s->tenant_len, s->ci);
+}
+
+/* first_look resolves a submission's settings and takes the cheap first
+** look at the pool (closed, queue room, quota), so that a refusal
+** allocates nothing; a refusal is counted and emitted here.  A
+** submission that would spill gets TT_ESPILLED (counted later). */
+static int first_look(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
+                      sub *s) {
+  int rc = settle_sub(p, parent, so, s);
+  if (rc != TT_OK) return rc;
   tt__lock(&p->mu);
   rc = admit(p, &p->cls[s->ci], s->tenant, s->tenant_len, s->until);
-  if (rc != TT_OK) {
-    p->st.rejected++;
-    emit_rejected(p, rc, s->name, s->tenant, s->tenant_len, s->ci);
-  }
+  if (rc == TT_EQUEUE_FULL && can_spill(p, so))
+    rc = quota_ok(p, s->tenant, s->tenant_len) ? TT_ESPILLED : TT_EQUOTA;
+  if (rc != TT_OK && rc != TT_ESPILLED) reject_locked(p, rc, s);
   tt__unlock(&p->mu);
-  if (rc != TT_OK) deliver(p);
+  if (rc != TT_OK && rc != TT_ESPILLED) deliver(p);
   return rc;
 }
 
@@ -1805,41 +1869,292 @@ int tt_pool_precheck(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so) {
   return rc;
 }
 
-tt_handle *tt_pool_submit(tt_pool *p, tt_ctx *parent,
-                          const tt_submit_opts *so, tt_fn fn, void *arg,
-                          tt_drop drop, int *err) {
-  sub s;
-  const char *name;
-  int ci, rc;
-  tt_ctx *base;
+/* {====================================================================
+** Spilling to the overflow store
+** ===================================================================== */
+
+/* spill_end ends a spilling op with the store's answer: committed (rc
+** TT_OK, 'text' the id) or not (TT_ESTORE, 'text' the reason).  Whoever
+** comes second (the commit after the timeout, or the timeout after the
+** commit) finds the op gone and does nothing but log. */
+static void spill_end(op *o, int rc, const char *text, bool from_timer) {
+  tt_pool *p = o->pool;
+  tt_obj *rec_err = NULL, *rec_cause = NULL, *old_err = NULL;
+  tt_error *e;
+  bool mine = false;
+  char msg[320];
+  if (rc == TT_OK) {
+    snprintf(msg, sizeof msg, "spilled to the store of pool '%s' as id %s",
+             p->name, text);
+    e = tt_error_new(TT_ESPILLED, msg, NULL);
+    if (e != NULL) e->value = (tt_obj *)tt_bytes_new(text, strlen(text));
+  } else {
+    snprintf(msg, sizeof msg, "store unavailable for pool '%s': %s",
+             p->name, text != NULL && text[0] ? text : tt_strerror(rc));
+    e = tt_error_new(TT_ESTORE, msg, NULL);
+  }
+  tt__lock(&p->mu);
+  if (o->where == OP_SPILLING) {
+    mine = true;
+    tt_list_remove(&o->link);
+    o->where = OP_GONE;
+    p->st.queued--;
+    if (rc == TT_OK) {
+      p->st.spilled++;
+      resolve(o, TT_H_FAILED, (tt_obj *)e);
+      emit(p, o, (tt_event){.kind = TT_EV_SPILLED});
+    } else {
+      p->st.failed++;
+      old_err = o->err;
+      o->err = tt_ref(e);
+      o->code = TT_ESTORE;
+      record_failure(p, o, (tt_obj *)e, (tt_obj *)e, TT_ESTORE, &rec_err,
+                     &rec_cause);
+      resolve(o, TT_H_FAILED, (tt_obj *)e);
+      emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = TT_ESTORE,
+                            .error = (tt_obj *)e, .cause = (tt_obj *)e});
+    }
+    settle(p);
+  }
+  tt__unlock(&p->mu);
+  if (!mine) {
+    if (rc == TT_OK && !from_timer) {
+      tt_field f[] = {TT_FSTR("pool", p->name), TT_FSTR("id", text)};
+      tt_log(TT_LOG_WARN, "spill committed after its spill_timeout; the "
+             "op is in the store", f, 2);
+    }
+    tt_unref(e);
+  }
+  tt_unref(old_err);
+  tt_unref(rec_err);
+  tt_unref(rec_cause);
+  deliver(p);
+  if (mine) tt_unref(&o->h);  /* the pool's reference */
+}
+
+/* spill_done is the store's callback (on its thread). */
+static void spill_done(void *ud, int rc, const char *text) {
+  op *o = ud;
+  spill_end(o, rc, text, false);
+  tt_unref(&o->h);  /* the callback's reference */
+}
+
+/* spill_arm_locked queues the pool's spill timer for the oldest spilling
+** op, unless it is queued already (it then re-arms itself when it
+** fires).  One timer for all spills: a spill costs no timer heap
+** operation of its own. */
+static void spill_arm_locked(tt_pool *p) {
+  op *head;
+  if (p->spill_armed || tt_list_empty(&p->spilling)) return;
+  head = tt_container_of(p->spilling.next, op, link);
+  pool_hold(p);
+  if (tt__timer_add(&p->spill_te, head->spill_until) == TT_OK)
+    p->spill_armed = true;
+  else
+    pool_release_held(p);  /* the store's answer still ends each spill */
+}
+
+/* spill_fire ends the spills whose spill_timeout ran out and re-arms for
+** the next one. */
+static void spill_fire(tt_tentry *te) {
+  tt_pool *p = tt_container_of(te, tt_pool, spill_te);
+  tt_list expired;
+  tt_list *l;
+  double now = tt_now();
+  char why[96];
+  tt_list_init(&expired);
+  tt__lock(&p->mu);
+  for (l = p->spilling.next; l != &p->spilling; l = l->next) {
+    op *o = tt_container_of(l, op, link);
+    if (o->spill_until > now) break;
+    tt_ref(&o->h);
+    tt_list_push(&expired, &o->clink);
+  }
+  tt__unlock(&p->mu);
+  snprintf(why, sizeof why, "not committed within spill_timeout (%g s)",
+           p->spill_timeout);
+  while ((l = tt_list_shift(&expired)) != NULL) {
+    op *o = tt_container_of(l, op, clink);
+    spill_end(o, TT_ESTORE, why, true);
+    tt_unref(&o->h);
+  }
+  tt__lock(&p->mu);
+  p->spill_armed = false;
+  spill_arm_locked(p);
+  tt__unlock(&p->mu);
+  pool_release(p);  /* the timer's reference (re-arming took another) */
+}
+
+/* do_spill writes a submission to the overflow store: it encodes the
+** record on the calling thread, accepts the op as SPILLING and hands the
+** record to the store's thread; the handle resolves later. */
+static tt_handle *do_spill(tt_pool *p, tt_ctx *parent,
+                           const tt_submit_opts *so, const sub *s,
+                           int *err) {
+  tt_record r;
+  tt_buf b = TT_BUF_INIT;
   op *o;
-  if (fn == NULL) return refused(err, TT_EINVAL);
-  rc = first_look(p, parent, so, &s);
+  double dl;
+  int rc;
+  if (so->spill_args == NULL ||
+      tt_wire_check(so->spill_args, so->spill_args_len, NULL, NULL, 0) !=
+          TT_OK)
+    return refused(err, TT_EINVAL);
+  memset(&r, 0, sizeof r);
+  r.pool = p->name;
+  r.name = s->name;
+  r.fn = so->spill_fn;
+  r.args = so->spill_args;
+  r.args_len = so->spill_args_len;
+  if (s->tenant != NULL) {
+    r.tenant = s->tenant;
+    r.tenant_len = s->tenant_len;
+    if (p->tenant_key.obj == NULL) r.tenant_key = p->tenant_key.str;
+  }
+  r.has_trace = tt_ctx_span_context(parent, &r.trace);
+  r.priority = so->priority;
+  r.has_retry = true;
+  r.retry = s->retry;
+  r.timeout = s->timeout > 0 ? s->timeout : 0;
+  if (tt_ctx_deadline(parent, &dl)) r.deadline = tt_wall() + (dl - tt_now());
+  r.spilled_at = tt_wall();
+  if (tt_record_encode(&r, &b) != TT_OK) {
+    tt_buf_free(&b);
+    return refused(err, TT_ENOMEM);
+  }
+  o = b.len <= tt_store_max_payload(p->overflow)
+          ? op_new(p, s->name, NULL, s->ci, s->tenant, s->tenant_len, NULL,
+                   &s->retry, s->timeout)
+          : NULL;
+  if (o == NULL && b.len <= tt_store_max_payload(p->overflow)) {
+    tt_buf_free(&b);
+    return refused(err, TT_ENOMEM);
+  }
+  tt__lock(&p->mu);
+  if (o == NULL)
+    rc = TT_EQUEUE_FULL;  /* too large to spill */
+  else if (p->closed)
+    rc = TT_ECLOSED;
+  else
+    rc = quota_ok(p, s->tenant, s->tenant_len) ? TT_OK : TT_EQUOTA;
   if (rc != TT_OK) {
-    tt_unref(s.thold);
+    reject_locked(p, rc, s);
+  } else {
+    o->id = ++p->next_id;
+    idle_disarm(p);
+    if (p->idle_reported) {
+      p->idle_reported = false;
+      emit(p, NULL, (tt_event){.kind = TT_EV_RESUMING});
+    }
+    p->st.submitted++;
+    p->st.queued++;
+    o->where = OP_SPILLING;
+    o->spill_until = tt_now() + p->spill_timeout;
+    tt_list_push(&p->spilling, &o->link);
+    tt_ref(&o->h);  /* the pool's */
+    tt_ref(&o->h);  /* the store callback's */
+    emit(p, o, (tt_event){.kind = TT_EV_SUBMITTED});
+    spill_arm_locked(p);
+  }
+  tt__unlock(&p->mu);
+  deliver(p);
+  if (rc != TT_OK) {
+    tt_buf_free(&b);
+    if (o != NULL) tt_unref(&o->h);
     return refused(err, rc);
   }
-  name = s.name;
-  ci = s.ci;
+  rc = tt_store_put(p->overflow, p->name, b.data, b.len,
+                    tt_now() + p->spill_timeout, spill_done, o);
+  tt_buf_free(&b);
+  if (rc != TT_OK)
+    spill_done(o, TT_ESTORE, rc == TT_ECLOSED ? "the store is closed"
+                                              : tt_strerror(rc));
+  if (err != NULL) *err = TT_OK;
+  return &o->h;
+}
+
+tt_handle *tt_pool_spill(tt_pool *p, tt_ctx *parent,
+                         const tt_submit_opts *so, int *err) {
+  sub s;
+  tt_handle *h;
+  int rc;
+  if (p == NULL || !can_spill(p, so) || so->spill_args == NULL)
+    return refused(err, TT_EINVAL);
+  rc = settle_sub(p, parent, so, &s);
+  h = rc == TT_OK ? do_spill(p, parent, so, &s, err) : refused(err, rc);
+  tt_unref(s.thold);
+  return h;
+}
+
+tt_store *tt_pool_overflow(tt_pool *p) { return p->overflow; }
+
+/* }==================================================================== */
+
+/* A drainer's hooks for one submission (tt__pool_submit_hooked). */
+typedef struct hooks {
+  void (*end)(void *ud, tt_handle *h);
+  void (*end_free)(void *ud);
+  void *ud;
+} hooks;
+
+/* submit_sub is tt_pool_submit, with hooks ('hk' may be NULL), and the
+** submission's settings in '*s' (their tenant held until the caller
+** releases s->thold); a hooked submission never spills. */
+static tt_handle *submit_sub(tt_pool *p, tt_ctx *parent,
+                             const tt_submit_opts *so, tt_fn fn, void *arg,
+                             tt_drop drop, const hooks *hk, sub *s,
+                             int *err) {
+  int rc;
+  tt_ctx *base;
+  op *o;
+  tt_submit_opts plain;
+  if (hk != NULL && so != NULL && so->spill_fn != NULL) {
+    plain = *so;
+    plain.spill_fn = NULL;
+    so = &plain;
+  }
+  rc = first_look(p, parent, so, s);
+  if (rc == TT_ESPILLED) {
+    tt_handle *h;
+    if (so->spill_args == NULL) {
+      /* It would spill, but did not bring its arguments as wire values:
+      ** a plain refusal. */
+      tt__lock(&p->mu);
+      reject_locked(p, TT_EQUEUE_FULL, s);
+      tt__unlock(&p->mu);
+      deliver(p);
+      return refused(err, TT_EQUEUE_FULL);
+    }
+    h = do_spill(p, parent, so, s, err);
+    if (h != NULL && drop != NULL) drop(arg);  /* it never runs here */
+    return h;
+  }
+  if (rc != TT_OK) return refused(err, rc);
   if (so != NULL && so->attached) {
+    /* An attached op runs with its submitter's context itself: one
+    ** attempt, no timeout of the pool's. */
     base = tt_ref(parent);
-    s.retry.attempts = 1;
-    s.timeout = 0;
+    s->retry.attempts = 1;
+    s->timeout = 0;
   } else {
     base = tt_without_cancel(parent);
   }
-  o = base != NULL ? op_new(p, name, fn, ci, s.tenant, s.tenant_len, base,
-                            &s.retry, s.timeout)
+  o = base != NULL ? op_new(p, s->name, fn, s->ci, s->tenant, s->tenant_len,
+                            base, &s->retry, s->timeout)
                    : NULL;
-  tt_unref(s.thold);  /* the op has its own copy of the tenant */
   if (o == NULL) {
     tt_unref(base);
     return refused(err, TT_ENOMEM);
   }
   o->attached = so != NULL && so->attached;
+  if (hk != NULL) {
+    o->no_dead = true;
+    o->end = hk->end;
+    o->end_ud = hk->ud;
+  }
   /* Look again: others may have taken the room meanwhile. */
   tt__lock(&p->mu);
-  rc = admit(p, &p->cls[ci], o->tenant, o->tenant_len, s.until);
+  rc = admit(p, &p->cls[s->ci], o->tenant, o->tenant_len, s->until);
   if (rc == TT_OK) {
     o->h.arg = arg;
     o->h.drop = drop;
@@ -1848,18 +2163,80 @@ tt_handle *tt_pool_submit(tt_pool *p, tt_ctx *parent,
       o->h.arg = NULL;
       o->h.drop = NULL;
     }
-  } else {
-    p->st.rejected++;
-    emit_rejected(p, rc, name, o->tenant, o->tenant_len, ci);
+  } else if (!(rc == TT_EQUEUE_FULL && can_spill(p, so) &&
+               so->spill_args != NULL)) {
+    reject_locked(p, rc, s);
   }
   tt__unlock(&p->mu);
   deliver(p);
+  if (rc == TT_EQUEUE_FULL && can_spill(p, so) && so->spill_args != NULL) {
+    tt_handle *h;
+    tt_unref(&o->h);  /* holds no argument */
+    h = do_spill(p, parent, so, s, err);
+    if (h != NULL && drop != NULL) drop(arg);
+    return h;
+  }
   if (rc != TT_OK) {
+    o->end = NULL;    /* the caller keeps its hooks */
     tt_unref(&o->h);  /* holds no argument: the caller keeps it */
     return refused(err, rc);
   }
+  /* Set only now: a refused op must not free the caller's 'ud'. */
+  if (hk != NULL) o->end_free = hk->end_free;
   if (err != NULL) *err = TT_OK;
   return &o->h;
+}
+
+/* submit runs submit_sub and releases what held the tenant. */
+static tt_handle *submit(tt_pool *p, tt_ctx *parent,
+                         const tt_submit_opts *so, tt_fn fn, void *arg,
+                         tt_drop drop, const hooks *hk, int *err) {
+  sub s;
+  tt_handle *h;
+  s.thold = NULL;
+  if (fn == NULL) return refused(err, TT_EINVAL);
+  h = submit_sub(p, parent, so, fn, arg, drop, hk, &s, err);
+  tt_unref(s.thold);
+  return h;
+}
+
+tt_handle *tt_pool_submit(tt_pool *p, tt_ctx *parent,
+                          const tt_submit_opts *so, tt_fn fn, void *arg,
+                          tt_drop drop, int *err) {
+  return submit(p, parent, so, fn, arg, drop, NULL, err);
+}
+
+tt_handle *tt__pool_submit_hooked(tt_pool *p, tt_ctx *parent,
+                                  const tt_submit_opts *so, tt_fn fn,
+                                  void *arg, tt_drop drop,
+                                  void (*end)(void *ud, tt_handle *h),
+                                  void (*end_free)(void *ud), void *ud,
+                                  int *err) {
+  hooks hk;
+  hk.end = end;
+  hk.end_free = end_free;
+  hk.ud = ud;
+  return submit(p, parent, so, fn, arg, drop, &hk, err);
+}
+
+int tt__pool_room(tt_pool *p, int *capacity) {
+  int i, cap = p->queue_cap, room;
+  long busy;
+  for (i = 0; i < p->ncls; i++) cap += p->cls[i].workers;
+  tt__lock(&p->mu);
+  if (p->closed) {
+    tt__unlock(&p->mu);
+    return -1;
+  }
+  busy = (long)(p->st.queued + p->st.inflight);
+  tt__unlock(&p->mu);
+  if (capacity != NULL) *capacity = cap;
+  room = cap - (int)(busy > cap ? cap : busy);
+  return room;
+}
+
+bool tt__pool_has_class(tt_pool *p, const char *name) {
+  return class_index(p, name) >= 0;
 }
 
 /* }==================================================================== */

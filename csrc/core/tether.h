@@ -551,6 +551,7 @@ bool tt_engine_thread(void);
 
 typedef struct tt_pool tt_pool;
 extern const tt_type tt_pool_type;
+typedef struct tt_store tt_store;   /* a durable store (see below) */
 
 /* A retry policy.  The delay before attempt n+1 is
 ** min(max_backoff, backoff * factor^(n-1)), times a random factor in
@@ -625,6 +626,12 @@ typedef struct tt_pool_opts {
   int failures_cap;
   double exit_timeout;     /* 0: 5 s; < 0: none */
   const struct tt_pool_hook *hook;  /* copied; NULL: none */
+  /* A durable store that takes the submissions which find the queue
+  ** full and can travel (DESIGN section 11; referenced by the pool;
+  ** NULL: none), and how long a spill may wait for the store's commit
+  ** before its handle resolves TT_ESTORE (<= 0: 5 s). */
+  tt_store *overflow;
+  double spill_timeout;
 } tt_pool_opts;
 
 /* Per-submission options; NULL fields and zero values take the pool's.
@@ -644,6 +651,12 @@ typedef struct tt_submit_opts {
   const char *tenant;
   size_t tenant_len;
   bool attached;           /* run with 'parent' itself (see below) */
+  /* The op in a form that can travel to the pool's overflow store:
+  ** "module:function" and its arguments as wire values (tt_wire_*).
+  ** 'spill_fn' NULL: the op cannot travel (a closure). */
+  const char *spill_fn;
+  const void *spill_args;
+  size_t spill_args_len;
 } tt_submit_opts;
 
 /* Pool events, delivered to observers off the pool's lock, one thread at
@@ -853,6 +866,26 @@ tt_handle *tt_pool_submit(tt_pool *p, tt_ctx *parent,
 ** first, and tt_pool_submit looks again). */
 int tt_pool_precheck(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so);
 
+/* With an overflow store, a submission that finds its class's queue full
+** goes to the store instead of being refused, if it can travel
+** ('spill_fn' and 'spill_args' set): tt_pool_submit then drops 'arg' at
+** once and returns a handle that resolves TT_H_FAILED with an error of
+** code TT_ESPILLED once the store committed the op (the error's 'value'
+** is a tt_bytes of the store's id), or TT_ESTORE if the store failed or
+** did not commit within the pool's spill_timeout.  The submission counts
+** as queued until then, and then as 'spilled' (event TT_EV_SPILLED) or
+** 'failed' (TT_EV_FAILED).  Submit never waits for the commit.  A
+** tenant over its quota is refused as usual; an op whose record is
+** larger than the store's max_payload is refused with TT_EQUEUE_FULL.
+**
+** tt_pool_precheck returns TT_ESPILLED (counting nothing) when the
+** submission would go to the store now; a binding may then skip
+** preparing the op to run and call tt_pool_spill, which writes it to
+** the store whatever the queue's length (TT_EINVAL without a store or
+** without 'spill_fn'; refusals as above). */
+tt_handle *tt_pool_spill(tt_pool *p, tt_ctx *parent,
+                         const tt_submit_opts *so, int *err);
+
 /* tt_pool_drain closes the pool to new work and waits for queued and
 ** running ops (also those waiting for a retry), until 'ctx' (may be NULL)
 ** is done or 'timeout' (< 0: none) runs out.  It returns TT_OK, the
@@ -920,7 +953,12 @@ void tt_failures_free(tt_failure *f, size_t n);
 tt_handle *tt_pool_retry_dead(tt_pool *p, uint64_t id, int *err);
 bool tt_pool_drop_dead(tt_pool *p, uint64_t id);
 
+/* tt_pool_overflow returns the pool's overflow store (borrowed), or
+** NULL. */
+tt_store *tt_pool_overflow(tt_pool *p);
+
 /* }==================================================================== */
+
 
 /* {====================================================================
 ** Groups, singleflight and sagas
@@ -1966,6 +2004,269 @@ void tt_trace_stats_get(tt_trace_stats *out);
 ** attempts of an op submitted without a span share one new trace (its id
 ** derived from the op's id and a random salt of the hook). */
 tt_pool_hook tt_trace_pool_hook(void);
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Durable stores: records, the store, and draining (DESIGN section 11)
+** ===================================================================== */
+
+/* Wire values.  The arguments of an op that travels are plain data
+** written in a small format of the store's own, independent of the
+** in-memory transfer format: a varint count of values, then each value
+** as a tag byte and its body:
+**
+**   TT_W_NIL, TT_W_FALSE, TT_W_TRUE          no body
+**   TT_W_INT   8 bytes, a little-endian two's complement integer
+**   TT_W_FLT   8 bytes, a little-endian IEEE 754 double
+**   TT_W_STR   varint length, the bytes
+**   TT_W_TABLE varint count of pairs, then key and value of each
+**
+** Varints are LEB128 (7 bits a byte, low first, at most 10 bytes).
+** Tables nest at most TT_WIRE_MAXDEPTH deep; keys are never nil.  There
+** is no code, no reference and no object: nothing in a record can run. */
+enum { TT_W_NIL = 0, TT_W_FALSE, TT_W_TRUE, TT_W_INT, TT_W_FLT, TT_W_STR,
+       TT_W_TABLE };
+#define TT_WIRE_MAXDEPTH 100
+
+void tt_wire_varint(tt_buf *b, uint64_t x);
+void tt_wire_nil(tt_buf *b);
+void tt_wire_bool(tt_buf *b, bool v);
+void tt_wire_int(tt_buf *b, int64_t v);
+void tt_wire_num(tt_buf *b, double v);
+void tt_wire_str(tt_buf *b, const char *s, size_t n);
+void tt_wire_table(tt_buf *b, uint64_t npairs);
+
+/* tt_wire_check validates 'n' bytes of wire values (a count, then the
+** values) and stores the count in '*count'.  It returns TT_OK, or
+** TT_EINVAL with the reason in 'why' (may be NULL). */
+int tt_wire_check(const void *p, size_t n, uint64_t *count, char *why,
+                  size_t whylen);
+
+/* A record is one op as a store keeps it.  Encoded, it is the magic
+** "TTRC", a format version byte (TT_RECORD_VERSION), fields as (tag
+** byte, varint length, bytes), and a CRC-32 of everything before it (4
+** bytes, little-endian); unknown field tags are skipped, so later minor
+** additions stay readable.  Times are wall-clock seconds (tt_wall), so
+** they mean the same in another process or on another machine. */
+#define TT_RECORD_VERSION 1
+
+typedef struct tt_record {
+  const char *pool;        /* the pool it was spilled from */
+  const char *name;        /* the op's name (NULL: "op") */
+  const char *fn;          /* "module:function" (required) */
+  const void *args;        /* wire values (required) */
+  size_t args_len;
+  const char *tenant;      /* may be NULL */
+  size_t tenant_len;
+  const char *tenant_key;  /* the string key it was under, may be NULL */
+  bool has_trace;
+  tt_span_context trace;   /* the submitter's span */
+  const char *priority;    /* class name, may be NULL */
+  bool has_retry;
+  tt_retry retry;
+  double timeout;          /* per attempt, seconds; 0: the pool's */
+  double deadline;         /* the submitter's deadline (wall); 0: none */
+  int attempt;             /* attempts made before it was written */
+  double spilled_at;       /* wall-clock time of the spill */
+} tt_record;
+
+/* tt_record_encode appends the encoding of 'r' to 'out' and returns TT_OK
+** (TT_EINVAL without fn or args, TT_ENOMEM). */
+int tt_record_encode(const tt_record *r, tt_buf *out);
+
+/* tt_record_decode reads a record written by tt_record_encode: it returns
+** one malloc'd block (free it with free) whose strings are NUL-terminated
+** copies, or NULL with the reason in 'why' ("bad checksum", "record
+** format version 7 is not supported", ...). */
+tt_record *tt_record_decode(const void *p, size_t n, char *why,
+                            size_t whylen);
+
+/* tt_record_module writes the module part of "module:function" into
+** 'out' and returns its length, or -1 if 'fn' is not of that form. */
+int tt_record_module(const char *fn, char *out, size_t n);
+
+/* A tt_store is a durable queue of records, one per pool name, opened
+** from a URL:
+**
+**   sqlite:PATH        SQLite in WAL mode; the file is created 0600
+**   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=NAME]
+**                      Redis Streams: stream NAME:POOL (NAME defaults
+**                      to "tether") with consumer group "tether", dead
+**                      letters in NAME:POOL:dead
+**
+** Each store does its I/O on a thread of its own (signals blocked there,
+** so a broken connection never raises SIGPIPE in the process): writes
+** are queued and grouped, many spills sharing one commit.  Passwords
+** never appear in a description, a message or a log line.  Any thread
+** may use a store.  Its type is named "tether.Store". */
+extern const tt_type tt_store_type;
+
+typedef struct tt_store_opts {
+  size_t max_payload;      /* largest record in bytes; 0: 1 MiB */
+  int max_deliveries;      /* deliveries before a dead letter; 0: 5 */
+  double lease;            /* seconds a claim lasts unrenewed; 0: 30 */
+  bool sync_normal;        /* SQLite: synchronous=NORMAL, not FULL */
+  double timeout;          /* connect, I/O and lock waits, s; 0: 5 */
+  const char *consumer;    /* Redis consumer; NULL: host-pid-random */
+} tt_store_opts;
+
+/* tt_store_open opens the store of 'url' and returns it, or NULL with
+** '*err' TT_EINVAL (a malformed URL) or TT_ESTORE (unreachable server,
+** a file that is not a database, ...) and the reason in 'msg'. */
+tt_store *tt_store_open(const char *url, const tt_store_opts *o, int *err,
+                        char *msg, size_t msglen);
+
+/* tt_store_url returns the store's URL without its password (owned by
+** the store). */
+const char *tt_store_url(tt_store *s);
+
+size_t tt_store_max_payload(tt_store *s);
+double tt_store_lease(tt_store *s);
+
+/* tt_store_close writes what is queued, closes the connection and ends
+** the store's thread; later calls fail with TT_ECLOSED.  The last
+** tt_unref closes too. */
+void tt_store_close(tt_store *s);
+
+/* tt_store_put queues a record for pool 'pool' and returns at once; the
+** store's thread commits it together with the others queued meanwhile
+** and then calls 'done(ud, rc, text)' (on that thread or an executor
+** thread, with no store lock held): TT_OK and the store's id, or
+** TT_ESTORE and the reason.  A
+** put still queued at 'deadline' (tt_now's clock; < 0: none) is not
+** written and fails with TT_ESTORE.  It returns TT_OK, or an error
+** (then 'done' is never called). */
+typedef void (*tt_store_done)(void *ud, int rc, const char *text);
+int tt_store_put(tt_store *s, const char *pool, const void *rec, size_t len,
+                 double deadline, tt_store_done done, void *ud);
+
+/* tt_store_put_wait is tt_store_put that waits for the commit and copies
+** the id into 'id' (at least TT_STORE_IDLEN bytes). */
+#define TT_STORE_IDLEN 48
+int tt_store_put_wait(tt_store *s, const char *pool, const void *rec,
+                      size_t len, char *id);
+
+/* A claimed record: the store's id, its pool, the bytes as stored, and
+** how many times it was delivered (this one included). */
+typedef struct tt_claim {
+  char id[TT_STORE_IDLEN];
+  char *pool;
+  void *rec;
+  size_t len;
+  int deliveries;
+} tt_claim;
+
+/* tt_store_claim leases up to 'max' records of 'pool' (NULL: of every
+** pool) for the store's lease, oldest first, taking over records whose
+** lease ran out (a drainer that died); a record delivered more than
+** max_deliveries times becomes a dead letter instead.  '*out' is a
+** malloc'd array (tt_claims_free), '*n' its length (0: nothing to
+** claim).  Returns TT_OK, TT_ESTORE or TT_ECLOSED. */
+int tt_store_claim(tt_store *s, const char *pool, int max, tt_claim **out,
+                   size_t *n);
+void tt_claims_free(tt_claim *c, size_t n);
+
+/* tt_store_ack deletes a claimed record (its work is done);
+** tt_store_bury makes it a dead letter with 'reason'; tt_store_renew
+** extends the leases of 'n' claims.  The _async forms queue the request
+** and return at once (errors are logged: the lease then runs out and the
+** record is delivered again); tt_store_sync waits until every request
+** queued before it is done. */
+int tt_store_ack(tt_store *s, const tt_claim *c);
+int tt_store_bury(tt_store *s, const tt_claim *c, const char *reason);
+int tt_store_ack_async(tt_store *s, const char *pool, const char *id);
+int tt_store_bury_async(tt_store *s, const char *pool, const char *id,
+                        const char *reason);
+int tt_store_renew(tt_store *s, const tt_claim *const *c, size_t n);
+int tt_store_sync(tt_store *s);
+
+/* What tt_store_stats reports, for one pool or all. */
+typedef struct tt_store_stats {
+  uint64_t depth;          /* records not yet acknowledged (with leased) */
+  uint64_t leased;         /* of those, claimed by a drainer now */
+  uint64_t dead;           /* dead letters */
+  double oldest_age;       /* seconds since the oldest record was
+                           ** written; 0 when there is none */
+} tt_store_stats;
+
+int tt_store_stats_get(tt_store *s, const char *pool, tt_store_stats *out);
+
+/* A dead letter of a store: its id (SQLite: the op's own id; Redis: the
+** entry of the dead-letter stream), pool, the reason, when it was made
+** (wall clock), the deliveries it had and the record as stored. */
+typedef struct tt_store_dead {
+  char id[TT_STORE_IDLEN];
+  char origin[TT_STORE_IDLEN];  /* the op's id when it was queued */
+  char *pool;
+  char *reason;
+  double at;
+  int deliveries;
+  void *rec;
+  size_t len;
+} tt_store_dead;
+
+/* tt_store_dead_letters lists at most 'max' dead letters of 'pool' (NULL:
+** all), oldest first; free with tt_store_dead_free.  tt_store_retry_dead
+** puts one back in its queue (SQLite keeps its id, Redis gives a new
+** one), tt_store_drop_dead forgets it; both return TT_OK, TT_EINVAL (no
+** such dead letter), TT_ESTORE or TT_ECLOSED. */
+int tt_store_dead_letters(tt_store *s, const char *pool, size_t max,
+                          tt_store_dead **out, size_t *n);
+void tt_store_dead_free(tt_store_dead *d, size_t n);
+int tt_store_retry_dead(tt_store *s, const char *pool, const char *id);
+int tt_store_drop_dead(tt_store *s, const char *pool, const char *id);
+
+/* tt_store_error copies the message of the last failure seen by the
+** calling thread's store calls into 'buf' (never a password). */
+void tt_store_error(char *buf, size_t n);
+
+/* Draining a store into a pool.  'prepare' turns a decoded record into
+** the pool task that runs it, on the thread that called
+** tt_pool_drain_store: TT_OK with '*fn', '*arg' and '*drop', or an error
+** with the reason in 'why' (the record then becomes a dead letter with
+** that reason).  '*parent' holds the parent context the core made (with
+** the record's tenant, trace, deadline and the value "tether.store_id");
+** prepare may replace it with a child (the old reference is then its to
+** release). */
+typedef int (*tt_drain_prepare)(void *ud, const tt_record *r,
+                                const tt_claim *c, tt_ctx **parent,
+                                tt_fn *fn, void **arg, tt_drop *drop,
+                                char *why, size_t whylen);
+
+typedef struct tt_drain_opts {
+  const char *pool;            /* claim this pool's records; NULL: all */
+  const char *const *allow;    /* modules whose functions may run */
+  int nallow;
+  int batch;                   /* most records per claim; 0: 64 */
+  tt_drain_prepare prepare;
+  void *ud;
+} tt_drain_opts;
+
+/* What one tt_pool_drain_store call did. */
+typedef struct tt_drain_report {
+  uint64_t claimed;        /* records taken from the store */
+  uint64_t completed;      /* ran and acknowledged */
+  uint64_t failed;         /* failed every attempt: now dead letters */
+  uint64_t refused;        /* never ran: corrupted, not allowed, ... */
+} tt_drain_report;
+
+/* tt_pool_drain_store claims records from 's' while 'p' has room (its
+** workers plus its queue), runs each as an op of 'p' (its name, retry
+** policy less the attempts already made, priority class if 'p' has it,
+** timeout), renews their leases while they run, and acknowledges each
+** when it ends: a completed op's record is deleted, one that failed its
+** last attempt becomes a dead letter of the store with its error (not a
+** dead letter of the pool).  Only functions of modules in 'o->allow'
+** run; any other record becomes a dead letter with that reason, and so
+** does a corrupted one.  It returns TT_OK once nothing is left to claim
+** and every claimed op ended (and its acknowledgement is written), or
+** the context's error code when 'ctx' (may be NULL) ends first (ops
+** already running are still acknowledged when they end), or TT_ESTORE,
+** TT_ECLOSED, TT_EINVAL.  'rep' (may be NULL) receives the counts. */
+int tt_pool_drain_store(tt_pool *p, tt_store *s, tt_ctx *ctx,
+                        const tt_drain_opts *o, tt_drain_report *rep);
 
 /* }==================================================================== */
 

@@ -168,7 +168,7 @@ int lt_pusherror(lua_State *L, int code, const char *message) {
 }
 
 static void push_field_obj(lua_State *L, tt_obj *o) {
-  if (o != NULL && o->type == &lt_value_type)
+  if (o != NULL && (o->type == &lt_value_type || o->type == &tt_bytes_type))
     lt_unpack_one(L, o);
   else
     lt_pushobj(L, o);
@@ -193,6 +193,8 @@ static int err_index(lua_State *L) {
            e->value != NULL && e->value->type == &tt_bytes_type)
     lua_pushlstring(L, ((tt_bytes *)e->value)->data,
                     ((tt_bytes *)e->value)->len);  /* "INT" */
+  else if (strcmp(k, "id") == 0 && e->code == TT_ESPILLED)
+    push_field_obj(L, e->value);  /* a spill names the store's id */
   else
     lua_pushnil(L);
   return 1;

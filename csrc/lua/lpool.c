@@ -36,6 +36,7 @@ typedef struct lp_pool {
   lt_env *dl_env;        /* paths, without init, for building them */
   bool quiet;            /* no log lines */
   struct evcount *evc;   /* events lost by full pool:events() channels */
+  bool overflow;         /* has an overflow store */
   char name[];
 } lp_pool;
 
@@ -347,7 +348,7 @@ static const char *const pool_options[] = {
   "name", "workers", "queue", "timeout", "shutdown", "retry", "tenant_key",
   "quotas", "priorities", "idle_after", "on_idle", "on_resume",
   "interrupt", "init", "quiet", "dlq", "dead_letters", "failures",
-  "exit_timeout", "metrics", NULL
+  "exit_timeout", "metrics", "overflow", "spill_timeout", NULL
 };
 
 /* The whole set of pool:submit's options (DESIGN section 5). */
@@ -617,6 +618,15 @@ static int l_pool(lua_State *L) {
   hook = tt_trace_pool_hook();
   o.hook = &hook;
   if (lt_optfunction(L, 1, 1, "init")) init_idx = lua_gettop(L);
+  if (lua_getfield(L, 1, "overflow") != LUA_TNIL) {
+    o.overflow = lt_testobj(L, -1, &tt_store_type);
+    if (o.overflow == NULL)
+      lt_fielderror(L, 1, "overflow", "must be a tether.Store");
+  }
+  lua_pop(L, 1);  /* the options table keeps the store alive */
+  o.spill_timeout = lt_optnumber(L, 1, 1, "spill_timeout", 5, 0);
+  if (o.spill_timeout <= 0)
+    lt_fielderror(L, 1, "spill_timeout", "must be positive");
 
   p = calloc(1, sizeof *p + nlen + 1);
   if (p == NULL) return luaL_error(L, "not enough memory");
@@ -629,6 +639,7 @@ static int l_pool(lua_State *L) {
     return luaL_error(L, "not enough memory");
   }
   atomic_init(&p->evc->refs, 1);
+  p->overflow = o.overflow != NULL;
   lt_pushnew(L, p);  /* from here on, an error frees it through __gc */
   p->env = lt_env_new(L, init_idx, interrupt, name);
   if (interrupt) lt_env_watch(p->env, o.shutdown);
@@ -703,6 +714,10 @@ static int refuse(lua_State *L, lp_pool *p, int tenant, int tname,
                           p->name);
     if (tenant != 0 && !lua_isnil(L, tenant))
       tv = lt_pack_one(L, tenant, "tenant");
+  } else if (code == TT_EQUEUE_FULL && p->overflow) {
+    msg = lua_pushfstring(L, "queue full: pool '%s' (only named ops "
+                          "\"module:function\" with plain-data arguments "
+                          "spill to its store)", p->name);
   } else if (code == TT_EQUEUE_FULL) {
     msg = lua_pushfstring(L, "queue full: pool '%s'", p->name);
   } else if (code == TT_ECLOSED) {
@@ -755,6 +770,57 @@ static void read_tenant(lua_State *L, lp_pool *p, tt_ctx *parent,
   so->tenant = lua_tolstring(L, -1, &so->tenant_len);
 }
 
+/* spill writes a named op to the pool's overflow store (the queue was
+** full); arguments that are not plain data keep it out: the submission
+** is then refused, or queued if room appeared meanwhile. */
+static int spill(lua_State *L, lp_pool *p, tt_ctx *parent,
+                 tt_submit_opts *so, int nargs, int tenant) {
+  tt_buf b = TT_BUF_INIT;
+  char why[200];
+  int err = TT_OK;
+  tt_handle *h;
+  if (!lt_wire_args(L, 5, nargs, &b, why, sizeof why)) {
+    const char *msg;
+    tt_buf_free(&b);
+    so->spill_fn = NULL;
+    err = tt_pool_precheck(p->pool, parent, so);
+    if (err == TT_OK) {
+      char what[160];
+      lt_task *t;
+      snprintf(what, sizeof what, "task '%s'", so->name ? so->name : "op");
+      t = lt_task_new(L, p->env, 4, 5, nargs, true, what);
+      h = tt_pool_submit(p->pool, parent, so, lt_task_run, t, lt_task_drop,
+                         &err);
+      if (h != NULL) {
+        lt_pushnew(L, h);
+        return 1;
+      }
+      lt_task_drop(t);
+    }
+    if (err != TT_EQUEUE_FULL) return refuse(L, p, tenant, tenant + 1, err);
+    msg = lua_pushfstring(L, "queue full: pool '%s' (the op cannot spill "
+                          "to its store: %s)", p->name, why);
+    return lt_pusherror(L, TT_EQUEUE_FULL, msg);
+  }
+  so->spill_args = b.data;
+  so->spill_args_len = b.len;
+  h = tt_pool_spill(p->pool, parent, so, &err);
+  tt_buf_free(&b);
+  if (h == NULL) {
+    if (err == TT_EQUEUE_FULL) {
+      const char *msg = lua_pushfstring(
+          L, "queue full: pool '%s' (the op's record is larger than its "
+          "store's max_payload of %d bytes)", p->name,
+          (int)tt_store_max_payload(tt_pool_overflow(p->pool)));
+      return lt_pusherror(L, TT_EQUEUE_FULL, msg);
+    }
+    if (err == TT_EINVAL) return luaL_error(L, "cannot spill the op");
+    return refuse(L, p, tenant, tenant + 1, err);
+  }
+  lt_pushnew(L, h);
+  return 1;
+}
+
 /* pool:submit(parent, name_or_opts, fn, ...) -> handle | nil, err: runs
 ** fn(ctx, ...) on a worker of the pool, where ctx is
 ** with_timeout(without_cancel(parent), timeout).  It never blocks
@@ -793,6 +859,9 @@ static int m_submit(lua_State *L) {
     return luaL_argerror(L, 3, msg);
   }
   if (lua_type(L, 4) != LUA_TSTRING) luaL_checktype(L, 4, LUA_TFUNCTION);
+  /* A named op may travel to the overflow store when the queue is full. */
+  if (p->overflow && lua_type(L, 4) == LUA_TSTRING)
+    so.spill_fn = lua_tostring(L, 4);
   /* The tenant and its name go on top of the task's arguments, which
   ** lt_task_new reads by position. */
   read_tenant(L, p, parent, &so);
@@ -800,6 +869,8 @@ static int m_submit(lua_State *L) {
   /* Refuse before packing anything: callers retry on queue_full, and a
   ** refusal should cost them little. */
   err = tt_pool_precheck(p->pool, parent, &so);
+  if (err == TT_ESPILLED)
+    return spill(L, p, parent, &so, nargs, tenant);
   if (err == TT_OK) {
     snprintf(what, sizeof what, "task '%s'", so.name ? so.name : "op");
     t = lt_task_new(L, p->env, 4, 5, nargs, true, what);
@@ -1169,6 +1240,14 @@ static int m_events(lua_State *L) {
 
 /* }====== */
 
+/* pool:drain_store(store [, ctx [, {pool = NAME, allow = {"mod", ...},
+** batch = n}]]) -> true, report | nil, err: runs the store's records on
+** this pool until nothing is left to claim (DESIGN section 11). */
+static int m_drain_store(lua_State *L) {
+  lp_pool *p = check_pool(L);
+  return lt_drain_store(L, p->pool, p->env);
+}
+
 /* pool:drained() -> the pool itself, a waitable for tether.select that
 ** fires once the pool is closed and empty. */
 static int m_drained(lua_State *L) {
@@ -1195,6 +1274,7 @@ void lt_open_pool(lua_State *L) {
     {"drop_dead", m_drop_dead},
     {"drained", m_drained},
     {"events", m_events},
+    {"drain_store", m_drain_store},
     {NULL, NULL}
   };
   lt_newtype(L, &lp_type, methods, NULL);

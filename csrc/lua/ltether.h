@@ -188,6 +188,7 @@ void lt_open_http(lua_State *L);
 void lt_open_log(lua_State *L);
 void lt_open_trace(lua_State *L);
 void lt_open_metrics(lua_State *L);
+void lt_open_store(lua_State *L);
 
 /* }==================================================================== */
 
@@ -210,15 +211,32 @@ tt_latch *lt_pool_latch(tt_obj *o);
 ** whose steps cannot be copied), or NULL when it can. */
 const char *lt_saga_stays(tt_obj *o);
 
+/* The environment of a pool's worker states (lworker.h). */
+typedef struct lt_env lt_env;
+
 /* lpool.c: the engine pool of a Lua pool object and, in '*env' (may be
 ** NULL), the environment of its workers (borrowed); NULL if 'o' is not
 ** a Lua pool. */
-struct lt_env;
-tt_pool *lt_pool_engine(tt_obj *o, struct lt_env **env);
+tt_pool *lt_pool_engine(tt_obj *o, lt_env **env);
 
 /* lpool.c: tether.pool itself, for modules that make a pool from an
 ** options table (the table at index 1; the pool is returned). */
 int lt_pool_new(lua_State *L);
+
+/* lstore.c: plain-data arguments as the stores' wire values.
+** lt_wire_args appends 'n' values at first.. to 'b' (a count, then each
+** value) and returns true, or false with the reason in 'why' ("argument
+** #2 holds a function (only plain data travels)"); it never raises but
+** for memory errors.  lt_wire_push pushes the values of a wire buffer and
+** returns how many; it raises on malformed input. */
+bool lt_wire_args(lua_State *L, int first, int n, tt_buf *b, char *why,
+                  size_t whylen);
+int lt_wire_push(lua_State *L, const void *p, size_t n);
+
+/* lstore.c: the body of pool:drain_store(store [, ctx [, opts]]) for
+** the engine pool 'pool' whose workers run under 'env' (arguments at 2,
+** 3, 4 of the Lua call). */
+int lt_drain_store(lua_State *L, tt_pool *pool, lt_env *env);
 
 /* lexec.c: one structured log line on stderr for a failed task. */
 void lt_log_failure(const char *what, const char *name, tt_obj *err);

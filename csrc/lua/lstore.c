@@ -1,0 +1,594 @@
+/*
+** lstore.c -- tether.store: durable stores in Lua (DESIGN section 11),
+** the plain-data values that travel in their records, and the body of
+** pool:drain_store.
+**
+** Plain data is what a record may carry: nil, booleans, numbers (integers
+** stay integers), strings, and tables of those without metatables.  It is
+** written as the store's own wire values (tether.h), never as the
+** in-memory transfer format, and never as bytecode: a drainer that reads
+** a record rebuilds values, it runs nothing but the named function of an
+** allowed module.  A table met twice is written twice (a record is a
+** tree); a cycle is refused.
+*/
+#include <stdio.h>
+#include <string.h>
+
+#include "ltether.h"
+#include "lworker.h"
+
+#define MAX_ALLOW 256
+
+/* {====================================================================
+** Wire values
+** ===================================================================== */
+
+typedef struct wenc {
+  lua_State *L;
+  tt_buf *b;
+  int visiting;            /* stack index of the set of open tables */
+  int arg;                 /* argument number, for messages */
+  char *why;
+  size_t whylen;
+} wenc;
+
+static bool wfail(wenc *e, const char *fmt, const char *s) {
+  char msg[160];
+  snprintf(msg, sizeof msg, fmt, s);
+  snprintf(e->why, e->whylen, "argument #%d %s", e->arg, msg);
+  return false;
+}
+
+static bool enc_value(wenc *e, int idx, int depth) {
+  lua_State *L = e->L;
+  idx = lua_absindex(L, idx);
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      tt_wire_nil(e->b);
+      return true;
+    case LUA_TBOOLEAN:
+      tt_wire_bool(e->b, lua_toboolean(L, idx));
+      return true;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx))
+        tt_wire_int(e->b, (int64_t)lua_tointeger(L, idx));
+      else
+        tt_wire_num(e->b, (double)lua_tonumber(L, idx));
+      return true;
+    case LUA_TSTRING: {
+      size_t n;
+      const char *s = lua_tolstring(L, idx, &n);
+      tt_wire_str(e->b, s, n);
+      return true;
+    }
+    case LUA_TTABLE: {
+      lua_Integer count = 0;
+      if (depth >= TT_WIRE_MAXDEPTH)
+        return wfail(e, "%s", "has tables nested too deep");
+      if (lua_getmetatable(L, idx)) {
+        lua_pop(L, 1);
+        return wfail(e, "%s", "holds a table with a metatable");
+      }
+      if (!lua_checkstack(L, 6))
+        return wfail(e, "%s", "is too deep for the stack");
+      if (lua_rawgetp(L, e->visiting, lua_topointer(L, idx)) != LUA_TNIL) {
+        lua_pop(L, 1);
+        return wfail(e, "%s", "holds a table that contains itself");
+      }
+      lua_pop(L, 1);
+      lua_pushboolean(L, 1);
+      lua_rawsetp(L, e->visiting, lua_topointer(L, idx));
+      lua_pushnil(L);
+      while (lua_next(L, idx)) {
+        count++;
+        lua_pop(L, 1);
+      }
+      tt_wire_table(e->b, (uint64_t)count);
+      lua_pushnil(L);
+      while (lua_next(L, idx)) {
+        if (!enc_value(e, -2, depth + 1) || !enc_value(e, -1, depth + 1)) {
+          lua_pop(L, 2);
+          return false;
+        }
+        lua_pop(L, 1);
+      }
+      lua_pushnil(L);
+      lua_rawsetp(L, e->visiting, lua_topointer(L, idx));
+      return true;
+    }
+    default:
+      return wfail(e, "holds a %s (only plain data travels)",
+                   luaL_typename(L, idx));
+  }
+}
+
+bool lt_wire_args(lua_State *L, int first, int n, tt_buf *b, char *why,
+                  size_t whylen) {
+  wenc e;
+  int i;
+  bool ok = true;
+  first = lua_absindex(L, first);
+  luaL_checkstack(L, 8, NULL);
+  lua_newtable(L);
+  e.L = L;
+  e.b = b;
+  e.visiting = lua_gettop(L);
+  e.why = why;
+  e.whylen = whylen;
+  tt_wire_varint(b, (uint64_t)(n < 0 ? 0 : n));
+  for (i = 0; i < n && ok; i++) {
+    e.arg = i + 1;
+    ok = enc_value(&e, first + i, 0);
+  }
+  lua_pop(L, 1);
+  if (ok && b->failed) {
+    snprintf(why, whylen, "not enough memory");
+    ok = false;
+  }
+  return ok;
+}
+
+typedef struct wdec {
+  lua_State *L;
+  const unsigned char *p, *end;
+} wdec;
+
+static _Noreturn void dec_bad(wdec *d) {
+  luaL_error(d->L, "malformed wire values");
+  abort();  /* not reached: luaL_error does not return */
+}
+
+static uint64_t dec_varint(wdec *d) {
+  uint64_t x = 0;
+  int shift = 0;
+  while (d->p < d->end && shift < 64) {
+    unsigned char c = *d->p++;
+    x |= (uint64_t)(c & 0x7F) << shift;
+    if (!(c & 0x80)) return x;
+    shift += 7;
+  }
+  dec_bad(d);
+}
+
+static uint64_t dec_u64(wdec *d) {
+  uint64_t x = 0;
+  int i;
+  if (d->end - d->p < 8) dec_bad(d);
+  for (i = 0; i < 8; i++) x |= (uint64_t)d->p[i] << (8 * i);
+  d->p += 8;
+  return x;
+}
+
+static void dec_value(wdec *d, int depth) {
+  lua_State *L = d->L;
+  int tag;
+  if (d->p >= d->end || depth > TT_WIRE_MAXDEPTH) dec_bad(d);
+  luaL_checkstack(L, 4, "wire values too deep");
+  tag = *d->p++;
+  switch (tag) {
+    case TT_W_NIL: lua_pushnil(L); break;
+    case TT_W_FALSE: lua_pushboolean(L, 0); break;
+    case TT_W_TRUE: lua_pushboolean(L, 1); break;
+    case TT_W_INT:
+      lua_pushinteger(L, (lua_Integer)(int64_t)dec_u64(d));
+      break;
+    case TT_W_FLT: {
+      uint64_t x = dec_u64(d);
+      double v;
+      memcpy(&v, &x, sizeof v);
+      lua_pushnumber(L, (lua_Number)v);
+      break;
+    }
+    case TT_W_STR: {
+      uint64_t n = dec_varint(d);
+      if ((uint64_t)(d->end - d->p) < n) dec_bad(d);
+      lua_pushlstring(L, (const char *)d->p, (size_t)n);
+      d->p += n;
+      break;
+    }
+    case TT_W_TABLE: {
+      uint64_t n = dec_varint(d), i;
+      if (n > (uint64_t)(d->end - d->p)) dec_bad(d);
+      lua_createtable(L, 0, n < 1024 ? (int)n : 1024);
+      for (i = 0; i < n; i++) {
+        dec_value(d, depth + 1);
+        dec_value(d, depth + 1);
+        if (lua_isnil(L, -2) ||
+            (lua_type(L, -2) == LUA_TNUMBER &&
+             lua_tonumber(L, -2) != lua_tonumber(L, -2)))
+          dec_bad(d);
+        lua_rawset(L, -3);
+      }
+      break;
+    }
+    default:
+      dec_bad(d);
+  }
+}
+
+int lt_wire_push(lua_State *L, const void *p, size_t n) {
+  wdec d;
+  uint64_t k, i;
+  int top = lua_gettop(L);
+  d.L = L;
+  d.p = p;
+  d.end = d.p + n;
+  k = dec_varint(&d);
+  if (k > n) dec_bad(&d);
+  luaL_checkstack(L, (int)k + 4, "too many wire values");
+  for (i = 0; i < k; i++) dec_value(&d, 0);
+  if (d.p != d.end) dec_bad(&d);
+  return lua_gettop(L) - top;
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** tether.store
+** ===================================================================== */
+
+static tt_store *check_store(lua_State *L) {
+  return lt_checkobj(L, 1, &tt_store_type);
+}
+
+/* store_error pushes nil and an error of code 'rc' with the store's
+** last message. */
+static int store_error(lua_State *L, tt_store *s, int rc) {
+  char msg[300], full[400];
+  tt_store_error(msg, sizeof msg);
+  if (rc == TT_ECLOSED)
+    snprintf(full, sizeof full, "store %s is closed", tt_store_url(s));
+  else
+    snprintf(full, sizeof full, "store %s: %s", tt_store_url(s),
+             msg[0] ? msg : tt_strerror(rc));
+  return lt_pusherror(L, rc == TT_ECLOSED ? TT_ECLOSED : TT_ESTORE, full);
+}
+
+/* tether.store.open(url [, opts]) -> store | nil, err.  A malformed URL
+** raises; a server that cannot be reached or a file that is not a
+** database returns nil and an error of code "store_unavailable". */
+static int l_open(lua_State *L) {
+  static const char *const known[] = {
+    "max_payload", "max_deliveries", "lease", "synchronous", "timeout",
+    "consumer", NULL
+  };
+  const char *url = luaL_checkstring(L, 1);
+  tt_store_opts o;
+  tt_store *s;
+  char msg[400];
+  int err = TT_OK;
+  memset(&o, 0, sizeof o);
+  if (!lua_isnoneornil(L, 2)) {
+    const char *sync;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lt_checkopts(L, 2, 2, NULL, known, false);
+    o.max_payload = (size_t)lt_optint(L, 2, 2, "max_payload", 1 << 20, 64,
+                                      1 << 30);
+    o.max_deliveries = lt_optint(L, 2, 2, "max_deliveries", 5, 1, 1000000);
+    o.lease = lt_optnumber(L, 2, 2, "lease", 30, 0);
+    if (o.lease <= 0) lt_fielderror(L, 2, "lease", "must be positive");
+    o.timeout = lt_optnumber(L, 2, 2, "timeout", 5, 0);
+    if (o.timeout <= 0) lt_fielderror(L, 2, "timeout", "must be positive");
+    sync = lt_optstring(L, 2, 2, "synchronous", "full");
+    if (strcmp(sync, "full") == 0)
+      o.sync_normal = false;
+    else if (strcmp(sync, "normal") == 0)
+      o.sync_normal = true;
+    else
+      lt_fielderror(L, 2, "synchronous", "must be 'full' or 'normal'");
+    o.consumer = lt_optstring(L, 2, 2, "consumer", NULL);
+  }
+  s = tt_store_open(url, &o, &err, msg, sizeof msg);
+  if (s == NULL) {
+    if (err == TT_EINVAL) return luaL_argerror(L, 1, msg);
+    if (err == TT_ENOMEM) return luaL_error(L, "not enough memory");
+    return lt_pusherror(L, TT_ESTORE, msg);
+  }
+  lt_pushnew(L, s);
+  return 1;
+}
+
+static void set_num(lua_State *L, const char *k, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+/* store:stats([pool]) -> {depth, leased, dead, oldest_age} | nil, err */
+static int m_stats(lua_State *L) {
+  tt_store *s = check_store(L);
+  const char *pool = luaL_optstring(L, 2, NULL);
+  tt_store_stats st;
+  int rc = tt_store_stats_get(s, pool, &st);
+  if (rc != TT_OK) return store_error(L, s, rc);
+  lua_createtable(L, 0, 4);
+  set_int(L, "depth", (lua_Integer)st.depth);
+  set_int(L, "leased", (lua_Integer)st.leased);
+  set_int(L, "dead", (lua_Integer)st.dead);
+  set_num(L, "oldest_age", st.oldest_age);
+  return 1;
+}
+
+static int push_args(lua_State *L) {
+  const tt_record *r = lua_touserdata(L, 1);
+  int n, i;
+  lua_settop(L, 0);
+  n = lt_wire_push(L, r->args, r->args_len);
+  lua_createtable(L, n, 0);
+  for (i = 1; i <= n; i++) {
+    lua_pushvalue(L, i);
+    lua_rawseti(L, -2, i);
+  }
+  return 1;
+}
+
+/* push_dead pushes one dead letter as a table: {id, origin, pool,
+** reason, at, deliveries, name, fn, tenant, args} (the last four when the
+** record can be read). */
+static void push_dead(lua_State *L, const tt_store_dead *d) {
+  tt_record *r = tt_record_decode(d->rec, d->len, NULL, 0);
+  lua_createtable(L, 0, 10);
+  lua_pushstring(L, d->id);
+  lua_setfield(L, -2, "id");
+  lua_pushstring(L, d->origin);
+  lua_setfield(L, -2, "origin");
+  lua_pushstring(L, d->pool);
+  lua_setfield(L, -2, "pool");
+  lua_pushstring(L, d->reason);
+  lua_setfield(L, -2, "reason");
+  set_num(L, "at", d->at);
+  set_int(L, "deliveries", d->deliveries);
+  if (r != NULL) {
+    lua_pushstring(L, r->name != NULL ? r->name : "op");
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, r->fn);
+    lua_setfield(L, -2, "fn");
+    if (r->tenant != NULL) {
+      lua_pushlstring(L, r->tenant, r->tenant_len);
+      lua_setfield(L, -2, "tenant");
+    }
+    lua_pushcfunction(L, push_args);
+    lua_pushlightuserdata(L, r);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK)
+      lua_setfield(L, -2, "args");
+    else
+      lua_pop(L, 1);
+    free(r);
+  }
+}
+
+/* store:dead_letters([pool [, max]]) -> list | nil, err */
+static int m_dead_letters(lua_State *L) {
+  tt_store *s = check_store(L);
+  const char *pool = luaL_optstring(L, 2, NULL);
+  lua_Integer max = luaL_optinteger(L, 3, 1000);
+  tt_store_dead *d = NULL;
+  size_t n = 0, i;
+  int rc;
+  luaL_argcheck(L, max >= 0, 3, "must not be negative");
+  rc = tt_store_dead_letters(s, pool, (size_t)max, &d, &n);
+  if (rc != TT_OK) return store_error(L, s, rc);
+  lua_createtable(L, (int)n, 0);
+  for (i = 0; i < n; i++) {
+    push_dead(L, &d[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  tt_store_dead_free(d, n);
+  return 1;
+}
+
+/* dead_ref reads a dead letter's id and pool: a table from dead_letters,
+** or an id (string or integer) and an optional pool. */
+static const char *dead_ref(lua_State *L, const char **pool) {
+  const char *id;
+  *pool = NULL;
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "pool");
+    *pool = lua_tostring(L, -1);
+    lua_getfield(L, 2, "id");
+    id = lua_tostring(L, -1);
+    if (id == NULL) luaL_argerror(L, 2, "dead letter without an id");
+    return id;
+  }
+  id = luaL_checkstring(L, 2);
+  *pool = luaL_optstring(L, 3, NULL);
+  return id;
+}
+
+static int dead_result(lua_State *L, tt_store *s, int rc) {
+  if (rc == TT_OK) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (rc == TT_EINVAL) return lt_pusherror(L, TT_EINVAL, "no such dead letter");
+  return store_error(L, s, rc);
+}
+
+/* store:retry_dead(dl | id [, pool]) -> true | nil, err */
+static int m_retry_dead(lua_State *L) {
+  tt_store *s = check_store(L);
+  const char *pool, *id = dead_ref(L, &pool);
+  return dead_result(L, s, tt_store_retry_dead(s, pool, id));
+}
+
+/* store:drop_dead(dl | id [, pool]) -> true | nil, err */
+static int m_drop_dead(lua_State *L) {
+  tt_store *s = check_store(L);
+  const char *pool, *id = dead_ref(L, &pool);
+  return dead_result(L, s, tt_store_drop_dead(s, pool, id));
+}
+
+/* store:close() writes what is queued and closes the store. */
+static int m_close(lua_State *L) {
+  tt_store_close(check_store(L));
+  return 0;
+}
+
+/* store:url() is the store's URL without its password. */
+static int m_url(lua_State *L) {
+  lua_pushstring(L, tt_store_url(check_store(L)));
+  return 1;
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** pool:drain_store
+** ===================================================================== */
+
+typedef struct pjob {
+  const tt_record *r;
+  const tt_claim *c;
+  lt_env *env;
+  lt_task *task;
+  tt_obj *deliveries;
+} pjob;
+
+/* prep_body makes the task of a record: the function's name and its
+** arguments rebuilt from wire values (run protected). */
+static int prep_body(lua_State *L) {
+  pjob *j = lua_touserdata(L, 1);
+  char what[160];
+  int top, n;
+  lua_settop(L, 0);
+  lua_pushinteger(L, j->c->deliveries);
+  j->deliveries = lt_pack_one(L, 1, "context value");
+  lua_settop(L, 0);
+  top = lua_gettop(L);
+  lua_pushstring(L, j->r->fn);
+  n = lt_wire_push(L, j->r->args, j->r->args_len);
+  snprintf(what, sizeof what, "task '%s'",
+           j->r->name != NULL ? j->r->name : "op");
+  j->task = lt_task_new(L, j->env, top + 1, top + 2, n, true, what);
+  return 0;
+}
+
+typedef struct pctx {
+  lua_State *L;
+  lt_env *env;
+} pctx;
+
+static int prepare(void *ud, const tt_record *r, const tt_claim *c,
+                   tt_ctx **parent, tt_fn *fn, void **arg, tt_drop *drop,
+                   char *why, size_t whylen) {
+  static const tt_key dkey = {NULL, "tether.deliveries", 17};
+  pctx *pc = ud;
+  lua_State *L = pc->L;
+  pjob j;
+  tt_ctx *nc;
+  int top = lua_gettop(L);
+  memset(&j, 0, sizeof j);
+  j.r = r;
+  j.c = c;
+  j.env = pc->env;
+  if (!lua_checkstack(L, 3)) {
+    snprintf(why, whylen, "cannot prepare the op: stack overflow");
+    return TT_EINVAL;
+  }
+  lua_pushcfunction(L, prep_body);
+  lua_pushlightuserdata(L, &j);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    snprintf(why, whylen, "cannot prepare the op: %s",
+             lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                             : "error");
+    lua_settop(L, top);
+    if (j.task != NULL) lt_task_drop(j.task);
+    tt_unref(j.deliveries);
+    return TT_EINVAL;
+  }
+  lua_settop(L, top);
+  nc = tt_with_value(*parent, &dkey, j.deliveries);
+  tt_unref(j.deliveries);
+  if (nc != NULL) {
+    tt_unref(*parent);
+    *parent = nc;
+  }
+  *fn = lt_task_run;
+  *arg = j.task;
+  *drop = lt_task_drop;
+  return TT_OK;
+}
+
+int lt_drain_store(lua_State *L, tt_pool *pool, lt_env *env) {
+  static const char *const known[] = {"pool", "allow", "batch", NULL};
+  tt_store *s = lt_checkobj(L, 2, &tt_store_type);
+  tt_ctx *ctx = lua_isnoneornil(L, 3) ? NULL
+                                      : lt_checkobj(L, 3, &tt_ctx_type);
+  const char *allow[MAX_ALLOW];
+  tt_drain_opts o;
+  tt_drain_report rep;
+  pctx pc;
+  int rc;
+  memset(&o, 0, sizeof o);
+  if (!lua_isnoneornil(L, 4)) {
+    luaL_checktype(L, 4, LUA_TTABLE);
+    lt_checkopts(L, 4, 4, NULL, known, false);
+    o.pool = lt_optstring(L, 4, 4, "pool", NULL);
+    o.batch = lt_optint(L, 4, 4, "batch", 64, 1, 4096);
+    if (lua_getfield(L, 4, "allow") != LUA_TNIL) {
+      lua_Integer i, n;
+      if (!lua_istable(L, -1))
+        lt_fielderror(L, 4, "allow", "must be a list of module names");
+      n = (lua_Integer)lua_rawlen(L, -1);
+      if (n > MAX_ALLOW) lt_fielderror(L, 4, "allow", "is too long");
+      for (i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
+          lt_fielderror(L, 4, "allow", "must be a list of module names");
+        allow[o.nallow++] = lua_tostring(L, -1);  /* anchored in the list */
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);  /* the list stays anchored in the options table */
+  }
+  o.allow = allow;
+  pc.L = L;
+  pc.env = env;
+  o.prepare = prepare;
+  o.ud = &pc;
+  rc = tt_pool_drain_store(pool, s, ctx, &o, &rep);
+  if (rc != TT_OK) {
+    if (rc == TT_CANCELED || rc == TT_DEADLINE) {
+      lua_pushnil(L);
+      lt_pushnew(L, tt_error_for(rc));
+      return 2;
+    }
+    if (rc == TT_ECLOSED && tt_store_sync(s) == TT_OK)
+      return lt_pusherror(L, TT_ECLOSED, "the pool is closed");
+    return store_error(L, s, rc);
+  }
+  lua_pushboolean(L, 1);
+  lua_createtable(L, 0, 4);
+  set_int(L, "claimed", (lua_Integer)rep.claimed);
+  set_int(L, "completed", (lua_Integer)rep.completed);
+  set_int(L, "failed", (lua_Integer)rep.failed);
+  set_int(L, "refused", (lua_Integer)rep.refused);
+  return 2;
+}
+
+/* }==================================================================== */
+
+void lt_open_store(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"stats", m_stats},
+    {"dead_letters", m_dead_letters},
+    {"retry_dead", m_retry_dead},
+    {"drop_dead", m_drop_dead},
+    {"close", m_close},
+    {"url", m_url},
+    {NULL, NULL}
+  };
+  static const luaL_Reg funcs[] = {
+    {"open", l_open},
+    {NULL, NULL}
+  };
+  lt_newtype(L, &tt_store_type, methods, NULL);
+  lua_pop(L, 1);
+  luaL_newlib(L, funcs);
+  lua_setfield(L, -2, "store");
+}

@@ -142,7 +142,6 @@ test: deps
 lint: deps
 	bash tools/lint.sh
 
-# Every example runs to its end (each checks what it shows).
 # Every example runs to its end (each checks what it shows), the demo
 # too: `make demo` is one of the two commands the README promises.
 examples: all

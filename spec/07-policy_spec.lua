@@ -5,7 +5,6 @@ local tether = require "tether"
 local bg = tether.background()
 
 local check_invariant = require("spec.support.accounting").check
-local scale = require "spec.support.scale"
 local eventually = require "spec.support.eventually"
 
 -- A task that fails its first 'fails' attempts, counting attempts on a
@@ -307,15 +306,18 @@ describe("priority tiers", function()
       quiet = true, shutdown = shutdown,
       priorities = { high = { workers = 10 }, low = { workers = 50 } } }
     local done = { high = tether.chan(100000), low = tether.chan(100000) }
+    -- Ops of 50 ms: long enough that a submitter slowed down by a
+    -- sanitizer (hundreds of microseconds a submission under TSan) still
+    -- queues work faster than the 50 low workers can take it.
+    local d = 0.05
     local function op(ctx, out)
-      if tether.sleep(0.01, ctx) then out:send(true) end
+      if tether.sleep(d, ctx) then out:send(true) end
     end
     -- Each tier gets more work than it can do in the window: two seconds
-    -- of 10 ms ops at its full capacity (2,000 for high's 10 workers,
-    -- 10,000 for low's 50).  The window starts once everything is
-    -- queued, so that a slow submitter (a sanitizer, a loaded machine)
-    -- does not count against the tiers.
-    local counts = { high = 2000, low = 10000 }
+    -- of ops at its full capacity (400 for high's 10 workers, 2,000 for
+    -- low's 50).  The window starts once everything is queued, so that a
+    -- slow submitter does not count against the tiers.
+    local counts = { high = 10 * 2 / d, low = 50 * 2 / d }
     for _ = 1, counts.low do
       pool:submit(bg, { name = "r", priority = "low" }, op, done.low)
     end
@@ -332,16 +334,13 @@ describe("priority tiers", function()
                    low = counts.low - done.low:len() }
     stop()
     -- Each tier's throughput as a share of its capacity (its workers
-    -- times the window, over 10 ms an op).  No tier can pass its own
+    -- times the window, over 'd' an op).  No tier can pass its own
     -- capacity (its workers are its own), and each gets a fair part of
-    -- it: a tier starved by the other fails the lower bound.  Under a
-    -- sanitizer each op's overhead is many times larger, so the bound is
-    -- lower there.
+    -- it: a tier starved by the other fails the lower bound.
     local share = {
-      high = high / (10 * window / 0.01),
-      low = low / (50 * window / 0.01),
+      high = high / (10 * window / d),
+      low = low / (50 * window / d),
     }
-    local floor = scale.sanitized and 0.1 or 0.25
     print(("\n  fairness (%.2f s, both tiers saturated): high %d ops on 10 "
            .. "workers (%.0f%% of capacity), low %d ops on 50 workers "
            .. "(%.0f%%)"):format(window, high, share.high * 100, low,
@@ -349,7 +348,7 @@ describe("priority tiers", function()
     for tier, r in pairs(share) do
       assert.is_true(left[tier] > 0, tier .. " ran out of work")
       assert.is_true(r <= 1.05, tier .. " passed its capacity: " .. r)
-      assert.is_true(r >= floor, tier .. " starved: " .. r)
+      assert.is_true(r >= 0.25, tier .. " starved: " .. r)
     end
     assert.is_true(pool:drain(tether.with_timeout(bg, 10)))
   end)

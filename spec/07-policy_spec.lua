@@ -306,34 +306,47 @@ describe("priority tiers", function()
       quiet = true, shutdown = shutdown,
       priorities = { high = { workers = 10 }, low = { workers = 50 } } }
     local done = { high = tether.chan(100000), low = tether.chan(100000) }
+    -- Ops of 50 ms: long enough that a submitter slowed down by a
+    -- sanitizer (hundreds of microseconds a submission under TSan) still
+    -- queues work faster than the 50 low workers can take it.
+    local d = 0.05
     local function op(ctx, out)
-      if tether.sleep(0.01, ctx) then out:send(true) end
+      if tether.sleep(d, ctx) then out:send(true) end
     end
-    -- Each tier gets more work than it can do in the window: 3,000 ops of
-    -- 10 ms each, where a window of 0.5 s fits 500 (high, 10 workers) and
-    -- 2,500 (low, 50 workers).
-    local t0 = tether.now()
-    for _ = 1, 3000 do
-      pool:submit(bg, { name = "c", priority = "high" }, op, done.high)
+    -- Each tier gets more work than it can do in the window: two seconds
+    -- of ops at its full capacity (400 for high's 10 workers, 2,000 for
+    -- low's 50).  The window starts once everything is queued, so that a
+    -- slow submitter does not count against the tiers.
+    local counts = { high = 10 * 2 / d, low = 50 * 2 / d }
+    for _ = 1, counts.low do
       pool:submit(bg, { name = "r", priority = "low" }, op, done.low)
     end
-    tether.sleep(math.max(0, 0.5 - (tether.now() - t0)))
-    local high, low = done.high:len(), done.low:len()
+    for _ = 1, counts.high do
+      pool:submit(bg, { name = "c", priority = "high" }, op, done.high)
+    end
+    local t0 = tether.now()
+    local high0, low0 = done.high:len(), done.low:len()
+    tether.sleep(0.5)
+    local high, low = done.high:len() - high0, done.low:len() - low0
     local window = tether.now() - t0
+    -- Both tiers were saturated through the window: work was left.
+    local left = { high = counts.high - done.high:len(),
+                   low = counts.low - done.low:len() }
     stop()
     -- Each tier's throughput as a share of its capacity (its workers
-    -- times the window, over 10 ms an op).  No tier can pass its own
+    -- times the window, over 'd' an op).  No tier can pass its own
     -- capacity (its workers are its own), and each gets a fair part of
     -- it: a tier starved by the other fails the lower bound.
     local share = {
-      high = high / (10 * window / 0.01),
-      low = low / (50 * window / 0.01),
+      high = high / (10 * window / d),
+      low = low / (50 * window / d),
     }
     print(("\n  fairness (%.2f s, both tiers saturated): high %d ops on 10 "
            .. "workers (%.0f%% of capacity), low %d ops on 50 workers "
            .. "(%.0f%%)"):format(window, high, share.high * 100, low,
                                   share.low * 100))
     for tier, r in pairs(share) do
+      assert.is_true(left[tier] > 0, tier .. " ran out of work")
       assert.is_true(r <= 1.05, tier .. " passed its capacity: " .. r)
       assert.is_true(r >= 0.25, tier .. " starved: " .. r)
     end

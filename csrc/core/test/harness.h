@@ -70,8 +70,22 @@ static inline void th_nap(void) {
   nanosleep(&ts, NULL);
 }
 
+static inline unsigned th_timeout(void);
+
+/* th_slow is how much slower than a plain build this run is allowed to
+** be: the per-test timeout over a plain build's 60 s (5 under the
+** sanitizers, 10 under valgrind, whose harness sets TETHER_TEST_TIMEOUT
+** to 600), never below 1.  Bounded waits scale by it, so that a loaded
+** machine running valgrind, which serialises every thread, is not
+** mistaken for a bug. */
+static inline double th_slow(void) {
+  double f = (double)th_timeout() / 60.0;
+  return f > 1 ? f : 1;
+}
+
+/* WAIT_FOR polls 'cond' for at most 'secs' seconds (times th_slow). */
 #define WAIT_FOR(cond, secs) \
-  do { double wf_end = tt_now() + (secs); \
+  do { double wf_end = tt_now() + (secs) * th_slow(); \
     while (!(cond) && tt_now() < wf_end) th_nap(); } while (0)
 
 /* th_on_small_stack runs fn(arg) on a thread with a 256 KiB stack, for

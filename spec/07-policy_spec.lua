@@ -401,7 +401,9 @@ describe("causes", function()
         local _, err = tether.sleep(5, ctx)
         error(err)
       end, started)
-    local broken = pool:submit(bg, "broken", function() error("bug") end)
+    -- Its own long timeout: a loaded machine may start it late.
+    local broken = pool:submit(bg, { name = "broken", timeout = 10 },
+      function() error("bug") end)
     slow:wait()
     broken:wait()
     started:recv()

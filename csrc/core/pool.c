@@ -1098,8 +1098,10 @@ static void run_op(tt_pool *p, op *o) {
   else
     ctx = tt_with_cancel(o->base);
   actx = hook_begin(p, o, ctx, &hstate);
-  tt__handle_set_state(&o->h, TT_H_RUNNING);
   tt__lock(&p->mu);
+  /* Under the lock: an op abandoned since its take is resolved already,
+  ** and its handle must keep that state. */
+  if (!o->abandoned) tt__handle_set_state(&o->h, TT_H_RUNNING);
   o->ctx = ctx;
   old_actx = o->actx;
   o->actx = actx;

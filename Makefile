@@ -142,9 +142,10 @@ test: deps
 lint: deps
 	bash tools/lint.sh
 
-# Every example runs to its end (each checks what it shows).
+# Every example runs to its end (each checks what it shows), the demo
+# too: `make demo` is one of the two commands the README promises.
 examples: all
-	@set -e; for f in examples/[0-9]*.lua; do \
+	@set -e; for f in examples/[0-9]*.lua examples/demo.lua; do \
 	  $(LUA) $$f >/dev/null 2>&1 || \
 	  { echo "example failed: $$f"; $(LUA) $$f; exit 1; }; done; \
 	echo "examples: all ran"

@@ -400,10 +400,18 @@ static int start_thread(void) {
   return TT_OK;
 }
 
+static void restore(int i);
+
 void tt__signal_shutdown(void) {
   int i;
   tt__lock(&S_mu);
   if (thread_on) {
+    /* A handler that only chains to the program's own (Ctrl-C in waits)
+    ** goes back to the program: the next interruptible wait installs it
+    ** again.  Handlers that signal contexts hold stay, and so does the
+    ** thread that serves them. */
+    for (i = 0; i < NSLOTS; i++)
+      if (atomic_load(&held[i]) == 0) restore(i);
     for (i = 0; i < NSLOTS; i++)
       if (atomic_load(&installed[i])) break;
     if (i == NSLOTS) {

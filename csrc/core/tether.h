@@ -213,8 +213,10 @@ double tt_wall(void);
 
 /* tt_shutdown stops the engine's idle threads (idle executor threads,
 ** the timer thread when no deadline is pending: a pending one must still
-** fire, the signal thread, and the trace exporter once it has sent what
-** it holds) and waits for them.  Call it at the end of a C program that
+** fire, the signal thread when no signal context listens (the program's
+** own SIGINT handler is put back; the next interruptible wait installs
+** tether's again), and the trace exporter once it has sent what it
+** holds) and waits for them.  Call it at the end of a C program that
 ** wants a clean exit under leak checkers; work still running on the
 ** executor is waited for.  The engine restarts its threads on the next
 ** use, so it may race with any other use of the engine: a deadline added

@@ -196,6 +196,36 @@ TEST(waits_outside_a_section_are_not_interrupted) {
   CHECK(tt_interrupt_count() >= 1);
 }
 
+static void host_sigint(int sig) { (void)sig; }
+
+/* The program's own SIGINT handler (lua.c's, in a script) comes back
+** when the engine shuts down: the chaining handler an interruptible wait
+** installed goes, and with it the signal thread, so that a program that
+** shuts the engine down is left with its own threads only. */
+TEST(shutdown_gives_sigint_back_to_the_program) {
+  struct sigaction host, cur, old;
+  memset(&host, 0, sizeof host);
+  host.sa_handler = host_sigint;
+  sigemptyset(&host.sa_mask);
+  CHECK_EQ(sigaction(SIGINT, &host, &old), 0);
+  tt_interrupt_begin();
+  CHECK_EQ(tt_sleep(0.001, NULL), TT_OK);  /* parks: installs tether's */
+  tt_interrupt_end();
+  CHECK_EQ(sigaction(SIGINT, NULL, &cur), 0);
+  CHECK((cur.sa_flags & SA_SIGINFO) != 0);  /* tether's chaining handler */
+  tt_shutdown();
+  CHECK_EQ(sigaction(SIGINT, NULL, &cur), 0);
+  CHECK(!(cur.sa_flags & SA_SIGINFO) && cur.sa_handler == host_sigint);
+  /* The next wait installs it again, and Ctrl-C still reaches it. */
+  tt_interrupt_begin();
+  CHECK_EQ(tt_sleep(0.001, NULL), TT_OK);
+  CHECK_EQ(sigaction(SIGINT, NULL, &cur), 0);
+  CHECK((cur.sa_flags & SA_SIGINFO) != 0);
+  tt_interrupt_end();
+  tt_shutdown();
+  CHECK_EQ(sigaction(SIGINT, &old, NULL), 0);
+}
+
 /* }==================================================================== */
 
 

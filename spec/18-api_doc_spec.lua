@@ -10,11 +10,14 @@
 --              level 3 or more.
 --   Types.     Every metatable the binding registers (those with a
 --              '__tether_type' field, read from the registry): its name
---              appears in a heading; each method of its '__index' appears
---              as `:method` in a deeper heading of that section; each
+--              appears in a heading; each method of its '__index' (or of
+--              its '__methods', behind an '__index' function) appears as
+--              `:method` in a deeper heading of that section; each
 --              metamethod (but the ones every type has) in that
---              section's text.  An error's fields, read by a C '__index'
---              function, are taken from its source (err_index in lobj.c).
+--              section's text.  The fields a C '__index' function reads
+--              are taken from its source (FIELD_READERS: err_index in
+--              lobj.c, span_index in ltrace.c) and appear as `.field` in
+--              that section's text.
 --   Options.   Every options list the binding checks (the lists passed to
 --              lt_checkopts in csrc/lua/*.c) matches, key for key, a table
 --              of the page whose first column is `option`, and every such
@@ -201,7 +204,8 @@ local function option_lists()
     local text = read(file)
     local defs = {}
     for pos, name, body in
-        text:gmatch("()const%s+char%s*%*%s*const%s+([%w_]+)%[%]%s*=%s*(%b{})") do
+        text:gmatch("()const%s+char%s*%*%s*const%s+([%w_]+)%[%]%s*=%s*"
+                    .. "(%b{})") do
       local keys = {}
       for k in body:gmatch('"([^"]*)"') do keys[#keys + 1] = k end
       defs[#defs + 1] = { pos = pos, name = name, keys = keys }
@@ -236,16 +240,28 @@ local function option_lists()
   return lists
 end
 
--- error_fields reads the fields an error answers in lobj.c's err_index.
-local function error_fields()
-  local text = read("csrc/lua/lobj.c")
-  local body = text:match("static int err_index%b()%s*(%b{})")
-  assert(body, "csrc/lua/lobj.c: err_index not found")
+-- The C '__index' functions that read fields, by type: their source is
+-- where the fields are found.  A type whose '__index' is a function and
+-- that is not listed here fails the check, naming itself.
+local FIELD_READERS = {
+  ["tether.Error"] = { file = "csrc/lua/lobj.c", fn = "err_index",
+                       min = 5 },
+  ["tether.Span"] = { file = "csrc/lua/ltrace.c", fn = "span_index",
+                      min = 3 },
+}
+
+-- index_fields reads the fields a C '__index' function answers: the
+-- names it compares the key with (strcmp(k, "name")).
+local function index_fields(reader)
+  local text = read(reader.file)
+  local body = text:match("static int " .. reader.fn .. "%b()%s*(%b{})")
+  assert(body, ("%s: %s not found"):format(reader.file, reader.fn))
   local fields = {}
   for f in body:gmatch('strcmp%(k,%s*"([^"]+)"%)') do
     fields[#fields + 1] = f
   end
-  assert(#fields >= 5, "csrc/lua/lobj.c: err_index reads no fields")
+  assert(#fields >= reader.min, ("%s: %s reads too few fields"):format(
+    reader.file, reader.fn))
   return fields
 end
 
@@ -311,10 +327,12 @@ local function registry_types()
   return types
 end
 
--- Metamethods every type has, documented once in the conventions.
+-- Metamethods every type has, documented once in the conventions, and
+-- '__methods', the methods behind an '__index' function (checked as
+-- methods).
 local COMMON_META = {
   __gc = true, __name = true, __tether_type = true, __index = true,
-  __tostring = true,
+  __tostring = true, __methods = true,
 }
 
 -- }====================================================================
@@ -332,6 +350,7 @@ local ODD = coroutine.create(noop)
 
 local bg = tether.background()
 local probe_pool  -- made by the tests that need it, drained after them
+local probe_store, probe_file  -- a store for the probe of drain_store
 
 -- Each probe: the list it checks (file, list name and, where two lists
 -- share a name, a key only that one has), a pattern the heading above
@@ -372,6 +391,41 @@ local PROBES = {
       step[key] = ODD
       return tether.saga { step }
     end },
+  -- Every key of these raises before anything is made: a server's
+  -- handler is refused before its pool is made ('routes' with a
+  -- 'handler' raises that they exclude each other).
+  { file = "lhttp.c", name = "server_options",
+    heading = "tether%.http%.server%(",
+    call = function(key)
+      local opts = { [key] = ODD }
+      if key ~= "handler" then opts.handler = noop end
+      return tether.http.server(opts)
+    end },
+  { file = "lhttp.c", name = "tls_options",
+    heading = "tether%.http%.server%(",
+    call = function(key)
+      return tether.http.server { handler = noop, tls = { [key] = ODD } }
+    end },
+  { file = "lpool.c", name = "known", with = "max_tenants",
+    heading = "metrics",
+    call = function(key)
+      return tether.pool { metrics = { [key] = ODD } }
+    end },
+  { file = "lstore.c", name = "known", with = "consumer",
+    heading = "tether%.store%.open%(",
+    call = function(key)
+      return tether.store.open("sqlite:" .. probe_file, { [key] = ODD })
+    end },
+  { file = "lstore.c", name = "known", with = "allow",
+    heading = ":drain_store%(",
+    call = function(key)
+      return probe_pool:drain_store(probe_store, nil, { [key] = ODD })
+    end },
+  { file = "llog.c", name = "known", heading = "tether%.log%.configure%(",
+    call = function(key) return tether.log.configure { [key] = ODD } end },
+  { file = "ltrace.c", name = "known",
+    heading = "tether%.trace%.configure%(",
+    call = function(key) return tether.trace.configure { [key] = ODD } end },
 }
 
 -- accepted tells whether the binding takes 'key' in a probe's table: the
@@ -406,9 +460,17 @@ end
 describe("docs/api.md", function()
   setup(function()
     probe_pool = tether.pool { name = "api-doc-probe", workers = 1 }
+    probe_file = os.tmpname()
+    probe_store = assert(tether.store.open("sqlite:" .. probe_file))
   end)
 
-  teardown(function() assert(probe_pool:drain()) end)
+  teardown(function()
+    assert(probe_pool:drain())
+    probe_store:close()
+    for _, suffix in ipairs { "", "-wal", "-shm" } do
+      os.remove(probe_file .. suffix)
+    end
+  end)
 
   it("has an entry for every name require \"tether\" exports", function()
     local missing = {}
@@ -433,9 +495,12 @@ describe("docs/api.md", function()
         missing[#missing + 1] = t.name .. " (no heading names it)"
       else
         local text = section_text(doc, h)
-        if type(t.mt.__index) == "table" then
+        local mtab = type(t.mt.__index) == "table" and t.mt.__index
+                     or type(rawget(t.mt, "__methods")) == "table"
+                        and t.mt.__methods
+        if mtab then
           local methods = {}
-          for m in pairs(t.mt.__index) do methods[#methods + 1] = m end
+          for m in pairs(mtab) do methods[#methods + 1] = m end
           table.sort(methods)
           for _, m in ipairs(methods) do
             local found = false
@@ -450,14 +515,17 @@ describe("docs/api.md", function()
                 .. "'%s')"):format(t.name, m, h.text)
             end
           end
-        elseif type(t.mt.__index) == "function" then
-          if t.name ~= "tether.Error" then
+        end
+        if type(t.mt.__index) == "function" then
+          local reader = FIELD_READERS[t.name]
+          if not reader then
             missing[#missing + 1] = t.name .. " has an __index function: "
-              .. "teach spec/18-api_doc_spec.lua to read its fields"
+              .. "teach spec/18-api_doc_spec.lua to read its fields "
+              .. "(FIELD_READERS)"
           else
-            for _, f in ipairs(error_fields()) do
+            for _, f in ipairs(index_fields(reader)) do
               if not has_word(text, "." .. f) then
-                missing[#missing + 1] = ("%s field '%s' (as err.%s in the "
+                missing[#missing + 1] = ("%s field '%s' (as .%s in the "
                   .. "section '%s')"):format(t.name, f, f, h.text)
               end
             end
@@ -636,7 +704,8 @@ describe("docs/api.md", function()
                      "no section names tether.lint")
     local text = section_text(doc, h)
     local missing = {}
-    for _, name in ipairs(exported_names(require "tether.lint", "lint", true)) do
+    local lint = require "tether.lint"
+    for _, name in ipairs(exported_names(lint, "lint", true)) do
       if not has_word(text, name) then missing[#missing + 1] = name end
     end
     fail_with(missing, "these names in its tether.lint section")

@@ -91,6 +91,45 @@ describe("Ctrl-C in a blocking call of the main state", function()
            "g:wait()")
   end)
 
+  -- The drainer runs one op at a time and has three to run: a Ctrl-C
+  -- that reached a later claim would bury its record as "interrupted!".
+  it("ends pool:drain_store, and buries no record", function()
+    local r = ctrl_c([[
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir " .. dir))
+      local f = assert(io.open(dir .. "/slowops.lua", "w"))
+      f:write("return { run = function(ctx, s) ",
+              "require('tether').sleep(s, ctx) end }")
+      f:close()
+      package.path = dir .. "/?.lua;" .. package.path
+      print(dir)
+      local store = assert(tether.store.open("sqlite:" .. dir .. "/q.db"))
+      local p = tether.pool { name = "p", workers = 1, queue = 1,
+                              overflow = store, quiet = true,
+                              exit_timeout = 0 }
+      local gate, started = tether.chan(0), tether.chan(1)
+      p:submit(bg, "hold", function(_, g, s) s:send(true) g:recv() end,
+               gate, started)
+      started:recv()
+      p:submit(bg, "fill", function() end)
+      for _, s in ipairs { 0.3, 30, 30 } do
+        local _, err = p:submit(bg, "slow", "slowops:run", s):wait()
+        assert(err.code == "spilled")
+      end
+      gate:send(true)
+      assert(p:drain())
+      local d = tether.pool { name = "d", workers = 1, queue = 1,
+                              quiet = true, exit_timeout = 0 }]],
+      "d:drain_store(store, nil, { allow = { 'slowops' } })")
+    local dir = r.out[1]
+    local store = assert(tether.store.open("sqlite:" .. dir .. "/q.db"))
+    local dead = assert(store:dead_letters())
+    store:close()
+    os.execute("rm -r " .. dir)
+    assert.same({}, dead)
+  end)
+
   it("ends s:run as a failed step: the compensations run first, detached",
      function()
     local r = ctrl_c([[

@@ -7,23 +7,29 @@ local child = require "spec.support.child"
 
 -- A script whose ops outlive the signal: 'n' ops of 'secs' seconds each
 -- on a pool of 'workers', the ops detached from the run context as pool
--- ops are; it prints "ready" and then waits for the run context.
+-- ops are; it prints "ready" once every worker runs one (so that which
+-- ops run and which wait when the signal comes does not depend on how
+-- fast the workers start) and then waits for the run context.
 local function batch(n, secs, workers)
   return ([[
 local tether = require "tether"
 local ctx = tether.run_context()
 local p = tether.pool { name = "batch", workers = %d }
+local started = tether.chan(%d)
 for i = 1, %d do
-  p:submit(ctx, "item" .. i, function(_, s)
+  p:submit(ctx, "item" .. i, function(_, s, st)
+    st:send(true)
     require("tether").sleep(s)
     io.stdout:write("done\n")
-  end, %g)
+  end, %g, started)
 end
+-- Every worker has an op running before the signal can come.
+for _ = 1, %d do started:recv() end
 print("ready")
 ctx:wait()
 print("canceled by " .. ctx:cause().signal)
 p:drain()
-]]):format(workers, n, secs)
+]]):format(workers, n, n, secs, math.min(n, workers))
 end
 
 local function count(s, pat)

@@ -353,7 +353,7 @@ local T = {
   end,
   ["tether.select"] = function(w) return {w.default, w.chan_closed} end,
   ["tether.sleep"] = function(w) return {0, w.ctx_canceled} end,
-  ["tether.transfer_roundtrip"] = function() return {1, "x"} end,
+  ["tether._test_transfer_roundtrip"] = function() return {1, "x"} end,
   ["tether.type"] = function() return {1} end,
   ["tether.with_cancel"] = function(w) return {w.bg} end,
   ["tether.with_cancel_cause"] = function(w) return {w.bg} end,

@@ -19,6 +19,12 @@
 ** through a channel.  So an op is acknowledged as soon as it ends, even
 ** after the loop returned because its context ended.
 **
+** Interrupts.  The loop's wait is a tt_select, so a caller in an
+** interruptible section (tt_interrupt_begin: a Ctrl-C in a program's own
+** wait) leaves it with TT_EINTR, as when its context ends: the ops
+** already running are still acknowledged when they end, the records
+** claimed but not started run out their lease.
+**
 ** Leases.  The loop renews the leases of its running ops every third of
 ** the store's lease; a drainer that dies stops renewing, and its records
 ** are claimed again by others once the lease runs out (at least once
@@ -392,6 +398,10 @@ int tt_pool_drain_store(tt_pool *p, tt_store *s, tt_ctx *ctx,
     if (wait < 0) wait = 0;
     r = tt_select(cs, nc, false, wait);
     if (r == 0) tt_unref(cs[0].item);
+    if (r == TT_SELECT_INTERRUPTED) {
+      rc = TT_EINTR;
+      break;
+    }
   }
   if (rc == TT_OK) {
     /* Every op ended: make sure their acknowledgements are written. */

@@ -2265,8 +2265,10 @@ typedef struct tt_drain_report {
 ** does a corrupted one.  It returns TT_OK once nothing is left to claim
 ** and every claimed op ended (and its acknowledgement is written), or
 ** the context's error code when 'ctx' (may be NULL) ends first (ops
-** already running are still acknowledged when they end), or TT_ESTORE,
-** TT_ECLOSED, TT_EINVAL.  'rep' (may be NULL) receives the counts. */
+** already running are still acknowledged when they end), TT_EINTR when
+** an interrupt ends the wait (tt_interrupt_begin; the same), or
+** TT_ESTORE, TT_ECLOSED, TT_EINVAL.  'rep' (may be NULL) receives the
+** counts. */
 int tt_pool_drain_store(tt_pool *p, tt_store *s, tt_ctx *ctx,
                         const tt_drain_opts *o, tt_drain_report *rep);
 

@@ -482,7 +482,8 @@ static int prepare(void *ud, const tt_record *r, const tt_claim *c,
   lua_State *L = pc->L;
   pjob j;
   tt_ctx *nc;
-  int top = lua_gettop(L);
+  lua_Hook hook;
+  int top = lua_gettop(L), mask, count, st;
   memset(&j, 0, sizeof j);
   j.r = r;
   j.c = c;
@@ -493,7 +494,17 @@ static int prepare(void *ud, const tt_record *r, const tt_claim *c,
   }
   lua_pushcfunction(L, prep_body);
   lua_pushlightuserdata(L, &j);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+  /* Hooks off while the op is prepared: a Ctrl-C leaves lua.c's hook
+  ** on this state, which would fire in the call below and bury a sound
+  ** record as "interrupted!" (and swallow the Ctrl-C); an interrupt
+  ** pool's hook has nothing to stop here either.  Both are put back. */
+  hook = lua_gethook(L);
+  mask = lua_gethookmask(L);
+  count = lua_gethookcount(L);
+  lua_sethook(L, NULL, 0, 0);
+  st = lua_pcall(L, 1, 0, 0);
+  lua_sethook(L, hook, mask, count);
+  if (st != LUA_OK) {
     snprintf(why, whylen, "cannot prepare the op: %s",
              lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
                                              : "error");
@@ -524,6 +535,7 @@ int lt_drain_store(lua_State *L, tt_pool *pool, lt_env *env) {
   tt_drain_opts o;
   tt_drain_report rep;
   pctx pc;
+  lt_wait w;
   int rc;
   memset(&o, 0, sizeof o);
   if (!lua_isnoneornil(L, 4)) {
@@ -551,7 +563,10 @@ int lt_drain_store(lua_State *L, tt_pool *pool, lt_env *env) {
   pc.env = env;
   o.prepare = prepare;
   o.ud = &pc;
+  /* A Ctrl-C ends the wait as it ends every wait of the main state. */
+  lt_wait_begin(L, &w);
   rc = tt_pool_drain_store(pool, s, ctx, &o, &rep);
+  if (lt_wait_end(L, &w) && rc == TT_EINTR) return lt_interrupted(L);
   if (rc != TT_OK) {
     if (rc == TT_CANCELED || rc == TT_DEADLINE) {
       lua_pushnil(L);

@@ -1,12 +1,13 @@
 /*
-** ltesthook.c -- tether.core.transfer_roundtrip, a hook for the specs:
-** not part of the API, and used by no other code.
+** ltesthook.c -- tether.core._test_transfer_roundtrip, a hook for the
+** specs: not part of the API (its name begins with '_test_', as every
+** hook of the specs does), and used by no other code.
 **
-** transfer_roundtrip(...) packs its arguments, unpacks them in a second,
-** fresh lua_State (opened as a worker's is), packs them there again and
-** unpacks the result here: a value goes through both directions of a real
-** transfer, as a task's arguments and results do, without a thread or a
-** pool in between (spec/04-transfer_spec.lua).
+** _test_transfer_roundtrip(...) packs its arguments, unpacks them in a
+** second, fresh lua_State (opened as a worker's is), packs them there
+** again and unpacks the result here: a value goes through both directions
+** of a real transfer, as a task's arguments and results do, without a
+** thread or a pool in between (spec/04-transfer_spec.lua).
 **
 ** It is compiled into the module rather than into a test-only build so
 ** that the specs exercise the very objects that ship, with one build of
@@ -17,8 +18,8 @@
 
 #include "ltransfer.h"
 
-/* What transfer_roundtrip calls the values it carries. */
-#define RT_WHAT "'transfer_roundtrip'"
+/* What _test_transfer_roundtrip calls the values it carries. */
+#define RT_WHAT "'_test_transfer_roundtrip'"
 
 /* An rtrip is what the two states share: the packed values each way and
 ** the package paths the second state gets. */
@@ -73,9 +74,9 @@ static const char *package_field(lua_State *L, const char *k) {
   return lua_tostring(L, -1);
 }
 
-/* transfer_roundtrip(...) returns its arguments after a round trip
+/* _test_transfer_roundtrip(...) returns its arguments after a round trip
 ** through a second state; it raises what either side raises (a refusal
-** names the values "'transfer_roundtrip'"). */
+** names the values "'_test_transfer_roundtrip'"). */
 static int l_roundtrip(lua_State *L) {
   int n = lua_gettop(L), st;
   rtrip r;
@@ -108,11 +109,11 @@ static int l_roundtrip(lua_State *L) {
   return lt_unpack(L, r.out);
 }
 
-/* lt_open_testhook adds transfer_roundtrip to the module table (on the
-** top of the stack). */
+/* lt_open_testhook adds _test_transfer_roundtrip to the module table (on
+** the top of the stack). */
 void lt_open_testhook(lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"transfer_roundtrip", l_roundtrip},
+    {"_test_transfer_roundtrip", l_roundtrip},
     {NULL, NULL}
   };
   luaL_setfuncs(L, funcs, 0);

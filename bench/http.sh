@@ -3,7 +3,8 @@
 # lua-nginx-module (the OpenResty way, on LuaJIT) and lua-http (on
 # cqueues), with the same two handlers ("hello", and one that sleeps
 # 1 ms), each loaded by `wrk -t2 -c50 -d5s --latency` on 127.0.0.1; and
-# the time from a client's hang-up to its handler's request context done.
+# the time from a client's hang-up to its handler's request context done;
+# and tether's "hello" again without its metrics and with tracing.
 #
 # Usage: bash bench/http.sh
 # It prints result lines "<impl>.<metric> <value>" (impl: tether, nginx,
@@ -103,6 +104,20 @@ for ((i = 0; i < 200; i++)); do
 done
 bench_impl tether "$(head -n 1 "$tmp/tether.addr")"
 kill "${pids[-1]}"
+
+# tether.http's "hello" without its HTTP metrics (metrics = false), then
+# with a server span per request as well: what observability costs.
+for mode in bare traced; do
+  "$lua" bench/http_server.lua "$workers" "$mode" >"$tmp/$mode.addr" &
+  pids+=($!)
+  for ((i = 0; i < 200; i++)); do
+    [ -s "$tmp/$mode.addr" ] && break
+    sleep 0.05
+  done
+  wait_up "$(head -n 1 "$tmp/$mode.addr")"
+  load tether "hello_$mode" "http://$(head -n 1 "$tmp/$mode.addr")/hello"
+  kill "${pids[-1]}"
+done
 
 # nginx + lua-nginx-module, one worker process per core, from a scratch
 # prefix (TOOLCHAIN.md section 9).

@@ -784,7 +784,7 @@ static void http_collect(tt_metric_writer *w, int f, void *ud) {
         for (m = 0; m < NMETHODS; m++)
           for (st = 0; st < NSTATUS; st++) {
             uint64_t v = get(&e->requests[m][st]);
-            char code[8];
+            char code[16];
             if (v == 0) continue;
             snprintf(code, sizeof code, "%d", st);
             l[1].value = method_names[m];

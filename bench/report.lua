@@ -291,15 +291,21 @@ local http_rows = {
   {shape = "\"hello\": requests/s", metric = "http_hello_per_s",
    goals = {{"nginx", 0.5}, {"luahttp", 3}}, higher = true},
   {shape = "\"hello\": p99 latency", metric = "http_hello_p99_ms"},
-  {shape = "\"hello\" with metrics = false (the rows above count the "
-     .. "server's HTTP metrics, as by default): requests/s",
-   metric = "http_hello_bare_per_s"},
-  {shape = "\"hello\" with metrics (the first row) against metrics = false",
-   metric = "http_hello_per_s", base = "http_hello_bare_per_s", cost = 5},
+  {shape = "\"hello\" with metrics = false, in turn with the next two "
+     .. "(2 s rounds): requests/s", metric = "http_hello_bare_per_s"},
+  {shape = "\"hello\" with the server's HTTP metrics (the default)",
+   metric = "http_hello_metrics_per_s", base = "http_hello_bare_per_s",
+   cost = 5},
   {shape = "\"hello\" with metrics and a server span per request (always "
-     .. "sampled, OTLP JSON to /dev/null): requests/s",
+     .. "sampled, OTLP JSON to /dev/null)",
    metric = "http_hello_traced_per_s", base = "http_hello_bare_per_s",
    cost = 15},
+  {shape = "CPU time of the server per \"hello\", metrics = false",
+   metric = "http_hello_bare_cpu_us"},
+  {shape = "the same with the server's HTTP metrics",
+   metric = "http_hello_metrics_cpu_us", base = "http_hello_bare_cpu_us"},
+  {shape = "the same with metrics and a server span per request",
+   metric = "http_hello_traced_cpu_us", base = "http_hello_bare_cpu_us"},
   {shape = "handler that sleeps 1 ms (on its context): requests/s",
    metric = "http_sleep_per_s", goals = {{"nginx", 1}, {"luahttp", 3}},
    higher = true},
@@ -377,7 +383,7 @@ if have_http then
     local function peer(impl)
       local k = impl .. "." .. row.metric
       if row.metric:match("hangup") or row.base
-         or row.metric:match("_bare_") then
+         or row.metric:match("_bare_") or row.metric:match("_cpu_") then
         return "—"
       end
       return cell(k)

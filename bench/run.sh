@@ -179,7 +179,9 @@ for impl in tether nginx luahttp; do
   done
 done
 http_metrics+="tether.http_hangup_p50_us,tether.http_hangup_p99_us,"
-http_metrics+="tether.http_hello_bare_per_s,tether.http_hello_traced_per_s"
+http_metrics+="tether.http_hello_bare_per_s,tether.http_hello_metrics_per_s,"
+http_metrics+="tether.http_hello_traced_per_s,tether.http_hello_bare_cpu_us,"
+http_metrics+="tether.http_hello_metrics_cpu_us,tether.http_hello_traced_cpu_us"
 
 start=$SECONDS
 for ((r = 1; r <= runs; r++)); do

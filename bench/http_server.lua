@@ -20,8 +20,8 @@ local srv = tether.http.server {
   metrics = mode ~= "bare",
   pool = { name = "bench", workers = workers, queue = 1024 },
   routes = {
-    ["GET /hello"] = function(ctx, req, res) res:send("hello\n") end,
-    ["GET /sleep"] = function(ctx, req, res)
+    ["GET /hello"] = function(_, _, res) res:send("hello\n") end,
+    ["GET /sleep"] = function(ctx, _, res)
       tether.sleep(0.001, ctx)
       res:send("slept\n")
     end,

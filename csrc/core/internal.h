@@ -146,7 +146,7 @@ char *tt__strdup(const char *s);
 
 /* tt__metrics_store_closed takes a store out of the metrics as it closes
 ** (metrics.c; it never waits). */
-void tt__metrics_store_closed(tt_store *s);
+void tt__metrics_store_closed(const tt_store *s);
 
 /* }==================================================================== */
 

@@ -912,7 +912,7 @@ static bool unlist(sentry *e) {
   return --e->refs == 0;
 }
 
-void tt__metrics_store_closed(tt_store *s) {
+void tt__metrics_store_closed(const tt_store *s) {
   sentry *e, *next, *gone = NULL;
   if (atomic_load(&nstores) == 0) return;
   tt__lock(&st_mu);

@@ -316,7 +316,7 @@ static double obs_round(int mode, int n, double *cpu_us) {
   if (p == NULL) die(tt_strerror(err));
   if (mode != OBS_NONE && tt_metrics_observe_pool(p, NULL) != TT_OK)
     die("metrics: observe failed");
-  if (mode == OBS_LOGS && tt_log_observe_pool(p) != TT_OK)
+  if (mode == OBS_LOGS && tt_log_observe_pool(p, false) != TT_OK)
     die("logs: observe failed");
   c0 = cpu_s();
   t0 = now_ns();

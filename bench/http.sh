@@ -3,7 +3,9 @@
 # lua-nginx-module (the OpenResty way, on LuaJIT) and lua-http (on
 # cqueues), with the same two handlers ("hello", and one that sleeps
 # 1 ms), each loaded by `wrk -t2 -c50 -d5s --latency` on 127.0.0.1; and
-# the time from a client's hang-up to its handler's request context done.
+# the time from a client's hang-up to its handler's request context done;
+# and tether's "hello" without its metrics, with them, and with tracing
+# (HTTP_OBS_ROUNDS rounds of 2 s each, default 7).
 #
 # Usage: bash bench/http.sh
 # It prints result lines "<impl>.<metric> <value>" (impl: tether, nginx,
@@ -64,6 +66,21 @@ wait_up() {
   return 1
 }
 
+# cpu_ticks PID prints the CPU time a process used so far, user and
+# system, in clock ticks (hz of them a second).
+hz=$(getconf CLK_TCK)
+cpu_ticks() {
+  awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"
+}
+
+# median prints the median of its arguments.
+median() {
+  printf '%s\n' "$@" | sort -g |
+    awk '{v[NR] = $1}
+         END {if (NR % 2) print v[(NR + 1) / 2]
+              else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+
 # load IMPL SHAPE URL runs wrk and prints the requests per second and
 # the 99th percentile of the latency (in ms).
 load() {
@@ -103,6 +120,46 @@ for ((i = 0; i < 200; i++)); do
 done
 bench_impl tether "$(head -n 1 "$tmp/tether.addr")"
 kill "${pids[-1]}"
+
+# What observability costs tether.http's "hello": three servers at once
+# (metrics = false, the default that counts the server's HTTP metrics,
+# and metrics with a server span per request), loaded in turn for 2 s
+# each, round after round, so that each sees the same conditions of a
+# shared machine; the median of each, in requests per second and in the
+# server process's CPU time per request (which depends less on what else
+# the machine runs).
+modes=(bare metrics traced)
+declare -A addr rates cpus spid
+for mode in "${modes[@]}"; do
+  m=$mode
+  [ "$m" = metrics ] && m=default
+  "$lua" bench/http_server.lua "$workers" "$m" >"$tmp/$mode.addr" &
+  pids+=($!)
+  spid[$mode]=$!
+  for ((i = 0; i < 200; i++)); do
+    [ -s "$tmp/$mode.addr" ] && break
+    sleep 0.05
+  done
+  addr[$mode]=$(head -n 1 "$tmp/$mode.addr")
+  wait_up "${addr[$mode]}"
+done
+for ((r = 0; r < ${HTTP_OBS_ROUNDS:-7}; r++)); do
+  for mode in "${modes[@]}"; do
+    t0=$(cpu_ticks "${spid[$mode]}")
+    out=$(wrk -t2 -c50 -d2s "http://${addr[$mode]}/hello")
+    t1=$(cpu_ticks "${spid[$mode]}")
+    rates[$mode]+="$(awk '/^Requests\/sec:/ {print $2}' <<<"$out") "
+    cpus[$mode]+="$(awk -v t="$((t1 - t0))" -v hz="$hz" \
+      '/ requests in / {print t * 1e6 / hz / $1}' <<<"$out") "
+  done
+done
+for mode in "${modes[@]}"; do
+  # shellcheck disable=SC2086  # one word per round
+  echo "tether.http_hello_${mode}_per_s $(median ${rates[$mode]})"
+  # shellcheck disable=SC2086
+  echo "tether.http_hello_${mode}_cpu_us $(median ${cpus[$mode]})"
+done
+for ((k = 0; k < ${#modes[@]}; k++)); do kill "${pids[-1 - k]}"; done
 
 # nginx + lua-nginx-module, one worker process per core, from a scratch
 # prefix (TOOLCHAIN.md section 9).

@@ -291,6 +291,21 @@ local http_rows = {
   {shape = "\"hello\": requests/s", metric = "http_hello_per_s",
    goals = {{"nginx", 0.5}, {"luahttp", 3}}, higher = true},
   {shape = "\"hello\": p99 latency", metric = "http_hello_p99_ms"},
+  {shape = "\"hello\" with metrics = false, in turn with the next two "
+     .. "(2 s rounds): requests/s", metric = "http_hello_bare_per_s"},
+  {shape = "\"hello\" with the server's HTTP metrics (the default)",
+   metric = "http_hello_metrics_per_s", base = "http_hello_bare_per_s",
+   cost = 5},
+  {shape = "\"hello\" with metrics and a server span per request (always "
+     .. "sampled, OTLP JSON to /dev/null)",
+   metric = "http_hello_traced_per_s", base = "http_hello_bare_per_s",
+   cost = 15},
+  {shape = "CPU time of the server per \"hello\", metrics = false",
+   metric = "http_hello_bare_cpu_us"},
+  {shape = "the same with the server's HTTP metrics",
+   metric = "http_hello_metrics_cpu_us", base = "http_hello_bare_cpu_us"},
+  {shape = "the same with metrics and a server span per request",
+   metric = "http_hello_traced_cpu_us", base = "http_hello_bare_cpu_us"},
   {shape = "handler that sleeps 1 ms (on its context): requests/s",
    metric = "http_sleep_per_s", goals = {{"nginx", 1}, {"luahttp", 3}},
    higher = true},
@@ -325,6 +340,13 @@ end
 
 local function http_goal(row)
   local x = value("tether." .. row.metric)
+  if row.cost then
+    local c = cost("tether." .. row.metric, "tether." .. row.base)
+    local want = string.format("cost ≤ %d%%", row.cost)
+    if c == nil then return want .. ": n/a" end
+    return want .. ": " .. (c <= row.cost / 100 and "**met**"
+                            or "**missed**")
+  end
   if row.bound then
     local want = row.bound_label
     if not x then return want .. ": n/a" end
@@ -360,12 +382,18 @@ if have_http then
   for _, row in ipairs(http_rows) do
     local function peer(impl)
       local k = impl .. "." .. row.metric
-      if row.metric:match("hangup") then return "—" end
+      if row.metric:match("hangup") or row.base
+         or row.metric:match("_bare_") or row.metric:match("_cpu_") then
+        return "—"
+      end
       return cell(k)
     end
+    local mine = row.base and cell("tether." .. row.metric, nil, nil,
+                                   "tether." .. row.base)
+                 or http_cell(row.metric)
     h[#h + 1] = string.format("| %s | %s | %s | %s | %s |", row.shape,
-                              http_cell(row.metric), peer("nginx"),
-                              peer("luahttp"), http_goal(row))
+                              mine, peer("nginx"), peer("luahttp"),
+                              http_goal(row))
   end
   table_md = table_md .. "\n\n" .. table.concat(h, "\n")
 end

@@ -178,7 +178,10 @@ for impl in tether nginx luahttp; do
     http_metrics+="$impl.http_${shape}_per_s,$impl.http_${shape}_p99_ms,"
   done
 done
-http_metrics+="tether.http_hangup_p50_us,tether.http_hangup_p99_us"
+http_metrics+="tether.http_hangup_p50_us,tether.http_hangup_p99_us,"
+http_metrics+="tether.http_hello_bare_per_s,tether.http_hello_metrics_per_s,"
+http_metrics+="tether.http_hello_traced_per_s,tether.http_hello_bare_cpu_us,"
+http_metrics+="tether.http_hello_metrics_cpu_us,tether.http_hello_traced_cpu_us"
 
 start=$SECONDS
 for ((r = 1; r <= runs; r++)); do

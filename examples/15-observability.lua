@@ -1,8 +1,10 @@
 -- Scenario 15: observability.  Ten ops on a pool, three of which fail;
--- one is submitted from a span the script starts (it stands in for an
--- HTTP request's span), so it runs detached from it yet stays in its
--- trace.  Everything the ops leave behind is printed: the Prometheus
--- metrics, the JSON log lines, and the OpenTelemetry spans.
+-- one is submitted by an HTTP handler whose request came with a W3C
+-- traceparent header (as from an upstream service), so it runs detached
+-- from the request yet stays in its trace, under the request's server
+-- span.  Everything the ops leave behind is printed: the Prometheus
+-- metrics (fetched from the server's /metrics), the JSON log lines, and
+-- the OpenTelemetry spans.
 local tether = require "tether"
 local json = require "dkjson"
 
@@ -25,29 +27,56 @@ local function handle(ctx, n)
   return n
 end
 
--- The request: its span, and the tenant it serves.
-local request = tether.with_value(bg, "tenant", "acme")
-local rctx, rspan = tether.trace.start(request, "POST /orders",
-                                       { ["http.method"] = "POST" })
-local handles = {}
-for n = 1, 10 do
-  -- Op 5 is the request's; the others are background work.
-  local parent = n == 5 and rctx or bg
-  handles[n] = assert(pool:submit(parent, "order-" .. n, handle, n))
+-- The server: POST /orders submits op 5 for the tenant the request
+-- names and answers at once; metrics = true serves /metrics.  The
+-- handler runs on a worker (a Lua state of its own): it hands the op's
+-- handle back through a channel.
+local handles, op5 = {}, tether.chan(1)
+local srv = tether.http.server { name = "shop", metrics = true, routes = {
+  ["POST /orders"] = function(ctx, req, res)
+    local tctx = tether.with_value(ctx, "tenant", req.headers["x-tenant"])
+    op5:send(assert(pool:submit(tctx, "order-5", handle, 5)))
+    res:status(202):send("accepted\n")
+  end } }
+-- curl asks the server for 'path' with curl (one of the Makefile's
+-- Debian packages) and returns the body.
+local function curl(path, args)
+  local p = io.popen(("curl -s %s http://%s%s"):format(args or "",
+                                                       srv:addr(), path))
+  local out = p:read("a")
+  p:close()
+  return out
 end
-rspan:finish()
+
+-- The request, from an upstream service whose span is 00f067aa0ba902b7;
+-- the other ops are background work.
+local upstream = "4bf92f3577b34da6a3ce929d0e0e4736"
+assert(curl("/orders", "-X POST -H 'x-tenant: acme' -H 'traceparent: 00-"
+            .. upstream .. "-00f067aa0ba902b7-01'") == "accepted\n")
+handles[5] = op5:recv()
+for n = 1, 10 do
+  if n ~= 5 then
+    handles[n] = assert(pool:submit(bg, "order-" .. n, handle, n))
+  end
+end
 assert(pool:drain())
 for n = 1, 10 do
   local v, err = handles[n]:wait()
   assert(v == n or (n % 3 == 0 and err.message:find("card declined")))
 end
+-- The metrics, as a Prometheus server scrapes them; the server is then
+-- closed, which ends the span of that request too.
+local text = curl("/metrics")
+srv:close()
 assert(tether.trace.flush(10))
 tether.log.configure { level = "info", sink = "stderr" }
 
-print("== metrics (tether.metrics.text(), Prometheus text format)")
-local text = tether.metrics.text()
+print("== metrics (GET /metrics, Prometheus text format)")
 for line in text:gmatch("[^\n]+") do
-  if line:find('pool="orders"', 1, true) then print(line) end
+  if line:find('pool="orders"', 1, true) or
+     line:find('^tether_http_requests_total{server="shop"') then
+    print(line)
+  end
 end
 
 print("\n== log lines (one per op outcome; JSON on stderr or a file)")
@@ -97,15 +126,21 @@ assert(value('tether_pool_ops_total{pool="orders",outcome="dead"}') == 3)
 assert(value('tether_pool_retries_total{pool="orders"}') == 3)
 assert(value('tether_pool_op_duration_seconds_count{pool="orders"}') == 13)
 for n = 1, 10 do assert(per_op["order-" .. n], "no log line for op " .. n) end
-local detached
+assert(value('tether_http_requests_total{server="shop",method="POST",'
+             .. 'code="202"}') == 1)
+local detached, server
 for _, sp in ipairs(spans) do
   if sp.name == "order-5" then detached = sp end
+  if sp.name == "POST /orders" then server = sp end
 end
-assert(#spans == 14)  -- the request, 10 ops, 3 retried attempts
-assert(detached.parentSpanId == rspan.span_id)
-assert(detached.traceId == rspan.trace_id)
-assert(detached.links[1].spanId == rspan.span_id)
-assert(per_op["order-5"].trace_id == rspan.trace_id)
+-- The two requests, 10 ops, 3 retried attempts.
+assert(#spans == 15)
+assert(server.kind == 2 and server.traceId == upstream)
+assert(server.parentSpanId == "00f067aa0ba902b7")
+assert(detached.parentSpanId == server.spanId)
+assert(detached.traceId == upstream)
+assert(detached.links[1].spanId == server.spanId)
+assert(per_op["order-5"].trace_id == upstream)
 assert(per_op["order-5"].tenant == "acme")
 -- The two attempts of a failed op share a trace, even without a caller.
 local order3 = {}

@@ -626,6 +626,78 @@ describe("traces", function()
     assert.equal("invalid", err.code)
   end)
 
+  it("of HTTP requests: a request's traceparent is the parent of its "
+     .. "server span, which is the parent of the ops its handler submits",
+     function()
+    local r = receiver()
+    finally(function() r.srv:close() end)
+    assert(tether.trace.configure{endpoint = r.srv:url("/v1/traces"),
+                                  schedule_delay = 0.05})
+    local audit = tether.pool{name = "spec_http_audit", workers = 1,
+                              quiet = true}
+    local seen = tether.chan(1)
+    local srv = tether.http.server{name = "spec_http_traced", routes = {
+      ["POST /orders"] = function(ctx, _, res)
+        seen:send(tether.trace.traceparent(ctx))
+        audit:submit(ctx, "audit", function() end)
+        res:status(201):send("ok")
+      end,
+      ["GET /fail"] = function() error("broken") end,
+    }}
+    local base = "http://" .. srv:addr()
+    local function curl(args)
+      local p = io.popen("env -u LD_PRELOAD curl -s -o /dev/null " .. args
+                         .. " 2>&1")
+      p:read("a")
+      p:close()
+    end
+    curl("-X POST -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-"
+         .. "00f067aa0ba902b7-01' " .. base .. "/orders")
+    curl(base .. "/fail")
+    curl("-X BREW " .. base .. "/other")
+    assert(audit:drain())
+    assert(srv:shutdown())
+    -- 3 server spans, 1 audit op; nothing for the handlers' own attempts.
+    assert.is_true(r:wait_for(4), "spans: " .. #r.spans)
+    r.srv:serve(r.handler, 0.2)
+    assert.equal(4, #r.spans)
+    local by = {}
+    for _, sp in ipairs(r.spans) do
+      check_shape(sp)
+      by[sp.name] = sp
+    end
+    local server = by["POST /orders"]
+    assert.is_not_nil(server)
+    assert.equal(2, server.kind)
+    assert.equal("4bf92f3577b34da6a3ce929d0e0e4736", server.traceId)
+    assert.equal("00f067aa0ba902b7", server.parentSpanId)
+    assert.equal(0, server.status.code)
+    local a = attrs(server)
+    assert.equal("POST", a["http.request.method"])
+    assert.equal("/orders", a["url.path"])
+    assert.equal("/orders", a["http.route"])
+    assert.equal("201", a["http.response.status_code"])
+    assert.equal("spec_http_traced", a["tether.server"])
+    -- The handler's context carried the server span.
+    assert.equal(("00-%s-%s-01"):format(server.traceId, server.spanId),
+                 seen:recv())
+    local op = by.audit
+    assert.equal(server.traceId, op.traceId)
+    assert.equal(server.spanId, op.parentSpanId)
+    assert.equal(server.spanId, op.links[1].spanId)
+    -- Without a traceparent: a trace of its own; a 5xx is an error.
+    local fail = by["GET /fail"]
+    assert.is_nil(fail.parentSpanId)
+    assert.equal(2, fail.status.code)
+    assert.matches("broken", fail.status.message)
+    assert.equal("500", attrs(fail)["http.response.status_code"])
+    -- A method outside the standard ones: "HTTP" in the name.
+    local other = by["HTTP /other"]
+    assert.equal("_OTHER", attrs(other)["http.request.method"])
+    assert.equal("BREW", attrs(other)["http.request.method_original"])
+    assert.equal("404", attrs(other)["http.response.status_code"])
+  end)
+
   it("are configured by the OTEL_* variables and flushed when the "
      .. "script ends", function()
     local r = receiver()

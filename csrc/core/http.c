@@ -63,7 +63,17 @@
 ** file while holding them.  Nothing here calls tt_cancel, an observer or
 ** MHD_destroy_response under a lock of ours.  'obs_mu' (recursive) guards
 ** the observers and is held while they run, with no other lock of ours.
+** Immediate observers (metrics) run before them with no lock at all:
+** their slots only ever grow, published with a release store.
 ** 'close_mu' serializes tt_http_close, which takes the others after it.
+**
+** Spans.  While tracing is on, a dispatched request gets a server span
+** (kind SERVER, "METHOD path"), a child of the remote span its
+** traceparent header names, or the root of a new trace; the handler's
+** context is a child of the request context that carries it, so that the
+** ops it submits are its children, and its cancellation is the request
+** context's.  The span ends with FINISHED, with the status sent (ERROR
+** for 5xx).  While tracing is off it costs one atomic load.
 **
 ** Lifetime.  The object's reference count belongs to users; its last
 ** reference closes the server.  The memory lives on while internal
@@ -173,6 +183,12 @@ struct tt_http_server {
   hobserver *obs;
   int nobs, obs_cap, next_obs;
   _Atomic int nobs_atomic;
+
+  /* Immediate observers (tt_http_observe_with): written under 'obs_mu'
+  ** into slots that never change once published by 'nimm' (a release
+  ** store), and called without any lock. */
+  hobserver imm[TT_HTTP_MAX_IMMEDIATE];
+  _Atomic int nimm;
 };
 
 /* A response header set by the handler. */
@@ -229,6 +245,8 @@ struct tt_http_req {
   tt_buf stream;           /* unsent chunk bytes */
   size_t stream_off;
   tt_obj *error;           /* the handler's error, for FINISHED */
+  tt_span *span;           /* the server span, or NULL; ended at
+                           ** FINISHED */
 };
 
 static void srv_destroy(tt_http_server *s);
@@ -245,9 +263,28 @@ static void srv_release(tt_http_server *s) {
 ** ===================================================================== */
 
 int tt_http_observe(tt_http_server *s, tt_http_observer fn, void *ud) {
+  return tt_http_observe_with(s, fn, ud, NULL);
+}
+
+int tt_http_observe_with(tt_http_server *s, tt_http_observer fn, void *ud,
+                         const tt_http_observer_opts *o) {
   int id;
   if (s == NULL || fn == NULL) return -1;
   tt__lock(&s->obs_mu);
+  if (o != NULL && o->immediate) {
+    int n = atomic_load_explicit(&s->nimm, memory_order_relaxed);
+    if (n == TT_HTTP_MAX_IMMEDIATE) {
+      tt__unlock(&s->obs_mu);
+      return -1;
+    }
+    id = ++s->next_obs;
+    s->imm[n].id = id;
+    s->imm[n].fn = fn;
+    s->imm[n].ud = ud;
+    atomic_store_explicit(&s->nimm, n + 1, memory_order_release);
+    tt__unlock(&s->obs_mu);
+    return id;
+  }
   if (s->nobs == s->obs_cap) {
     int ncap = s->obs_cap == 0 ? 4 : s->obs_cap * 2;
     hobserver *no = realloc(s->obs, (size_t)ncap * sizeof *no);
@@ -288,8 +325,9 @@ void tt_http_unobserve(tt_http_server *s, int id) {
 static void emit(tt_http_server *s, tt_http_req *r, int kind, int status,
                  bool gone, tt_obj *error) {
   tt_http_event ev;
-  int i;
-  if (atomic_load_explicit(&s->nobs_atomic, memory_order_relaxed) == 0)
+  int i, nimm = atomic_load_explicit(&s->nimm, memory_order_acquire);
+  if (nimm == 0 &&
+      atomic_load_explicit(&s->nobs_atomic, memory_order_relaxed) == 0)
     return;
   memset(&ev, 0, sizeof ev);
   ev.kind = kind;
@@ -304,6 +342,9 @@ static void emit(tt_http_server *s, tt_http_req *r, int kind, int status,
   ev.client_gone = gone;
   ev.ctx = r->ctx;
   ev.error = error;
+  for (i = 0; i < nimm; i++) s->imm[i].fn(&ev, s->imm[i].ud);
+  if (atomic_load_explicit(&s->nobs_atomic, memory_order_relaxed) == 0)
+    return;
   tt__lock(&s->obs_mu);
   /* Re-read the list each time: an observer may change it. */
   for (i = 0; i < s->nobs; i++) s->obs[i].fn(&ev, s->obs[i].ud);
@@ -448,6 +489,7 @@ static void req_free(tt_obj *o) {
   tt_unref(r->ctx);
   tt_unref(r->cctx);
   tt_unref(r->error);
+  tt_unref(r->span);
   TT_CHECK(pthread_cond_destroy(&r->cv));
   TT_CHECK(pthread_mutex_destroy(&r->mu));
   free(r);
@@ -992,6 +1034,33 @@ int tt_http_res_finish(tt_http_req *r) {
 ** The end of a request
 ** ===================================================================== */
 
+/* end_span ends the request's server span with what was sent: the
+** status (none when nothing was), whether the client hung up, and status
+** ERROR for a 5xx answer, with the handler's (redacted) error as its
+** message when there is one. */
+static void end_span(tt_http_req *r, int status, bool gone) {
+  const char *msg = NULL;
+  char buf[32];
+  tt_field f;
+  if (status > 0) {
+    f = (tt_field)TT_FINT("http.response.status_code", status);
+    tt_span_set_attr(r->span, &f);
+  }
+  if (gone) {
+    f = (tt_field)TT_FBOOL("tether.client_gone", true);
+    tt_span_set_attr(r->span, &f);
+  }
+  if (status >= 500) {
+    if (r->error != NULL && r->error->type == &tt_error_type)
+      msg = ((tt_error *)r->error)->message;
+    if (msg == NULL) {
+      snprintf(buf, sizeof buf, "HTTP %d", status);
+      msg = buf;
+    }
+  }
+  tt_span_end(r->span, msg, (size_t)-1);
+}
+
 /* maybe_finished reports FINISHED once both the connection and the
 ** handler (if one was to run) are done with the request. */
 static void maybe_finished(tt_http_req *r) {
@@ -1007,6 +1076,7 @@ static void maybe_finished(tt_http_req *r) {
   gone = r->client_gone;
   tt__unlock(&r->mu);
   if (!fire) return;
+  if (r->span != NULL) end_span(r, status, gone);
   emit(s, r, TT_HTTP_EV_FINISHED, status, gone, r->error);
   tt__lock(&s->mu);
   if (r->listed) {
@@ -1235,6 +1305,54 @@ static void drop_req(void *arg) {
 ** libmicrohttpd's callbacks
 ** ===================================================================== */
 
+const char *tt_http_method_label(const char *m) {
+  static const char *const known[] = {
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+    "PATCH", NULL
+  };
+  int i;
+  if (m != NULL)
+    for (i = 0; known[i] != NULL; i++)
+      if (strcmp(m, known[i]) == 0) return known[i];
+  return "OTHER";
+}
+
+tt_span *tt_http_req_span(tt_http_req *r) { return r->span; }
+
+/* start_span starts the request's server span, a child of the remote
+** span its context carries (if any), and makes the handler's context the
+** child that carries it.  False when out of memory. */
+static bool start_span(tt_http_server *s, tt_http_req *r) {
+  const char *m = tt_http_method_label(r->method);
+  bool other = strcmp(m, "OTHER") == 0;
+  tt_buf name = TT_BUF_INIT;
+  tt_span_opts so;
+  tt_ctx *c = NULL;
+  tt_field attrs[] = {
+    TT_FSTR("http.request.method", other ? "_OTHER" : m),
+    TT_FSTR("url.path", r->path),
+    TT_FSTR("tether.server", s->name),
+    TT_FSTR("tether.request_id", r->id),
+    TT_FSTR("http.request.method_original", r->method),
+  };
+  /* OpenTelemetry's names: "GET /path", or "HTTP /path" for a method
+  ** outside the standard ones, which is only an attribute. */
+  tt_buf_adds(&name, other ? "HTTP" : m);
+  tt_buf_addc(&name, ' ');
+  tt_buf_adds(&name, r->path);
+  memset(&so, 0, sizeof so);
+  so.kind = TT_SPAN_SERVER;
+  so.attrs = attrs;
+  so.nattrs = other ? 5 : 4;
+  r->span = name.failed ? NULL
+                        : tt_span_start(r->ctx, name.data, &so, &c);
+  tt_buf_free(&name);
+  if (r->span == NULL) return false;
+  tt_unref(r->ctx);
+  r->ctx = c;
+  return true;
+}
+
 /* request_ctx makes the request's contexts: the cancelable one under the
 ** server's base context, and the handler's, with the request id and the
 ** trace of a valid traceparent header.  False when out of memory. */
@@ -1259,6 +1377,8 @@ static bool request_ctx(tt_http_server *s, tt_http_req *r) {
     tt_unref(r->ctx);
     r->ctx = c;
   }
+  /* The fast path: no tracing, no cost but this load. */
+  if (tt_trace_enabled()) return start_span(s, r);
   return true;
 }
 

@@ -41,6 +41,12 @@
 ** name's 'tmu', a leaf.  The metrics text takes 'reg_mu', then each live
 ** pool's 'mu' for its gauges.  trace.c's 'tmu' and a span's 'mu' are
 ** leaves; the exporter calls libcurl and writes files with no lock held.
+** HTTP metrics are immediate HTTP observers and take no lock.  Store
+** metrics: metrics.c's 'st_mu' (the attached stores) is a leaf, taken
+** under 'reg_mu' while the text is made and alone elsewhere; the stores'
+** figures are asked for before 'reg_mu' is taken (a synchronous store
+** call waits for the store's thread, whose callbacks may free a pool,
+** whose release takes 'reg_mu').
 **
 ** A durable store's 'mu' (store.c: its request queue) is a leaf: it may
 ** be taken under a pool's 'mu' (a drainer's hook queues an ack as an op
@@ -137,6 +143,10 @@ static inline double tt__deadline(double timeout) {
 uint64_t tt__random(void);
 
 char *tt__strdup(const char *s);
+
+/* tt__metrics_store_closed takes a store out of the metrics as it closes
+** (metrics.c; it never waits). */
+void tt__metrics_store_closed(const tt_store *s);
 
 /* }==================================================================== */
 

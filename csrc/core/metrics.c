@@ -27,6 +27,23 @@
 ** pool's memory goes (the observer's release), so the text never reads a
 ** freed pool.
 **
+** HTTP metrics.  Each server attached with tt_metrics_observe_http has
+** an immediate HTTP observer (called with no lock on the thread of the
+** event) that adds to the atomic counters of its server name's 'hname'
+** entry, which lives as long as the process, as pool names do.  The
+** method is bounded (the standard ones, else OTHER) and the code is the
+** status number (0..599), so a name's counters are one fixed array.
+**
+** Store metrics.  Each store attached with tt_metrics_observe_store is a
+** 'sentry' on a list under 'st_mu', which holds an internal reference of
+** the store (its memory, not its life: tt_store_close takes the entry
+** off the list at once).  A store's figures come from a request to its
+** thread, which may wait: they are asked for when the text is made, but
+** before 'reg_mu' is taken (store_refresh), and kept in the entry; the
+** store source writes what the entries hold.  So the text never waits
+** for a store while holding the registry, whose lock a pool's release
+** takes (and a pool may be released on a store's thread).
+**
 ** Tenants.  With the tenant label, a name's series are kept per tenant in
 ** a small hash table whose lists are only ever prepended to (published
 ** with a release store, read without a lock); at most 'max_tenants'
@@ -40,7 +57,8 @@
 ** pool's 'mu' under it (tt_pool_stats_get): reg_mu -> pool.mu.  The
 ** observer runs under pool.mu and takes only a name's 'tmu' (a leaf, to
 ** add a tenant), never reg_mu.  Releases take reg_mu with no pool lock
-** held.
+** held.  'st_mu' is a leaf, taken under reg_mu by the store source and
+** alone elsewhere; nothing waits under it.
 */
 #include <math.h>
 #include <stdatomic.h>
@@ -49,6 +67,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "store.h"
 
 /* {====================================================================
 ** The registry and the writer
@@ -69,6 +88,7 @@ static source *sources;        /* under reg_mu */
 static int nsources, sources_cap, next_source;
 
 static void pool_source_init(void);
+static void store_refresh(void);
 
 int tt_metrics_register(const tt_metric_source *src) {
   int id;
@@ -237,6 +257,7 @@ static bool first_declared(int si, int fi) {
 int tt_metrics_text(tt_buf *out) {
   int si, fi, i, j;
   pool_source_init();
+  store_refresh();  /* with no lock: it waits for the stores */
   tt__lock(&reg_mu);
   for (si = 0; si < nsources; si++) {
     for (fi = 0; fi < sources[si].s.nfamilies; fi++) {
@@ -409,12 +430,19 @@ static void add(_Atomic uint64_t *c, uint64_t n) {
   atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
-static void observe_duration(pseries *s, double d) {
+/* observe adds an observation of 'd' seconds to a histogram's buckets
+** (not cumulative) and sum. */
+static void observe(_Atomic uint64_t *buckets, _Atomic uint64_t *sum_ns,
+                    double d) {
   int i = 0;
   if (!(d >= 0)) d = 0;
   while (i < NBOUNDS && d > bounds[i]) i++;
-  add(&s->buckets[i], 1);
-  add(&s->sum_ns, (uint64_t)llround(d * 1e9));
+  add(&buckets[i], 1);
+  add(sum_ns, (uint64_t)llround(d * 1e9));
+}
+
+static void observe_duration(pseries *s, double d) {
+  observe(s->buckets, &s->sum_ns, d);
 }
 
 /* pool_event is the immediate observer of an attached pool: under the
@@ -678,6 +706,422 @@ static void pool_source_register(void) {
 
 static void pool_source_init(void) {
   TT_CHECK(pthread_once(&pool_once, pool_source_register));
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** HTTP series and their source
+** ===================================================================== */
+
+#define NMETHODS 10
+#define NSTATUS 600
+
+/* The method label: the standard methods, then OTHER (the last). */
+static const char *const method_names[NMETHODS] = {
+  "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+  "PATCH", "OTHER"
+};
+
+/* The counters of one server name; they live as long as the process. */
+typedef struct hname {
+  struct hname *next;              /* registry list; under reg_mu */
+  _Atomic uint64_t requests[NMETHODS][NSTATUS];  /* by status number */
+  _Atomic uint64_t client_gone;
+  _Atomic uint64_t buckets[NBOUNDS + 1];
+  _Atomic uint64_t sum_ns;
+  size_t len;
+  char name[];
+} hname;
+
+static hname *hnames, *hnames_tail;  /* under reg_mu, oldest first */
+
+static int method_index(const char *m) {
+  int i;
+  if (m == NULL) return NMETHODS - 1;
+  for (i = 0; i < NMETHODS - 1; i++)
+    if (strcmp(m, method_names[i]) == 0) return i;
+  return NMETHODS - 1;
+}
+
+/* http_event is the immediate observer of an attached server: no lock,
+** atomics only. */
+static void http_event(const tt_http_event *ev, void *ud) {
+  hname *e = ud;
+  int st;
+  if (ev->kind != TT_HTTP_EV_FINISHED) return;
+  st = ev->status > 0 && ev->status < NSTATUS ? ev->status : 0;
+  add(&e->requests[method_index(ev->method)][st], 1);
+  if (ev->client_gone) add(&e->client_gone, 1);
+  observe(e->buckets, &e->sum_ns, ev->duration);
+}
+
+enum { H_REQUESTS, H_GONE, H_DURATION, NHFAMILIES };
+
+static const tt_metric_family http_families[NHFAMILIES] = {
+  {"tether_http_requests_total",
+   "HTTP requests that finished, by method (standard ones, else OTHER) "
+   "and status code (0: nothing was sent).", TT_METRIC_COUNTER},
+  {"tether_http_client_gone_total",
+   "HTTP requests whose client hung up before the response was sent.",
+   TT_METRIC_COUNTER},
+  {"tether_http_request_duration_seconds",
+   "Time from a request's headers to its end (handler returned, response "
+   "sent).", TT_METRIC_HISTOGRAM},
+};
+
+static void http_collect(tt_metric_writer *w, int f, void *ud) {
+  hname *e;
+  int m, st, k;
+  (void)ud;
+  for (e = hnames; e != NULL; e = e->next) {
+    tt_metric_label l[3] = {{"server", e->name, e->len},
+                            {"method", NULL, (size_t)-1},
+                            {"code", NULL, (size_t)-1}};
+    switch (f) {
+      case H_REQUESTS:
+        for (m = 0; m < NMETHODS; m++)
+          for (st = 0; st < NSTATUS; st++) {
+            uint64_t v = get(&e->requests[m][st]);
+            char code[16];
+            if (v == 0) continue;
+            snprintf(code, sizeof code, "%d", st);
+            l[1].value = method_names[m];
+            l[2].value = code;
+            tt_metric_count(w, l, 3, v);
+          }
+        break;
+      case H_GONE:
+        tt_metric_count(w, l, 1, get(&e->client_gone));
+        break;
+      case H_DURATION: {
+        uint64_t counts[NBOUNDS + 1];
+        for (k = 0; k <= NBOUNDS; k++) counts[k] = get(&e->buckets[k]);
+        tt_metric_histogram(w, l, 1, bounds, NBOUNDS, counts,
+                            (double)get(&e->sum_ns) / 1e9);
+        break;
+      }
+      default: break;
+    }
+  }
+}
+
+static pthread_once_t http_once = PTHREAD_ONCE_INIT;
+
+static void http_source_register(void) {
+  tt_metric_source src;
+  memset(&src, 0, sizeof src);
+  src.families = http_families;
+  src.nfamilies = NHFAMILIES;
+  src.collect = http_collect;
+  tt_metrics_register(&src);
+}
+
+int tt_metrics_observe_http(tt_http_server *s) {
+  tt_http_observer_opts oo;
+  const char *name;
+  size_t n;
+  hname *e;
+  if (s == NULL) return TT_EINVAL;
+  TT_CHECK(pthread_once(&http_once, http_source_register));
+  name = tt_http_name(s);
+  n = strlen(name);
+  tt__lock(&reg_mu);
+  for (e = hnames; e != NULL; e = e->next)
+    if (e->len == n && memcmp(e->name, name, n) == 0) break;
+  if (e == NULL && (e = calloc(1, sizeof *e + n + 1)) != NULL) {
+    memcpy(e->name, name, n + 1);
+    e->len = n;
+    if (hnames_tail != NULL) hnames_tail->next = e;
+    else hnames = e;
+    hnames_tail = e;
+  }
+  tt__unlock(&reg_mu);
+  if (e == NULL) return TT_ENOMEM;
+  memset(&oo, 0, sizeof oo);
+  oo.immediate = true;
+  return tt_http_observe_with(s, http_event, e, &oo) < 0 ? TT_ENOMEM : TT_OK;
+}
+
+int tt_metrics_respond(tt_http_req *r) {
+  static const char nomem[] = "not enough memory\n";
+  static const char nomethod[] = "method not allowed\n";
+  const char *m = tt_http_req_method(r);
+  tt_buf b = TT_BUF_INIT;
+  int rc;
+  if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
+    tt_http_res_status(r, 405);
+    tt_http_res_header(r, "Allow", "GET, HEAD");
+    return tt_http_res_send(r, nomethod, sizeof nomethod - 1);
+  }
+  if (tt_metrics_text(&b) != TT_OK) {
+    tt_buf_free(&b);
+    tt_http_res_status(r, 500);
+    return tt_http_res_send(r, nomem, sizeof nomem - 1);
+  }
+  tt_http_res_header(r, "Content-Type", TT_METRICS_CONTENT_TYPE);
+  rc = tt_http_res_send(r, b.data != NULL ? b.data : "", b.len);
+  tt_buf_free(&b);
+  return rc;
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Store series and their source
+** ===================================================================== */
+
+#define MAX_STORE_POOLS 256
+
+/* An attached store. */
+typedef struct sentry {
+  struct sentry *next;             /* under st_mu */
+  tt_store *store;                 /* an internal hold (tt__store_hold) */
+  int refs;                        /* st_mu: the list's, each refresh's */
+  bool listed;                     /* st_mu: the store is open */
+  bool answered;                   /* st_mu: the last refresh had figures */
+  tt_store_pool_stats *rows;       /* st_mu: by pool name */
+  size_t nrows;
+  char label[];
+} sentry;
+
+static pthread_mutex_t st_mu = PTHREAD_MUTEX_INITIALIZER;
+static sentry *stores;             /* under st_mu, oldest first */
+static _Atomic int nstores;        /* listed ones, for a quick look */
+
+static void entry_free(sentry *e) {
+  tt_store_pool_stats_free(e->rows, e->nrows);
+  tt__store_drop(e->store);
+  free(e);
+}
+
+/* unlist takes 'e' off the list (st_mu held); true if its memory is then
+** to be freed (with no lock held). */
+static bool unlist(sentry *e) {
+  sentry **pe;
+  if (!e->listed) return false;
+  for (pe = &stores; *pe != NULL; pe = &(*pe)->next)
+    if (*pe == e) {
+      *pe = e->next;
+      break;
+    }
+  e->listed = false;
+  atomic_fetch_sub(&nstores, 1);
+  return --e->refs == 0;
+}
+
+void tt__metrics_store_closed(const tt_store *s) {
+  sentry *e, *next, *gone = NULL;
+  if (atomic_load(&nstores) == 0) return;
+  tt__lock(&st_mu);
+  for (e = stores; e != NULL; e = next) {
+    next = e->next;
+    if (e->store == s && unlist(e)) {
+      e->next = gone;
+      gone = e;
+    }
+  }
+  tt__unlock(&st_mu);
+  for (; gone != NULL; gone = next) {
+    next = gone->next;
+    entry_free(gone);
+  }
+}
+
+static int row_cmp(const void *a, const void *b) {
+  return strcmp(((const tt_store_pool_stats *)a)->pool,
+                ((const tt_store_pool_stats *)b)->pool);
+}
+
+/* merge makes 'rows' (taken) the entry's figures, with a zero row for
+** each pool of the earlier figures that the store no longer lists, so
+** that a series once seen stays (st_mu held). */
+static void merge(sentry *e, tt_store_pool_stats *rows, size_t n) {
+  size_t i, j, extra = 0, m;
+  tt_store_pool_stats *all;
+  for (i = 0; i < e->nrows; i++) {
+    for (j = 0; j < n; j++)
+      if (strcmp(e->rows[i].pool, rows[j].pool) == 0) break;
+    if (j == n) extra++;
+  }
+  all = extra == 0 ? rows : realloc(rows, (n + extra) * sizeof *all);
+  if (all == NULL) {
+    all = rows;
+    extra = 0;
+  }
+  m = n;
+  for (i = 0; i < e->nrows && extra > 0; i++) {
+    for (j = 0; j < n; j++)
+      if (strcmp(e->rows[i].pool, all[j].pool) == 0) break;
+    if (j < n) continue;
+    memset(&all[m], 0, sizeof all[m]);
+    all[m].pool = e->rows[i].pool;  /* moved */
+    e->rows[i].pool = NULL;
+    m++;
+  }
+  for (i = 0; i < e->nrows; i++) free(e->rows[i].pool);
+  free(e->rows);
+  if (m > 0) qsort(all, m, sizeof *all, row_cmp);
+  while (m > MAX_STORE_POOLS) free(all[--m].pool);
+  e->rows = all;
+  e->nrows = m;
+  e->answered = true;
+}
+
+/* store_refresh asks each attached store for its figures, with no lock
+** held while it waits. */
+static void store_refresh(void) {
+  sentry *small[16], **v = small, *e;
+  size_t n = 0, cap = 0, i;
+  if (atomic_load(&nstores) == 0) return;
+  tt__lock(&st_mu);
+  for (e = stores; e != NULL; e = e->next) cap++;
+  if (cap > 16 && (v = malloc(cap * sizeof *v)) == NULL) {
+    v = small;
+    cap = 16;
+  }
+  for (e = stores; e != NULL && n < cap; e = e->next) {
+    e->refs++;
+    v[n++] = e;
+  }
+  tt__unlock(&st_mu);
+  for (i = 0; i < n; i++) {
+    tt_store_pool_stats *rows = NULL;
+    size_t nr = 0;
+    bool drop;
+    int rc;
+    e = v[i];
+    rc = tt_store_stats_pools(e->store, &rows, &nr);
+    tt__lock(&st_mu);
+    if (rc == TT_OK) {
+      merge(e, rows, nr);
+    } else {
+      tt_store_pool_stats_free(rows, nr);
+      e->answered = false;
+      /* Closed before it was attached: this refresh's reference keeps
+      ** it until below. */
+      if (rc == TT_ECLOSED) (void)unlist(e);
+    }
+    drop = --e->refs == 0;
+    tt__unlock(&st_mu);
+    if (drop) entry_free(e);
+  }
+  if (v != small) free(v);
+}
+
+enum { SF_UP, SF_DEPTH, SF_LEASED, SF_DEAD, SF_AGE, SF_WRITTEN, SF_CLAIMED,
+       SF_ACKED, SF_BURIED, NSFAMILIES };
+
+static const tt_metric_family store_families[NSFAMILIES] = {
+  {"tether_store_up",
+   "1 if the durable store answered when these figures were made, else 0 "
+   "(its gauges are then left out).", TT_METRIC_GAUGE},
+  {"tether_store_depth",
+   "Records in the durable store not yet acknowledged (leased ones "
+   "included).", TT_METRIC_GAUGE},
+  {"tether_store_leased",
+   "Records claimed by a drainer now.", TT_METRIC_GAUGE},
+  {"tether_store_dead",
+   "Dead letters in the durable store.", TT_METRIC_GAUGE},
+  {"tether_store_oldest_age_seconds",
+   "Age of the oldest record in the durable store (0 when empty).",
+   TT_METRIC_GAUGE},
+  {"tether_store_records_written_total",
+   "Records this process wrote into the store (spills).",
+   TT_METRIC_COUNTER},
+  {"tether_store_records_claimed_total",
+   "Records this process claimed from the store.", TT_METRIC_COUNTER},
+  {"tether_store_records_acked_total",
+   "Records this process acknowledged (their ops ended).",
+   TT_METRIC_COUNTER},
+  {"tether_store_records_buried_total",
+   "Records this process made dead letters of the store.",
+   TT_METRIC_COUNTER},
+};
+
+/* first_of tells whether 'e' is the first listed entry of its label:
+** stores attached under one label are written once (st_mu held). */
+static bool first_of(sentry *e) {
+  sentry *o;
+  for (o = stores; o != e; o = o->next)
+    if (strcmp(o->label, e->label) == 0) return false;
+  return true;
+}
+
+static void store_collect(tt_metric_writer *w, int f, void *ud) {
+  sentry *e, *o;
+  size_t i;
+  (void)ud;
+  tt__lock(&st_mu);
+  for (e = stores; e != NULL; e = e->next) {
+    tt_metric_label l[2] = {{"store", e->label, (size_t)-1},
+                            {"pool", NULL, 0}};
+    if (!first_of(e)) continue;
+    if (f == SF_UP) {
+      tt_metric_count(w, l, 1, e->answered ? 1 : 0);
+    } else if (f < SF_WRITTEN) {
+      if (!e->answered) continue;
+      for (i = 0; i < e->nrows; i++) {
+        const tt_store_stats *st = &e->rows[i].st;
+        l[1].value = e->rows[i].pool;
+        l[1].len = (size_t)-1;
+        switch (f) {
+          case SF_DEPTH: tt_metric_count(w, l, 2, st->depth); break;
+          case SF_LEASED: tt_metric_count(w, l, 2, st->leased); break;
+          case SF_DEAD: tt_metric_count(w, l, 2, st->dead); break;
+          default: tt_metric_value(w, l, 2, st->oldest_age); break;
+        }
+      }
+    } else {
+      /* Counters of every store of the label add up. */
+      uint64_t v = 0;
+      for (o = e; o != NULL; o = o->next) {
+        tt_store_counters c;
+        if (strcmp(o->label, e->label) != 0) continue;
+        tt_store_counters_get(o->store, &c);
+        v += f == SF_WRITTEN ? c.written : f == SF_CLAIMED ? c.claimed
+             : f == SF_ACKED ? c.acked : c.buried;
+      }
+      tt_metric_count(w, l, 1, v);
+    }
+  }
+  tt__unlock(&st_mu);
+}
+
+static pthread_once_t store_once = PTHREAD_ONCE_INIT;
+
+static void store_source_register(void) {
+  tt_metric_source src;
+  memset(&src, 0, sizeof src);
+  src.families = store_families;
+  src.nfamilies = NSFAMILIES;
+  src.collect = store_collect;
+  tt_metrics_register(&src);
+}
+
+int tt_metrics_observe_store(tt_store *s, const char *name) {
+  const char *label;
+  size_t n;
+  sentry *e, **pe;
+  if (s == NULL) return TT_EINVAL;
+  label = name != NULL ? name : tt_store_url(s);
+  n = strlen(label);
+  e = calloc(1, sizeof *e + n + 1);
+  if (e == NULL) return TT_ENOMEM;
+  memcpy(e->label, label, n + 1);
+  TT_CHECK(pthread_once(&store_once, store_source_register));
+  tt__store_hold(s);
+  e->store = s;
+  e->refs = 1;
+  e->listed = true;
+  tt__lock(&st_mu);
+  for (pe = &stores; *pe != NULL; pe = &(*pe)->next) {}
+  *pe = e;
+  atomic_fetch_add(&nstores, 1);
+  tt__unlock(&st_mu);
+  return TT_OK;
 }
 
 /* }==================================================================== */

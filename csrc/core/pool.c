@@ -83,7 +83,11 @@
 ** The pool's hook (tt_pool_opts.hook; tracing is one) runs on the worker
 ** around each attempt, without any lock: it may give the attempt's
 ** function a context of its own ('actx', a child of the attempt's
-** context carrying a span), which events about the op then carry.
+** context carrying a span), which events about the op then carry.  An
+** attached op is part of its submitter's work and runs with its
+** submitter's context itself: the hook is not run for it (an HTTP
+** handler's context carries its request's server span, not a span of
+** its own).
 **
 ** Lifetime.  The pool's object reference count belongs to its users; when
 ** it reaches zero, pool_free closes the pool, stops queued ops, drops dead
@@ -1064,7 +1068,7 @@ static tt_ctx *hook_begin(tt_pool *p, op *o, tt_ctx *ctx, void **state) {
   tt_event ev;
   tt_ctx *actx = NULL;
   *state = NULL;
-  if (p->hook.begin != NULL && ctx != NULL) {
+  if (p->hook.begin != NULL && ctx != NULL && !o->attached) {
     memset(&ev, 0, sizeof ev);
     ev.kind = TT_EV_STARTED;
     ev.pool = p;
@@ -1134,7 +1138,7 @@ static void run_op(tt_pool *p, op *o) {
   tl_running = NULL;
   dur = tt_now() - t0;
   err = rc == TT_OK ? NULL : tt__task_error(rc, out);
-  if (p->hook.end != NULL && ctx != NULL)
+  if (p->hook.end != NULL && ctx != NULL && !o->attached)
     p->hook.end(hstate, rc, err, p->hook.ud);
   if (rc == TT_OK)
     op_completed(p, o, out, dur);

@@ -51,7 +51,7 @@
 
 enum {
   R_PUT, R_CLAIM, R_ACK, R_BURY, R_RENEW, R_STATS, R_DEAD_LIST,
-  R_DEAD_RETRY, R_DEAD_DROP, R_SYNC
+  R_DEAD_RETRY, R_DEAD_DROP, R_SYNC, R_STATS_POOLS
 };
 
 /* A request to the store's thread.  Sync requests live on the caller's
@@ -81,6 +81,7 @@ typedef struct sreq {
   tt_store_dead *dead;
   size_t n;
   tt_store_stats *stats;
+  tt_store_pool_stats *pstats;  /* R_STATS_POOLS: 'n' of them */
 } sreq;
 
 struct tt_store {
@@ -101,6 +102,8 @@ struct tt_store {
   bool closing;            /* no new requests; under 'mu' */
   bool opened;             /* the open finished; under 'mu' */
   int open_rc;             /* its result */
+  /* What this process did with the store (tt_store_counters_get). */
+  _Atomic uint64_t n_written, n_claimed, n_acked, n_buried;
 };
 
 static _Thread_local char tl_err[ERRLEN];
@@ -440,6 +443,7 @@ static void run_puts(tt_store *s, sreq **puts, size_t n) {
     why = s->cfg.err;
     drop_sigpipe();
   }
+  if (rc == TT_OK && k > 0) atomic_fetch_add(&s->n_written, k);
   for (i = 0, k = 0; i < n; i++) {
     sreq *r = puts[i];
     if (r->rc == -1) {
@@ -480,6 +484,7 @@ static void run_acks(tt_store *s, sreq **acks, size_t n) {
     rc = s->be_vt->ack(s->be, ids, n);
     drop_sigpipe();
   }
+  if (rc == TT_OK) atomic_fetch_add(&s->n_acked, n);
   if (rc != TT_OK) {
     tt_field f[] = {TT_FSTR("store", s->cfg.url), TT_FINT("records", n),
                     TT_FSTR("error", s->cfg.err)};
@@ -488,6 +493,31 @@ static void run_acks(tt_store *s, sreq **acks, size_t n) {
   }
   free(ids);
   for (i = 0; i < n; i++) req_free(acks[i]);
+}
+
+/* stats_pools answers R_STATS_POOLS: the stats of each pool the store
+** lists. */
+static int stats_pools(tt_store *s, sreq *r) {
+  const tt__store_backend *b = s->be_vt;
+  char **names = NULL;
+  size_t n = 0, i;
+  int rc;
+  r->pstats = NULL;
+  r->n = 0;
+  rc = b->pools(s->be, &names, &n);
+  if (rc != TT_OK) return rc;
+  if (n > 0 && (r->pstats = calloc(n, sizeof *r->pstats)) == NULL) {
+    for (i = 0; i < n; i++) free(names[i]);
+    free(names);
+    return tt__store_fail(&s->cfg, "not enough memory");
+  }
+  /* The names now belong to the answer (tt_store_pool_stats_free). */
+  for (i = 0; i < n; i++) r->pstats[i].pool = names[i];
+  r->n = n;
+  free(names);
+  for (i = 0; i < n && rc == TT_OK; i++)
+    rc = b->stats(s->be, r->pstats[i].pool, &r->pstats[i].st);
+  return rc;
 }
 
 /* run_one runs any request but puts and async acks. */
@@ -521,11 +551,20 @@ static void run_one(tt_store *s, sreq *r) {
     case R_DEAD_DROP:
       r->rc = b->dead_drop(s->be, r->qpool, r->qid);
       break;
+    case R_STATS_POOLS:
+      r->rc = stats_pools(s, r);
+      break;
     default:
       r->rc = TT_OK;
       break;
   }
   drop_sigpipe();
+  if (r->rc == TT_OK) {
+    if (r->kind == R_CLAIM) atomic_fetch_add(&s->n_claimed, r->n);
+    if (r->kind == R_ACK) atomic_fetch_add(&s->n_acked,
+                                           r->async ? 1 : r->nids);
+    if (r->kind == R_BURY) atomic_fetch_add(&s->n_buried, 1);
+  }
   if (r->rc != TT_OK) snprintf(r->err, sizeof r->err, "%s", s->cfg.err);
   if (r->async && r->rc != TT_OK) {
     tt_field f[] = {TT_FSTR("store", s->cfg.url),
@@ -756,6 +795,9 @@ double tt_store_lease(tt_store *s) { return s->cfg.o.lease; }
 void tt_store_close(tt_store *s) {
   bool join;
   if (s == NULL) return;
+  /* A closed store leaves the metrics at once (no wait: a refresh that
+  ** holds it finds it closed). */
+  tt__metrics_store_closed(s);
   tt__lock(&s->mu);
   s->closing = true;
   join = s->started;
@@ -994,6 +1036,42 @@ int tt_store_stats_get(tt_store *s, const char *pool, tt_store_stats *out) {
   r.stats = out;
   return call(s, &r);
 }
+
+int tt_store_stats_pools(tt_store *s, tt_store_pool_stats **out,
+                         size_t *n) {
+  sreq r;
+  int rc;
+  memset(&r, 0, sizeof r);
+  *out = NULL;
+  *n = 0;
+  r.kind = R_STATS_POOLS;
+  rc = call(s, &r);
+  if (rc == TT_OK) {
+    *out = r.pstats;
+    *n = r.n;
+  } else {
+    tt_store_pool_stats_free(r.pstats, r.n);
+  }
+  return rc;
+}
+
+void tt_store_pool_stats_free(tt_store_pool_stats *p, size_t n) {
+  size_t i;
+  if (p == NULL) return;
+  for (i = 0; i < n; i++) free(p[i].pool);
+  free(p);
+}
+
+void tt_store_counters_get(tt_store *s, tt_store_counters *out) {
+  out->written = atomic_load(&s->n_written);
+  out->claimed = atomic_load(&s->n_claimed);
+  out->acked = atomic_load(&s->n_acked);
+  out->buried = atomic_load(&s->n_buried);
+}
+
+void tt__store_hold(tt_store *s) { atomic_fetch_add(&s->irefs, 1); }
+
+void tt__store_drop(tt_store *s) { store_release(s); }
 
 int tt_store_dead_letters(tt_store *s, const char *pool, size_t max,
                           tt_store_dead **out, size_t *n) {

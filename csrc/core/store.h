@@ -64,6 +64,9 @@ typedef struct tt__store_backend {
   /* idle runs when the thread has had nothing to do for a while after
   ** writing (a WAL checkpoint); may be NULL. */
   void (*idle)(void *be);
+  /* pools lists the pool names that have records or dead letters in the
+  ** store (malloc'd strings in a malloc'd array; nothing on failure). */
+  int (*pools)(void *be, char ***out, size_t *n);
 } tt__store_backend;
 
 extern const tt__store_backend tt__sqlite_backend;
@@ -72,6 +75,12 @@ extern const tt__store_backend tt__redis_backend;
 /* tt__store_fail formats a message into cfg->err and returns TT_ESTORE. */
 int tt__store_fail(tt__store_cfg *cfg, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* tt__store_hold and tt__store_drop take and drop an internal reference:
+** the memory stays, and every call still answers (TT_ECLOSED once the
+** store closed), but it does not keep the store open (metrics.c). */
+void tt__store_hold(tt_store *s);
+void tt__store_drop(tt_store *s);
 
 /* tt__claim_set fills a claim with copies (false when out of memory). */
 bool tt__claim_set(tt_claim *c, const char *id, const char *pool,

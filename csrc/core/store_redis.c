@@ -952,6 +952,11 @@ static const char *str_of(const redisReply *v, char *buf, size_t n) {
   return buf;
 }
 
+/* rs_pools lists the registered pools (the set NAME:pools). */
+static int rs_pools(void *be, char ***out, size_t *n) {
+  return pools_of(be, NULL, out, n);
+}
+
 static int rs_dead_list(void *be, const char *pool, size_t max,
                         tt_store_dead **out, size_t *n) {
   rs *r = be;
@@ -1125,7 +1130,7 @@ static int rs_dead_drop(void *be, const char *pool, const char *id) {
 
 const tt__store_backend tt__redis_backend = {
   rs_open, rs_close, rs_put, rs_claim, rs_ack, rs_bury, rs_renew, rs_stats,
-  rs_dead_list, rs_dead_retry, rs_dead_drop, NULL
+  rs_dead_list, rs_dead_retry, rs_dead_drop, NULL, rs_pools
 };
 
 /* }==================================================================== */

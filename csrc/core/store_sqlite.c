@@ -41,7 +41,7 @@
 enum {
   S_INSERT, S_CLAIM_ANY, S_CLAIM_POOL, S_LEASE, S_BURY_COPY, S_DELETE,
   S_RENEW, S_DEAD_ANY, S_DEAD_POOL, S_RETRY_COPY, S_DEAD_DELETE,
-  S_STATS_ANY, S_STATS_POOL, S_DEADN_ANY, S_DEADN_POOL, S_COUNT
+  S_STATS_ANY, S_STATS_POOL, S_DEADN_ANY, S_DEADN_POOL, S_POOLS, S_COUNT
 };
 
 static const char *const sql_text[S_COUNT] = {
@@ -70,6 +70,7 @@ static const char *const sql_text[S_COUNT] = {
   " FROM tether_ops WHERE pool = ?2",
   "SELECT count(*) FROM tether_dead",
   "SELECT count(*) FROM tether_dead WHERE pool = ?1",
+  "SELECT pool FROM tether_ops UNION SELECT pool FROM tether_dead",
 };
 
 typedef struct sq {
@@ -451,6 +452,38 @@ static int sq_stats(void *be, const char *pool, tt_store_stats *out) {
   return TT_OK;
 }
 
+/* sq_pools lists the pools with records or dead letters (the indexes on
+** pool answer it). */
+static int sq_pools(void *be, char ***out, size_t *n) {
+  sq *q = be;
+  sqlite3_stmt *s = stmt(q, S_POOLS);
+  char **v = NULL;
+  size_t got = 0, cap = 0, i;
+  int r;
+  while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+    const char *p = (const char *)sqlite3_column_text(s, 0);
+    if (got == cap) {
+      size_t nc = cap == 0 ? 8 : cap * 2;
+      char **nv = realloc(v, nc * sizeof *nv);
+      if (nv == NULL) break;
+      v = nv;
+      cap = nc;
+    }
+    if ((v[got] = tt__strdup(p != NULL ? p : "")) == NULL) break;
+    got++;
+  }
+  sqlite3_reset(s);
+  if (r != SQLITE_DONE) {
+    for (i = 0; i < got; i++) free(v[i]);
+    free(v);
+    return r == SQLITE_ROW ? tt__store_fail(q->cfg, "not enough memory")
+                           : fail_db(q, "cannot list the pools");
+  }
+  *out = v;
+  *n = got;
+  return TT_OK;
+}
+
 static int sq_dead_list(void *be, const char *pool, size_t max,
                         tt_store_dead **out, size_t *n) {
   sq *q = be;
@@ -537,5 +570,5 @@ static void sq_idle(void *be) {
 
 const tt__store_backend tt__sqlite_backend = {
   sq_open, sq_close, sq_put, sq_claim, sq_ack, sq_bury, sq_renew, sq_stats,
-  sq_dead_list, sq_dead_retry, sq_dead_drop, sq_idle
+  sq_dead_list, sq_dead_retry, sq_dead_drop, sq_idle, sq_pools
 };

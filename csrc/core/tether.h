@@ -854,8 +854,9 @@ int tt_pool_workers(tt_pool *p);
 ** request's.  The pool then adds no timeout ('timeout' is ignored), never
 ** cancels that context (not when its shutdown context ends, not when the
 ** op ends), runs one attempt ('retry' is ignored), and an op that fails
-** counts as 'failed', never as a dead letter.  It is queued, counted and
-** observed like any other op. */
+** counts as 'failed', never as a dead letter; the pool's hook is not run
+** for it (its context is its submitter's, with the submitter's span).  It
+** is queued, counted and observed like any other op. */
 tt_handle *tt_pool_submit(tt_pool *p, tt_ctx *parent,
                           const tt_submit_opts *opts, tt_fn fn, void *arg,
                           tt_drop drop, int *err);
@@ -1552,6 +1553,37 @@ typedef void (*tt_http_observer)(const tt_http_event *ev, void *ud);
 int tt_http_observe(tt_http_server *s, tt_http_observer fn, void *ud);
 void tt_http_unobserve(tt_http_server *s, int id);
 
+/* How an HTTP observer is called (tt_http_observe_with).  An 'immediate'
+** observer is called before the others, on the thread of the event, with
+** no lock at all: it must only do quick lock-free work (metrics count
+** with atomics this way).  It cannot be removed (tt_http_unobserve
+** ignores its id): it and its 'ud' must last as long as the server.  A
+** server takes at most TT_HTTP_MAX_IMMEDIATE of them. */
+#define TT_HTTP_MAX_IMMEDIATE 4
+
+typedef struct tt_http_observer_opts {
+  bool immediate;
+} tt_http_observer_opts;
+
+/* tt_http_observe_with registers an observer as 'o' says (NULL: as
+** tt_http_observe) and returns its id (> 0), or -1 (out of memory, or
+** too many immediate observers). */
+int tt_http_observe_with(tt_http_server *s, tt_http_observer fn, void *ud,
+                         const tt_http_observer_opts *o);
+
+/* tt_http_method_label returns 'method' if it is one of the standard
+** methods (GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH;
+** case-sensitive, as methods are), else "OTHER": the bounded form used in
+** metric labels and span names.  The string is static. */
+const char *tt_http_method_label(const char *method);
+
+/* tt_http_req_span returns the request's server span (borrowed: it lives
+** as long as the request), or NULL when tracing was off as the request
+** was dispatched.  A handler may add attributes to it, such as the route
+** that matched ("http.route"); it ends when the request finishes. */
+typedef struct tt_span tt_span;
+tt_span *tt_http_req_span(tt_http_req *r);
+
 /* }==================================================================== */
 
 /* {====================================================================
@@ -1792,6 +1824,39 @@ typedef struct tt_pool_metrics_opts {
 ** nothing allocated per op.  Returns TT_OK, TT_EINVAL or TT_ENOMEM.
 ** Attach a pool once. */
 int tt_metrics_observe_pool(tt_pool *p, const tt_pool_metrics_opts *o);
+
+/* tt_metrics_observe_http feeds the HTTP families from the server's
+** events for the rest of its life (an immediate observer: atomic adds,
+** no lock, nothing allocated): tether_http_requests_total{server,
+** method,code} (the method as tt_http_method_label gives it, the code as
+** the status number sent, "0" when nothing was),
+** tether_http_client_gone_total{server} and the histogram
+** tether_http_request_duration_seconds{server} (from the request's
+** headers to its end).  Servers that share a name add up.  Returns
+** TT_OK, TT_EINVAL or TT_ENOMEM.  Attach a server once. */
+int tt_metrics_observe_http(tt_http_server *s);
+
+/* tt_metrics_respond answers a request with the metrics text: GET and
+** HEAD get 200 with the text and the content type
+** TT_METRICS_CONTENT_TYPE, other methods 405 with "Allow: GET, HEAD".
+** It returns what the response function returned. */
+#define TT_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+int tt_metrics_respond(tt_http_req *r);
+
+/* tt_metrics_observe_store adds the store's families while it is open:
+** the gauges tether_store_depth, tether_store_leased, tether_store_dead
+** and tether_store_oldest_age_seconds, labels {store, pool}, read from
+** the store (tt_store_stats_pools) each time the text is made, before
+** the registry's lock is taken; and the counters
+** tether_store_records_written_total, _claimed_total, _acked_total and
+** _buried_total, label {store} (tt_store_counters_get).  The store label
+** is 'name', or the store's URL without its password when 'name' is
+** NULL.  A pool once seen keeps its series (at 0) while the store is
+** open; at most 256 pools per store.  The store leaves the text when it
+** closes (tt_store_close, or its last reference).  A store that does not
+** answer leaves its gauges out of that text.  Returns TT_OK, TT_EINVAL
+** or TT_ENOMEM.  Attach a store once. */
+int tt_metrics_observe_store(tt_store *s, const char *name);
 
 /* }==================================================================== */
 
@@ -2194,6 +2259,28 @@ typedef struct tt_store_stats {
 } tt_store_stats;
 
 int tt_store_stats_get(tt_store *s, const char *pool, tt_store_stats *out);
+
+/* tt_store_stats_pools reports the stats of each pool that has records
+** or dead letters in the store, in one request to the store's thread:
+** '*out' (free with tt_store_pool_stats_free) gets '*n' of them.  Returns
+** TT_OK, TT_ESTORE or TT_ECLOSED. */
+typedef struct tt_store_pool_stats {
+  char *pool;
+  tt_store_stats st;
+} tt_store_pool_stats;
+
+int tt_store_stats_pools(tt_store *s, tt_store_pool_stats **out,
+                         size_t *n);
+void tt_store_pool_stats_free(tt_store_pool_stats *p, size_t n);
+
+/* Counters of what this process did with a store: records written (the
+** spills of pools and other puts), claimed, acknowledged, and made dead
+** letters.  Each is read atomically. */
+typedef struct tt_store_counters {
+  uint64_t written, claimed, acked, buried;
+} tt_store_counters;
+
+void tt_store_counters_get(tt_store *s, tt_store_counters *out);
 
 /* A dead letter of a store: its id (SQLite: the op's own id; Redis: the
 ** entry of the dead-letter stream), pool, the reason, when it was made

@@ -9,6 +9,14 @@
 ** the Lua function in the worker's state with (ctx, req, res): 'req' a
 ** plain table made for the call, 'res' a small object over the engine's
 ** request.
+**
+** Metrics: every server feeds the HTTP families of tether.metrics.text()
+** (tt_metrics_observe_http) unless metrics = false; metrics = true also
+** answers GET and HEAD /metrics with the text, in C on the worker,
+** before any Lua runs.  A route of the application's own at /metrics
+** wins over it; a single handler never sees /metrics then.  With tracing
+** on, a matched route is the "http.route" attribute of the request's
+** server span.
 */
 #include <stdio.h>
 #include <string.h>
@@ -38,6 +46,7 @@ typedef struct lh_app {
   tt_obj *handler;         /* packed; NULL with routes */
   route *routes;
   int nroutes;
+  bool metrics_path;       /* answer /metrics (metrics = true) */
 } lh_app;
 
 static void app_free(void *ud) {
@@ -332,12 +341,22 @@ static int lh_handle(tt_ctx *ctx, tt_http_req *req, void *ud,
   lua_State *L;
   call c;
   int top;
+  if (a->metrics_path && strcmp(tt_http_req_path(req), "/metrics") == 0) {
+    (void)tt_metrics_respond(req);
+    return TT_OK;
+  }
   c.fn = a->handler;
   if (c.fn == NULL) {
     int status = 404;
     char allow[128];
+    tt_span *sp;
     c.fn = find_route(a, tt_http_req_method(req), tt_http_req_path(req),
                       &status, allow, sizeof allow);
+    if (c.fn != NULL && (sp = tt_http_req_span(req)) != NULL) {
+      /* Routes are exact paths: the route is the path. */
+      tt_field f = TT_FSTR("http.route", tt_http_req_path(req));
+      tt_span_set_attr(sp, &f);
+    }
     if (c.fn == NULL) {
       const char *body = status == 405 ? "method not allowed\n"
                                        : "not found\n";
@@ -389,7 +408,7 @@ static int lh_handle(tt_ctx *ctx, tt_http_req *req, void *ud,
 ** key not listed here raises. */
 static const char *const server_options[] = {
   "name", "addr", "handler", "routes", "pool", "max_body", "max_inflight",
-  "request_timeout", "idle_timeout", "shutdown", "tls", NULL
+  "request_timeout", "idle_timeout", "shutdown", "tls", "metrics", NULL
 };
 
 static const char *const tls_options[] = {"cert", "key", NULL};
@@ -495,7 +514,7 @@ static int l_server(lua_State *L) {
   lh_app *a, **box;
   tt_http_server *s;
   char msg[256];
-  int err = TT_OK, top;
+  int err = TT_OK, top, metrics, i;
   bool has_handler, has_routes;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
@@ -508,6 +527,18 @@ static int l_server(lua_State *L) {
   o.request_timeout = lt_optnumber(L, 1, 1, "request_timeout", 30, 0);
   if (o.request_timeout == 0) o.request_timeout = -1;  /* 0: none */
   o.idle_timeout = lt_optint(L, 1, 1, "idle_timeout", 30, 1, 86400);
+  /* metrics: nil counts, true counts and serves /metrics, false
+  ** neither. */
+  metrics = lua_getfield(L, 1, "metrics");
+  if (metrics == LUA_TBOOLEAN)
+    metrics = lua_toboolean(L, -1) ? 1 : 0;
+  else if (metrics == LUA_TNIL)
+    metrics = -1;
+  else
+    lt_fielderror(L, 1, "metrics", lua_pushfstring(L, "must be a boolean, "
+                                                      "got %s",
+                                                   luaL_typename(L, -1)));
+  lua_pop(L, 1);
   if (lua_getfield(L, 1, "shutdown") != LUA_TNIL) {
     o.shutdown = lt_testobj(L, -1, &tt_ctx_type);
     if (o.shutdown == NULL)
@@ -562,6 +593,9 @@ static int l_server(lua_State *L) {
     read_routes(L, -1, a);
     lua_pop(L, 1);
   }
+  a->metrics_path = metrics == 1;
+  for (i = 0; i < a->nroutes; i++)
+    if (strcmp(a->routes[i].path, "/metrics") == 0) a->metrics_path = false;
   o.handler = lh_handle;
   o.ud = a;
   o.ud_drop = app_free;
@@ -573,6 +607,8 @@ static int l_server(lua_State *L) {
     return luaL_error(L, "http server '%s': %s", o.name, msg);
   }
   lt_pushnew(L, s);
+  if (metrics != 0 && tt_metrics_observe_http(s) != TT_OK)
+    return luaL_error(L, "not enough memory");
   return 1;
 }
 

@@ -247,17 +247,21 @@ static int store_error(lua_State *L, tt_store *s, int rc) {
 
 /* tether.store.open(url [, opts]) -> store | nil, err.  A malformed URL
 ** raises; a server that cannot be reached or a file that is not a
-** database returns nil and an error of code "store_unavailable". */
+** database returns nil and an error of code "store_unavailable".  The
+** store's figures are in tether.metrics.text() while it is open, under
+** the label store = opts.name or its URL without the password (unless
+** opts.metrics = false). */
 static int l_open(lua_State *L) {
   static const char *const known[] = {
     "max_payload", "max_deliveries", "lease", "synchronous", "timeout",
-    "consumer", NULL
+    "consumer", "name", "metrics", NULL
   };
-  const char *url = luaL_checkstring(L, 1);
+  const char *url = luaL_checkstring(L, 1), *name = NULL;
   tt_store_opts o;
   tt_store *s;
   char msg[400];
   int err = TT_OK;
+  bool metrics = true;
   memset(&o, 0, sizeof o);
   if (!lua_isnoneornil(L, 2)) {
     const char *sync;
@@ -278,6 +282,8 @@ static int l_open(lua_State *L) {
     else
       lt_fielderror(L, 2, "synchronous", "must be 'full' or 'normal'");
     o.consumer = lt_optstring(L, 2, 2, "consumer", NULL);
+    name = lt_optstring(L, 2, 2, "name", NULL);
+    metrics = lt_optboolean(L, 2, 2, "metrics", true);
   }
   s = tt_store_open(url, &o, &err, msg, sizeof msg);
   if (s == NULL) {
@@ -286,6 +292,8 @@ static int l_open(lua_State *L) {
     return lt_pusherror(L, TT_ESTORE, msg);
   }
   lt_pushnew(L, s);
+  if (metrics && tt_metrics_observe_store(s, name) != TT_OK)
+    return luaL_error(L, "not enough memory");
   return 1;
 }
 

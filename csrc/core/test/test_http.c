@@ -781,4 +781,245 @@ TEST(bad_options) {
   tt_unref(p);
 }
 
+/* {====================================================================
+** Metrics and spans of requests
+** ===================================================================== */
+
+/* metric reads the value of 'series' (written out in full) from the
+** metrics text, or -1. */
+static double metric(const char *series) {
+  tt_buf b = TT_BUF_INIT;
+  size_t n = strlen(series);
+  const char *p;
+  double v = -1;
+  CHECK_EQ(tt_metrics_text(&b), TT_OK);
+  for (p = b.data; p != NULL && (p = strstr(p, series)) != NULL; p++)
+    if ((p == b.data || p[-1] == '\n') && p[n] == ' ') {
+      v = atof(p + n + 1);
+      break;
+    }
+  tt_buf_free(&b);
+  return v;
+}
+
+/* h_mix answers /fail with a failure, /metrics with the metrics text,
+** /wait once its context ends, and anything else with "hello". */
+static int h_mix(tt_ctx *ctx, tt_http_req *r, void *ud, tt_obj **err) {
+  const char *path = tt_http_req_path(r);
+  seen *w = ud;
+  if (strcmp(path, "/fail") == 0) {
+    *err = &tt_error_new(TT_EFAILED, "broken", NULL)->hdr;
+    return TT_EFAILED;
+  }
+  if (strcmp(path, "/metrics") == 0) return tt_metrics_respond(r);
+  if (strcmp(path, "/wait") == 0) {
+    if (w->started != NULL) tt_cancel(w->started, NULL);
+    tt_ctx_wait(ctx, 10);
+    return TT_OK;
+  }
+  return tt_http_res_send(r, "hello", 5);
+}
+
+static void count_finished(const tt_http_event *ev, void *ud) {
+  if (ev->kind == TT_HTTP_EV_FINISHED) atomic_fetch_add((atomic_int *)ud, 1);
+}
+
+TEST(metrics_of_requests) {
+  tt_pool *p = pool_of(2, 8);
+  tt_http_opts o;
+  tt_http_observer_opts im = {true};
+  tt_http_server *s;
+  atomic_int finished = 0;
+  char buf[65536];
+  seen w;
+  int i, fd, id;
+  seen_init(&w);
+  memset(&o, 0, sizeof o);
+  o.name = "ctest_metrics";
+  s = serve(p, h_mix, &w, &o);
+  CHECK_EQ(tt_metrics_observe_http(s), TT_OK);
+  /* An immediate observer cannot be taken back; a server takes four. */
+  id = tt_http_observe_with(s, count_finished, &finished, &im);
+  CHECK(id > 0);
+  tt_http_unobserve(s, id);
+  CHECK(tt_http_observe_with(s, count_finished, &finished, &im) > 0);
+  CHECK(tt_http_observe_with(s, count_finished, &finished, &im) > 0);
+  CHECK_EQ(tt_http_observe_with(s, count_finished, &finished, &im), -1);
+  for (i = 0; i < 3; i++) request(s, GET("/"), buf, sizeof buf);
+  request(s, "POST /fail HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+             "Connection: close\r\n\r\n", buf, sizeof buf);
+  CHECK_EQ(status_of(buf), 500);
+  request(s, "BREW / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+          buf, sizeof buf);
+  CHECK_EQ(status_of(buf), 200);
+  /* A client that hangs up while its handler waits. */
+  w.started = tt_with_cancel(tt_background());
+  fd = dial(s);
+  send_str(fd, GET("/wait"));
+  tt_ctx_wait(w.started, 10);
+  close(fd);
+  WAIT_FOR(atomic_load(&finished) == 3 * 6, 10);
+  CHECK_EQ(atomic_load(&finished), 3 * 6);
+  CHECK_EQ(metric("tether_http_requests_total{server=\"ctest_metrics\","
+                  "method=\"GET\",code=\"200\"}"), 4);
+  CHECK_EQ(metric("tether_http_requests_total{server=\"ctest_metrics\","
+                  "method=\"POST\",code=\"500\"}"), 1);
+  CHECK_EQ(metric("tether_http_requests_total{server=\"ctest_metrics\","
+                  "method=\"OTHER\",code=\"200\"}"), 1);
+  CHECK_EQ(metric("tether_http_client_gone_total{server="
+                  "\"ctest_metrics\"}"), 1);
+  CHECK_EQ(metric("tether_http_request_duration_seconds_count{server="
+                  "\"ctest_metrics\"}"), 6);
+  CHECK_EQ(metric("tether_http_request_duration_seconds_bucket{server="
+                  "\"ctest_metrics\",le=\"+Inf\"}"), 6);
+  /* /metrics: the text with its content type, GET and HEAD only. */
+  request(s, GET("/metrics"), buf, sizeof buf);
+  CHECK_EQ(status_of(buf), 200);
+  CHECK(strstr(buf, "Content-Type: " TT_METRICS_CONTENT_TYPE "\r\n") !=
+        NULL);
+  CHECK(strstr(body_of(buf), "# TYPE tether_http_requests_total counter\n"
+                             "tether_http_requests_total{server=\"ctest_"
+                             "metrics\",method=\"GET\",code=\"200\"} 4\n")
+        != NULL);
+  request(s, "HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+             "\r\n", buf, sizeof buf);
+  CHECK_EQ(status_of(buf), 200);
+  CHECK_EQ(strlen(body_of(buf)), 0);
+  request(s, "DELETE /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+             "\r\n", buf, sizeof buf);
+  CHECK_EQ(status_of(buf), 405);
+  CHECK(strstr(buf, "Allow: GET, HEAD\r\n") != NULL);
+  WAIT_FOR(metric("tether_http_requests_total{server=\"ctest_metrics\","
+                  "method=\"DELETE\",code=\"405\"}") == 1, 10);
+  CHECK_EQ(metric("tether_http_requests_total{server=\"ctest_metrics\","
+                  "method=\"DELETE\",code=\"405\"}"), 1);
+  tt_unref(w.started);
+  w.started = NULL;
+  tt_unref(s);
+  seen_free(&w);
+  tt_unref(p);
+}
+
+/* What the span test's handler and op saw. */
+static tt_span_context handler_sc, op_sc;
+static atomic_int span_seen, op_ran;
+static tt_pool *span_ops;
+
+static int fn_op(tt_ctx *ctx, void *arg, tt_obj **out) {
+  (void)arg;
+  (void)out;
+  if (tt_ctx_span_context(ctx, &op_sc)) atomic_store(&op_ran, 1);
+  return TT_OK;
+}
+
+static int h_span(tt_ctx *ctx, tt_http_req *r, void *ud, tt_obj **err) {
+  tt_span *sp = tt_http_req_span(r);
+  tt_span_context own;
+  tt_submit_opts so;
+  tt_handle *h;
+  int e;
+  bool down = strcmp(tt_http_req_path(r), "/down") == 0;
+  (void)ud;
+  (void)err;
+  tt_span_context_of(sp, &own);
+  /* The handler's context carries the server span itself. */
+  if (!down && sp != NULL && tt_ctx_span_context(ctx, &handler_sc) &&
+      memcmp(own.span_id, handler_sc.span_id, 8) == 0)
+    atomic_store(&span_seen, 1);
+  memset(&so, 0, sizeof so);
+  so.name = "audit";
+  if (!down) {
+    h = tt_pool_submit(span_ops, ctx, &so, fn_op, NULL, NULL, &e);
+    tt_unref(h);
+  }
+  tt_http_res_status(r, down ? 503 : 201);
+  return tt_http_res_send(r, "ok", 2);
+}
+
+TEST(server_span_is_the_parent_of_the_handler_ops) {
+  tt_pool *p = pool_of(2, 8);
+  tt_pool_opts po;
+  tt_pool_hook hook;
+  tt_trace_opts to;
+  tt_http_opts o;
+  tt_http_server *s;
+  char path[128], buf[4096], sid[17], want[160], *t = NULL;
+  FILE *f;
+  long n;
+  int err;
+  snprintf(path, sizeof path, "/tmp/tether-http-spans-%d.jsonl",
+           (int)getpid());
+  unlink(path);
+  memset(&to, 0, sizeof to);
+  to.file = path;
+  to.sampler = "parentbased_always_on";
+  to.schedule_delay = 0.05;
+  CHECK_EQ(tt_trace_configure(&to), TT_OK);
+  memset(&po, 0, sizeof po);
+  po.name = "ctest_audit";
+  po.workers = 1;
+  hook = tt_trace_pool_hook();
+  po.hook = &hook;
+  span_ops = tt_pool_new(&po, &err);
+  memset(&o, 0, sizeof o);
+  o.name = "ctest_spans";
+  s = serve(p, h_span, NULL, &o);
+  request(s, "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+             "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-"
+             "00f067aa0ba902b7-01\r\nConnection: close\r\n\r\n",
+          buf, sizeof buf);
+  CHECK_EQ(status_of(buf), 201);
+  request(s, GET("/down"), buf, sizeof buf);
+  CHECK_EQ(status_of(buf), 503);
+  CHECK_EQ(tt_http_shutdown(s, NULL, 10), TT_OK);
+  CHECK_EQ(tt_pool_drain(span_ops, NULL, 10), TT_OK);
+  CHECK_EQ(atomic_load(&span_seen), 1);
+  CHECK_EQ(atomic_load(&op_ran), 1);
+  CHECK_EQ(tt_trace_flush(10), TT_OK);
+  f = fopen(path, "rb");
+  CHECK(f != NULL);
+  if (f != NULL) {
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    rewind(f);
+    t = calloc(1, (size_t)n + 1);
+    if (fread(t, 1, (size_t)n, f) != (size_t)n) t[0] = '\0';
+    fclose(f);
+  }
+  if (t == NULL) t = calloc(1, 1);
+  /* The server span: the remote parent, kind SERVER, its attributes. */
+  tt_hex(handler_sc.span_id, 8, sid);
+  snprintf(want, sizeof want, "{\"traceId\":\"4bf92f3577b34da6a3ce929d0e0e"
+           "4736\",\"spanId\":\"%s\",\"parentSpanId\":\"00f067aa0ba902b7\","
+           "\"flags\":769,\"name\":\"POST /orders\",\"kind\":2,", sid);
+  CHECK(strstr(t, want) != NULL);
+  CHECK(strstr(t, "{\"key\":\"http.response.status_code\",\"value\":"
+                  "{\"intValue\":\"201\"}}") != NULL);
+  CHECK(strstr(t, "{\"key\":\"url.path\",\"value\":{\"stringValue\":"
+                  "\"/orders\"}}") != NULL);
+  CHECK(strstr(t, "{\"key\":\"tether.server\",\"value\":{\"stringValue\":"
+                  "\"ctest_spans\"}}") != NULL);
+  /* The op the handler submitted: its child, with a link to it. */
+  snprintf(want, sizeof want, "\"parentSpanId\":\"%s\",\"flags\":257,"
+           "\"name\":\"audit\"", sid);
+  CHECK(strstr(t, want) != NULL);
+  snprintf(want, sizeof want, "\"links\":[{\"traceId\":\"4bf92f3577b34da6a"
+           "3ce929d0e0e4736\",\"spanId\":\"%s\"", sid);
+  CHECK(strstr(t, want) != NULL);
+  /* No span of the handler's own attempt: the server span is its. */
+  CHECK(strstr(t, "\"name\":\"ctest_spans\"") == NULL);
+  /* A 503 is an error; a request without traceparent starts a trace. */
+  CHECK(strstr(t, "\"name\":\"GET /down\",\"kind\":2,") != NULL);
+  CHECK(strstr(t, "\"status\":{\"code\":2,\"message\":\"HTTP 503\"}") !=
+        NULL);
+  free(t);
+  CHECK_EQ(tt_trace_configure(NULL), TT_OK);
+  if (getenv("KEEP_SPANS") == NULL) unlink(path);
+  tt_unref(s);
+  tt_unref(span_ops);
+  tt_unref(p);
+}
+
+/* }==================================================================== */
+
 TEST_MAIN()

@@ -427,4 +427,110 @@ TEST(filters_immediate_observers_and_release) {
 
 /* }==================================================================== */
 
+/* {====================================================================
+** Store families
+** ===================================================================== */
+
+TEST(store_gauges_and_counters_while_open) {
+  char dir[] = "/tmp/tether-mstore-XXXXXX", url[160], msg[256];
+  char id[TT_STORE_IDLEN], path[128], *t;
+  tt_store_pool_stats *ps = NULL;
+  tt_claim *c = NULL;
+  size_t n = 0;
+  tt_store *s;
+  int err = 0, i;
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(path, sizeof path, "%s/q.db", dir);
+  snprintf(url, sizeof url, "sqlite:%s", path);
+  s = tt_store_open(url, NULL, &err, msg, sizeof msg);
+  CHECK(s != NULL);
+  if (s == NULL) return;
+  CHECK_EQ(tt_metrics_observe_store(s, "ctest_store"), TT_OK);
+  for (i = 0; i < 3; i++)
+    CHECK_EQ(tt_store_put_wait(s, "a", "rec", 3, id), TT_OK);
+  CHECK_EQ(tt_store_put_wait(s, "b", "rec", 3, id), TT_OK);
+  /* The stats of every pool in one request. */
+  CHECK_EQ(tt_store_stats_pools(s, &ps, &n), TT_OK);
+  CHECK_EQ(n, 2);
+  if (n == 2) {
+    CHECK(strcmp(ps[0].pool, "a") == 0 || strcmp(ps[1].pool, "a") == 0);
+    CHECK_EQ(ps[0].st.depth + ps[1].st.depth, 4);
+  }
+  tt_store_pool_stats_free(ps, n);
+  /* One of a's claimed and acknowledged, one claimed and left leased;
+  ** b's made a dead letter. */
+  CHECK_EQ(tt_store_claim(s, "a", 2, &c, &n), TT_OK);
+  CHECK_EQ(n, 2);
+  if (n == 2) CHECK_EQ(tt_store_ack(s, &c[0]), TT_OK);
+  tt_claims_free(c, n);
+  CHECK_EQ(tt_store_claim(s, "b", 1, &c, &n), TT_OK);
+  if (n == 1) CHECK_EQ(tt_store_bury(s, &c[0], "test"), TT_OK);
+  tt_claims_free(c, n);
+  t = text();
+  CHECK(has_line(t, "tether_store_up{store=\"ctest_store\"} 1"));
+  CHECK(has_line(t, "tether_store_depth{store=\"ctest_store\",pool=\"a\"} "
+                    "2"));
+  CHECK(has_line(t, "tether_store_leased{store=\"ctest_store\",pool=\"a\"} "
+                    "1"));
+  CHECK(has_line(t, "tether_store_depth{store=\"ctest_store\",pool=\"b\"} "
+                    "0"));
+  CHECK(has_line(t, "tether_store_dead{store=\"ctest_store\",pool=\"b\"} "
+                    "1"));
+  CHECK(value_of(t, "tether_store_oldest_age_seconds{store=\"ctest_store\","
+                    "pool=\"a\"}") >= 0);
+  CHECK(has_line(t, "tether_store_records_written_total{store=\"ctest_"
+                    "store\"} 4"));
+  CHECK(has_line(t, "tether_store_records_claimed_total{store=\"ctest_"
+                    "store\"} 3"));
+  CHECK(has_line(t, "tether_store_records_acked_total{store=\"ctest_"
+                    "store\"} 1"));
+  CHECK(has_line(t, "tether_store_records_buried_total{store=\"ctest_"
+                    "store\"} 1"));
+  CHECK(has_line(t, "# TYPE tether_store_depth gauge"));
+  CHECK(has_line(t, "# TYPE tether_store_records_written_total counter"));
+  free(t);
+  /* A pool that empties keeps its series, at 0. */
+  CHECK_EQ(tt_store_put_wait(s, "c", "rec", 3, id), TT_OK);
+  t = text();
+  CHECK(has_line(t, "tether_store_depth{store=\"ctest_store\",pool=\"c\"} "
+                    "1"));
+  free(t);
+  CHECK_EQ(tt_store_claim(s, "c", 1, &c, &n), TT_OK);
+  if (n == 1) CHECK_EQ(tt_store_ack(s, &c[0]), TT_OK);
+  tt_claims_free(c, n);
+  t = text();
+  CHECK(has_line(t, "tether_store_depth{store=\"ctest_store\",pool=\"c\"} "
+                    "0"));
+  free(t);
+  /* Closed, it leaves the text. */
+  tt_store_close(s);
+  t = text();
+  CHECK(strstr(t, "store=\"ctest_store\"") == NULL);
+  CHECK(has_line(t, "# TYPE tether_store_depth gauge"));
+  free(t);
+  tt_unref(s);
+  /* Without a name, the label is the URL. */
+  s = tt_store_open(url, NULL, &err, msg, sizeof msg);
+  CHECK(s != NULL);
+  if (s == NULL) return;
+  CHECK_EQ(tt_metrics_observe_store(s, NULL), TT_OK);
+  t = text();
+  snprintf(msg, sizeof msg, "tether_store_up{store=\"%s\"} 1", url);
+  CHECK(has_line(t, msg));
+  free(t);
+  /* Its last reference closes it: gone too. */
+  tt_unref(s);
+  t = text();
+  CHECK(strstr(t, url) == NULL);
+  free(t);
+  unlink(path);
+  snprintf(path, sizeof path, "%s/q.db-wal", dir);
+  unlink(path);
+  snprintf(path, sizeof path, "%s/q.db-shm", dir);
+  unlink(path);
+  rmdir(dir);
+}
+
+/* }==================================================================== */
+
 TEST_MAIN()

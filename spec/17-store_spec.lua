@@ -590,6 +590,42 @@ local function suite(B)
     store:close()
   end)
 
+  it("tether worker whose --drain runs out leaves the ops still running "
+     .. "to their lease: another worker runs them, nothing is lost",
+     function()
+    local env = B.new()
+    local store = assert(tether.store.open(env.url))
+    local pool, release = full_pool(store)
+    for i = 1, 2 do
+      local _, err = spill(pool, bg, "storeops:slow", "l" .. i, 1.5)
+      assert.equal("spilled", err.code)
+    end
+    release()
+    local args = { "worker", "--store", env.url, "--require", "storeops",
+                   "--workers", "2", "--lease", "1", "--drain", "0.1" }
+    local w = S.cli(dir, args)
+    assert.truthy(w:expect("^start l%d$"))
+    assert.truthy(w:expect("^start l%d$"))
+    S.kill(w.pid, "INT")
+    local status, out = w:finish()
+    assert.equal(130, status, out)
+    assert.matches("tether worker: SIGINT: claimed 2, completed 0, failed "
+                   .. "0, refused 0; drained in [%d.]+ s; 2 ops still "
+                   .. "running, left to their lease", out)
+    assert.equal(2, S.count(out, '"msg":"abandoned at exit"'), out)
+    assert.equal(0, #S.done(dir))
+    -- Their leases run out; another worker takes them over.
+    args[#args] = "25"
+    args[#args + 1] = "--until-empty"
+    status, out = S.cli(dir, args):finish()
+    assert.equal(0, status, out)
+    local done = S.done(dir)
+    assert.equal(2, #done, out)
+    for _, d in ipairs(done) do assert.equal(2, d.deliveries) end
+    assert.equal(0, assert(store:stats()).depth)
+    store:close()
+  end)
+
   it("tether run --store spills a full queue's named ops, puts the "
      .. "queued ones back in the store on SIGTERM, and tether worker runs "
      .. "each once", function()

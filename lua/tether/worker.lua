@@ -209,7 +209,8 @@ function M.check(o)
       .. "of those modules run", 2
   end
   for _, m in ipairs(allow) do
-    if not package.searchpath(m, package.path)
+    if package.loaded[m] == nil and package.preload[m] == nil
+       and not package.searchpath(m, package.path)
        and not package.searchpath(m, package.cpath) then
       return nil, ("--require %s: module '%s' not found"):format(m, m), 2
     end

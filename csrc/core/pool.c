@@ -1117,7 +1117,6 @@ static void run_op(tt_pool *p, op *o) {
   else
     ctx = tt_with_cancel(o->base);
   actx = hook_begin(p, o, ctx, &hstate);
-  tt__handle_set_state(&o->h, TT_H_RUNNING);
   tt__lock(&p->mu);
   o->ctx = ctx;
   old_actx = o->actx;
@@ -1125,11 +1124,13 @@ static void run_op(tt_pool *p, op *o) {
   shut = p->shut;
   if (shut) cause = tt_ref(p->shut_cause);
   if (o->abandoned) {
-    /* Abandoned between its take and now: its context ends at once. */
+    /* Abandoned between its take and now: its handle is resolved (its
+    ** state stays final), and its context ends at once. */
     shut = true;
     tt_unref(cause);
     cause = (tt_obj *)tt_error_for(TT_EABANDONED);
   } else {
+    tt__handle_set_state(&o->h, TT_H_RUNNING);
     emit(p, o, (tt_event){.kind = TT_EV_STARTED});
   }
   tt__unlock(&p->mu);
@@ -2032,12 +2033,16 @@ static void record_base(tt_record *r, tt_pool *p, const char *name,
 }
 
 /* spillform_new copies the spill form of a submission that brought one
-** (NULL without, or when out of memory: the op then cannot go to the
-** store at exit, and is abandoned there like a closure). */
+** (NULL without one, with arguments that are not wire values, or when
+** out of memory: the op then cannot go to the store at exit, and is
+** abandoned there like a closure). */
 static spillform *spillform_new(const tt_submit_opts *so, tt_ctx *parent) {
   size_t fl = strlen(so->spill_fn) + 1;
   spillform *sf;
-  if (so->spill_args == NULL) return NULL;
+  if (so->spill_args == NULL ||
+      tt_wire_check(so->spill_args, so->spill_args_len, NULL, NULL, 0) !=
+          TT_OK)
+    return NULL;
   sf = malloc(sizeof *sf + so->spill_args_len + fl);
   if (sf == NULL) return NULL;
   sf->deadline = wall_deadline(parent);

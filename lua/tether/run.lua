@@ -304,8 +304,8 @@ local function watch(ctx, drain, claim, result, show, stop_progress,
   local deadline = t0 + drain
   local sig = cause.signal
   if show then
-    io.stderr:write(("\r\27[Ktether run: SIG%s: draining every pool for "
-      .. "up to %g s\n"):format(sig, drain))
+    io.stderr:write(("\r\27[Ktether run: SIG%s: the script ends, then "
+      .. "every pool drains, within %g s\n"):format(sig, drain))
   end
   script_done:wait(drain)
   local r = t.drain_all(math.max(0, deadline - t.now()))

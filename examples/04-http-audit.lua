@@ -11,18 +11,38 @@
 --
 -- The server listens on a free port of 127.0.0.1, runs both shapes with
 -- curl (or a plain socket client when curl is missing), and stops.
+--
+-- Run as a service, it serves until its run context ends:
+--
+--   bin/tether run examples/04-http-audit.lua --serve
+--
+-- After the two shapes it keeps serving (POST /orders answers at once and
+-- audits the order detached) until SIGINT or SIGTERM ends
+-- tether.run_context().  Then it shuts the server down as Go's Shutdown
+-- does: no new connection is accepted, requests in flight complete (and
+-- their audits), and `tether run` drains the pools and exits with 130 or
+-- 143.
 local tether = require "tether"
+
+local serve = select(1, ...) == "--serve"
+if serve then io.stdout:setvbuf("line") end
 
 local audits = tether.pool { name = "audit", workers = 2 }
 local seen = tether.chan(8)      -- what each handler's context saw
 local audited = tether.chan(8)   -- each audit, once it completed
 
 -- audit runs detached: its context keeps the request's values (the
--- request id) but not its cancellation.
+-- request id) but not its cancellation.  Audits of the two shapes report
+-- to 'out'; those of orders say so on stdout.
 local function audit(ctx, shape, out)
   tether.sleep(0.05)   -- the audit's own work, after the response
-  out:send { shape = shape, request_id = ctx:value("request_id"),
-             err = ctx:err() }
+  if out then
+    out:send { shape = shape, request_id = ctx:value("request_id"),
+               err = ctx:err() }
+  else
+    print(("audit of %s request %s completed"):format(shape,
+                                                      ctx:value("request_id")))
+  end
 end
 
 local srv = tether.http.server {
@@ -39,6 +59,10 @@ local srv = tether.http.server {
       seen:send { shape = "slow", id = req.id, ctx = ctx,
                   at = tether.now() }
       res:send("too late\n")
+    end,
+    ["POST /orders"] = function(ctx, req, res)
+      res:send(("order of %d bytes accepted\n"):format(#req.body))
+      assert(audits:submit(ctx, "audit", audit, "order"))
     end,
   },
 }
@@ -97,9 +121,20 @@ end
 assert(done.fast.request_id == a.id and done.slow.request_id == b.id)
 assert(done.fast.err == nil and done.slow.err == nil)
 
-srv:close()
+if serve then
+  -- Serve until SIGINT or SIGTERM; then stop accepting and let the
+  -- requests in flight complete (within 20 s).
+  local ctx = tether.run_context()
+  print(("serving on %s until SIGINT or SIGTERM"):format(base))
+  ctx:wait()
+  print(("%s: shutting down: no new connections, requests in flight "
+         .. "complete"):format(tostring(ctx:cause())))
+  assert(srv:shutdown(tether.with_timeout(tether.background(), 20)))
+else
+  srv:close()
+end
 assert(audits:drain())
 local st = audits:stats()
 print(("audit completed: %d of %d submitted"):format(st.completed,
                                                      st.submitted))
-assert(st.completed == 2)
+assert(st.completed == st.submitted and (serve or st.completed == 2))

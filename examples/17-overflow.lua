@@ -1,10 +1,14 @@
 -- Scenario 17: overflow to disk.  A burst three times what a pool can
 -- hold (workers plus queue) arrives at once: what does not fit goes to a
 -- durable store (SQLite here; "redis://HOST:PORT" works the same) instead
--- of being refused.  A separate process, lua5.4 running tether.worker,
--- drains the store later, and the script checks that no order was lost.
--- Only named ops ("module:function") with plain-data arguments can
--- travel: the drainer runs only the modules it is told to allow.
+-- of being refused.  A separate process, `tether worker`, drains the
+-- store later, and the script checks that no order was lost.  Only named
+-- ops ("module:function") with plain-data arguments can travel: the
+-- worker runs only the modules it is told to allow (--require).
+--
+-- In production the two sides are two commands: `tether run --store URL
+-- app.lua` gives every pool of app.lua that store as its overflow, and
+-- `tether worker --store URL --require orders` drains it until SIGTERM.
 local tether = require "tether"
 
 local bg = tether.background()
@@ -59,21 +63,21 @@ print(("pool stats: submitted %d = completed %d + spilled %d"):format(
   s.submitted, s.completed, s.spilled))
 print(("store depth before the drainer: %d"):format(store:stats().depth))
 
--- The drainer: another process, allowed to run the module 'orders' only.
-local script = dir .. "/drainer.lua"
-f = assert(io.open(script, "w"))
-f:write([[
-local worker = require "tether.worker"
-local rep = assert(worker.run { store = arg[1], allow = { "orders" },
-                                workers = 4, until_empty = true })
-print(("drainer process: ran %d ops"):format(rep.completed))
-]])
-f:close()
-local cmd = ("cd %s && LUA_PATH_5_4='%s' lua5.4 drainer.lua '%s'"):format(
-  dir, dir .. "/?.lua;" .. (os.getenv("LUA_PATH_5_4") or ";;"), url)
+-- The drainer: another process, `tether worker`, allowed to run the
+-- module 'orders' only; --until-empty ends it once the store is empty
+-- (without it, it drains until SIGINT or SIGTERM).  From a checkout it is
+-- bin/tether next to this directory; installed, `tether` on the PATH.
+local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
+local bin = here .. "/../bin/tether"
+local found = io.open(bin)
+local cmd = found and ("lua5.4 '%s'"):format(bin) or "tether"
+if found then found:close() end
+cmd = ("LUA_PATH_5_4='%s' %s worker --store '%s' --require orders "
+       .. "--workers 4 --until-empty 2>&1"):format(
+  dir .. "/?.lua;" .. (os.getenv("LUA_PATH_5_4") or ";;"), cmd, url)
 local p = assert(io.popen(cmd))
-io.write(p:read("a"))
-assert(p:close(), "the drainer failed")
+for line in p:lines() do print("  | " .. line) end
+assert(p:close(), "the worker failed")
 
 -- Nothing lost: every order of the burst was audited, here or there.
 local seen, lines = {}, 0

@@ -538,6 +538,36 @@ describe("tether.http", function()
     assert.equal(7, rc)
   end)
 
+  it("shutdown(ctx) serves a request that arrived before it, even if "
+     .. "its body was still on its way", function()
+    local srv = tether.http.server {
+      handler = function(ctx, req, res) res:send("got " .. req.body) end,
+    }
+    local c = connect(srv)
+    c:send("POST /orders HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n"
+           .. "Expect: 100-continue\r\n\r\n")
+    -- The server has the request: it asks for the body.
+    assert.equal("HTTP/1.1 100 Continue", c:receive("*l"))
+    assert.equal("", c:receive("*l"))
+    c:send("half-")
+    -- A context already done: shutdown stops accepting and returns.
+    local done, cancel = tether.with_cancel(bg)
+    cancel()
+    local ok, err = srv:shutdown(done)
+    assert.is_nil(ok)
+    assert.equal(tether.canceled, err)
+    local _, rc = curl(url(srv, "/"))
+    assert.equal(7, rc)                  -- refused
+    c:send("rest!")
+    local data, _, partial = c:receive("*a")
+    c:close()
+    local status, h, body = parse(data or partial)
+    assert.equal(200, status)
+    assert.equal("got half-rest!", body)
+    assert.equal("close", h.connection)
+    assert.is_true(srv:shutdown(tether.with_timeout(bg, 10)))
+  end)
+
   it("shutdown(ctx) returns the context's error when it ends first",
      function()
     local started, gate = tether.chan(1), tether.chan(1)

@@ -4,6 +4,7 @@
 -- (spec/support/child.lua).
 local run = require "tether.run"
 local child = require "spec.support.child"
+local eventually = require "spec.support.eventually"
 
 -- A script whose ops outlive the signal: 'n' ops of 'secs' seconds each
 -- on a pool of 'workers', the ops detached from the run context as pool
@@ -72,9 +73,11 @@ describe("tether run's command line", function()
     for _, o in ipairs(run.commands.run.options) do
       names[#names + 1] = o.name
     end
-    assert.same({"drain", "progress", "no-progress", "help"}, names)
+    assert.same({"drain", "progress", "no-progress", "store", "help"},
+                names)
     assert.matches("%-%-drain SECONDS", run.help("run"))
     assert.matches("run +run a script", run.help())
+    assert.matches("worker +drain a durable store", run.help())
   end)
 
   it("prints its help and its version", function()
@@ -178,6 +181,48 @@ print("bye")
     assert.equal(143, r.status, child.describe(r))
     assert.same({"ready", "bye"}, r.out)
     assert.matches("SIGTERM: 0 pools drained", r.stderr, 1, true)
+  end)
+
+  it("serves until its context ends: on SIGTERM the server stops "
+     .. "accepting, a request in flight completes with its audit, and "
+     .. "the runner exits 143", function()
+    local socket = require "socket"
+    local c = child.start(nil, { file = "examples/04-http-audit.lua",
+                                 runner = {}, args = { "--serve" },
+                                 plain = true })
+    local _, port = c:expect_match("^serving on http://127%.0%.0%.1:(%d+) "
+                                   .. "until SIGINT or SIGTERM$")
+    assert.truthy(port, port or child.describe(c:finish()))
+    -- A request in flight when the signal comes: the server has its
+    -- headers (it asks for the body), its body is not all there yet.
+    local conn = assert(socket.connect("127.0.0.1", tonumber(port)))
+    conn:settimeout(10)
+    assert(conn:send("POST /orders HTTP/1.1\r\nHost: t\r\n"
+      .. "Content-Length: 10\r\nExpect: 100-continue\r\n\r\n"))
+    assert.equal("HTTP/1.1 100 Continue", conn:receive("*l"))
+    assert.equal("", conn:receive("*l"))
+    assert(conn:send("half-"))
+    assert.is_true(c:blocked())
+    c:signal("TERM")
+    assert.truthy(c:expect_match("shutting down"))
+    eventually(function()
+      local again = socket.connect("127.0.0.1", tonumber(port))
+      if again then again:close() end
+      return again == nil
+    end, "new connections to be refused")
+    -- The request in flight completes, and so does its audit.
+    assert(conn:send("rest!"))
+    local data, _, partial = conn:receive("*a")
+    conn:close()
+    data = data or partial
+    assert.matches("^HTTP/1%.1 200 OK\r\n", data)
+    assert.matches("\r\n\r\norder of 10 bytes accepted\n$", data)
+    local r = c:finish()
+    assert.equal(143, r.status, child.describe(r))
+    assert.matches("audit of order request %S+ completed", r.stdout)
+    assert.matches("audit completed: 3 of 3 submitted", r.stdout, 1, true)
+    assert.matches("tether run: SIGTERM: 2 pools drained in [%d.]+ s; "
+                   .. "nothing abandoned\n$", r.stderr)
   end)
 
   it("prints nothing extra when stderr is not a terminal", function()

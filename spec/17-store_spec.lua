@@ -7,6 +7,7 @@
 local tether = require "tether"
 local S = require "spec.support.store"
 local accounting = require "spec.support.accounting"
+local child = require "spec.support.child"
 local scale = require "spec.support.scale"
 
 local bg = tether.background()
@@ -454,19 +455,16 @@ local function suite(B)
         end
       end
       tether.sleep(3600)  -- until killed]])
-    S.write(dir .. "/drainer.lua", [[
-      local w = require "tether.worker"
-      local rep = assert(w.run { store = arg[1], allow = { "storeops" },
-        workers = 4, lease = 1, poll = 0.02,
-        until_empty = arg[2] == "empty" })
-      print("completed", rep.completed)]])
+    -- The drainer is the real command line: `tether worker`.
+    local worker = { "worker", "--store", env.url, "--require", "storeops",
+                     "--workers", "4", "--lease", "1" }
     local acks = dir .. "/acks.log"
     os.remove(acks)
     math.randomseed(os.time())
     for r = 1, rounds do
       local p = S.spawn(dir, "producer.lua", S.quote(env.url) .. " r" .. r
                         .. " " .. S.quote(acks) .. " " .. scale.n(4000, 500))
-      local d = S.spawn(dir, "drainer.lua", S.quote(env.url))
+      local d = S.spawn_cli(dir, worker)
       tether.sleep(0.3 + math.random() * 0.6)
       S.kill(p, "KILL")
       tether.sleep(math.random() * 0.4)
@@ -474,9 +472,9 @@ local function suite(B)
       assert(S.wait_gone(p, 10))
       assert(S.wait_gone(d, 10))
     end
-    local out, ok = S.run(dir, "drainer.lua", S.quote(env.url) .. " empty",
-                          120)
-    assert(ok, out)
+    worker[#worker + 1] = "--until-empty"
+    local status, out = S.cli(dir, worker, 120):finish()
+    assert.equal(0, status, out)
     local acked, nacked = {}, 0
     for tag in S.read(acks):gmatch("[^\n]+") do
       acked[tag] = true
@@ -501,6 +499,268 @@ local function suite(B)
     assert.equal(0, assert(tether.store.open(env.url)):stats().depth)
     if B.integrity then assert.equal("ok", B.integrity(env)) end
   end)
+
+  -- {================================================================
+  -- tether worker, tether run --store, exit
+  -- =================================================================
+
+  -- tags reads the completed ops' tags: tag -> how many times it ran.
+  local function tags()
+    local count = {}
+    for _, d in ipairs(S.done(dir)) do
+      count[d.tag] = (count[d.tag] or 0) + 1
+    end
+    return count
+  end
+
+  it("tether worker drains the store; an op of a module not on its "
+     .. "--require list becomes a dead letter and never runs", function()
+    local env = B.new()
+    local store = assert(tether.store.open(env.url))
+    local pool, release = full_pool(store)
+    for i = 1, 10 do
+      local _, err = spill(pool, bg, "storeops:record", "w" .. i)
+      assert.equal("spilled", err.code)
+    end
+    local pwned = dir .. "/pwned"
+    os.remove(pwned)
+    local _, err = spill(pool, bg, "os:execute", "touch " .. pwned)
+    assert.equal("spilled", err.code)
+    release()
+    local status, out = S.cli(dir, { "worker", "--store", env.url,
+      "--require", "storeops", "--workers", "2", "--until-empty" }):finish()
+    assert.equal(0, status, out)
+    assert.matches("tether worker %d+: draining .* %(every pool%) with 2 "
+                   .. "workers; allowed: storeops", out)
+    assert.matches("tether worker: store empty: claimed 11, completed 10, "
+                   .. "failed 0, refused 1; drained in [%d.]+ s; nothing "
+                   .. "left running", out)
+    local count = tags()
+    for i = 1, 10 do assert.equal(1, count["w" .. i], out) end
+    assert.is_nil(io.open(pwned), "os.execute never ran")
+    local dl = assert(store:dead_letters())
+    assert.equal(1, #dl)
+    assert.equal("os:execute", dl[1].fn)
+    assert.equal("module 'os' is not on the drainer's allow-list",
+                 dl[1].reason)
+    assert.equal(0, assert(store:stats()).depth)
+    store:close()
+  end)
+
+  it("tether worker on SIGTERM stops claiming, finishes the ops it "
+     .. "claimed and exits 143; the rest waits in the store", function()
+    local env = B.new()
+    local store = assert(tether.store.open(env.url))
+    local pool, release = full_pool(store)
+    local n = 12
+    for i = 1, n do
+      local _, err = spill(pool, bg, "storeops:slow", "g" .. i, 0.4)
+      assert.equal("spilled", err.code)
+    end
+    release()
+    local w = S.cli(dir, { "worker", "--store", env.url, "--require",
+                           "storeops", "--workers", "2" })
+    -- Both workers run an op: the signal comes while ops are claimed.
+    assert.truthy(w:expect("^start g%d+$"))
+    assert.truthy(w:expect("^start g%d+$"))
+    assert.is_number(w.pid)
+    S.kill(w.pid, "TERM")
+    local status, out = w:finish()
+    assert.equal(143, status, out)
+    local claimed = tonumber(out:match("claimed (%d+),"))
+    assert.matches("tether worker: SIGTERM: claimed %d+, completed "
+                   .. claimed .. ", failed 0, refused 0; drained in "
+                   .. "[%d.]+ s; nothing left running", out)
+    -- Every op it claimed ran to its end (two at least; it claims its
+    -- workers plus its queue, 6, and more only as ops end), the others
+    -- it left alone.
+    assert.is_true(claimed >= 2, out)
+    assert.equal(claimed, S.count(out, "^start g%d+$"))
+    assert.equal(claimed, #S.done(dir))
+    local st = assert(store:stats())
+    assert.equal(n - claimed, st.depth)
+    assert.equal(0, st.leased)
+    -- Another worker takes the rest: every op ran exactly once.
+    status, out = S.cli(dir, { "worker", "--store", env.url, "--require",
+      "storeops", "--workers", "4", "--until-empty" }):finish()
+    assert.equal(0, status, out)
+    local count = tags()
+    for i = 1, n do assert.equal(1, count["g" .. i], "g" .. i) end
+    assert.equal(0, assert(store:stats()).depth)
+    store:close()
+  end)
+
+  it("tether worker whose --drain runs out leaves the ops still running "
+     .. "to their lease: another worker runs them, nothing is lost",
+     function()
+    local env = B.new()
+    local store = assert(tether.store.open(env.url))
+    local pool, release = full_pool(store)
+    for i = 1, 2 do
+      local _, err = spill(pool, bg, "storeops:slow", "l" .. i, 1.5)
+      assert.equal("spilled", err.code)
+    end
+    release()
+    local args = { "worker", "--store", env.url, "--require", "storeops",
+                   "--workers", "2", "--lease", "1", "--drain", "0.1" }
+    local w = S.cli(dir, args)
+    assert.truthy(w:expect("^start l%d$"))
+    assert.truthy(w:expect("^start l%d$"))
+    S.kill(w.pid, "INT")
+    local status, out = w:finish()
+    assert.equal(130, status, out)
+    assert.matches("tether worker: SIGINT: claimed 2, completed 0, failed "
+                   .. "0, refused 0; drained in [%d.]+ s; 2 ops still "
+                   .. "running, left to their lease", out)
+    assert.equal(2, S.count(out, '"msg":"abandoned at exit"'), out)
+    assert.equal(0, #S.done(dir))
+    -- Their leases run out; another worker takes them over.
+    args[#args] = "25"
+    args[#args + 1] = "--until-empty"
+    status, out = S.cli(dir, args):finish()
+    assert.equal(0, status, out)
+    local done = S.done(dir)
+    assert.equal(2, #done, out)
+    for _, d in ipairs(done) do assert.equal(2, d.deliveries) end
+    assert.equal(0, assert(store:stats()).depth)
+    store:close()
+  end)
+
+  it("tether run --store spills a full queue's named ops, puts the "
+     .. "queued ones back in the store on SIGTERM, and tether worker runs "
+     .. "each once", function()
+    local env = B.new()
+    local c = child.start(([[
+package.path = %q .. "/?.lua;" .. package.path
+local tether = require "tether"
+local ctx = tether.run_context()
+local bg = tether.background()
+-- No overflow option: the runner's --store is the pool's.
+local pool = tether.pool { name = "jobs", workers = 1, queue = 4 }
+local gate, started = tether.chan(0), tether.chan(1)
+pool:submit(bg, "blocker", function(_, g, s)
+  s:send(true)
+  g:recv()
+end, gate, started)
+started:recv()
+local hs = {}
+for i = 1, 10 do
+  hs[i] = assert(pool:submit(bg, "job", "storeops:record", "r" .. i))
+end
+local spilled = 0
+for i = 5, 10 do
+  local _, err = hs[i]:wait()
+  if err and err.code == "spilled" then spilled = spilled + 1 end
+end
+print("spilled " .. spilled .. ", queued " .. pool:stats().queued)
+print("ready")
+ctx:wait()
+]]):format(dir), { runner = { "--store", env.url, "--drain", "0.5" } })
+    assert.is_true(c:expect("ready"), table.concat(c.out, "\n"))
+    assert.is_true(c:blocked())
+    c:signal("TERM")
+    local r = c:finish()
+    assert.equal(143, r.status, child.describe(r))
+    assert.equal("spilled 6, queued 4", r.out[1], child.describe(r))
+    -- The blocker (a closure, running) is abandoned; the four queued
+    -- named ops go back to the store.
+    assert.equal(1, S.count(r.stderr, '"msg":"abandoned at exit"'),
+                 r.stderr)
+    assert.equal(1, S.count(r.stderr, '"state":"running"'), r.stderr)
+    assert.matches('"msg":"queued ops put back in the store at exit",'
+                   .. '"pool":"jobs","ops":4', r.stderr)
+    assert.matches("tether run: SIGTERM: 1 pool drained in [%d.]+ s; 4 "
+                   .. "queued ops put back in the store; 1 op abandoned "
+                   .. "%(see the lines above%)\n$", r.stderr)
+    local store = assert(tether.store.open(env.url))
+    assert.equal(10, assert(store:stats("jobs")).depth)
+    local status, out = S.cli(dir, { "worker", "--store", env.url,
+      "--require", "storeops", "--until-empty" }):finish()
+    assert.equal(0, status, out)
+    local count = tags()
+    for i = 1, 10 do assert.equal(1, count["r" .. i], "r" .. i) end
+    assert.equal(0, assert(store:stats()).depth)
+    store:close()
+  end)
+
+  -- exiting is a script whose pool (exit_timeout = 0, a store) holds a
+  -- running closure, a queued closure and five queued named ops when it
+  -- ends; 'ending' is how it ends.
+  local function exiting(url, ending)
+    return ([[
+package.path = %q .. "/?.lua;" .. package.path
+local tether = require "tether"
+local store = assert(tether.store.open(%q))
+local bg = tether.background()
+local pool = tether.pool { name = "exiting", workers = 1, queue = 8,
+                           overflow = store, exit_timeout = 0 }
+local gate, started = tether.chan(0), tether.chan(1)
+pool:submit(bg, "blocker", function(_, g, s)
+  s:send(true)
+  g:recv()
+end, gate, started)
+started:recv()
+local hs = { assert(pool:submit(bg, "closure", function() end)) }
+for i = 1, 5 do
+  hs[#hs + 1] = assert(pool:submit(bg, "job", "storeops:record", "e" .. i))
+end
+print("queued " .. pool:stats().queued)
+%s
+]]):format(dir, url, ending)
+  end
+
+  it("exit with exit_timeout = 0 and a store: the queued named ops are "
+     .. "spilled, counted and resolved so; closures are abandoned",
+     function()
+    local env = B.new()
+    -- tether.drain_all is what exit runs: the script reads the outcome.
+    local r = child.run(exiting(env.url, [[
+local rep = tether.drain_all(0)
+print(("pools %d, spilled %d, abandoned %d"):format(rep.pools,
+  rep.spilled, rep.abandoned))
+local codes = {}
+for _, h in ipairs(hs) do
+  local _, err = h:wait()
+  codes[#codes + 1] = err.code
+end
+print(table.concat(codes, " "))
+local s = pool:stats()
+print(("submitted %d = spilled %d + abandoned %d + queued %d + inflight %d")
+  :format(s.submitted, s.spilled, s.abandoned, s.queued, s.inflight))
+assert(s.submitted == s.completed + s.failed + s.stopped + s.dead
+       + s.spilled + s.abandoned + s.queued + s.inflight)
+]]))
+    assert.equal(0, r.status, child.describe(r))
+    assert.same({ "queued 6", "pools 1, spilled 5, abandoned 2",
+                  "abandoned spilled spilled spilled spilled spilled",
+                  "submitted 7 = spilled 5 + abandoned 2 + queued 0 + "
+                  .. "inflight 0" }, r.out)
+    assert.equal(2, S.count(r.stderr, '"msg":"abandoned at exit"'),
+                 r.stderr)
+    assert.matches('"op":"closure".*"state":"queued"', r.stderr)
+    assert.matches('"op":"blocker".*"state":"running"', r.stderr)
+    -- At a real exit, by the state's close or by os.exit: the same.
+    for _, ending in ipairs { "", "os.exit(0)" } do
+      r = child.run(exiting(env.url, ending))
+      assert.equal(0, r.status, child.describe(r))
+      assert.equal(2, S.count(r.stderr, '"msg":"abandoned at exit"'),
+                   r.stderr)
+      assert.matches('"msg":"queued ops put back in the store at exit",'
+                     .. '"pool":"exiting","ops":5', r.stderr)
+    end
+    local store = assert(tether.store.open(env.url))
+    assert.equal(15, assert(store:stats("exiting")).depth)
+    local drainer = tether.pool { name = "d", workers = 2, queue = 4 }
+    local ok, rep = drainer:drain_store(store, tether.with_timeout(bg, 30),
+                                        { allow = { "storeops" } })
+    assert.is_true(ok, tostring(rep))
+    assert.equal(15, rep.completed)
+    local count = tags()
+    for i = 1, 5 do assert.equal(3, count["e" .. i], "e" .. i) end
+    store:close()
+  end)
+
+  -- }================================================================
 end
 
 -- {==================================================================
@@ -624,8 +884,8 @@ describe("durable overflow, redis", function()
     end,
   }
 
-  it("two worker processes on one stream split the work and each op "
-     .. "completes once", function()
+  it("two tether worker processes on one stream split the work and each "
+     .. "op completes once", function()
     local dir = S.setup_dir()
     os.remove(dir .. "/done.log")
     local url = R.url .. "?prefix=scale" .. math.random(1e6)
@@ -644,15 +904,14 @@ describe("durable overflow, redis", function()
       assert.equal("spilled", err.code)
     end
     release()
-    S.write(dir .. "/drainer.lua", [[
-      local w = require "tether.worker"
-      local rep = assert(w.run { store = arg[1], allow = { "storeops" },
-        workers = 2, poll = 0.02, until_empty = true })
-      print("completed", rep.completed)]])
-    local a = S.spawn(dir, "drainer.lua", S.quote(url))
-    local b = S.spawn(dir, "drainer.lua", S.quote(url))
-    assert(S.wait_gone(a, 120))
-    assert(S.wait_gone(b, 120))
+    -- Two `tether worker` processes at once.
+    local args = { "worker", "--store", url, "--require", "storeops",
+                   "--workers", "2", "--until-empty" }
+    local a, b = S.cli(dir, args, 120), S.cli(dir, args, 120)
+    local sa, outa = a:finish()
+    local sb, outb = b:finish()
+    assert.equal(0, sa, outa)
+    assert.equal(0, sb, outb)
     local count, pids, n2 = {}, {}, 0
     for _, d in ipairs(S.done(dir)) do
       count[d.tag] = (count[d.tag] or 0) + 1
@@ -711,6 +970,141 @@ describe("tether.store.open", function()
     assert.has_error(function()
       tether.pool { overflow = "sqlite:/tmp/x.db" }
     end, "bad argument #1 to 'pool' (field 'overflow' must be a "
-      .. "tether.Store)")
+      .. "tether.Store or false)")
+  end)
+end)
+
+describe("tether.store.default", function()
+  it("is the overflow of every pool made without one; overflow = false "
+     .. "takes none", function()
+    local dir = S.setup_dir()
+    local url = "sqlite:" .. dir .. "/default.db"
+    local store = assert(tether.store.open(url))
+    assert.is_nil(tether.store.default())
+    assert.equal(url, tether.store.default(store):url())
+    assert.equal(url, tether.store.default():url())
+    local gate = tether.chan(0)
+    -- full makes a pool whose worker is held and whose queue is full.
+    local function full(opts)
+      local started = tether.chan(1)
+      opts.workers, opts.queue, opts.quiet = 1, 1, true
+      local pool = tether.pool(opts)
+      assert(pool:submit(bg, "blocker", function(_, g, s)
+        s:send(true)
+        g:recv()
+      end, gate, started))
+      assert(started:recv(tether.with_timeout(bg, 10)))
+      assert(pool:submit(bg, "filler", function() end))
+      return pool
+    end
+    local with = full { name = "with" }
+    local without = full { name = "without", overflow = false }
+    assert.is_nil(tether.store.default(false))
+    local later = full { name = "later" }
+    local h = assert(with:submit(bg, "op", "storeops:record", "d1"))
+    local _, err = h:wait(tether.with_timeout(bg, 20))
+    assert.equal("spilled", err.code)
+    for _, p in ipairs { without, later } do
+      local h2, err2 = p:submit(bg, "op", "storeops:record", "d2")
+      assert.is_nil(h2)
+      assert.equal("queue_full", err2.code)
+      assert.equal(("queue full: pool '%s'"):format(p:name()),
+                   err2.message)
+    end
+    gate:close()
+    for _, p in ipairs { with, without, later } do
+      assert(p:drain(tether.with_timeout(bg, 10)))
+    end
+    assert.equal(1, assert(store:stats("with")).depth)
+    assert.has_error(function() tether.store.default(42) end,
+      "bad argument #1 to 'default' (tether.Store or false expected, got "
+      .. "number)")
+    assert.has_error(function() tether.pool { overflow = true } end,
+      "bad argument #1 to 'pool' (field 'overflow' must be a tether.Store "
+      .. "or false)")
+    store:close()
+    S.rmdir(dir)
+  end)
+end)
+
+describe("tether worker's command line", function()
+  local dir
+  lazy_setup(function()
+    dir = S.setup_dir()
+    S.write(dir .. "/broken.lua", "error('this module is broken')\n")
+  end)
+  lazy_teardown(function() S.rmdir(dir) end)
+
+  local function cli(args)
+    local status, out = S.cli(dir, args):finish()
+    return status, out
+  end
+
+  it("needs --store and a --require, and loads each module at once",
+     function()
+    local db = "sqlite:" .. dir .. "/w.db"
+    local hint = "\nTry 'tether worker %-%-help' for more information%.$"
+    local status, out = cli { "worker", "--require", "storeops" }
+    assert.equal(2, status)
+    assert.matches("^tether worker: %-%-store URL is required" .. hint, out)
+    status, out = cli { "worker", "--store", db }
+    assert.equal(2, status)
+    assert.matches("^tether worker: at least one %-%-require MOD is "
+                   .. "needed: only the functions of those modules run"
+                   .. hint, out)
+    status, out = cli { "worker", "--store", db, "--require", "storeops",
+                        "--require", "storeopz" }
+    assert.equal(2, status)
+    assert.matches("^tether worker: %-%-require storeopz: module "
+                   .. "'storeopz' not found" .. hint, out)
+    status, out = cli { "worker", "--store", db, "--require", "broken" }
+    assert.equal(1, status)
+    assert.matches("^tether worker: %-%-require broken: .*this module is "
+                   .. "broken", out)
+    status, out = cli { "worker", "--store", db, "--require", "storeops",
+                        "--workers", "0" }
+    assert.equal(2, status)
+    assert.matches("option '%-%-workers' expects an integer from 1 to "
+                   .. "4096, got '0'", out)
+    status, out = cli { "worker", "--store", db, "--require", "storeops",
+                        "extra" }
+    assert.equal(2, status)
+    assert.matches("unexpected argument 'extra'", out)
+    assert.is_nil(io.open(dir .. "/w.db"), "nothing was opened")
+  end)
+
+  it("says clearly when the store cannot be opened, never repeating a "
+     .. "password", function()
+    local status, out = cli { "worker", "--store", "mysql://u:pw@h/x",
+                              "--require", "storeops" }
+    assert.equal(2, status)
+    assert.matches("^tether worker: %-%-store: malformed store URL: "
+                   .. "unknown scheme", out)
+    status, out = cli { "worker", "--store", "sqlite:" .. dir
+                        .. "/no/such/dir/x.db", "--require", "storeops" }
+    assert.equal(1, status)
+    assert.matches("^tether worker: cannot open store sqlite:", out)
+    status, out = cli { "run", "--store", "redis://:s3cret@h:0",
+                        dir .. "/storeops.lua" }
+    assert.equal(2, status)
+    assert.matches("^tether run: option '%-%-store': malformed store URL",
+                   out)
+    assert.is_nil(out:find("s3cret", 1, true), out)
+  end)
+
+  it("documents itself", function()
+    local status, out = cli { "worker", "--help" }
+    assert.equal(0, status)
+    assert.matches("^Usage: tether worker %-%-store URL %-%-require MOD",
+                   out)
+    for _, opt in ipairs { "store URL", "require MOD", "pool NAME",
+                           "workers N", "drain SECONDS", "lease SECONDS",
+                           "until%-empty" } do
+      assert.matches("%-%-" .. opt, out)
+    end
+    assert.matches("exits with 130 %(SIGINT%) or 143 %(SIGTERM%)", out)
+    status, out = cli { "--help" }
+    assert.equal(0, status)
+    assert.matches("\n  worker   drain a durable store", out)
   end)
 end)

@@ -47,3 +47,11 @@ printf 'print(select("#", ...), tether_ok)\n' >"$tree/run.lua"
   { echo "rock: tether run failed"; exit 1; }
 tether --version
 echo "rock: tether run runs from the installed tree"
+printf 'return {}\n' >"$tree/rockops.lua"
+LUA_PATH_5_4="$tree/?.lua;$LUA_PATH_5_4" tether worker \
+  --store "sqlite:$tree/worker.db" --require rockops --until-empty \
+  2>"$tree/worker.log" ||
+  { cat "$tree/worker.log"; echo "rock: tether worker failed"; exit 1; }
+grep -q 'store empty: claimed 0' "$tree/worker.log" ||
+  { cat "$tree/worker.log"; echo "rock: tether worker failed"; exit 1; }
+echo "rock: tether worker runs from the installed tree"

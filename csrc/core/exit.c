@@ -12,9 +12,13 @@
 ** deadline, so all pools drain together: it waits, the pools still open,
 ** for a moment when all of them are idle (an op may hand work to another
 ** pool, which must still take it), then closes them all and drains each
-** in the time left; then it abandons what is left in each
-** (tt_pool_abandon: counted, an event, a log record per op) and takes
-** them out of the list.
+** in the time left.  A pool that did not drain in time first puts its
+** queued named ops back in its overflow store, if it has one
+** (tt__pool_spill_queued: counted as spilled, nothing lost), then
+** abandons what is left (tt_pool_abandon: closures and running ops;
+** counted, an event, a log record per op); the drain waits for the
+** store's commits of those spills (each pool's spill_timeout at most),
+** and takes the pools out of the list.
 ** While it runs they stay listed, so that tt_exit_stats shows the drain.
 **
 ** Lock: 'X_mu' guards the list and is a leaf: pools are closed, drained
@@ -22,6 +26,7 @@
 */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -31,6 +36,8 @@ typedef struct tracked {
   tt_pool *pool;           /* one reference */
   const void *owner;
   bool draining;           /* a drain has it; under X_mu */
+  bool left_over;          /* it did not drain in time; the drain's */
+  uint64_t spilled0;       /* its 'spilled' count before the drain spilled */
 } tracked;
 
 static pthread_mutex_t X_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -132,11 +139,40 @@ static bool all_idle(tracked *mine, double until) {
   }
 }
 
+/* spill_and_abandon gives up on what pool 't' still holds: its queued
+** named ops go back to its overflow store, the rest is abandoned. */
+static void spill_and_abandon(tracked *t, tt_exit_report *r) {
+  tt_pool_stats s;
+  tt_pool_stats_get(t->pool, &s);
+  t->spilled0 = s.spilled;
+  (void)tt__pool_spill_queued(t->pool);
+  r->abandoned += tt_pool_abandon(t->pool);
+}
+
+/* spills_done waits for the store's answers to what pool 't' spilled at
+** exit, counts what went to the store and says so in one log record. */
+static void spills_done(tracked *t, tt_exit_report *r) {
+  tt_pool_stats s;
+  size_t n;
+  (void)tt__pool_wait_spills(t->pool);
+  tt_pool_stats_get(t->pool, &s);
+  n = (size_t)(s.spilled - t->spilled0);
+  r->spilled += n;
+  if (n > 0) {
+    tt_store *st = tt_pool_overflow(t->pool);
+    tt_field f[] = {TT_FSTR("pool", tt_pool_name(t->pool)),
+                    TT_FINT("ops", n),
+                    TT_FSTR("store", st != NULL ? tt_store_url(st) : "")};
+    tt_log(TT_LOG_INFO, "queued ops put back in the store at exit", f, 3);
+  }
+}
+
 void tt_exit_drain(const void *owner, bool all, double timeout,
                    tt_exit_report *rep) {
-  tracked *mine = take(owner, all), *t;
+  tracked *mine = take(owner, all), *t, *done = NULL;
   double t0 = tt_now(), until;
-  tt_exit_report r = {0, 0, 0};
+  tt_exit_report r;
+  memset(&r, 0, sizeof r);
   if (timeout < 0) {
     timeout = 0;
     for (t = mine; t != NULL; t = t->dnext)
@@ -149,15 +185,27 @@ void tt_exit_drain(const void *owner, bool all, double timeout,
   ** holds in the time left. */
   all_idle(mine, until);
   for (t = mine; t != NULL; t = t->dnext) tt_pool_close(t->pool);
-  while (mine != NULL) {
+  for (t = mine; t != NULL; t = t->dnext) {
     double left = until - tt_now();
+    /* A pool that did not drain in time gives up what it holds: its
+    ** queued named ops go back to its store, if it has one, and the rest
+    ** is abandoned. */
+    t->left_over = tt_pool_drain(t->pool, NULL, left > 0 ? left : 0) !=
+                   TT_OK;
+    if (t->left_over) spill_and_abandon(t, &r);
+  }
+  /* The spills of every pool are under way together; their commits are
+  ** waited for before the process may end. */
+  while (mine != NULL) {
     t = mine;
     mine = t->dnext;
-    /* A pool that did not drain in time gives up what it holds.  (With a
-    ** durable store attached, its queued named ops are to go back to the
-    ** store here, before what is left is abandoned.) */
-    if (tt_pool_drain(t->pool, NULL, left > 0 ? left : 0) != TT_OK)
-      r.abandoned += tt_pool_abandon(t->pool);
+    if (t->left_over) spills_done(t, &r);
+    t->dnext = done;
+    done = t;
+  }
+  while (done != NULL) {
+    t = done;
+    done = t->dnext;
     tt__pool_end_threads(t->pool);
     r.pools++;
     forget(t);

@@ -1395,7 +1395,10 @@ static enum MHD_Result dispatch(tt_http_server *s, tt_http_req *r,
   tt_submit_opts so;
   tt_handle *h;
   int err = TT_OK;
-  if (atomic_load(&s->closed) || atomic_load(&s->draining) ||
+  /* A request that arrived before a shutdown began (its body may still
+  ** have been on its way) is served, as Go's Shutdown serves it: only the
+  ** requests that arrive while draining get 503 (first_call). */
+  if (atomic_load(&s->closed) ||
       atomic_load(&s->suspended) >= (uint64_t)s->max_inflight)
     return reject(s, r, c);
   if (!request_ctx(s, r)) return MHD_NO;

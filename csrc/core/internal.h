@@ -129,6 +129,22 @@ void tt__signal_shutdown(void);
 ** the caller holds a reference, never with pool_free running). */
 void tt__pool_end_threads(tt_pool *p);
 
+/* tt__pool_spill_queued writes the ops of 'p' still queued (or waiting
+** for a retry) that keep a spill form (named ops with plain-data
+** arguments, submitted to a pool with an overflow store) to that store,
+** as a full queue would have, and returns how many it handed to the
+** store: each counts as queued until the store answers, then as
+** 'spilled' (TT_EV_SPILLED, its handle resolved TT_ESPILLED) or, if the
+** store failed or spill_timeout ran out, as 'failed' (TT_ESTORE).  The
+** exit drain calls it once its time ran out, before tt_pool_abandon
+** (pool.c). */
+size_t tt__pool_spill_queued(tt_pool *p);
+
+/* tt__pool_wait_spills waits until no op of 'p' waits for its store's
+** answer: at most the pool's spill_timeout (and a second more), since
+** every spill has ended by then; false if time ran out. */
+bool tt__pool_wait_spills(tt_pool *p);
+
 /* tt__thread_exit_hook runs the embedder's exit hook on this thread. */
 void tt__thread_exit_hook(void);
 

@@ -39,7 +39,10 @@
 ** An op written to the overflow store (SPILLING) counts as queued until
 ** the store answers: then as 'spilled', or as 'failed' (TT_ESTORE) when
 ** the store failed or spill_timeout ran out first, whichever comes first
-** under 'mu'; so a drain waits for the commits of its spills.
+** under 'mu'; so a drain waits for the commits of its spills.  At exit,
+** tt__pool_spill_queued takes queued ops that kept a spill form ('sf':
+** named ops of a pool with a store) off their queues and writes them the
+** same way: still queued, then SPILLING, then spilled (or failed).
 ** Each op that fails its last attempt is counted once, in 'dead' if the
 ** pool keeps dead letters, else in 'failed'.  'dead' counts ops that
 ** became dead letters (cumulative, like every counter but 'queued' and
@@ -121,6 +124,20 @@ enum {
   OP_SPILLING
 };
 
+/* An op's spill form: what a named op of a pool with an overflow store
+** keeps so that the exit drain can write it to the store if it is still
+** queued then (tt__pool_spill_queued).  The function name and the wire
+** values of the arguments share one block; the submitter's deadline is
+** kept too, since the op's own context is detached from it.  Ops of pools
+** without a store, closures and ops whose arguments are not plain data
+** keep none. */
+typedef struct spillform {
+  double deadline;         /* wall clock; 0: none */
+  const char *fn;          /* in the block, after 'args' */
+  size_t args_len;
+  unsigned char args[];
+} spillform;
+
 /* An op: a task handle plus what the pool needs to run and retry it. */
 typedef struct op {
   tt_handle h;
@@ -163,6 +180,8 @@ typedef struct op {
   void (*end_free)(void *ud);
   void *end_ud;
   bool no_dead;            /* fixed: never a dead letter of the pool */
+  spillform *sf;           /* NULL, or owned; fixed once accepted (a
+                           ** retried dead letter hands it on) */
 } op;
 
 /* Queue-plus-running ops of one tenant, for quotas. */
@@ -1112,11 +1131,13 @@ static void run_op(tt_pool *p, op *o) {
   shut = p->shut;
   if (shut) cause = tt_ref(p->shut_cause);
   if (o->abandoned) {
-    /* Abandoned between its take and now: its context ends at once. */
+    /* Abandoned between its take and now: its handle is resolved (its
+    ** state stays final), and its context ends at once. */
     shut = true;
     tt_unref(cause);
     cause = (tt_obj *)tt_error_for(TT_EABANDONED);
   } else {
+    tt__handle_set_state(&o->h, TT_H_RUNNING);
     emit(p, o, (tt_event){.kind = TT_EV_STARTED});
   }
   tt__unlock(&p->mu);
@@ -1230,6 +1251,7 @@ static void op_fini(tt_handle *h) {
   tt_unref(o->err);
   tt_unref(o->cause);
   free(o->tenant);
+  free(o->sf);
   if (o->end_free != NULL) o->end_free(o->end_ud);
   if (o->pool != NULL) pool_release(o->pool);
 }
@@ -1991,6 +2013,53 @@ static void spill_fire(tt_tentry *te) {
   pool_release(p);  /* the timer's reference (re-arming took another) */
 }
 
+/* wall_deadline is the deadline of 'ctx' on the wall clock, as records
+** carry it (0: none). */
+static double wall_deadline(tt_ctx *ctx) {
+  double dl;
+  return tt_ctx_deadline(ctx, &dl) ? tt_wall() + (dl - tt_now()) : 0;
+}
+
+/* record_base fills what every record of pool 'p' carries about an op
+** named 'name' of tenant 'tenant' (NULL: none) whose values are those
+** of 'ctx': the rest is the caller's. */
+static void record_base(tt_record *r, tt_pool *p, const char *name,
+                        const char *tenant, size_t tenant_len,
+                        tt_ctx *ctx) {
+  memset(r, 0, sizeof *r);
+  r->pool = p->name;
+  r->name = name;
+  if (tenant != NULL) {
+    r->tenant = tenant;
+    r->tenant_len = tenant_len;
+    if (p->tenant_key.obj == NULL) r->tenant_key = p->tenant_key.str;
+  }
+  r->has_trace = ctx != NULL && tt_ctx_span_context(ctx, &r->trace);
+  r->has_retry = true;
+  r->spilled_at = tt_wall();
+}
+
+/* spillform_new copies the spill form of a submission that brought one
+** (NULL without one, with arguments that are not wire values, or when
+** out of memory: the op then cannot go to the store at exit, and is
+** abandoned there like a closure). */
+static spillform *spillform_new(const tt_submit_opts *so, tt_ctx *parent) {
+  size_t fl = strlen(so->spill_fn) + 1;
+  spillform *sf;
+  if (so->spill_args == NULL ||
+      tt_wire_check(so->spill_args, so->spill_args_len, NULL, NULL, 0) !=
+          TT_OK)
+    return NULL;
+  sf = malloc(sizeof *sf + so->spill_args_len + fl);
+  if (sf == NULL) return NULL;
+  sf->deadline = wall_deadline(parent);
+  sf->args_len = so->spill_args_len;
+  memcpy(sf->args, so->spill_args, so->spill_args_len);
+  memcpy(sf->args + sf->args_len, so->spill_fn, fl);
+  sf->fn = (const char *)sf->args + sf->args_len;
+  return sf;
+}
+
 /* do_spill writes a submission to the overflow store: it encodes the
 ** record on the calling thread, accepts the op as SPILLING and hands the
 ** record to the store's thread; the handle resolves later. */
@@ -2000,30 +2069,19 @@ static tt_handle *do_spill(tt_pool *p, tt_ctx *parent,
   tt_record r;
   tt_buf b = TT_BUF_INIT;
   op *o;
-  double dl;
   int rc;
   if (so->spill_args == NULL ||
       tt_wire_check(so->spill_args, so->spill_args_len, NULL, NULL, 0) !=
           TT_OK)
     return refused(err, TT_EINVAL);
-  memset(&r, 0, sizeof r);
-  r.pool = p->name;
-  r.name = s->name;
+  record_base(&r, p, s->name, s->tenant, s->tenant_len, parent);
   r.fn = so->spill_fn;
   r.args = so->spill_args;
   r.args_len = so->spill_args_len;
-  if (s->tenant != NULL) {
-    r.tenant = s->tenant;
-    r.tenant_len = s->tenant_len;
-    if (p->tenant_key.obj == NULL) r.tenant_key = p->tenant_key.str;
-  }
-  r.has_trace = tt_ctx_span_context(parent, &r.trace);
   r.priority = so->priority;
-  r.has_retry = true;
   r.retry = s->retry;
   r.timeout = s->timeout > 0 ? s->timeout : 0;
-  if (tt_ctx_deadline(parent, &dl)) r.deadline = tt_wall() + (dl - tt_now());
-  r.spilled_at = tt_wall();
+  r.deadline = wall_deadline(parent);
   if (tt_record_encode(&r, &b) != TT_OK) {
     tt_buf_free(&b);
     return refused(err, TT_ENOMEM);
@@ -2094,6 +2152,111 @@ tt_handle *tt_pool_spill(tt_pool *p, tt_ctx *parent,
 
 tt_store *tt_pool_overflow(tt_pool *p) { return p->overflow; }
 
+/* respill writes 'o', a queued op with a spill form that its caller took
+** off its queue (OP_FINISHING, still counted as queued), to the store, as
+** do_spill would have: from here on it is SPILLING and ends when the
+** store answers.  A record that cannot be made (no memory, over the
+** store's max_payload) puts the op back in its queue; false then. */
+static bool respill(tt_pool *p, op *o) {
+  const spillform *sf = o->sf;
+  tt_record r;
+  tt_buf b = TT_BUF_INIT;
+  int rc;
+  /* Nobody else touches an op off every list: its fields are stable. */
+  record_base(&r, p, o->h.name, o->tenant, o->tenant_len, o->base);
+  r.fn = sf->fn;
+  r.args = sf->args;
+  r.args_len = sf->args_len;
+  r.priority = p->ncls > 1 ? p->cls[o->cls].name : NULL;
+  r.retry = o->retry;
+  r.timeout = o->timeout > 0 ? o->timeout : 0;
+  r.deadline = sf->deadline;
+  r.attempt = o->attempt;
+  if (tt_record_encode(&r, &b) != TT_OK ||
+      b.len > tt_store_max_payload(p->overflow)) {
+    tt_buf_free(&b);
+    tt__lock(&p->mu);
+    push_ready(p, o);
+    tt__unlock(&p->mu);
+    return false;
+  }
+  /* As for any op that leaves, the argument goes before the handle
+  ** resolves. */
+  tt__handle_drop_arg(&o->h);
+  tt__lock(&p->mu);
+  tenant_dec(p, o->tenant, o->tenant_len);
+  o->where = OP_SPILLING;
+  o->spill_until = tt_now() + p->spill_timeout;
+  tt_list_push(&p->spilling, &o->link);  /* keeps the pool's reference */
+  tt_ref(&o->h);  /* the store callback's */
+  spill_arm_locked(p);
+  tt__unlock(&p->mu);
+  rc = tt_store_put(p->overflow, p->name, b.data, b.len,
+                    tt_now() + p->spill_timeout, spill_done, o);
+  tt_buf_free(&b);
+  if (rc != TT_OK)
+    spill_done(o, TT_ESTORE, rc == TT_ECLOSED ? "the store is closed"
+                                              : tt_strerror(rc));
+  return true;
+}
+
+/* take_spillable moves the ops of 'from' that keep a spill form to the
+** private list 'to' (under 'mu'). */
+static void take_spillable(tt_pool *p, tt_list *from, tt_list *to) {
+  tt_list *l = from->next;
+  while (l != from) {
+    op *o = tt_container_of(l, op, link);
+    l = l->next;
+    if (o->sf == NULL) continue;
+    unqueue_locked(p, o);
+    tt_list_push(to, &o->clink);
+  }
+}
+
+size_t tt__pool_spill_queued(tt_pool *p) {
+  tt_list mine, *l;
+  size_t n = 0;
+  int k;
+  if (p->overflow == NULL) return 0;
+  tt_list_init(&mine);
+  tt__lock(&p->mu);
+  for (k = 0; k < p->ncls; k++) take_spillable(p, &p->cls[k].ready, &mine);
+  take_spillable(p, &p->waiting, &mine);
+  tt__unlock(&p->mu);
+  while ((l = tt_list_shift(&mine)) != NULL)
+    if (respill(p, tt_container_of(l, op, clink))) n++;
+  return n;
+}
+
+bool tt__pool_wait_spills(tt_pool *p) {
+  double until = tt_now() + p->spill_timeout + 1;
+  for (;;) {
+    tt_case c;
+    op *o;
+    bool done;
+    double left;
+    tt__lock(&p->mu);
+    if (tt_list_empty(&p->spilling)) {
+      tt__unlock(&p->mu);
+      flush_events(p);
+      return true;
+    }
+    o = tt_container_of(p->spilling.next, op, link);
+    tt_ref(&o->h);
+    tt__unlock(&p->mu);
+    left = until - tt_now();
+    if (left > 0) {
+      memset(&c, 0, sizeof c);
+      c.kind = TT_CASE_LATCH;
+      c.latch = &o->h.done;
+      (void)tt_select(&c, 1, false, left);
+    }
+    done = tt_latch_is_set(&o->h.done);
+    tt_unref(&o->h);
+    if (!done) return false;
+  }
+}
+
 /* }==================================================================== */
 
 /* A drainer's hooks for one submission (tt__pool_submit_hooked). */
@@ -2153,6 +2316,9 @@ static tt_handle *submit_sub(tt_pool *p, tt_ctx *parent,
     return refused(err, TT_ENOMEM);
   }
   o->attached = so != NULL && so->attached;
+  /* A named op of a pool with a store keeps its spill form: the exit
+  ** drain may write it to the store. */
+  if (can_spill(p, so) && !o->attached) o->sf = spillform_new(so, parent);
   if (hk != NULL) {
     o->no_dead = true;
     o->end = hk->end;
@@ -2227,7 +2393,7 @@ tt_handle *tt__pool_submit_hooked(tt_pool *p, tt_ctx *parent,
 
 int tt__pool_room(tt_pool *p, int *capacity) {
   int i, cap = p->queue_cap, room;
-  long busy;
+  long busy, free_q;
   for (i = 0; i < p->ncls; i++) cap += p->cls[i].workers;
   tt__lock(&p->mu);
   if (p->closed) {
@@ -2235,9 +2401,13 @@ int tt__pool_room(tt_pool *p, int *capacity) {
     return -1;
   }
   busy = (long)(p->st.queued + p->st.inflight);
+  /* An idle worker frees its queue slot only once it has taken its op:
+  ** what the queue takes now bounds the room too. */
+  free_q = (long)p->queue_cap - (long)p->cls[p->defcls].nready;
   tt__unlock(&p->mu);
   if (capacity != NULL) *capacity = cap;
   room = cap - (int)(busy > cap ? cap : busy);
+  if (room > free_q) room = free_q > 0 ? (int)free_q : 0;
   return room;
 }
 
@@ -2569,6 +2739,8 @@ tt_handle *tt_pool_retry_dead(tt_pool *p, uint64_t id, int *err) {
         /* The argument moved to the new op; the old record goes. */
         old->h.arg = NULL;
         old->h.drop = NULL;
+        o->sf = old->sf;
+        old->sf = NULL;
         tt_list_remove(&old->link);
         old->where = OP_GONE;
         p->st.dead_held--;

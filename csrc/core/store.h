@@ -111,8 +111,9 @@ tt_handle *tt__pool_submit_hooked(tt_pool *p, tt_ctx *parent,
                                   int *err);
 
 /* tt__pool_room returns how many more ops 'p' can hold now (its workers
-** plus one class's queue, less what is queued and running), or -1 once
-** it is closed; '*capacity' (may be NULL) gets the total. */
+** plus one class's queue, less what is queued and running, and no more
+** than its default class's queue takes at this moment), or -1 once it
+** is closed; '*capacity' (may be NULL) gets the total. */
 int tt__pool_room(tt_pool *p, int *capacity);
 
 /* tt__pool_has_class tells whether 'p' has a priority class 'name'. */

@@ -631,7 +631,10 @@ typedef struct tt_pool_opts {
   /* A durable store that takes the submissions which find the queue
   ** full and can travel (DESIGN section 11; referenced by the pool;
   ** NULL: none), and how long a spill may wait for the store's commit
-  ** before its handle resolves TT_ESTORE (<= 0: 5 s). */
+  ** before its handle resolves TT_ESTORE (<= 0: 5 s).  With a store, an
+  ** accepted op that can travel keeps a copy of its function name and
+  ** arguments, so that the exit drain can write it to the store if it
+  ** is still queued then; without one, ops keep nothing of the kind. */
   tt_store *overflow;
   double spill_timeout;
 } tt_pool_opts;
@@ -750,7 +753,8 @@ typedef struct tt_pool_hook {
 ** always holds (the accounting identity).  'queued' counts ops ready to
 ** run or waiting for a retry, 'inflight' running ones; the others only
 ** grow.  'spilled' counts accepted ops written to the durable store
-** instead of the queue, 'abandoned' ops still queued or running when the
+** instead of the queue (or, at exit, out of the queue: see "Exit"),
+** 'abandoned' ops still queued or running when the
 ** program ended and their pool's exit drain ran out of time
 ** (tt_pool_abandon; each also emits TT_EV_ABANDONED, which
 ** tt_log_observe_pool writes as one "abandoned at exit" log record).
@@ -1307,9 +1311,15 @@ unsigned long tt_interrupt_count(void);
 ** under one deadline, the largest exit timeout among them: it waits,
 ** the pools still open (an op may hand work to another pool), until all
 ** of them are idle at once, then closes them all and waits for each to
-** drain in the time left; then it abandons what is left
-** (tt_pool_abandon: each op counted and reported as one log record
-** "abandoned at exit").  The first
+** drain in the time left; then, in a pool that did not drain in time,
+** the ops still queued that can travel (named ops with plain-data
+** arguments) go to the pool's overflow store if it has one, as a full
+** queue would send them (each counted as spilled, TT_EV_SPILLED, its
+** handle resolved TT_ESPILLED; the drain waits for the store's commits,
+** at most the pool's spill_timeout, and logs one record "queued ops put
+** back in the store at exit" per pool), and it abandons what is left,
+** closures and running ops (tt_pool_abandon: each op counted and
+** reported as one log record "abandoned at exit").  The first
 ** tt_exit_track also registers an atexit handler that does this for
 ** every owner, so a program that calls exit() without closing anything
 ** loses nothing silently.  The Lua binding tracks the pools a Lua state
@@ -1329,6 +1339,7 @@ typedef struct tt_exit_report {
   size_t pools;            /* pools drained or abandoned */
   size_t abandoned;        /* ops abandoned */
   double seconds;          /* time spent */
+  size_t spilled;          /* queued ops put back in overflow stores */
 } tt_exit_report;
 
 /* tt_exit_drain drains the tracked pools of 'owner' (every owner when

@@ -71,20 +71,23 @@ void lt_track_pool(lua_State *L, tt_pool *p) {
   lua_pop(L, 1);
 }
 
-/* tether.drain_all([seconds]) -> {pools, abandoned, seconds}: closes
-** every pool that the process would drain at exit, waits until they are
-** all drained or 'seconds' pass (default: the largest of their
-** exit_timeout), abandons what is left (each op reported as at exit),
-** and forgets them. */
+/* tether.drain_all([seconds]) -> {pools, abandoned, spilled, seconds}:
+** closes every pool that the process would drain at exit, waits until
+** they are all drained or 'seconds' pass (default: the largest of their
+** exit_timeout), puts the queued named ops of pools with an overflow
+** store back in the store ('spilled'), abandons what is left (each op
+** reported as at exit), and forgets them. */
 static int l_drain_all(lua_State *L) {
   double s = lt_optseconds(L, 1, -1);
   tt_exit_report r;
   tt_exit_drain(NULL, true, s, &r);
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 4);
   lua_pushinteger(L, (lua_Integer)r.pools);
   lua_setfield(L, -2, "pools");
   lua_pushinteger(L, (lua_Integer)r.abandoned);
   lua_setfield(L, -2, "abandoned");
+  lua_pushinteger(L, (lua_Integer)r.spilled);
+  lua_setfield(L, -2, "spilled");
   lua_pushnumber(L, r.seconds);
   lua_setfield(L, -2, "seconds");
   return 1;

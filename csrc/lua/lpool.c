@@ -550,7 +550,7 @@ static int l_pool(lua_State *L) {
   lp_pool *p;
   size_t nlen;
   const char *name;
-  int err = TT_OK, init_idx = 0, top;
+  int err = TT_OK, init_idx = 0, top, ot;
   bool interrupt, metrics;
 
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -618,12 +618,21 @@ static int l_pool(lua_State *L) {
   hook = tt_trace_pool_hook();
   o.hook = &hook;
   if (lt_optfunction(L, 1, 1, "init")) init_idx = lua_gettop(L);
-  if (lua_getfield(L, 1, "overflow") != LUA_TNIL) {
+  /* No 'overflow': the process's default store, if one is set
+  ** (tether.store.default); false: none. */
+  ot = lua_getfield(L, 1, "overflow");
+  if (ot == LUA_TNIL) {
+    lua_pop(L, 1);
+    lt_push_default_store(L);
+  }
+  if (lua_toboolean(L, -1)) {
     o.overflow = lt_testobj(L, -1, &tt_store_type);
     if (o.overflow == NULL)
-      lt_fielderror(L, 1, "overflow", "must be a tether.Store");
+      lt_fielderror(L, 1, "overflow", "must be a tether.Store or false");
+  } else if (ot != LUA_TNIL && !lua_isboolean(L, -1)) {
+    lt_fielderror(L, 1, "overflow", "must be a tether.Store or false");
   }
-  lua_pop(L, 1);  /* the options table keeps the store alive */
+  /* Stays on the stack, which keeps the store alive. */
   o.spill_timeout = lt_optnumber(L, 1, 1, "spill_timeout", 5, 0);
   if (o.spill_timeout <= 0)
     lt_fielderror(L, 1, "spill_timeout", "must be positive");
@@ -872,6 +881,21 @@ static int m_submit(lua_State *L) {
   if (err == TT_ESPILLED)
     return spill(L, p, parent, &so, nargs, tenant);
   if (err == TT_OK) {
+    /* With a store, a named op whose arguments are plain data keeps
+    ** them as wire values too (a string on top of the stack, so that an
+    ** error below leaks nothing): the exit drain may write it to the
+    ** store. */
+    if (so.spill_fn != NULL) {
+      tt_buf b = TT_BUF_INIT;
+      char why[200];
+      if (lt_wire_args(L, 5, nargs, &b, why, sizeof why)) {
+        lua_pushlstring(L, b.data, b.len);
+        tt_buf_free(&b);
+        so.spill_args = lua_tolstring(L, -1, &so.spill_args_len);
+      } else {
+        tt_buf_free(&b);
+      }
+    }
     snprintf(what, sizeof what, "task '%s'", so.name ? so.name : "op");
     t = lt_task_new(L, p->env, 4, 5, nargs, true, what);
     h = tt_pool_submit(p->pool, parent, &so, lt_task_run, t, lt_task_drop,
@@ -1241,8 +1265,11 @@ static int m_events(lua_State *L) {
 /* }====== */
 
 /* pool:drain_store(store [, ctx [, {pool = NAME, allow = {"mod", ...},
-** batch = n}]]) -> true, report | nil, err: runs the store's records on
-** this pool until nothing is left to claim (DESIGN section 11). */
+** batch = n}]]) -> true, report | nil, err [, report]: runs the store's
+** records on this pool until nothing is left to claim (DESIGN section
+** 11); when 'ctx' ends first, the report of what it claimed until then
+** comes third (the ops it started go on, and are acknowledged as they
+** end). */
 static int m_drain_store(lua_State *L) {
   lp_pool *p = check_pool(L);
   return lt_drain_store(L, p->pool, p->env);

@@ -11,6 +11,7 @@
 ** allowed module.  A table met twice is written twice (a record is a
 ** tree); a cycle is refused.
 */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -431,6 +432,51 @@ static int m_drop_dead(lua_State *L) {
   return dead_result(L, s, tt_store_drop_dead(s, pool, id));
 }
 
+/* The process's default overflow store (tether.store.default): taken by
+** every pool made without an 'overflow' option, in any Lua state. */
+static pthread_mutex_t def_mu = PTHREAD_MUTEX_INITIALIZER;
+static tt_store *def_store;    /* under def_mu; holds a reference */
+
+void lt_push_default_store(lua_State *L) {
+  tt_store *s;
+  if (pthread_mutex_lock(&def_mu) != 0)
+    luaL_error(L, "cannot lock the default store");
+  s = tt_ref(def_store);
+  if (pthread_mutex_unlock(&def_mu) != 0) {
+    tt_unref(s);
+    luaL_error(L, "cannot unlock the default store");
+  }
+  if (s != NULL)
+    lt_pushnew(L, s);
+  else
+    lua_pushnil(L);
+}
+
+/* tether.store.default([store | false]) -> store | nil: the overflow
+** store of every pool made from now on without an 'overflow' option, in
+** any Lua state of the process (pools made earlier keep theirs; a pool
+** with 'overflow = false' takes none).  A store sets it, false clears
+** it, nothing (or nil) only reads it, as io.output does.  `tether run
+** --store URL` sets it before the script runs. */
+static int l_default(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) {
+    tt_store *s = NULL, *old;
+    if (!lua_isboolean(L, 1) || lua_toboolean(L, 1)) {
+      s = lt_testobj(L, 1, &tt_store_type);
+      luaL_argexpected(L, s != NULL, 1, "tether.Store or false");
+    }
+    if (pthread_mutex_lock(&def_mu) != 0)
+      return luaL_error(L, "cannot lock the default store");
+    old = def_store;
+    def_store = tt_ref(s);
+    if (pthread_mutex_unlock(&def_mu) != 0)
+      return luaL_error(L, "cannot unlock the default store");
+    tt_unref(old);
+  }
+  lt_push_default_store(L);
+  return 1;
+}
+
 /* store:close() writes what is queued and closes the store. */
 static int m_close(lua_State *L) {
   tt_store_close(check_store(L));
@@ -534,6 +580,14 @@ static int prepare(void *ud, const tt_record *r, const tt_claim *c,
   return TT_OK;
 }
 
+static void push_report(lua_State *L, const tt_drain_report *rep) {
+  lua_createtable(L, 0, 4);
+  set_int(L, "claimed", (lua_Integer)rep->claimed);
+  set_int(L, "completed", (lua_Integer)rep->completed);
+  set_int(L, "failed", (lua_Integer)rep->failed);
+  set_int(L, "refused", (lua_Integer)rep->refused);
+}
+
 int lt_drain_store(lua_State *L, tt_pool *pool, lt_env *env) {
   static const char *const known[] = {"pool", "allow", "batch", NULL};
   tt_store *s = lt_checkobj(L, 2, &tt_store_type);
@@ -577,20 +631,18 @@ int lt_drain_store(lua_State *L, tt_pool *pool, lt_env *env) {
   if (lt_wait_end(L, &w) && rc == TT_EINTR) return lt_interrupted(L);
   if (rc != TT_OK) {
     if (rc == TT_CANCELED || rc == TT_DEADLINE) {
+      /* What it did until then, too: the ops it started go on. */
       lua_pushnil(L);
       lt_pushnew(L, tt_error_for(rc));
-      return 2;
+      push_report(L, &rep);
+      return 3;
     }
     if (rc == TT_ECLOSED && tt_store_sync(s) == TT_OK)
       return lt_pusherror(L, TT_ECLOSED, "the pool is closed");
     return store_error(L, s, rc);
   }
   lua_pushboolean(L, 1);
-  lua_createtable(L, 0, 4);
-  set_int(L, "claimed", (lua_Integer)rep.claimed);
-  set_int(L, "completed", (lua_Integer)rep.completed);
-  set_int(L, "failed", (lua_Integer)rep.failed);
-  set_int(L, "refused", (lua_Integer)rep.refused);
+  push_report(L, &rep);
   return 2;
 }
 
@@ -608,6 +660,7 @@ void lt_open_store(lua_State *L) {
   };
   static const luaL_Reg funcs[] = {
     {"open", l_open},
+    {"default", l_default},
     {NULL, NULL}
   };
   lt_newtype(L, &tt_store_type, methods, NULL);

@@ -238,6 +238,11 @@ int lt_wire_push(lua_State *L, const void *p, size_t n);
 ** 3, 4 of the Lua call). */
 int lt_drain_store(lua_State *L, tt_pool *pool, lt_env *env);
 
+/* lstore.c: pushes the process's default overflow store
+** (tether.store.default), or nil; l_pool reads it for a pool made
+** without an 'overflow' option. */
+void lt_push_default_store(lua_State *L);
+
 /* lexec.c: one structured log line on stderr for a failed task. */
 void lt_log_failure(const char *what, const char *name, tt_obj *err);
 

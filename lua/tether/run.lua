@@ -1,16 +1,21 @@
 --- tether.run: the `tether` command line (bin/tether).
 --
 --   tether run [options] script.lua [args...]
+--   tether worker --store URL --require MOD... [options]
 --   tether --version
 --
 -- `tether run` runs a Lua script with its arguments in `...` (and in the
 -- global `arg`, as lua5.4 does) under a root context from
 -- tether.run_context(), which SIGINT and SIGTERM cancel.  On such a
--- signal every pool of the process drains together for up to --drain
--- seconds; what is still queued or running then is abandoned (one log
--- line per op), a summary goes to stderr, and the process exits with 130
--- (SIGINT) or 143 (SIGTERM).  A second signal ends it at once.  On a
--- terminal, stderr shows one live progress line for all pools.
+-- signal the script ends its own work, then every pool of the process
+-- drains together, all within --drain seconds; what is still queued then
+-- goes to the --store if there is one (named ops), the rest is abandoned
+-- (one log line per op), a summary goes to stderr, and the process exits
+-- with 130 (SIGINT) or 143 (SIGTERM).  A second signal ends it at once.
+-- On a terminal, stderr shows one live progress line for all pools.
+--
+-- `tether worker` (lua/tether/worker.lua) drains a durable store in a
+-- process of its own.
 --
 -- Commands and their options are tables (M.commands): a new command or
 -- option is one more entry, parsed, checked and documented by the same
@@ -36,7 +41,10 @@ end
 -- Each option: 'name' (the long form, --name), 'short' (-x, optional),
 -- 'value' (the placeholder of its argument; nil for a flag), 'parse'
 -- (turns the text into the value, or returns nil and what was expected),
--- 'default', 'help'.  Parsed options land in a table under their names.
+-- 'default', 'help', 'many' (may be given several times: its value is
+-- then the list of them).  Parsed options land in a table under their
+-- names.  A command with a 'main(cl, out, err)' runs through it; its
+-- 'options_title' heads its options in the help.
 M.commands = {
   run = {
     usage = "tether run [options] script.lua [args...]",
@@ -45,25 +53,48 @@ M.commands = {
     about = [[
 Runs script.lua with its arguments in `...` (and in the global `arg`),
 under a root context from tether.run_context() that SIGINT and SIGTERM
-cancel.  On such a signal every pool drains, all together, for up to
---drain seconds; what is still queued or running then is abandoned (one
-log line per op on stderr), a summary follows, and tether exits with 130
-(SIGINT) or 143 (SIGTERM).  A second signal ends the process at once.
-When the script ends by itself, its pools drain as at any exit (each for
-up to its exit_timeout) and tether exits with 0, or 1 if the script
-raised an error.  On a terminal, stderr shows one live progress line for
-all pools (accepted, done, failed, dead, queued, running, rate); piped,
-nothing extra is printed.]],
+cancel.  On such a signal the script ends its own work first (it stops
+producing, shuts its servers down; meanwhile every pool still takes and
+runs work, so that requests in flight can still hand work to them); once
+the script has returned, or --drain seconds have passed, every pool
+drains, all together, in what is left of that time.  What is still
+queued then goes to the store if --store gave one (named ops with
+plain-data arguments), and the rest, queued or running, is abandoned
+(one log line per op on stderr); a summary follows, and tether exits
+with 130 (SIGINT) or 143 (SIGTERM).  A second signal ends the process at
+once.  When the script ends by itself, its pools drain as at any exit
+(each for up to its exit_timeout, then the same: queued named ops to the
+store, the rest abandoned) and tether exits with 0, or 1 if the script
+raised an error.
+
+--store URL opens that durable store (sqlite:PATH or
+redis://[:PASSWORD@]HOST:PORT[/DB][?prefix=NAME]) before the script runs
+and makes it the process's default overflow store
+(tether.store.default): every pool made without an 'overflow' option
+(overflow = false opts out) spills to it the named ops that find its
+queue full, and puts its queued named ops back in it when a drain runs
+out of time.  `tether worker --store URL` runs them later.
+
+On a terminal, stderr shows one live progress line for all pools
+(accepted, done, failed, dead, queued, running, rate); piped, nothing
+extra is printed.]],
     options = {
       { name = "drain", value = "SECONDS", parse = seconds, default = 25,
         help = "how long pools may drain after a signal (default 25)" },
       { name = "progress",
         help = "show the progress line even if stderr is not a terminal" },
       { name = "no-progress", help = "never show the progress line" },
+      { name = "store", value = "URL",
+        help = "the overflow store of every pool made without one "
+          .. "(sqlite:PATH or redis://...): full queues spill to it, and "
+          .. "queued named ops go back to it when the drain runs out" },
       { name = "help", short = "h", help = "show this help and exit" },
     },
   },
 }
+
+-- `tether worker`: a store's drainer (lua/tether/worker.lua).
+M.commands.worker = require("tether.worker").command
 
 -- The options of the command line itself, before any command.
 M.global_options = {
@@ -136,6 +167,12 @@ function M.parse_options(options, argv, first)
         return nil, ("option '--%s' expects %s, got '%s'"):format(
           o.name, want or o.value, v)
       end
+      if o.many then
+        -- An option given several times ('many'): the list of values.
+        local list = opts[o.name] or {}
+        list[#list + 1] = parsed
+        parsed = list
+      end
       opts[o.name] = parsed
     else
       if inline ~= nil then
@@ -169,6 +206,22 @@ function M.parse(argv)
   return r
 end
 
+-- wrap breaks 'text' into lines of at most 79 columns: the first after
+-- 'first' ('indent' columns wide), the others indented as much.
+local function wrap(first, indent, text)
+  local lines, line, empty = {}, first, true
+  for word in text:gmatch("%S+") do
+    if not empty and #line + 1 + #word > 79 then
+      lines[#lines + 1] = line
+      line, empty = (" "):rep(indent), true
+    end
+    line = line .. (empty and "" or " ") .. word
+    empty = false
+  end
+  lines[#lines + 1] = line
+  return table.concat(lines, "\n")
+end
+
 local function option_lines(options)
   local lines, width = {}, 0
   local left = {}
@@ -179,7 +232,8 @@ local function option_lines(options)
     width = math.max(width, #s)
   end
   for k, o in ipairs(options) do
-    lines[#lines + 1] = ("  %-" .. width .. "s  %s"):format(left[k], o.help)
+    lines[#lines + 1] = wrap(("  %-" .. width .. "s  "):format(left[k]),
+                             width + 4, o.help)
   end
   return table.concat(lines, "\n")
 end
@@ -188,15 +242,16 @@ end
 function M.help(name)
   local cmd = name and M.commands[name]
   if cmd then
-    return ("Usage: %s\n\n%s\n\nOptions (before the script; everything "
-      .. "after it is the script's):\n%s\n"):format(cmd.usage, cmd.about,
-      option_lines(cmd.options))
+    return ("Usage: %s\n\n%s\n\n%s\n%s\n"):format(cmd.usage, cmd.about,
+      cmd.options_title or "Options (before the script; everything after "
+      .. "it is the script's):", option_lines(cmd.options))
   end
   local names, lines = {}, {}
   for n in pairs(M.commands) do names[#names + 1] = n end
   table.sort(names)
   for _, n in ipairs(names) do
-    lines[#lines + 1] = ("  %-8s %s"):format(n, M.commands[n].summary)
+    lines[#lines + 1] = wrap(("  %-8s "):format(n), 11,
+                             M.commands[n].summary)
   end
   return ("Usage: tether [--version] [--help] <command> [options] ...\n\n"
     .. "Commands:\n%s\n\nOptions:\n%s\n\n'tether <command> --help' tells "
@@ -233,28 +288,33 @@ local function progress(stopctx, every)
 end
 
 -- watch waits, on an engine thread, for the run context to end.  When a
--- signal ended it, it drains every pool; the script may use what is left
--- of the --drain time to end by itself ('script_done').  Then the
--- watcher either ends the process itself or, if the script has ended and
--- the main thread waits for it (it took 'claim' first), hands it the
--- result.
+-- signal ended it, the script ends its own work first ('script_done':
+-- it may shut a server down whose handlers still hand work to pools, so
+-- the pools stay open meanwhile), for at most the --drain time; then
+-- every pool drains in what is left of it.  Then the watcher either ends
+-- the process itself or, if the script has ended and the main thread
+-- waits for it (it took 'claim' first), hands it the result.
 local function watch(ctx, drain, claim, result, show, stop_progress,
                      progress_done, script_done)
   local t = require "tether"
   ctx:wait()
   local cause = ctx:cause()
   if t.type(cause) ~= "error" or cause.code ~= "signal" then return end
-  local deadline = t.now() + drain
+  local t0 = t.now()
+  local deadline = t0 + drain
   local sig = cause.signal
   if show then
-    io.stderr:write(("\r\27[Ktether run: SIG%s: draining every pool for "
-      .. "up to %g s\n"):format(sig, drain))
+    io.stderr:write(("\r\27[Ktether run: SIG%s: the script ends, then "
+      .. "every pool drains, within %g s\n"):format(sig, drain))
   end
-  local r = t.drain_all(drain)
-  if deadline > t.now() then script_done:wait(deadline - t.now()) end
+  script_done:wait(drain)
+  local r = t.drain_all(math.max(0, deadline - t.now()))
   local code = sig == "INT" and 130 or 143
-  local line = ("tether run: SIG%s: %d pool%s drained in %.2f s; %s\n")
-    :format(sig, r.pools, r.pools == 1 and "" or "s", r.seconds,
+  local line = ("tether run: SIG%s: %d pool%s drained in %.2f s; %s%s\n")
+    :format(sig, r.pools, r.pools == 1 and "" or "s", t.now() - t0,
+            r.spilled == 0 and ""
+            or ("%d queued op%s put back in the store; "):format(
+              r.spilled, r.spilled == 1 and "" or "s"),
             r.abandoned == 0 and "nothing abandoned"
             or ("%d op%s abandoned (see the lines above)"):format(
               r.abandoned, r.abandoned == 1 and "" or "s"))
@@ -283,6 +343,20 @@ local function run(opts, script, args, out, err)
   if chunk == nil then
     err:write("tether run: ", lerr, "\n")
     return 1
+  end
+  if opts.store then
+    -- The store is the default overflow of every pool the script makes.
+    local ok, store, serr = pcall(tether.store.open, opts.store)
+    if not ok then
+      err:write("tether run: option '--store': ", (tostring(store):gsub(
+        "^bad argument #1 to '[^']*' %((.*)%)$", "%1")), "\n")
+      return 2
+    end
+    if not store then
+      err:write("tether run: ", tostring(serr), "\n")
+      return 1
+    end
+    tether.store.default(store)
   end
   local ctx, stop = tether.run_context()
   local claim, result = tether.chan(1), tether.chan(1)
@@ -358,6 +432,9 @@ function M.main(argv, out, err)
   end
   if cl.command == "run" then
     return run(cl.options, cl.script, cl.args, out, err)
+  end
+  if M.commands[cl.command].main then
+    return M.commands[cl.command].main(cl, out, err)
   end
   return 2
 end

@@ -37,23 +37,32 @@ local C = {}
 C.__index = C
 
 --- M.start runs 'src' in a child.  opts.runner (a list of options) runs
--- it with bin/tether run; opts.args are the script's arguments.
+-- it with bin/tether run; opts.args are the script's arguments.  With
+-- opts.file, the child runs that script file as it is (src is ignored);
+-- its pid comes from the shell that becomes it.  With opts.plain, the
+-- child runs without the sanitizer runtime that `make check` preloads
+-- (a child that starts curl needs that: curl hangs with ASan preloaded).
 function M.start(src, opts)
   opts = opts or {}
   local script, errf = os.tmpname(), os.tmpname()
   local f = assert(io.open(script, "w"))
-  f:write(PRELUDE, src)
+  f:write(PRELUDE, src or "")
   f:close()
   local args = {}
   for _, a in ipairs(opts.args or {}) do args[#args + 1] = quote(a) end
   local cmd
+  local file = opts.file and quote(opts.file) or script
   if opts.runner then
-    cmd = "lua5.4 bin/tether run " .. table.concat(opts.runner, " ")
-      .. " " .. script
+    local runner = {}
+    for k, a in ipairs(opts.runner) do runner[k] = quote(a) end
+    cmd = "lua5.4 bin/tether run " .. table.concat(runner, " ")
+      .. " " .. file
   else
-    cmd = "lua5.4 " .. script
+    cmd = "lua5.4 " .. file
   end
   cmd = cmd .. " " .. table.concat(args, " ")
+  if opts.plain then cmd = "env -u LD_PRELOAD " .. cmd end
+  if opts.file then cmd = "sh -c " .. quote("echo $$; exec " .. cmd) end
   local p = assert(io.popen(("%stimeout -s KILL %d %s 2>%s; "
     .. "echo \"status $?\""):format(ENV, M.LIMIT, cmd, errf)))
   local line = p:read("l")
@@ -92,6 +101,22 @@ function C:expect(want)
     end
     self.out[#self.out + 1] = line
     if line == want then return true end
+  end
+end
+
+--- C:expect_match reads the child's output until a line that matches
+-- 'pattern' and returns it (with the captures), or nil once the child has
+-- ended without it.
+function C:expect_match(pattern)
+  if self.status then return nil end
+  while true do
+    local line = self.p:read("l")
+    if line == nil or line:match("^status %d+$") then
+      self:collect(line)
+      return nil
+    end
+    self.out[#self.out + 1] = line
+    if line:match(pattern) then return line, line:match(pattern) end
   end
 end
 

@@ -92,6 +92,73 @@ function M.spawn(dir, script, args)
   return pid
 end
 
+--- M.spawn_cli(dir, args) starts `bin/tether ARGS...` (a list of
+-- strings) in the background like M.spawn, and returns its pid.
+function M.spawn_cli(dir, args)
+  local q = {}
+  for k, a in ipairs(args) do q[k] = quote(a) end
+  local cmd = ("cd %s && %s exec lua5.4 %s %s >%s 2>&1 & echo $!"):format(
+    quote(dir), child_env(dir), quote(root .. "/bin/tether"),
+    table.concat(q, " "),
+    quote(dir .. "/cli." .. os.time() .. math.random(1e9) .. ".out"))
+  local pid = tonumber((sh("sh -c " .. quote(cmd))))
+  assert(pid, "could not start bin/tether")
+  return pid
+end
+
+-- A bin/tether process whose output (stdout and stderr together) the
+-- spec reads line by line (M.cli).
+local Cli = {}
+Cli.__index = Cli
+
+--- M.cli(dir, args [, limit]) starts `bin/tether ARGS...` (a list of
+-- strings) in 'dir' with the spec's modules, under `timeout -s KILL
+-- limit` (60 s by default), so that every read of its output ends.  A
+-- `tether worker` tells its pid in its first line; Cli:expect reads it.
+function M.cli(dir, args, limit)
+  local q = {}
+  for k, a in ipairs(args) do q[k] = quote(a) end
+  local cmd = ("cd %s && %s timeout -s KILL %d lua5.4 %s %s 2>&1; "
+    .. "echo \"status $?\""):format(quote(dir), child_env(dir),
+    limit or 60, quote(root .. "/bin/tether"), table.concat(q, " "))
+  return setmetatable({ p = assert(io.popen(cmd)), lines = {} }, Cli)
+end
+
+--- Cli:expect(pattern) reads lines until one matches 'pattern' and
+-- returns it with its captures, or nil once the process has ended.
+function Cli:expect(pattern)
+  while not self.status do
+    local line = self.p:read("l")
+    local st = line and line:match("^status (%d+)$")
+    if line == nil or st then
+      self.status = tonumber(st) or -1
+      break
+    end
+    self.lines[#self.lines + 1] = line
+    local pid = line:match("^tether worker (%d+): ")
+    if pid then self.pid = tonumber(pid) end
+    if line:match(pattern) then return line, line:match(pattern) end
+  end
+  return nil
+end
+
+--- Cli:finish() reads to the end and returns the exit status and the
+-- whole output.
+function Cli:finish()
+  self:expect("^\0$")  -- no line matches: read them all
+  self.p:close()
+  return self.status, table.concat(self.lines, "\n")
+end
+
+--- M.count(text, pattern) counts the lines of 'text' that match.
+function M.count(text, pattern)
+  local n = 0
+  for line in text:gmatch("[^\n]+") do
+    if line:match(pattern) then n = n + 1 end
+  end
+  return n
+end
+
 --- M.run(dir, script, args, secs) runs a child to its end (bounded) and
 -- returns its output and whether it succeeded.
 function M.run(dir, script, args, secs)
@@ -177,6 +244,12 @@ function M.echo(ctx, ...) log(ctx, "echo"); return ... end
 function M.hang(ctx, tag)
   log(ctx, "start-" .. tostring(tag))
   require("tether").sleep(60, ctx)
+end
+function M.slow(ctx, tag, pause)
+  io.stdout:write(("start %%s\n"):format(tag))  -- one write: one line
+  io.stdout:flush()
+  require("tether").sleep(pause)
+  log(ctx, tag)
 end
 return M
 ]]

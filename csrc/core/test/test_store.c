@@ -550,6 +550,148 @@ static void spill_and_drain(tt_store *s) {
   tt_unref(d);
 }
 
+/* held waits for its gate, then says it ended. */
+static _Atomic int held_ended;
+
+static int held(tt_ctx *ctx, void *arg, tt_obj **out) {
+  (void)ctx;
+  *out = NULL;
+  while (atomic_load((_Atomic int *)arg) == 0) usleep(1000);
+  atomic_fetch_add(&held_ended, 1);
+  return TT_OK;
+}
+
+static char exit_line[512];
+
+static void keep_exit_line(const tt_log_record *rec, void *ud) {
+  (void)ud;
+  if (strstr(rec->line, "put back") != NULL)
+    snprintf(exit_line, sizeof exit_line, "%.*s", (int)rec->len, rec->line);
+}
+
+/* handle_code waits for 'h' and returns the code of its error (0 when it
+** did not fail). */
+static int handle_code(tt_handle *h) {
+  tt_obj *res = NULL;
+  int code = 0;
+  CHECK(tt_latch_wait(tt_handle_latch(h), 10));
+  if (tt_handle_result(h, &res) == TT_H_FAILED && res != NULL &&
+      res->type == &tt_error_type)
+    code = ((tt_error *)res)->code;
+  tt_unref(res);
+  return code;
+}
+
+/* exit_spill: when an exit drain runs out of time, the queued named ops
+** of a pool with a store go to the store (spilled: counted, resolved,
+** one log record), a queued closure and the running op are abandoned,
+** and the ops drained later keep their tenant and trace. */
+static void exit_spill(tt_store *s) {
+  static int owner;
+  tt_pool_opts po;
+  tt_pool *p, *d;
+  tt_submit_opts so;
+  tt_buf args = TT_BUF_INIT;
+  tt_handle *h[5];
+  tt_pool_stats ps;
+  tt_exit_report r;
+  tt_drain_opts dopt;
+  tt_drain_report rep;
+  const char *allow[] = {"ops"};
+  _Atomic int gate = 0;
+  tt_ctx *c1, *parent;
+  tt_bytes *b;
+  tt_store_stats st;
+  int err, i;
+  double until;
+  atomic_store(&ran, 0);
+  atomic_store(&trace_ok, 0);
+  atomic_store(&tenant_ok, 0);
+  atomic_store(&held_ended, 0);
+  memset(&po, 0, sizeof po);
+  po.name = "ex";
+  po.workers = 1;
+  po.queue = 8;
+  po.overflow = s;
+  po.tenant_key = tenant_key;
+  po.exit_timeout = -1;
+  p = tt_pool_new(&po, &err);
+  CHECK(p != NULL);
+  if (p == NULL) return;
+  memset(&so, 0, sizeof so);
+  h[0] = tt_pool_submit(p, tt_background(), &so, held, (void *)&gate, NULL,
+                        &err);
+  while (tt_handle_state(h[0]) != TT_H_RUNNING) usleep(1000);
+  /* A closure: it cannot travel. */
+  h[1] = tt_pool_submit(p, tt_background(), &so, held, (void *)&gate, NULL,
+                        &err);
+  b = tt_bytes_new("acme", 4);
+  c1 = tt_with_value(tt_background(), &tenant_key, &b->hdr);
+  tt_unref(b);
+  tt_random_bytes(want_trace.trace_id, 16);
+  tt_random_bytes(want_trace.span_id, 8);
+  want_trace.flags = 1;
+  parent = tt_with_span_context(c1, &want_trace);
+  tt_unref(c1);
+  args_of(&args, 3, "y");
+  so.spill_fn = "ops:run";
+  so.spill_args = args.data;
+  so.spill_args_len = args.len;
+  for (i = 2; i < 5; i++)
+    h[i] = tt_pool_submit(p, parent, &so, op_fn, NULL, NULL, &err);
+  tt_buf_free(&args);  /* the ops keep copies */
+  tt_pool_stats_get(p, &ps);
+  CHECK_EQ(ps.queued, 4);
+  CHECK_EQ(ps.spilled, 0);
+  CHECK_EQ(tt_exit_track(p, &owner), TT_OK);
+  exit_line[0] = '\0';
+  tt_log_set_sink(keep_exit_line, NULL);
+  tt_exit_drain(&owner, false, 0, &r);
+  tt_log_set_sink(NULL, NULL);
+  CHECK_EQ(r.pools, 1);
+  CHECK_EQ(r.spilled, 3);
+  CHECK_EQ(r.abandoned, 2);
+  CHECK(strstr(exit_line, "\"msg\":\"queued ops put back in the store at "
+               "exit\",\"pool\":\"ex\",\"ops\":3") != NULL);
+  CHECK_EQ(handle_code(h[0]), TT_EABANDONED);
+  CHECK_EQ(handle_code(h[1]), TT_EABANDONED);
+  for (i = 2; i < 5; i++) CHECK_EQ(handle_code(h[i]), TT_ESPILLED);
+  tt_pool_stats_get(p, &ps);
+  CHECK_EQ(ps.spilled, 3);
+  CHECK_EQ(ps.abandoned, 2);
+  CHECK_EQ(ps.queued + ps.inflight, 0);
+  CHECK(adds_up(&ps));
+  CHECK_EQ(tt_store_stats_get(s, "ex", &st), TT_OK);
+  CHECK_EQ(st.depth, 3);
+  /* The abandoned op runs on until its gate opens. */
+  atomic_store(&gate, 1);
+  until = tt_now() + 10;
+  while (atomic_load(&held_ended) < 1 && tt_now() < until) usleep(1000);
+  CHECK_EQ(atomic_load(&held_ended), 1);
+  for (i = 0; i < 5; i++) tt_unref(h[i]);
+  tt_unref(p);
+  tt_unref(parent);
+
+  memset(&po, 0, sizeof po);
+  po.name = "drainer";
+  po.workers = 2;
+  po.queue = 2;
+  po.tenant_key = tenant_key;
+  d = tt_pool_new(&po, &err);
+  memset(&dopt, 0, sizeof dopt);
+  dopt.prepare = prepare;
+  dopt.pool = "ex";
+  dopt.allow = allow;
+  dopt.nallow = 1;
+  CHECK_EQ(tt_pool_drain_store(d, s, NULL, &dopt, &rep), TT_OK);
+  CHECK_EQ(rep.completed, 3);
+  CHECK_EQ(atomic_load(&ran), 3);
+  CHECK_EQ(atomic_load(&trace_ok), 3);
+  CHECK_EQ(atomic_load(&tenant_ok), 3);
+  CHECK_EQ(tt_pool_drain(d, NULL, 10), TT_OK);
+  tt_unref(d);
+}
+
 /* }==================================================================== */
 
 
@@ -584,6 +726,14 @@ TEST(sqlite_spill_and_drain) {
   spill_and_drain(s);
   tt_store_close(s);
   CHECK_EQ(tt_store_sync(s), TT_ECLOSED);
+  tt_unref(s);
+}
+
+TEST(sqlite_exit_puts_queued_ops_back) {
+  tt_store *s = open_sqlite("exit.db", NULL);
+  CHECK(s != NULL);
+  if (s == NULL) return;
+  exit_spill(s);
   tt_unref(s);
 }
 

@@ -957,6 +957,73 @@ bool tt_pool_drop_dead(tt_pool *p, uint64_t id);
 ** NULL. */
 tt_store *tt_pool_overflow(tt_pool *p);
 
+/* What a pool is doing, for an operator's view (the admin page):
+** tt_pool_snapshot reads, in one snapshot under the pool's lock, its
+** stats, its state, and per priority class the workers (busy running an
+** op, idle waiting for one) and the ops ready in its queue.  It fills
+** '*info' and up to 'max' entries of 'cls' (may be NULL), and returns
+** the number of classes.  A class's name belongs to the pool (valid
+** while the caller holds a reference to it). */
+typedef struct tt_pool_class_info {
+  const char *name;
+  int workers;
+  int busy;
+  int idle;
+  size_t queued;           /* ready ops in the class's queue */
+  bool lend;
+} tt_pool_class_info;
+
+typedef struct tt_pool_info {
+  tt_pool_stats stats;
+  int nclasses;
+  int queue_cap;           /* ready ops each class's queue holds */
+  size_t waiting;          /* queued ops in no class's queue: waiting
+                           ** for a retry or for a spill's commit */
+  bool closed;             /* refuses new work */
+  bool drained;            /* closed and empty */
+  bool idle;               /* nothing queued or running */
+  bool quotas;             /* tenants' ops are counted against quotas */
+  double timeout;          /* per op, seconds; 0: none */
+  int dead_cap;            /* dead letters kept at most; 0: none */
+  int failures_cap;        /* recent failures kept; 0: none */
+} tt_pool_info;
+
+size_t tt_pool_snapshot(tt_pool *p, tt_pool_info *info,
+                        tt_pool_class_info *cls, size_t max);
+
+/* tt_pool_op_id returns the id of the op whose handle 'h' is (as events,
+** in-flight lists and dead letters name it), or 0 if 'h' is not a pool
+** op's handle. */
+uint64_t tt_pool_op_id(tt_handle *h);
+
+/* tt_pool_tenants lists the quota buckets in use (ops queued or running
+** per tenant, counted only when the pool has quotas), the busiest first:
+** a malloc'd array of at most 'max' (free it with tt_pool_tenants_free),
+** its length in '*n' and the number of buckets in use in '*total'.
+** 'name' holds 'len' bytes (NULs included) and a NUL; ops without a
+** tenant count under "default"; 'limit' is the bucket's quota (0: none). */
+typedef struct tt_pool_tenant {
+  char *name;
+  size_t len;
+  int active;
+  int limit;
+} tt_pool_tenant;
+
+tt_pool_tenant *tt_pool_tenants(tt_pool *p, size_t max, size_t *n,
+                                size_t *total);
+void tt_pool_tenants_free(tt_pool_tenant *t, size_t n);
+
+/* tt_pool_dead_page and tt_pool_failures_page are tt_pool_dead_letters
+** and tt_pool_failures a page at a time, newest first: at most 'max'
+** records from 'offset' (0: the newest), with the number kept in
+** '*total', so that a pool holding a million dead letters can be looked
+** at without copying them all.  NULL with '*n' 0 when the page is empty
+** (or memory ran out).  Free with tt_failures_free. */
+tt_failure *tt_pool_dead_page(tt_pool *p, size_t offset, size_t max,
+                              size_t *n, size_t *total);
+tt_failure *tt_pool_failures_page(tt_pool *p, size_t offset, size_t max,
+                                  size_t *n, size_t *total);
+
 /* }==================================================================== */
 
 
@@ -1339,6 +1406,12 @@ void tt_exit_drain(const void *owner, bool all, double timeout,
 /* tt_exit_stats adds up the stats of the tracked pools of 'owner' (every
 ** owner when 'all') into '*sum' and returns how many there are. */
 size_t tt_exit_stats(const void *owner, bool all, tt_pool_stats *sum);
+
+/* tt_exit_pools fills 'out' with up to 'max' of the tracked pools (of
+** every owner: the pools a program's own Lua states made), each a new
+** reference for the caller to release, in no particular order, and
+** returns how many are tracked. */
+size_t tt_exit_pools(tt_pool **out, size_t max);
 
 /* }==================================================================== */
 

@@ -1626,6 +1626,78 @@ void tt_http_unobserve(tt_http_server *s, int id);
 /* }==================================================================== */
 
 /* {====================================================================
+** The admin page (admin.c; DESIGN section 12, docs/admin.md)
+** ===================================================================== */
+
+/* A tt_admin answers the admin page's requests: the page at "/", its
+** data at "/api/state" (JSON), "/metrics", and the actions POST
+** /api/pools/ID/dead/DID/retry, .../dead/DID/drop and /api/pools/ID/drain,
+** which need the token ("Authorization: Bearer TOKEN"; without a token
+** the admin is read-only).  Its type is named "tether.Admin". */
+typedef struct tt_admin tt_admin;
+extern const tt_type tt_admin_type;
+
+/* Admin options.  Zero values mean defaults. */
+typedef struct tt_admin_opts {
+  const char *name;          /* copied; NULL: "admin" (audit lines) */
+  const char *token;         /* NULL: the environment's
+                             ** TETHER_ADMIN_TOKEN, if set and not
+                             ** empty; else none (read-only) */
+  tt_pool *const *pools;     /* the pools shown (referenced); NULL:
+                             ** every pool tt_exit_pools lists, looked
+                             ** up at each request */
+  size_t npools;
+  const char *prefix;        /* where it is mounted: "" (NULL) or
+                             ** "/path", no trailing '/' */
+  const char *const *hosts;  /* more names the Host header may give,
+                             ** "name" (any port) or "name:port" */
+  size_t nhosts;
+} tt_admin_opts;
+
+/* tt_admin_new makes an admin; NULL with '*err' (TT_EINVAL for bad
+** options, TT_ENOMEM) and a message in 'msg' (may be NULL). */
+tt_admin *tt_admin_new(const tt_admin_opts *o, int *err, char *msg,
+                       size_t msglen);
+
+/* tt_admin_handle answers a request whose path is under the admin's
+** prefix and returns true; it returns false, sending nothing, for any
+** other path, so that an HTTP handler can mount the admin next to its
+** own routes.  A mounted admin accepts a Host header that names a
+** loopback address (any port) or one of its 'hosts', and needs the token
+** for every route when the client is not on loopback. */
+bool tt_admin_handle(tt_admin *a, tt_ctx *ctx, tt_http_req *req);
+
+/* tt_admin_readonly is true when the admin has no token (no actions). */
+bool tt_admin_readonly(tt_admin *a);
+
+/* tt_admin_csp returns the Content-Security-Policy of every admin
+** response (the SHA-256 of the page's inline script and style). */
+const char *tt_admin_csp(void);
+
+/* Options of an admin server of its own. */
+typedef struct tt_admin_serve_opts {
+  tt_admin_opts admin;
+  const char *addr;          /* as tt_http_opts; NULL: "127.0.0.1:0" */
+  int workers;               /* threads of its own pool; 0: 2 */
+  tt_ctx *shutdown;          /* may be NULL: when it ends, it closes */
+  const char *tls_cert;      /* PEM files, both or neither: HTTPS */
+  const char *tls_key;
+} tt_admin_serve_opts;
+
+/* tt_admin_serve starts an HTTP server (tt_http_new) that serves an
+** admin on a pool of its own, so that the page answers however busy the
+** application's pools are.  Binding an address that is not loopback
+** without a token is refused (TT_EINVAL); off loopback every route
+** needs the token (Bearer, or Basic with the token as the password),
+** and the Host header must name the bound address or localhost (with
+** the bound port) or one of the 'hosts'.  NULL with '*err' and a
+** message as tt_http_new. */
+tt_http_server *tt_admin_serve(const tt_admin_serve_opts *o, int *err,
+                               char *msg, size_t msglen);
+
+/* }==================================================================== */
+
+/* {====================================================================
 ** Text: a growable buffer, JSON strings
 ** ===================================================================== */
 

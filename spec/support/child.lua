@@ -37,7 +37,8 @@ local C = {}
 C.__index = C
 
 --- M.start runs 'src' in a child.  opts.runner (a list of options) runs
--- it with bin/tether run; opts.args are the script's arguments.
+-- it with bin/tether run; opts.args are the script's arguments; opts.env
+-- (name = value) adds to its environment.
 function M.start(src, opts)
   opts = opts or {}
   local script, errf = os.tmpname(), os.tmpname()
@@ -54,8 +55,12 @@ function M.start(src, opts)
     cmd = "lua5.4 " .. script
   end
   cmd = cmd .. " " .. table.concat(args, " ")
+  local env = ENV
+  for k, v in pairs(opts.env or {}) do
+    env = env .. k .. "=" .. quote(v) .. " "
+  end
   local p = assert(io.popen(("%stimeout -s KILL %d %s 2>%s; "
-    .. "echo \"status $?\""):format(ENV, M.LIMIT, cmd, errf)))
+    .. "echo \"status $?\""):format(env, M.LIMIT, cmd, errf)))
   local line = p:read("l")
   local child = setmetatable({ p = p, script = script, errf = errf,
                                out = {}, pid = tonumber(line) }, C)

@@ -140,7 +140,7 @@ browser-deps: $(PLAYWRIGHT)
 # A screenshot of the admin page under load, for the README (run by hand,
 # never by the tests; the PNG is committed).
 screenshots: all browser-deps
-	node $(BROWSER_DIR)/screenshot.js docs/admin.png 20
+	node $(BROWSER_DIR)/screenshot.js docs/admin.png 75
 
 # The busted suite on Lua 5.4 (configured by .busted).
 spec: all browser-deps

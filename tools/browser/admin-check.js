@@ -145,8 +145,8 @@ async function run(browser) {
   out.tokenInStorage = await page.evaluate(() =>
     sessionStorage.getItem('tether.admin.token'));
   const target = cfg.mailDead[0];
-  await page.waitForSelector(`button.retry[data-id="${target}"]:not([disabled])`,
-                             { timeout: WAIT });
+  await page.waitForSelector(
+    `button.retry[data-id="${target}"]:not([disabled])`, { timeout: WAIT });
   await page.click(`button.retry[data-id="${target}"]`);
   await page.waitForFunction((id) => !document.querySelector(
     `#dead tbody tr.dead-row[data-id="${id}"]`), target, { timeout: WAIT });

@@ -48,7 +48,7 @@ function startExample() {
   try {
     const page = await browser.newPage({
       viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1,
-      colorScheme: 'light',
+      colorScheme: process.env.COLOR_SCHEME || 'light',
     });
     await page.goto(ex.url);
     await page.fill('#token', ex.token);

@@ -66,8 +66,10 @@ describe("tether run's command line", function()
     for _, o in ipairs(run.commands.run.options) do
       names[#names + 1] = o.name
     end
-    assert.same({"drain", "progress", "no-progress", "help"}, names)
+    assert.same({"drain", "admin", "progress", "no-progress", "help"},
+                names)
     assert.matches("%-%-drain SECONDS", run.help("run"))
+    assert.matches("%-%-admin ADDR", run.help("run"))
     assert.matches("run +run a script", run.help())
   end)
 

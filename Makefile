@@ -52,10 +52,11 @@ DEB_PKGS := lua5.4 liblua5.4-dev lua-busted luarocks lua-check lua-dkjson \
             shellcheck cppcheck \
             libmicrohttpd-dev curl openssl lua-socket \
             libcurl4-openssl-dev prometheus \
-            libsqlite3-dev sqlite3 redis-server libhiredis-dev
+            libsqlite3-dev sqlite3 redis-server libhiredis-dev \
+            nodejs chromium
 
 .PHONY: all deps test ctest c-examples spec rock demo examples clean check \
-        bench env lint sources ldlibs
+        bench env lint sources ldlibs browser-deps screenshots
 
 all: $(LIB) $(MODULE)
 
@@ -75,6 +76,11 @@ deps:
 
 # Header dependencies come from the compiler (-MMD -MP), one .d file per
 # object.
+# The admin page is one HTML file, held by a C source made from it (the
+# C file is committed, so that a rock or a machine without Lua builds it).
+csrc/core/admin_page.c: csrc/core/admin.html tools/embed.lua
+	$(LUA) tools/embed.lua csrc/core/admin.html $@
+
 $(BUILD)/core/%.o: csrc/core/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
@@ -113,8 +119,31 @@ ctest: $(CTEST_BIN)
 c-examples: $(CEX_BIN)
 	@set -e; for t in $(CEX_BIN); do echo "== $$t"; $$t; done
 
+# The admin page's browser tests drive Debian's Chromium with
+# playwright-core, from npm, installed into tools/browser/node_modules at
+# the version tools/browser/package-lock.json pins (npm itself comes with
+# the nodejs package, or from Debian's npm package where it does not).
+BROWSER_DIR := tools/browser
+PLAYWRIGHT := $(BROWSER_DIR)/node_modules/playwright-core/package.json
+
+$(PLAYWRIGHT): $(BROWSER_DIR)/package.json $(BROWSER_DIR)/package-lock.json
+	@command -v npm >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; \
+	  else echo "npm is missing; run: sudo apt-get install -y npm"; \
+	    exit 1; fi; }
+	cd $(BROWSER_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+browser-deps: $(PLAYWRIGHT)
+
+# A screenshot of the admin page under load, for the README (run by hand,
+# never by the tests; the PNG is committed).
+screenshots: all browser-deps
+	node $(BROWSER_DIR)/screenshot.js docs/admin.png 75
+
 # The busted suite on Lua 5.4 (configured by .busted).
-spec: all
+spec: all browser-deps
 	$(BUSTED) $(BUSTED_ARGS)
 
 # The C sources of the library and the module, on one line
@@ -170,7 +199,7 @@ clean:
 
 # The suites under ASan+UBSan, then TSan, then the C tests under valgrind;
 # any report fails the target.
-check: deps
+check: deps browser-deps
 	bash tools/check.sh
 
 # Benchmarks against Go and luv (never part of `make test`).

@@ -42,6 +42,7 @@ local all = {
   "csrc/core/trace.c", "csrc/core/record.c", "csrc/core/store.c",
   "csrc/core/store_sqlite.c", "csrc/core/store_redis.c",
   "csrc/core/drain.c",
+  "csrc/core/digest.c", "csrc/core/admin.c", "csrc/core/admin_page.c",
   "csrc/lua/tether.c", "csrc/lua/lobj.c", "csrc/lua/lvalue.c",
   "csrc/lua/lnames.c", "csrc/lua/lpack.c", "csrc/lua/lunpack.c",
   "csrc/lua/ltesthook.c",
@@ -52,6 +53,7 @@ local all = {
   "csrc/lua/lexit.c", "csrc/lua/lhttp.c",
   "csrc/lua/llog.c", "csrc/lua/ltrace.c", "csrc/lua/lmetrics.c",
   "csrc/lua/lrecord.c", "csrc/lua/lstore.c",
+  "csrc/lua/ladmin.c",
 }
 
 build = {

@@ -73,9 +73,11 @@ describe("tether run's command line", function()
     for _, o in ipairs(run.commands.run.options) do
       names[#names + 1] = o.name
     end
-    assert.same({"drain", "progress", "no-progress", "store", "help"},
+    assert.same({"drain", "admin", "progress", "no-progress", "store",
+                 "help"},
                 names)
     assert.matches("%-%-drain SECONDS", run.help("run"))
+    assert.matches("%-%-admin ADDR", run.help("run"))
     assert.matches("run +run a script", run.help())
     assert.matches("worker +drain a durable store", run.help())
   end)

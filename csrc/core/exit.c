@@ -249,3 +249,13 @@ size_t tt_exit_stats(const void *owner, bool all, tt_pool_stats *sum) {
   free(ps);
   return n;
 }
+
+size_t tt_exit_pools(tt_pool **out, size_t max) {
+  size_t n = 0;
+  tracked *t;
+  tt__lock(&X_mu);
+  for (t = list; t != NULL; t = t->next, n++)
+    if (n < max && out != NULL) out[n] = tt_ref(t->pool);
+  tt__unlock(&X_mu);
+  return n;
+}

@@ -164,6 +164,15 @@ char *tt__strdup(const char *s);
 ** (metrics.c; it never waits). */
 void tt__metrics_store_closed(const tt_store *s);
 
+/* digest.c: tt__sha256 writes the SHA-256 of 'len' bytes into 'out';
+** tt__base64 writes the base64 of 'len' bytes (with padding) and a NUL
+** into 'out' (4 * ((len + 2) / 3) + 1 bytes) and returns its length;
+** tt__unbase64 decodes 'len' characters into at most 'max' bytes and
+** returns how many, or -1 for malformed input or too little room. */
+void tt__sha256(const void *data, size_t len, unsigned char out[32]);
+size_t tt__base64(const void *data, size_t len, char *out);
+long tt__unbase64(const char *s, size_t len, void *out, size_t max);
+
 /* }==================================================================== */
 
 

@@ -199,6 +199,7 @@ typedef struct pclass {
   tt_list ready;           /* of op, FIFO; under pool mu */
   size_t nready;           /* under pool mu */
   int idle;                /* workers waiting on 'cv'; under pool mu */
+  int busy;                /* workers running an op; under pool mu */
   int wakes;               /* signals sent and not yet taken; pool mu */
   int space_waiters;       /* submitters waiting on 'space'; pool mu */
   pthread_cond_t cv;       /* idle workers of the class wait here */
@@ -1122,9 +1123,6 @@ static void run_op(tt_pool *p, op *o) {
     ctx = tt_with_cancel(o->base);
   actx = hook_begin(p, o, ctx, &hstate);
   tt__lock(&p->mu);
-  /* Under the lock: an op abandoned since its take is resolved already,
-  ** and its handle must keep that state. */
-  if (!o->abandoned) tt__handle_set_state(&o->h, TT_H_RUNNING);
   o->ctx = ctx;
   old_actx = o->actx;
   o->actx = actx;
@@ -1175,9 +1173,11 @@ static void *worker_main(void *arg) {
   for (;;) {
     op *o = take(p, w->cls);
     if (o != NULL) {
+      c->busy++;
       tt__unlock(&p->mu);
       run_op(p, o);
       tt__lock(&p->mu);
+      c->busy--;
       continue;
     }
     if (p->quit) break;
@@ -2779,6 +2779,198 @@ bool tt_pool_drop_dead(tt_pool *p, uint64_t id) {
   if (o == NULL) return false;
   release_op(o);
   return true;
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
+** Snapshots for an operator's view (the admin page)
+** ===================================================================== */
+
+uint64_t tt_pool_op_id(tt_handle *h) {
+  /* The id is fixed once the op was accepted, before its handle is
+  ** returned. */
+  return h != NULL && h->vt == &op_vt ? ((op *)h)->id : 0;
+}
+
+size_t tt_pool_snapshot(tt_pool *p, tt_pool_info *info,
+                        tt_pool_class_info *cls, size_t max) {
+  size_t i, ready = 0;
+  memset(info, 0, sizeof *info);
+  tt__lock(&p->mu);
+  info->stats = p->st;
+  for (i = 0; i < (size_t)p->ncls; i++) {
+    pclass *c = &p->cls[i];
+    ready += c->nready;
+    if (i >= max || cls == NULL) continue;
+    cls[i].name = c->name;
+    cls[i].workers = c->workers;
+    cls[i].busy = c->busy;
+    cls[i].idle = c->idle;
+    cls[i].queued = c->nready;
+    cls[i].lend = c->lend;
+  }
+  info->waiting = (size_t)p->st.queued > ready
+                      ? (size_t)p->st.queued - ready : 0;
+  info->closed = p->closed;
+  info->drained = p->drained;
+  info->idle = p->st.queued == 0 && p->st.inflight == 0;
+  tt__unlock(&p->mu);
+  /* Fixed at creation. */
+  info->nclasses = p->ncls;
+  info->queue_cap = p->queue_cap;
+  info->quotas = p->quotas_on;
+  info->timeout = p->timeout > 0 ? p->timeout : 0;
+  info->dead_cap = p->dead_cap > 0 ? p->dead_cap : 0;
+  info->failures_cap = p->failures_cap > 0 ? p->failures_cap : 0;
+  return (size_t)p->ncls;
+}
+
+/* A tenant bucket and its count, as tt_pool_tenants sorts them. */
+typedef struct tcount {
+  const tenant_ent *t;
+  int count;
+} tcount;
+
+static int tcount_cmp(const void *a, const void *b) {
+  const tcount *x = a, *y = b;
+  size_t n = x->t->len < y->t->len ? x->t->len : y->t->len;
+  int c;
+  if (x->count != y->count) return x->count > y->count ? -1 : 1;
+  c = memcmp(x->t->name, y->t->name, n);
+  if (c != 0) return c;
+  return x->t->len < y->t->len ? -1 : x->t->len > y->t->len;
+}
+
+tt_pool_tenant *tt_pool_tenants(tt_pool *p, size_t max, size_t *n,
+                                size_t *total) {
+  tcount *all = NULL;
+  tt_pool_tenant *out = NULL;
+  size_t cnt = 0, cap = 0, i, k = 0;
+  *n = 0;
+  *total = 0;
+  tt__lock(&p->mu);
+  for (i = 0; i < TENANT_BUCKETS; i++) {
+    const tenant_ent *t;
+    for (t = p->tenants[i]; t != NULL; t = t->next) {
+      if (cnt == cap) {
+        size_t ncap = cap > 0 ? cap * 2 : 16;
+        tcount *na = realloc(all, ncap * sizeof *na);
+        if (na == NULL) goto out;
+        all = na;
+        cap = ncap;
+      }
+      all[cnt].t = t;
+      all[cnt].count = t->count;
+      cnt++;
+    }
+  }
+  *total = cnt;
+  if (cnt == 0 || max == 0) goto out;
+  /* The busiest first: those are the ones near their limit. */
+  qsort(all, cnt, sizeof *all, tcount_cmp);
+  if (max > cnt) max = cnt;
+  out = calloc(max, sizeof *out);
+  if (out == NULL) goto out;
+  for (k = 0; k < max; k++) {
+    const tenant_ent *t = all[k].t;
+    out[k].name = dup_name(t->name, t->len);
+    if (out[k].name == NULL) break;
+    out[k].len = t->len;
+    out[k].active = all[k].count;
+    out[k].limit = quota_limit(p, t->name, t->len);
+    if (out[k].limit < 0) out[k].limit = 0;
+  }
+out:
+  tt__unlock(&p->mu);
+  free(all);
+  if (out != NULL && k == 0) {
+    free(out);
+    out = NULL;
+  }
+  *n = out != NULL ? k : 0;
+  return out;
+}
+
+void tt_pool_tenants_free(tt_pool_tenant *t, size_t n) {
+  size_t i;
+  if (t == NULL) return;
+  for (i = 0; i < n; i++) free(t[i].name);
+  free(t);
+}
+
+/* dead_record fills a failure record of dead letter 'o' (borrowed
+** fields, for copy_failure). */
+static void dead_record(op *o, tt_failure *f) {
+  f->id = o->id;
+  f->name = o->h.name;
+  f->tenant = o->tenant;
+  f->tenant_len = o->tenant_len;
+  f->error = o->err;
+  f->cause = o->cause;
+  f->code = o->code;
+  f->attempts = o->attempt;
+  f->at = o->dead_at;
+}
+
+tt_failure *tt_pool_dead_page(tt_pool *p, size_t offset, size_t max,
+                              size_t *n, size_t *total) {
+  tt_failure *a = NULL;
+  size_t len, count = 0, i;
+  tt_list *l;
+  *n = 0;
+  tt__lock(&p->mu);
+  len = (size_t)p->st.dead_held;
+  *total = len;
+  if (offset < len && max > 0) {
+    count = len - offset < max ? len - offset : max;
+    a = calloc(count, sizeof *a);
+  }
+  if (a != NULL) {
+    /* Newest first: the page starts 'offset' records from the newest
+    ** end.  A far page is reached from the oldest end, so that no walk
+    ** is longer than half the list. */
+    if (offset <= len / 2) {
+      l = p->dead.prev;
+      for (i = 0; i < offset; i++) l = l->prev;
+    } else {
+      l = p->dead.next;
+      for (i = 0; i < len - offset - 1; i++) l = l->next;
+    }
+    for (i = 0; i < count; i++, l = l->prev) {
+      tt_failure f;
+      dead_record(tt_container_of(l, op, link), &f);
+      copy_failure(&a[i], &f);
+    }
+  }
+  tt__unlock(&p->mu);
+  *n = a != NULL ? count : 0;
+  return a;
+}
+
+tt_failure *tt_pool_failures_page(tt_pool *p, size_t offset, size_t max,
+                                  size_t *n, size_t *total) {
+  tt_failure *a = NULL;
+  size_t len, count = 0, i;
+  *n = 0;
+  tt__lock(&p->mu);
+  len = p->ring_len;
+  *total = len;
+  if (offset < len && max > 0) {
+    count = len - offset < max ? len - offset : max;
+    a = calloc(count, sizeof *a);
+  }
+  if (a != NULL) {
+    for (i = 0; i < count; i++) {
+      size_t k = (p->ring_head + len - 1 - offset - i) %
+                 (size_t)p->failures_cap;
+      copy_failure(&a[i], &p->ring[k]);
+    }
+  }
+  tt__unlock(&p->mu);
+  *n = a != NULL ? count : 0;
+  return a;
 }
 
 /* }==================================================================== */

@@ -964,6 +964,73 @@ bool tt_pool_drop_dead(tt_pool *p, uint64_t id);
 ** NULL. */
 tt_store *tt_pool_overflow(tt_pool *p);
 
+/* What a pool is doing, for an operator's view (the admin page):
+** tt_pool_snapshot reads, in one snapshot under the pool's lock, its
+** stats, its state, and per priority class the workers (busy running an
+** op, idle waiting for one) and the ops ready in its queue.  It fills
+** '*info' and up to 'max' entries of 'cls' (may be NULL), and returns
+** the number of classes.  A class's name belongs to the pool (valid
+** while the caller holds a reference to it). */
+typedef struct tt_pool_class_info {
+  const char *name;
+  int workers;
+  int busy;
+  int idle;
+  size_t queued;           /* ready ops in the class's queue */
+  bool lend;
+} tt_pool_class_info;
+
+typedef struct tt_pool_info {
+  tt_pool_stats stats;
+  int nclasses;
+  int queue_cap;           /* ready ops each class's queue holds */
+  size_t waiting;          /* queued ops in no class's queue: waiting
+                           ** for a retry or for a spill's commit */
+  bool closed;             /* refuses new work */
+  bool drained;            /* closed and empty */
+  bool idle;               /* nothing queued or running */
+  bool quotas;             /* tenants' ops are counted against quotas */
+  double timeout;          /* per op, seconds; 0: none */
+  int dead_cap;            /* dead letters kept at most; 0: none */
+  int failures_cap;        /* recent failures kept; 0: none */
+} tt_pool_info;
+
+size_t tt_pool_snapshot(tt_pool *p, tt_pool_info *info,
+                        tt_pool_class_info *cls, size_t max);
+
+/* tt_pool_op_id returns the id of the op whose handle 'h' is (as events,
+** in-flight lists and dead letters name it), or 0 if 'h' is not a pool
+** op's handle. */
+uint64_t tt_pool_op_id(tt_handle *h);
+
+/* tt_pool_tenants lists the quota buckets in use (ops queued or running
+** per tenant, counted only when the pool has quotas), the busiest first:
+** a malloc'd array of at most 'max' (free it with tt_pool_tenants_free),
+** its length in '*n' and the number of buckets in use in '*total'.
+** 'name' holds 'len' bytes (NULs included) and a NUL; ops without a
+** tenant count under "default"; 'limit' is the bucket's quota (0: none). */
+typedef struct tt_pool_tenant {
+  char *name;
+  size_t len;
+  int active;
+  int limit;
+} tt_pool_tenant;
+
+tt_pool_tenant *tt_pool_tenants(tt_pool *p, size_t max, size_t *n,
+                                size_t *total);
+void tt_pool_tenants_free(tt_pool_tenant *t, size_t n);
+
+/* tt_pool_dead_page and tt_pool_failures_page are tt_pool_dead_letters
+** and tt_pool_failures a page at a time, newest first: at most 'max'
+** records from 'offset' (0: the newest), with the number kept in
+** '*total', so that a pool holding a million dead letters can be looked
+** at without copying them all.  NULL with '*n' 0 when the page is empty
+** (or memory ran out).  Free with tt_failures_free. */
+tt_failure *tt_pool_dead_page(tt_pool *p, size_t offset, size_t max,
+                              size_t *n, size_t *total);
+tt_failure *tt_pool_failures_page(tt_pool *p, size_t offset, size_t max,
+                                  size_t *n, size_t *total);
+
 /* }==================================================================== */
 
 
@@ -1354,6 +1421,12 @@ void tt_exit_drain(const void *owner, bool all, double timeout,
 ** owner when 'all') into '*sum' and returns how many there are. */
 size_t tt_exit_stats(const void *owner, bool all, tt_pool_stats *sum);
 
+/* tt_exit_pools fills 'out' with up to 'max' of the tracked pools (of
+** every owner: the pools a program's own Lua states made), each a new
+** reference for the caller to release, in no particular order, and
+** returns how many are tracked. */
+size_t tt_exit_pools(tt_pool **out, size_t max);
+
 /* }==================================================================== */
 
 
@@ -1594,6 +1667,78 @@ const char *tt_http_method_label(const char *method);
 ** that matched ("http.route"); it ends when the request finishes. */
 typedef struct tt_span tt_span;
 tt_span *tt_http_req_span(tt_http_req *r);
+
+/* }==================================================================== */
+
+/* {====================================================================
+** The admin page (admin.c; DESIGN section 12, docs/admin.md)
+** ===================================================================== */
+
+/* A tt_admin answers the admin page's requests: the page at "/", its
+** data at "/api/state" (JSON), "/metrics", and the actions POST
+** /api/pools/ID/dead/DID/retry, .../dead/DID/drop and /api/pools/ID/drain,
+** which need the token ("Authorization: Bearer TOKEN"; without a token
+** the admin is read-only).  Its type is named "tether.Admin". */
+typedef struct tt_admin tt_admin;
+extern const tt_type tt_admin_type;
+
+/* Admin options.  Zero values mean defaults. */
+typedef struct tt_admin_opts {
+  const char *name;          /* copied; NULL: "admin" (audit lines) */
+  const char *token;         /* NULL: the environment's
+                             ** TETHER_ADMIN_TOKEN, if set and not
+                             ** empty; else none (read-only) */
+  tt_pool *const *pools;     /* the pools shown (referenced); NULL:
+                             ** every pool tt_exit_pools lists, looked
+                             ** up at each request */
+  size_t npools;
+  const char *prefix;        /* where it is mounted: "" (NULL) or
+                             ** "/path", no trailing '/' */
+  const char *const *hosts;  /* more names the Host header may give,
+                             ** "name" (any port) or "name:port" */
+  size_t nhosts;
+} tt_admin_opts;
+
+/* tt_admin_new makes an admin; NULL with '*err' (TT_EINVAL for bad
+** options, TT_ENOMEM) and a message in 'msg' (may be NULL). */
+tt_admin *tt_admin_new(const tt_admin_opts *o, int *err, char *msg,
+                       size_t msglen);
+
+/* tt_admin_handle answers a request whose path is under the admin's
+** prefix and returns true; it returns false, sending nothing, for any
+** other path, so that an HTTP handler can mount the admin next to its
+** own routes.  A mounted admin accepts a Host header that names a
+** loopback address (any port) or one of its 'hosts', and needs the token
+** for every route when the client is not on loopback. */
+bool tt_admin_handle(tt_admin *a, tt_ctx *ctx, tt_http_req *req);
+
+/* tt_admin_readonly is true when the admin has no token (no actions). */
+bool tt_admin_readonly(tt_admin *a);
+
+/* tt_admin_csp returns the Content-Security-Policy of every admin
+** response (the SHA-256 of the page's inline script and style). */
+const char *tt_admin_csp(void);
+
+/* Options of an admin server of its own. */
+typedef struct tt_admin_serve_opts {
+  tt_admin_opts admin;
+  const char *addr;          /* as tt_http_opts; NULL: "127.0.0.1:0" */
+  int workers;               /* threads of its own pool; 0: 2 */
+  tt_ctx *shutdown;          /* may be NULL: when it ends, it closes */
+  const char *tls_cert;      /* PEM files, both or neither: HTTPS */
+  const char *tls_key;
+} tt_admin_serve_opts;
+
+/* tt_admin_serve starts an HTTP server (tt_http_new) that serves an
+** admin on a pool of its own, so that the page answers however busy the
+** application's pools are.  Binding an address that is not loopback
+** without a token is refused (TT_EINVAL); off loopback every route
+** needs the token (Bearer, or Basic with the token as the password),
+** and the Host header must name the bound address or localhost (with
+** the bound port) or one of the 'hosts'.  NULL with '*err' and a
+** message as tt_http_new. */
+tt_http_server *tt_admin_serve(const tt_admin_serve_opts *o, int *err,
+                               char *msg, size_t msglen);
 
 /* }==================================================================== */
 

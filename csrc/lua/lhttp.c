@@ -127,6 +127,11 @@ static tt_http_req *check_res(lua_State *L) {
   return ((lh_res *)lt_checkobj(L, 1, &res_type))->req;
 }
 
+tt_http_req *lt_http_res_req(lua_State *L, int idx) {
+  lh_res *r = lt_testobj(L, idx, &res_type);
+  return r != NULL ? r->req : NULL;
+}
+
 /* result turns a response function's code into Lua: true, a raise for
 ** misuse, or nil and an error once the connection is gone. */
 static int result(lua_State *L, int rc, const char *what) {

@@ -189,6 +189,7 @@ void lt_open_log(lua_State *L);
 void lt_open_trace(lua_State *L);
 void lt_open_metrics(lua_State *L);
 void lt_open_store(lua_State *L);
+void lt_open_admin(lua_State *L);
 
 /* }==================================================================== */
 
@@ -242,6 +243,11 @@ int lt_drain_store(lua_State *L, tt_pool *pool, lt_env *env);
 ** (tether.store.default), or nil; l_pool reads it for a pool made
 ** without an 'overflow' option. */
 void lt_push_default_store(lua_State *L);
+
+/* lhttp.c: the engine request behind a handler's 'res' at 'idx', or NULL
+** if the value is not one (the admin page mounts on HTTP servers with
+** it). */
+tt_http_req *lt_http_res_req(lua_State *L, int idx);
 
 /* lexec.c: one structured log line on stderr for a failed task. */
 void lt_log_failure(const char *what, const char *name, tt_obj *err);

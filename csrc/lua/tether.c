@@ -74,6 +74,7 @@ LUAMOD_API int luaopen_tether_core(lua_State *L) {
   lt_open_trace(L);
   lt_open_metrics(L);
   lt_open_store(L);
+  lt_open_admin(L);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "_VERSION");
   return 1;

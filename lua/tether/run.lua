@@ -26,6 +26,15 @@ local M = {}
 
 M.VERSION = require("tether.core")._VERSION
 
+-- address checks the form of --admin's HOST:PORT (the server checks the
+-- rest when it binds).
+local function address(v)
+  if v:match("^[%w%.%-]*:%d+$") or v:match("^%[[%x:%.]+%]:%d+$") then
+    return v
+  end
+  return nil, "HOST:PORT (such as 127.0.0.1:9090)"
+end
+
 local function seconds(v)
   local n = tonumber(v)
   if n == nil or n ~= n or n < 0 or n == math.huge then
@@ -77,10 +86,19 @@ out of time.  `tether worker --store URL` runs them later.
 
 On a terminal, stderr shows one live progress line for all pools
 (accepted, done, failed, dead, queued, running, rate); piped, nothing
-extra is printed.]],
+extra is printed.
+
+With --admin HOST:PORT, the admin page of every pool the script makes
+is served there, on threads of its own, for as long as the process
+lives (docs/admin.md).  Its actions (retry and drop dead letters,
+drain a pool) need the token in the environment variable
+TETHER_ADMIN_TOKEN, never on the command line; without it the page is
+read-only, and an address off loopback is refused.]],
     options = {
       { name = "drain", value = "SECONDS", parse = seconds, default = 25,
         help = "how long pools may drain after a signal (default 25)" },
+      { name = "admin", value = "ADDR", parse = address,
+        help = "serve the admin page of every pool on ADDR (HOST:PORT)" },
       { name = "progress",
         help = "show the progress line even if stderr is not a terminal" },
       { name = "no-progress", help = "never show the progress line" },
@@ -357,6 +375,24 @@ local function run(opts, script, args, out, err)
       return 1
     end
     tether.store.default(store)
+  end
+  if opts.admin then
+    local ok, srv = pcall(tether.admin.serve, { addr = opts.admin,
+                                                name = "tether run" })
+    if not ok then
+      local why = tostring(srv)
+      err:write("tether run: --admin ", opts.admin, ": ",
+                why:match("^bad argument #1 to '[^']*' %((.*)%)$") or why,
+                "\n")
+      return 2
+    end
+    -- Kept for the life of the process: the page shows the exit drain.
+    M.admin_server = srv
+    local t = os.getenv("TETHER_ADMIN_TOKEN")
+    err:write(("tether run: admin page at http://%s/%s\n"):format(
+      srv:addr(), (t == nil or t == "") and " (read-only: no "
+      .. "TETHER_ADMIN_TOKEN)" or ""))
+    err:flush()
   end
   local ctx, stop = tether.run_context()
   local claim, result = tether.chan(1), tether.chan(1)

@@ -41,7 +41,8 @@ C.__index = C
 -- opts.file, the child runs that script file as it is (src is ignored);
 -- its pid comes from the shell that becomes it.  With opts.plain, the
 -- child runs without the sanitizer runtime that `make check` preloads
--- (a child that starts curl needs that: curl hangs with ASan preloaded).
+-- (a child that starts curl needs that: curl hangs with ASan preloaded);
+-- opts.env (name = value) adds to its environment.
 function M.start(src, opts)
   opts = opts or {}
   local script, errf = os.tmpname(), os.tmpname()
@@ -63,8 +64,12 @@ function M.start(src, opts)
   cmd = cmd .. " " .. table.concat(args, " ")
   if opts.plain then cmd = "env -u LD_PRELOAD " .. cmd end
   if opts.file then cmd = "sh -c " .. quote("echo $$; exec " .. cmd) end
+  local env = ENV
+  for k, v in pairs(opts.env or {}) do
+    env = env .. k .. "=" .. quote(v) .. " "
+  end
   local p = assert(io.popen(("%stimeout -s KILL %d %s 2>%s; "
-    .. "echo \"status $?\""):format(ENV, M.LIMIT, cmd, errf)))
+    .. "echo \"status $?\""):format(env, M.LIMIT, cmd, errf)))
   local line = p:read("l")
   local child = setmetatable({ p = p, script = script, errf = errf,
                                out = {}, pid = tonumber(line) }, C)

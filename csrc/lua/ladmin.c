@@ -1,0 +1,193 @@
+/*
+** ladmin.c -- tether.admin: the admin page of a program's pools
+** (DESIGN section 12, docs/admin.md).
+**
+** The page, its JSON, the actions and their checks are the engine's
+** (csrc/core/admin.c), in C, so that they run on the admin server's own
+** threads without any Lua state.  This file reads the options:
+** tether.admin.serve{...} returns the tether.HttpServer that serves it
+** (addr, close, shutdown, stats), and tether.admin.handler{...} an admin
+** to mount on an HTTP server of the application's own, whose
+** admin:handle(ctx, req, res) answers the requests under its prefix.
+*/
+#include <string.h>
+
+#include "ltether.h"
+
+#define MAX_LIST 1024
+
+/* The options both functions share, and those of serve alone. */
+static const char *const serve_options[] = {
+  "addr", "token", "pools", "name", "hosts", "workers", "shutdown", "tls",
+  NULL
+};
+
+static const char *const handler_options[] = {
+  "token", "pools", "name", "hosts", "prefix", NULL
+};
+
+static const char *const tls_options[] = {"cert", "key", NULL};
+
+/* A list read from the options: kept in a userdata on the stack, so
+** that an error on the way frees nothing by hand. */
+typedef struct lists {
+  tt_pool *pools[MAX_LIST];
+  const char *hosts[16];
+} lists;
+
+/* read_common fills 'o' from the options table at 1; strings stay valid
+** while the table holds them. */
+static void read_common(lua_State *L, tt_admin_opts *o, lists *ls) {
+  size_t n, i;
+  o->name = lt_optstring(L, 1, 1, "name", "admin");
+  o->token = lt_optstring(L, 1, 1, "token", NULL);
+  if (o->token != NULL && o->token[0] == '\0')
+    lt_fielderror(L, 1, "token", "must not be empty");
+  if (lua_getfield(L, 1, "pools") != LUA_TNIL) {
+    if (!lua_istable(L, -1))
+      lt_fielderror(L, 1, "pools", "must be a list of tether.Pool");
+    n = lua_rawlen(L, -1);
+    if (n > MAX_LIST) lt_fielderror(L, 1, "pools", "has too many pools");
+    for (i = 1; i <= n; i++) {
+      tt_pool *p;
+      lua_rawgeti(L, -1, (lua_Integer)i);
+      p = lt_pool_engine(lt_toobj(L, -1), NULL);
+      if (p == NULL)
+        lt_fielderror(L, 1, "pools", lua_pushfstring(L, "must be a list of "
+                                                        "tether.Pool (item "
+                                                        "%d is %s)",
+                                                     (int)i,
+                                                     luaL_typename(L, -1)));
+      ls->pools[i - 1] = p;   /* the table's pools keep them alive */
+      lua_pop(L, 1);
+    }
+    o->pools = ls->pools;
+    o->npools = n;
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 1, "hosts") != LUA_TNIL) {
+    if (!lua_istable(L, -1))
+      lt_fielderror(L, 1, "hosts", "must be a list of host names");
+    n = lua_rawlen(L, -1);
+    if (n > 16) lt_fielderror(L, 1, "hosts", "has more than 16 names");
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, (lua_Integer)i);
+      if (lua_type(L, -1) != LUA_TSTRING)
+        lt_fielderror(L, 1, "hosts", "must be a list of host names");
+      ls->hosts[i - 1] = lua_tostring(L, -1);  /* the list keeps it */
+      lua_pop(L, 1);
+    }
+    o->hosts = ls->hosts;
+    o->nhosts = n;
+  }
+  lua_pop(L, 1);
+}
+
+/* tether.admin.serve{addr, token, pools, ...} -> server: an HTTP server
+** of its own (with its own pool) that serves the admin page. */
+static int l_serve(lua_State *L) {
+  tt_admin_serve_opts o;
+  tt_http_server *s;
+  lists *ls;
+  char msg[256];
+  int err = TT_OK;
+  if (lua_isnoneornil(L, 1)) {
+    lua_settop(L, 0);
+    lua_newtable(L);
+  }
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lt_checkopts(L, 1, 1, NULL, serve_options, false);
+  memset(&o, 0, sizeof o);
+  ls = lua_newuserdatauv(L, sizeof *ls, 0);   /* 2 */
+  read_common(L, &o.admin, ls);
+  o.addr = lt_optstring(L, 1, 1, "addr", "127.0.0.1:0");
+  o.workers = lt_optint(L, 1, 1, "workers", 2, 1, 64);
+  if (lua_getfield(L, 1, "shutdown") != LUA_TNIL) {
+    o.shutdown = lt_testobj(L, -1, &tt_ctx_type);
+    if (o.shutdown == NULL)
+      lt_fielderror(L, 1, "shutdown", "must be a tether.Context");
+  }
+  lua_pop(L, 1);  /* the option table keeps it */
+  if (lua_getfield(L, 1, "tls") != LUA_TNIL) {
+    int tls = lua_gettop(L);
+    if (!lua_istable(L, tls))
+      lt_fielderror(L, 1, "tls", "must be a table {cert = ..., key = ...}");
+    lt_checkopts(L, 1, tls, "tls", tls_options, false);
+    o.tls_cert = lt_optstring(L, 1, tls, "cert", NULL);
+    o.tls_key = lt_optstring(L, 1, tls, "key", NULL);
+    if (o.tls_cert == NULL || o.tls_key == NULL)
+      lt_fielderror(L, 1, "tls", "needs both 'cert' and 'key'");
+  }
+  s = tt_admin_serve(&o, &err, msg, sizeof msg);
+  if (s == NULL) {
+    if (err == TT_EINVAL) return luaL_argerror(L, 1, msg);
+    return luaL_error(L, "admin server '%s': %s", o.admin.name, msg);
+  }
+  lt_pushnew(L, s);
+  return 1;
+}
+
+/* tether.admin.handler{token, pools, prefix, ...} -> admin: the admin
+** page for an HTTP server of the application's own. */
+static int l_handler(lua_State *L) {
+  tt_admin_opts o;
+  tt_admin *a;
+  lists *ls;
+  char msg[256];
+  int err = TT_OK;
+  if (lua_isnoneornil(L, 1)) {
+    lua_settop(L, 0);
+    lua_newtable(L);
+  }
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lt_checkopts(L, 1, 1, NULL, handler_options, false);
+  memset(&o, 0, sizeof o);
+  ls = lua_newuserdatauv(L, sizeof *ls, 0);
+  read_common(L, &o, ls);
+  o.prefix = lt_optstring(L, 1, 1, "prefix", "");
+  a = tt_admin_new(&o, &err, msg, sizeof msg);
+  if (a == NULL) {
+    if (err == TT_EINVAL) return luaL_argerror(L, 1, msg);
+    return luaL_error(L, "admin '%s': %s", o.name, msg);
+  }
+  lt_pushnew(L, a);
+  return 1;
+}
+
+/* admin:handle(ctx, req, res) -> true if the request was the admin's
+** (answered), false if its path is not under the admin's prefix
+** (nothing sent). */
+static int m_handle(lua_State *L) {
+  tt_admin *a = lt_checkobj(L, 1, &tt_admin_type);
+  tt_ctx *ctx = lt_checkobj(L, 2, &tt_ctx_type);
+  tt_http_req *req;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  req = lt_http_res_req(L, 4);
+  luaL_argcheck(L, req != NULL, 4, "the handler's res expected");
+  lua_pushboolean(L, tt_admin_handle(a, ctx, req));
+  return 1;
+}
+
+/* admin:readonly() -> true when no token is configured (no actions). */
+static int m_readonly(lua_State *L) {
+  lua_pushboolean(L, tt_admin_readonly(lt_checkobj(L, 1, &tt_admin_type)));
+  return 1;
+}
+
+void lt_open_admin(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"handle", m_handle},
+    {"readonly", m_readonly},
+    {NULL, NULL}
+  };
+  lt_newtype(L, &tt_admin_type, methods, NULL);
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 2);
+  lua_pushcfunction(L, l_serve);
+  lua_setfield(L, -2, "serve");
+  lua_pushcfunction(L, l_handler);
+  lua_setfield(L, -2, "handler");
+  lua_setfield(L, -2, "admin");
+}

@@ -4,9 +4,16 @@
 ** timer waitable in the process.
 **
 ** The thread starts on the first tt__timer_add and sleeps on its
-** condition variable until the earliest deadline (or a new, earlier
-** one).  Entries are popped under 'mu' and fired after it is released,
-** so a 'fire' callback may add or delete entries freely.
+** condition variable until the earliest deadline, or for IDLE_PERIOD
+** when that is sooner (or the heap is empty).  It records the time it
+** sleeps until ('until'), and an add wakes it only for a deadline earlier
+** than that: a deadline that is canceled long before it is due (the
+** usual fate of a timeout) costs a heap insert and delete under 'mu' and
+** no wake-up.  Deleting never wakes it: it wakes at 'until', finds a
+** later deadline or none, and sleeps again.  Its timer slack is set
+** small, so that a deadline fires within microseconds rather than the
+** default 50.  Entries are popped under 'mu' and fired after it is
+** released, so a 'fire' callback may add or delete entries freely.
 **
 ** Adding never waits.  Callers add entries while holding their own locks
 ** (a pool adds its idle tick and retries under its 'mu'), and the timer
@@ -25,8 +32,16 @@
 ** taken by the old one.
 */
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "internal.h"
+
+/* The longest the timer thread sleeps at a time, in seconds.  Bounding it
+** lets adds of deadlines later than that wake nobody. */
+#define IDLE_PERIOD 1.0
+
+/* The timer thread's timer slack, in nanoseconds. */
+#define TIMER_SLACK_NS 1000
 
 /* The record of one timer thread. */
 typedef struct tthread {
@@ -34,6 +49,8 @@ typedef struct tthread {
   pthread_cond_t cv;       /* signaled when the earliest entry changes,
                            ** and to post 'exit' */
   bool exit;               /* the exit message; under 'mu' */
+  double until;            /* when its current sleep ends (< 0: it is
+                           ** awake, checking the heap); under 'mu' */
   bool detached;           /* nobody joins it: it frees its record */
 } tthread;
 
@@ -91,14 +108,17 @@ static void tthread_free(tthread *t) {
 static void *timer_main(void *arg) {
   tthread *self = arg;
   bool detached;
+  /* Best effort: a kernel without it keeps the default slack. */
+  (void)prctl(PR_SET_TIMERSLACK, TIMER_SLACK_NS, 0, 0, 0);
   tt__lock(&mu);
   while (!self->exit) {
-    if (heap_len == 0) {
-      tt__timedwait(&self->cv, &mu, -1);
-      continue;
-    }
-    if (heap[1]->when > tt_now()) {
-      tt__timedwait(&self->cv, &mu, heap[1]->when);
+    double now = tt_now();
+    if (heap_len == 0 || heap[1]->when > now) {
+      double until = now + IDLE_PERIOD;
+      if (heap_len > 0 && heap[1]->when < until) until = heap[1]->when;
+      self->until = until;
+      tt__timedwait(&self->cv, &mu, until);
+      self->until = -1;
       continue;
     }
     {
@@ -120,6 +140,7 @@ static int start_thread(void) {
   tthread *t = calloc(1, sizeof *t);
   if (t == NULL) return TT_ENOMEM;
   tt__cond_init(&t->cv);
+  t->until = -1;
   if (tt__thread_start(&t->t, timer_main, t, false) != 0) {
     tthread_free(t);
     return TT_ETHREAD;
@@ -149,8 +170,10 @@ int tt__timer_add(tt_tentry *e, double when) {
   heap[++heap_len] = e;
   e->idx = heap_len;
   heap_up(heap_len);
-  /* Wake the thread only when the earliest deadline changed. */
-  if (e->idx == 1) TT_CHECK(pthread_cond_signal(&cur->cv));
+  /* Wake the thread only when it sleeps past the new deadline; awake,
+  ** it looks at the heap before it sleeps again. */
+  if (e->idx == 1 && cur->until >= 0 && when < cur->until)
+    TT_CHECK(pthread_cond_signal(&cur->cv));
   tt__unlock(&mu);
   return TT_OK;
 }

@@ -48,6 +48,9 @@ struct tt_ctx {
                          ** NULL; 'reg' and 'sib' are guarded by the
                          ** mutex of parent->canc, which never changes */
   tt_list afs;           /* pending after_funcs, under af_mu */
+  _Atomic bool had_afs;  /* an after_func was ever put on 'afs' (set
+                         ** under 'mu' and af_mu); until then 'afs' is
+                         ** empty and af_mu need not be taken for it */
   tt_ctx *cnext;         /* work list link, owned by one canceler */
 
   /* K_DEADLINE. */
@@ -148,6 +151,7 @@ tt_afterfunc *tt_after_func(tt_ctx *c, void (*fn)(void *), void *arg,
   tt__lock(&k->mu);
   if (atomic_load(&k->err) == 0) {
     tt__lock(&af_mu);
+    atomic_store_explicit(&k->had_afs, true, memory_order_relaxed);
     tt_list_push(&k->afs, &af->link);
     af->ctx = k;
     tt_ref(af);
@@ -207,9 +211,13 @@ static void ctx_free(tt_obj *o) {
     ** being done.  Their arguments are dropped as their last reference
     ** goes (af_free). */
     tt_list_init(&afs);
-    tt__lock(&af_mu);
-    af_take(c, &afs);
-    tt__unlock(&af_mu);
+    /* The last reference went (an acquire): a registration made by any
+    ** thread is seen. */
+    if (atomic_load_explicit(&c->had_afs, memory_order_relaxed)) {
+      tt__lock(&af_mu);
+      af_take(c, &afs);
+      tt__unlock(&af_mu);
+    }
     while ((l = tt_list_shift(&afs)) != NULL)
       tt_unref(tt_container_of(l, tt_afterfunc, link));
     tt_unref(c->cause);
@@ -247,21 +255,39 @@ static void ctx_traverse(tt_obj *o, tt_visit visit, void *ud) {
 const tt_type tt_ctx_type = {"tether.Context", ctx_free, ctx_describe,
                              ctx_traverse};
 
+/* ctx_alloc makes a context of 'kind' under 'parent'.  Value and
+** without_cancel contexts are allocated without the fields only
+** cancelable ones use (the struct ends with them), and nothing goes
+** through calloc, which glibc serves without its per-thread cache. */
 static tt_ctx *ctx_alloc(tt_ctx *parent, int kind) {
-  tt_ctx *c = calloc(1, sizeof *c);
+  bool canc = kind == K_CANCEL || kind == K_DEADLINE;
+  size_t size = canc ? sizeof(tt_ctx) : offsetof(tt_ctx, mu);
+  tt_ctx *c = malloc(size);
   if (c == NULL) return NULL;
   tt_obj_init(&c->hdr, &tt_ctx_type);
   c->kind = kind;
   c->parent = tt_ref(parent);
   c->canc = parent->canc;
   c->deadline = parent->deadline;
-  if (cancelable(c)) {
-    TT_CHECK(pthread_mutex_init(&c->mu, NULL));
+  c->kobj = NULL;
+  c->kstr = NULL;
+  c->klen = 0;
+  c->val = NULL;
+  if (canc) {
+    c->mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     atomic_init(&c->err, 0);
+    c->cause = NULL;
     tt__latch_init(&c->done);
     tt_list_init(&c->children);
     tt_list_init(&c->sib);
+    c->reg = NULL;
     tt_list_init(&c->afs);
+    atomic_init(&c->had_afs, false);
+    c->cnext = NULL;
+    c->dl_cause = NULL;
+    c->timer.when = 0;
+    c->timer.idx = 0;
+    c->timer.fire = NULL;
     c->canc = c;
   }
   return c;
@@ -396,9 +422,11 @@ static bool cancel_one(tt_ctx *c, int err, tt_obj *cause, tt_ctx **work) {
     }
   }
   tt_list_init(&afs);
-  tt__lock(&af_mu);
-  af_take(c, &afs);
-  tt__unlock(&af_mu);
+  if (atomic_load_explicit(&c->had_afs, memory_order_relaxed)) {
+    tt__lock(&af_mu);
+    af_take(c, &afs);
+    tt__unlock(&af_mu);
+  }
   tt__unlock(&c->mu);
   tt__latch_set(&c->done);
   while ((l = tt_list_shift(&afs)) != NULL)

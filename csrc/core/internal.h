@@ -256,9 +256,15 @@ tt_latch *tt__interrupt_latch(tt_obj **hold);
 /* tt__claim tries to wake 'w' for case 'idx'; true if this call did. */
 bool tt__claim(tt_waiter *w, int idx);
 
+/* A latch is set without its lock when nobody waits: 'nwait' counts the
+** parked waiters, raised under 'mu' before a waiter looks at 'set', and
+** the setter reads it after setting 'set' (both sequentially
+** consistent), so either the waiter sees the latch set or the setter sees
+** the waiter and takes 'mu' to wake it. */
 struct tt_latch {
   pthread_mutex_t mu;     /* protects 'waiters' */
   _Atomic int set;        /* 0 until the latch fires, then 1 forever */
+  _Atomic int nwait;      /* waiters registered and not yet gone */
   tt_list waiters;        /* of tt_wnode, guarded by 'mu' */
 };
 

@@ -49,8 +49,9 @@ bool tt__claim(tt_waiter *w, int idx) {
 }
 
 void tt__latch_init(tt_latch *l) {
-  TT_CHECK(pthread_mutex_init(&l->mu, NULL));
+  l->mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
   atomic_init(&l->set, 0);
+  atomic_init(&l->nwait, 0);
   tt_list_init(&l->waiters);
 }
 
@@ -60,12 +61,10 @@ void tt__latch_destroy(tt_latch *l) {
 
 bool tt__latch_set(tt_latch *l) {
   tt_list *n;
+  if (atomic_exchange(&l->set, 1) != 0) return false;
+  /* Nobody parked: nobody to wake (see struct tt_latch). */
+  if (atomic_load(&l->nwait) == 0) return true;
   tt__lock(&l->mu);
-  if (atomic_load(&l->set)) {
-    tt__unlock(&l->mu);
-    return false;
-  }
-  atomic_store(&l->set, 1);
   while ((n = tt_list_shift(&l->waiters)) != NULL) {
     tt_wnode *wn = tt_container_of(n, tt_wnode, link);
     tt__claim(wn->w, wn->idx);
@@ -203,6 +202,7 @@ static int pass1(tt_case *cases, int n, const int *perm) {
 ** once if the latch is set. */
 static void park_latch(tt_latch *l, tt_wnode *nd, tt_waiter *w, int idx) {
   tt__lock(&l->mu);
+  atomic_fetch_add(&l->nwait, 1);
   if (tt_latch_is_set(l))
     tt__claim(w, idx);
   else
@@ -213,6 +213,7 @@ static void park_latch(tt_latch *l, tt_wnode *nd, tt_waiter *w, int idx) {
 static void unpark_latch(tt_latch *l, tt_wnode *nd) {
   tt__lock(&l->mu);
   tt_list_remove(&nd->link);
+  atomic_fetch_sub(&l->nwait, 1);
   tt__unlock(&l->mu);
 }
 

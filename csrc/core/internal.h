@@ -177,6 +177,35 @@ long tt__unbase64(const char *s, size_t len, void *out, size_t max);
 
 
 /* {====================================================================
+** Spinning before parking
+** ===================================================================== */
+
+/* A thread about to park (a pool worker with no work, a waiter) may spin
+** for a few microseconds first: a handoff that arrives meanwhile then
+** costs no futex wake and no context switch on either side.  On a
+** machine with few CPUs a spinner takes the core the thread it waits for
+** needs, so at most half the CPUs spin at once, process-wide, and none on
+** one CPU.  tt__spin_enter claims a spinning slot (false: park at once);
+** tt__spin_exit gives it back. */
+bool tt__spin_enter(void);
+void tt__spin_exit(void);
+
+/* tt__ncpu is the number of online CPUs, read once. */
+int tt__ncpu(void);
+
+/* tt__cpu_relax tells the CPU that this is a spin loop. */
+static inline void tt__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* }==================================================================== */
+
+
+/* {====================================================================
 ** Intrusive doubly linked list (after libuv's queue.h)
 ** ===================================================================== */
 

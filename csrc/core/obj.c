@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -135,6 +136,36 @@ uint64_t tt__random(void) {
   s ^= s >> 7;
   s ^= s << 17;
   return s;
+}
+
+static pthread_once_t ncpu_once = PTHREAD_ONCE_INIT;
+static int ncpu = 1;
+static _Atomic int spinners;
+
+static void ncpu_init(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  ncpu = n > 0 ? (int)n : 1;
+}
+
+int tt__ncpu(void) {
+  TT_CHECK(pthread_once(&ncpu_once, ncpu_init));
+  return ncpu;
+}
+
+bool tt__spin_enter(void) {
+  int max = tt__ncpu() / 2;
+  int n = atomic_load_explicit(&spinners, memory_order_relaxed);
+  while (n < max) {
+    if (atomic_compare_exchange_weak_explicit(&spinners, &n, n + 1,
+                                              memory_order_relaxed,
+                                              memory_order_relaxed))
+      return true;
+  }
+  return false;
+}
+
+void tt__spin_exit(void) {
+  atomic_fetch_sub_explicit(&spinners, 1, memory_order_relaxed);
 }
 
 char *tt__strdup(const char *s) {

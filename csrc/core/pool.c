@@ -15,6 +15,15 @@
 ** after the embedder's exit hook; the pool's free joins them, or detaches
 ** them while an op still runs (see "Lifetime").
 **
+** Handoff.  A worker that finds nothing to take spins a moment (a bounded,
+** adaptive spin that yields the CPU; at most half the CPUs spin at once,
+** process-wide, see internal.h) before it parks on its class's condition
+** variable.  A submission wakes a parked worker only when no worker that
+** could take it is spinning or already woken, and a worker that takes an
+** op and leaves more queued makes sure another one looks (wake_for): a
+** steady stream of submissions is taken by an awake worker with no futex
+** wake, and a burst still wakes as many workers as it keeps busy.
+**
 ** An op's life.  Submitted ops wait in their class's ready queue (READY),
 ** run on a worker (RUNNING), and then complete, fail for good, become a
 ** dead letter (DEAD), or wait on the timer thread for a retry (WAITING)
@@ -104,6 +113,7 @@
 ** a handle outlive its pool and lets the last user reference go on one of
 ** the pool's own workers (that worker is detached instead of joined).
 */
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -197,10 +207,12 @@ typedef struct pclass {
   int workers;             /* fixed */
   bool lend;               /* fixed */
   tt_list ready;           /* of op, FIFO; under pool mu */
-  size_t nready;           /* under pool mu */
+  _Atomic size_t nready;   /* written under pool mu; spinning workers
+                           ** read it without */
   int idle;                /* workers waiting on 'cv'; under pool mu */
   int busy;                /* workers running an op; under pool mu */
   int wakes;               /* signals sent and not yet taken; pool mu */
+  int spinning;            /* workers spinning for work; under pool mu */
   int space_waiters;       /* submitters waiting on 'space'; pool mu */
   pthread_cond_t cv;       /* idle workers of the class wait here */
   pthread_cond_t space;    /* submitters with a 'wait' wait here */
@@ -210,6 +222,8 @@ typedef struct worker {
   pthread_t t;
   tt_pool *pool;
   int cls;
+  double spin;             /* how long it spins before parking (s);
+                           ** only its own thread uses it */
 } worker;
 
 typedef struct observer {
@@ -268,7 +282,8 @@ struct tt_pool {
   /* Under 'mu'. */
   bool closed;             /* refuses new work */
   bool drained;            /* closed and empty: the latch is set */
-  bool quit;               /* workers end once their queues are empty */
+  _Atomic bool quit;       /* workers end once their queues are empty
+                           ** (spinning workers read it without 'mu') */
   bool dying;              /* being freed: no retries, no dead letters */
   bool shut;               /* the shutdown context ended */
   tt_obj *shut_cause;      /* its cause, once 'shut' */
@@ -704,21 +719,31 @@ static const char *tenant_of(tt_pool *p, tt_ctx *parent, char *buf,
 ** Queues, workers and accounting (all under 'mu' unless said)
 ** ===================================================================== */
 
-/* wake_for signals a worker that can take work queued in class 'ci': one
-** of the class's own, else an idle lender of a higher class.  'wakes'
-** counts signals not yet taken, so that a burst of pushes does not spend
-** all its signals on the same sleeping worker. */
+/* wake_for makes sure a worker that can take work queued in class 'ci'
+** will look at it: none is woken while one of the class's own (or of a
+** lender of a higher class) is spinning for work or already woken and on
+** its way, since that one will take it; else one parked worker of the
+** class, or else of a lender, is signaled.  A worker that takes an op and
+** leaves more queued calls this again (see worker_main), so a burst
+** wakes workers one after another, each woken only when the queue still
+** holds work nobody awake will take.  'wakes' counts signals not yet
+** taken. */
 static void wake_for(tt_pool *p, int ci) {
   int j;
   pclass *c = &p->cls[ci];
-  if (c->idle > c->wakes) {
+  if (c->spinning > 0 || c->wakes > 0) return;
+  for (j = 0; j < ci; j++) {
+    pclass *l = &p->cls[j];
+    if (l->lend && (l->spinning > 0 || l->wakes > 0)) return;
+  }
+  if (c->idle > 0) {
     c->wakes++;
     TT_CHECK(pthread_cond_signal(&c->cv));
     return;
   }
   for (j = 0; j < ci; j++) {
     pclass *l = &p->cls[j];
-    if (l->lend && l->idle > l->wakes) {
+    if (l->lend && l->idle > 0) {
       l->wakes++;
       TT_CHECK(pthread_cond_signal(&l->cv));
       return;
@@ -738,7 +763,7 @@ static void push_ready(tt_pool *p, op *o) {
   pclass *c = &p->cls[o->cls];
   o->where = OP_READY;
   tt_list_push(&c->ready, &o->link);
-  c->nready++;
+  atomic_fetch_add_explicit(&c->nready, 1, memory_order_relaxed);
   wake_for(p, o->cls);
 }
 
@@ -822,7 +847,7 @@ static op *take(tt_pool *p, int ci) {
     l = tt_list_shift(&c->ready);
     if (l == NULL) continue;
     o = tt_container_of(l, op, link);
-    c->nready--;
+    atomic_fetch_sub_explicit(&c->nready, 1, memory_order_relaxed);
     if (c->space_waiters > 0) TT_CHECK(pthread_cond_signal(&c->space));
     o->where = OP_RUNNING;
     o->attempt++;
@@ -1165,22 +1190,86 @@ static void run_op(tt_pool *p, op *o) {
     op_failed(p, o, err, dur);
 }
 
+/* work_visible tells, without the lock, whether a worker of class 'ci'
+** has something to take (or should end). */
+static bool work_visible(tt_pool *p, int ci) {
+  int k;
+  if (atomic_load_explicit(&p->quit, memory_order_relaxed)) return true;
+  for (k = ci; k < p->ncls; k++) {
+    if (k > ci && !p->cls[ci].lend) break;
+    if (atomic_load_explicit(&p->cls[k].nready, memory_order_relaxed) > 0)
+      return true;
+  }
+  return false;
+}
+
+/* spin_for_work watches the queues of worker 'w' without the lock for at
+** most w->spin seconds; true if work showed up.  After a few pauses it
+** yields the CPU at each look instead: when the thread that would submit
+** the work shares this CPU (the usual case with 2 CPUs and a woken
+** worker placed next to its waker), a spin that only paused would keep
+** it from running for the whole budget, and then park in vain.  The
+** budget adapts: it doubles (up to SPIN_MAX) when a spin found work and
+** halves (down to SPIN_MIN) when it did not, so a worker whose work comes
+** in bursts spins and one whose work is rare hardly does. */
+#define SPIN_MAX 50e-6
+#define SPIN_MIN 2e-6
+#define SPIN_PAUSES 64
+static bool spin_for_work(tt_pool *p, worker *w) {
+  double until = tt_now() + w->spin;
+  unsigned i;
+  for (i = 1;; i++) {
+    if (work_visible(p, w->cls)) {
+      w->spin = w->spin * 2 > SPIN_MAX ? SPIN_MAX : w->spin * 2;
+      return true;
+    }
+    if (i < SPIN_PAUSES)
+      tt__cpu_relax();
+    else
+      sched_yield();
+    if ((i & 7) == 0 && tt_now() >= until) break;
+  }
+  w->spin = w->spin / 2 < SPIN_MIN ? SPIN_MIN : w->spin / 2;
+  return false;
+}
+
 static void *worker_main(void *arg) {
   worker *w = arg;
   tt_pool *p = w->pool;
   pclass *c = &p->cls[w->cls];
+  bool spun = false;      /* spun in vain since the last op or wake */
+  w->spin = SPIN_MAX;
   tt__lock(&p->mu);
   for (;;) {
     op *o = take(p, w->cls);
     if (o != NULL) {
+      /* More queued than this worker takes now: another should look. */
+      if (atomic_load_explicit(&p->cls[o->cls].nready,
+                               memory_order_relaxed) > 0)
+        wake_for(p, o->cls);
       c->busy++;
       tt__unlock(&p->mu);
       run_op(p, o);
       tt__lock(&p->mu);
       c->busy--;
+      spun = false;
       continue;
     }
     if (p->quit) break;
+    /* Spin a moment before parking: a submission that comes meanwhile
+    ** finds this worker awake and wakes nobody.  After a spin in vain,
+    ** the take above has looked once more under the lock, so nothing
+    ** pushed before the park below is missed. */
+    if (!spun && tt__spin_enter()) {
+      c->spinning++;
+      tt__unlock(&p->mu);
+      spun = !spin_for_work(p, w);
+      tt__lock(&p->mu);
+      c->spinning--;
+      tt__spin_exit();
+      continue;
+    }
+    spun = false;
     c->idle++;
     TT_CHECK(pthread_cond_wait(&c->cv, &p->mu));
     c->idle--;
@@ -1205,7 +1294,7 @@ static void *worker_main(void *arg) {
 static void unqueue_locked(tt_pool *p, op *o) {
   if (o->where == OP_READY) {
     pclass *c = &p->cls[o->cls];
-    c->nready--;
+    atomic_fetch_sub_explicit(&c->nready, 1, memory_order_relaxed);
     if (c->space_waiters > 0) TT_CHECK(pthread_cond_signal(&c->space));
   } else if (tt__timer_del(&o->te)) {
     tt_unref(&o->h);  /* the timer's; not the last: the pool holds one */
@@ -1755,7 +1844,9 @@ static int admit(tt_pool *p, pclass *c, const char *tenant,
                  size_t tenant_len, double until) {
   for (;;) {
     if (p->closed) return TT_ECLOSED;
-    if (c->nready < (size_t)p->queue_cap) break;
+    if (atomic_load_explicit(&c->nready, memory_order_relaxed) <
+        (size_t)p->queue_cap)
+      break;
     if (until < 0 || tt_now() >= until) return TT_EQUEUE_FULL;
     c->space_waiters++;
     tt__timedwait(&c->space, &p->mu, until);
@@ -2807,7 +2898,7 @@ size_t tt_pool_snapshot(tt_pool *p, tt_pool_info *info,
     cls[i].name = c->name;
     cls[i].workers = c->workers;
     cls[i].busy = c->busy;
-    cls[i].idle = c->idle;
+    cls[i].idle = c->idle + c->spinning;  /* spinning: waiting too */
     cls[i].queued = c->nready;
     cls[i].lend = c->lend;
   }

@@ -52,6 +52,8 @@ struct tt_ctx {
                          ** under 'mu' and af_mu); until then 'afs' is
                          ** empty and af_mu need not be taken for it */
   tt_ctx *cnext;         /* work list link, owned by one canceler */
+  bool detached;         /* made by tt__detached: the parent's
+                         ** cancellation and deadline do not reach it */
 
   /* K_DEADLINE. */
   tt_obj *dl_cause;      /* the cause reported when the deadline passes */
@@ -188,7 +190,7 @@ bool tt_afterfunc_stop(tt_afterfunc *af) {
 ** list, if it is still there. */
 static void unregister(tt_ctx *c) {
   tt_ctx *p = c->parent->canc;
-  if (p == NULL) return;
+  if (p == NULL || c->detached) return;
   tt__lock(&p->mu);
   if (c->reg == p) {
     tt_list_remove(&c->sib);
@@ -284,6 +286,7 @@ static tt_ctx *ctx_alloc(tt_ctx *parent, int kind) {
     tt_list_init(&c->afs);
     atomic_init(&c->had_afs, false);
     c->cnext = NULL;
+    c->detached = false;
     c->dl_cause = NULL;
     c->timer.when = 0;
     c->timer.idx = 0;
@@ -331,6 +334,22 @@ static void deadline_fire(tt_tentry *e) {
   tt_unref(c);
 }
 
+/* arm queues the deadline of a new K_DEADLINE context, or ends it at
+** once if the deadline has passed (or it was canceled already). */
+static void arm(tt_ctx *c, double deadline, tt_obj *cause) {
+  if (atomic_load(&c->err) != 0) return;
+  if (deadline <= tt_now()) {
+    cancel_ctx(c, TT_DEADLINE, cause, true);
+    return;
+  }
+  tt_ref(c);
+  if (tt__timer_add(&c->timer, deadline) != TT_OK) {
+    /* No timer thread: better an early expiry than a missed one. */
+    tt_unref(c);
+    cancel_ctx(c, TT_DEADLINE, cause, true);
+  }
+}
+
 tt_ctx *tt_with_deadline(tt_ctx *parent, double deadline, tt_obj *cause) {
   tt_ctx *c;
   if (parent == NULL) return NULL;
@@ -343,16 +362,23 @@ tt_ctx *tt_with_deadline(tt_ctx *parent, double deadline, tt_obj *cause) {
   c->dl_cause = tt_ref(cause);
   c->timer.fire = deadline_fire;
   propagate(c);
-  if (atomic_load(&c->err) != 0) return c;
-  if (deadline <= tt_now()) {
-    cancel_ctx(c, TT_DEADLINE, cause, true);
-    return c;
-  }
-  tt_ref(c);
-  if (tt__timer_add(&c->timer, deadline) != TT_OK) {
-    /* No timer thread: better an early expiry than a missed one. */
-    tt_unref(c);
-    cancel_ctx(c, TT_DEADLINE, cause, true);
+  arm(c, deadline, cause);
+  return c;
+}
+
+/* tt__detached: see internal.h.  The context registers with no ancestor
+** and inherits no deadline: it is what the two layers would be. */
+tt_ctx *tt__detached(tt_ctx *parent, double timeout) {
+  tt_ctx *c;
+  if (parent == NULL) return NULL;
+  c = ctx_alloc(parent, timeout > 0 ? K_DEADLINE : K_CANCEL);
+  if (c == NULL) return NULL;
+  c->detached = true;
+  c->deadline = -1.0;
+  if (timeout > 0) {
+    c->deadline = tt_now() + timeout;
+    c->timer.fire = deadline_fire;
+    arm(c, c->deadline, NULL);
   }
   return c;
 }

@@ -154,6 +154,13 @@ static inline double tt__deadline(double timeout) {
   return timeout < 0 ? -1.0 : tt_now() + timeout;
 }
 
+/* tt__detached makes with_timeout(without_cancel(parent), timeout) (a
+** timeout <= 0: with_cancel(without_cancel(parent))) as one context
+** instead of two: it keeps the parent's values, and neither the parent's
+** cancellation nor its deadline reaches it.  NULL when out of memory.
+** Pool attempts and flight runs are made this way. */
+tt_ctx *tt__detached(tt_ctx *parent, double timeout);
+
 /* tt__random returns a thread-local pseudo-random 64-bit number
 ** (xorshift; not for secrets). */
 uint64_t tt__random(void);

@@ -31,7 +31,8 @@
 ** a fresh context, made when the attempt starts:
 ** with_timeout(without_cancel(parent), timeout), or with_cancel of the
 ** detached parent when there is no timeout, so that the pool can always
-** cancel it when its shutdown context ends.
+** cancel it when its shutdown context ends; both are made as one
+** context (tt__detached).
 **
 ** Attached ops (tt_submit_opts.attached) are the exception: their
 ** context is the submitter's own, given as the parent, so the pool makes
@@ -160,7 +161,9 @@ typedef struct op {
   char *tenant;            /* fixed; NULL when the op has no tenant;
                            ** NUL-terminated, may hold NULs */
   size_t tenant_len;       /* fixed; its length */
-  tt_ctx *base;            /* without_cancel(parent); fixed */
+  tt_ctx *base;            /* the submission's parent context; fixed.
+                           ** Each attempt's context is detached from it
+                           ** (tt__detached): its values, not its end */
   tt_retry retry;          /* fixed */
   double timeout;          /* fixed; <= 0: none */
   int attempt;             /* attempts started; under pool mu */
@@ -1142,10 +1145,8 @@ static void run_op(tt_pool *p, op *o) {
   ** waiting for a retry does not count against the timeout. */
   if (o->attached)
     ctx = tt_ref(o->base);
-  else if (o->timeout > 0)
-    ctx = tt_with_timeout(o->base, o->timeout, NULL);
   else
-    ctx = tt_with_cancel(o->base);
+    ctx = tt__detached(o->base, o->timeout);
   actx = hook_begin(p, o, ctx, &hstate);
   tt__lock(&p->mu);
   o->ctx = ctx;
@@ -2397,11 +2398,10 @@ static tt_handle *submit_sub(tt_pool *p, tt_ctx *parent,
     s->retry.attempts = 1;
     s->timeout = 0;
   } else {
-    base = tt_without_cancel(parent);
+    base = tt_ref(parent);
   }
-  o = base != NULL ? op_new(p, s->name, fn, s->ci, s->tenant, s->tenant_len,
-                            base, &s->retry, s->timeout)
-                   : NULL;
+  o = op_new(p, s->name, fn, s->ci, s->tenant, s->tenant_len, base,
+             &s->retry, s->timeout);
   if (o == NULL) {
     tt_unref(base);
     return refused(err, TT_ENOMEM);

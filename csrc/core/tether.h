@@ -706,7 +706,8 @@ typedef struct tt_event {
   tt_ctx *ctx;             /* for events about an op: its context, as
                            ** the last attempt's function saw it (with
                            ** the span the pool's hook gave it), or the
-                           ** detached parent before any attempt */
+                           ** submission's parent before any attempt (for
+                           ** its values: the op is detached from it) */
   size_t tenant_len;       /* the length of 'tenant' (0 without one) */
   bool running;            /* for ABANDONED: the op was running (else
                            ** queued or waiting for a retry) */

@@ -44,8 +44,11 @@ static void handle_free(tt_obj *o) {
   if (h->vt != NULL && h->vt->fini != NULL) h->vt->fini(h);
   tt_unref(h->result);
   tt__latch_destroy(&h->done);
-  free(h->name);
-  free(h);
+  if (h->name_owned) free(h->name);
+  if (h->vt != NULL && h->vt->release != NULL)
+    h->vt->release(h);
+  else
+    free(h);
 }
 
 static const char *const state_names[] = {
@@ -71,11 +74,15 @@ const tt_type tt_handle_type = {"tether.Handle", handle_free,
                                 handle_describe, handle_traverse};
 
 bool tt__handle_init(tt_handle *h, const tt__task_vt *vt, const char *name,
-                     const char *defname, tt_fn fn, void *arg,
-                     tt_drop drop) {
-  char *copy = tt__strdup(name != NULL ? name : defname);
+                     const char *defname, char *buf, size_t bufsize,
+                     tt_fn fn, void *arg, tt_drop drop) {
+  const char *n = name != NULL ? name : defname;
+  size_t len = strlen(n);
+  bool owned = buf == NULL || len >= bufsize;
+  char *copy = owned ? tt__strdup(n) : memcpy(buf, n, len + 1);
   if (copy == NULL) return false;
   tt_obj_init(&h->hdr, &tt_handle_type);
+  h->name_owned = owned;
   h->vt = vt;
   atomic_init(&h->state, TT_H_QUEUED);
   h->result = NULL;
@@ -389,7 +396,7 @@ static bool go_stop(tt_handle *h) {
   return true;
 }
 
-static const tt__task_vt go_vt = {go_stop, NULL};
+static const tt__task_vt go_vt = {go_stop, NULL, NULL};
 
 static void go_run(work *w) {
   gotask *t = tt_container_of(w, gotask, w);
@@ -417,8 +424,8 @@ tt_handle *tt_go(tt_ctx *ctx, const char *name, tt_fn fn, void *arg,
     return NULL;
   }
   t = calloc(1, sizeof *t);
-  if (t == NULL || !tt__handle_init(&t->h, &go_vt, name, "task", fn, arg,
-                                    drop)) {
+  if (t == NULL || !tt__handle_init(&t->h, &go_vt, name, "task", NULL, 0,
+                                    fn, arg, drop)) {
     free(t);
     if (err != NULL) *err = TT_ENOMEM;
     return NULL;

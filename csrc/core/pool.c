@@ -113,6 +113,12 @@
 ** delivering events.  This lets
 ** a handle outlive its pool and lets the last user reference go on one of
 ** the pool's own workers (that worker is detached instead of joined).
+**
+** Records.  An op is one allocation: the handle, the pool's part and the
+** handle's name when it is short.  A freed record goes to the pool's
+** spares (a leaf lock, 'spare_mu') for its next op, up to a full queue
+** plus every worker's: ops are allocated by submitters and freed by
+** workers, which glibc's allocator serves slowly.
 */
 #include <sched.h>
 #include <stdio.h>
@@ -125,6 +131,8 @@
 #define TENANT_MAX 256          /* longest tenant name kept, with its 0 */
 #define TENANT_BUCKETS 64
 #define MAX_DELAY 1e9           /* a retry delay never exceeds this */
+#define OP_NAME_INLINE 40       /* names shorter than this live in the op */
+#define OP_SPARES_MAX 1024      /* op records a pool keeps for reuse */
 
 /* Where an op is.  OP_FINISHING: out of every list, about to end (its
 ** argument is being dropped), still counted where it was.  OP_SPILLING:
@@ -195,6 +203,9 @@ typedef struct op {
   bool no_dead;            /* fixed: never a dead letter of the pool */
   spillform *sf;           /* NULL, or owned; fixed once accepted (a
                            ** retried dead letter hands it on) */
+  struct op *spare_next;   /* on the pool's list of spare records */
+  char name_buf[OP_NAME_INLINE];  /* the handle's name, when it fits;
+                           ** last (op_new clears what comes before) */
 } op;
 
 /* Queue-plus-running ops of one tenant, for quotas. */
@@ -312,6 +323,13 @@ struct tt_pool {
                            ** first waiter, dropped by settle */
 
   tt_pool_hook hook;       /* fixed; 'begin' NULL: none */
+
+  /* Spare op records, kept for reuse (one malloc and free per op less,
+  ** and no record freed by one thread and allocated by another through
+  ** the allocator, which is slow in glibc); under 'spare_mu', a leaf. */
+  pthread_mutex_t spare_mu;
+  op *spares;
+  int nspares, spares_max;
 
   /* Under 'obs_mu'. */
   pthread_mutex_t obs_mu;
@@ -1343,10 +1361,26 @@ static void op_fini(tt_handle *h) {
   free(o->tenant);
   free(o->sf);
   if (o->end_free != NULL) o->end_free(o->end_ud);
-  if (o->pool != NULL) pool_release(o->pool);
 }
 
-static const tt__task_vt op_vt = {op_stop, op_fini};
+/* op_release keeps the freed record for the pool's next op (or frees it)
+** and then lets go of the pool. */
+static void op_release(tt_handle *h) {
+  op *o = (op *)h;
+  tt_pool *p = o->pool;
+  tt__lock(&p->spare_mu);
+  if (p->nspares < p->spares_max) {
+    o->spare_next = p->spares;
+    p->spares = o;
+    p->nspares++;
+    o = NULL;
+  }
+  tt__unlock(&p->spare_mu);
+  free(o);
+  pool_release(p);
+}
+
+static const tt__task_vt op_vt = {op_stop, op_fini, op_release};
 
 /* on_shutdown runs (on the executor) when the shutdown context ends:
 ** running ops see their contexts canceled with its cause, and ops waiting
@@ -1499,6 +1533,7 @@ static tt_pool *pool_alloc(const tt_pool_opts *o) {
   tt_obj_init(&p->hdr, &tt_pool_type);
   atomic_init(&p->irefs, 1);
   TT_CHECK(pthread_mutex_init(&p->mu, NULL));
+  TT_CHECK(pthread_mutex_init(&p->spare_mu, NULL));
   TT_CHECK(pthread_mutexattr_init(&ma));
   TT_CHECK(pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE));
   TT_CHECK(pthread_mutex_init(&p->obs_mu, &ma));
@@ -1551,6 +1586,9 @@ static tt_pool *pool_alloc(const tt_pool_opts *o) {
   p->defcls = p->ncls - 1;
   for (i = 0; i < p->ncls; i++)
     if (strcmp(p->cls[i].name, "default") == 0) p->defcls = i;
+  /* Enough spares for a full queue and every worker busy. */
+  p->spares_max = p->ncls * p->queue_cap + nw;
+  if (p->spares_max > OP_SPARES_MAX) p->spares_max = OP_SPARES_MAX;
   p->workers = calloc((size_t)nw, sizeof *p->workers);
   if (p->workers == NULL) goto fail;
   if (o->nquotas > 0) {
@@ -1634,6 +1672,11 @@ static void pool_destroy(tt_pool *p) {
   tt_unref(p->shutdown);
   tt_unref(p->idle_w);
   tt_unref(p->overflow);
+  while (p->spares != NULL) {
+    op *o = p->spares;
+    p->spares = o->spare_next;
+    free(o);
+  }
   free(p->workers);
   free(p->obs);
   free(p->mobs);
@@ -1641,6 +1684,7 @@ static void pool_destroy(tt_pool *p) {
   tt__latch_destroy(&p->drained_latch);
   TT_CHECK(pthread_cond_destroy(&p->ev_cv));
   TT_CHECK(pthread_mutex_destroy(&p->obs_mu));
+  TT_CHECK(pthread_mutex_destroy(&p->spare_mu));
   TT_CHECK(pthread_mutex_destroy(&p->mu));
   free(p);
 }
@@ -1879,9 +1923,18 @@ static int accept_locked(tt_pool *p, op *o) {
 static op *op_new(tt_pool *p, const char *name, tt_fn fn, int cls,
                   const char *tenant, size_t tenant_len, tt_ctx *base,
                   const tt_retry *retry, double timeout) {
-  op *o = calloc(1, sizeof *o);
-  if (o == NULL) return NULL;
-  if (!tt__handle_init(&o->h, &op_vt, name, "op", fn, NULL, NULL)) {
+  op *o;
+  tt__lock(&p->spare_mu);
+  o = p->spares;
+  if (o != NULL) {
+    p->spares = o->spare_next;
+    p->nspares--;
+  }
+  tt__unlock(&p->spare_mu);
+  if (o == NULL && (o = malloc(sizeof *o)) == NULL) return NULL;
+  memset(o, 0, offsetof(op, name_buf));
+  if (!tt__handle_init(&o->h, &op_vt, name, "op", o->name_buf,
+                       sizeof o->name_buf, fn, NULL, NULL)) {
     free(o);
     return NULL;
   }

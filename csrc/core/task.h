@@ -22,10 +22,13 @@
 /* What a handle's owner provides.  'stop' implements tt_handle_stop (NULL:
 ** the task cannot be stopped); 'fini' frees the owner's part of the record
 ** when the last reference goes (may be NULL), before the common part is
-** freed. */
+** freed; 'release' gives the record's memory back once everything in it
+** is freed (NULL: free()), so that an owner may keep records for
+** reuse. */
 typedef struct tt__task_vt {
   bool (*stop)(tt_handle *h);
   void (*fini)(tt_handle *h);
+  void (*release)(tt_handle *h);
 } tt__task_vt;
 
 struct tt_handle {
@@ -35,6 +38,8 @@ struct tt_handle {
   tt_obj *result;          /* written once, before 'state' turns final */
   tt_latch done;           /* set by tt__handle_resolve */
   char *name;              /* fixed at creation */
+  bool name_owned;         /* 'name' was allocated for it (else it is in
+                           ** the owner's record) */
   tt_fn fn;                /* fixed at creation */
   /* 'arg' and 'drop' belong to whoever holds the task (the executor's
   ** queue, a pool); they are cleared when the argument is dropped or
@@ -43,12 +48,14 @@ struct tt_handle {
   tt_drop drop;
 };
 
-/* tt__handle_init sets up the common part of a zeroed record of 'size'
-** bytes allocated by the owner: one reference, state QUEUED, a copy of
-** 'name' (NULL: 'defname').  It returns false when out of memory; the
-** record is then untouched apart from its header and may just be freed. */
+/* tt__handle_init sets up the common part of a record allocated by the
+** owner: one reference, state QUEUED, a copy of 'name' (NULL: 'defname'),
+** made in 'buf' ('bufsize' bytes of the owner's record; may be NULL) when
+** it fits there.  It returns false when out of memory; the record is then
+** untouched apart from its header and may just be freed. */
 bool tt__handle_init(tt_handle *h, const tt__task_vt *vt, const char *name,
-                     const char *defname, tt_fn fn, void *arg, tt_drop drop);
+                     const char *defname, char *buf, size_t bufsize,
+                     tt_fn fn, void *arg, tt_drop drop);
 
 /* tt__handle_set_state moves a handle between QUEUED and RUNNING. */
 void tt__handle_set_state(tt_handle *h, int state);

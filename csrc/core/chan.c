@@ -102,11 +102,7 @@ static tt_wnode *claim_one(tt_list *q) {
 }
 
 /* wake signals a waiter claimed by claim_one, after the handoff is done. */
-static void wake(tt_wnode *n) {
-  tt__lock(&n->w->mu);
-  TT_CHECK(pthread_cond_signal(&n->w->cv));
-  tt__unlock(&n->w->mu);
-}
+static void wake(tt_wnode *n) { tt__wake(n->w); }
 
 bool tt__chan_try(tt_chan *c, tt_case *cs) {
   tt_wnode *n;

@@ -189,11 +189,13 @@ long tt__unbase64(const char *s, size_t len, void *out, size_t max);
 
 /* A thread about to park (a pool worker with no work, a waiter) may spin
 ** for a few microseconds first: a handoff that arrives meanwhile then
-** costs no futex wake and no context switch on either side.  On a
-** machine with few CPUs a spinner takes the core the thread it waits for
-** needs, so at most half the CPUs spin at once, process-wide, and none on
-** one CPU.  tt__spin_enter claims a spinning slot (false: park at once);
-** tt__spin_exit gives it back. */
+** costs no futex wake and no context switch on either side.  A spinner
+** pauses a few times and then yields the CPU at each look, so that the
+** thread it waits for runs even when it shares the spinner's CPU (with 2
+** CPUs and a woken thread placed next to its waker, it often does); at
+** most as many threads as there are CPUs spin at once, process-wide, and
+** none on one CPU.  tt__spin_enter claims a spinning slot (false: park at
+** once); tt__spin_exit gives it back. */
 bool tt__spin_enter(void);
 void tt__spin_exit(void);
 
@@ -259,14 +261,20 @@ static inline tt_list *tt_list_shift(tt_list *head) {
 
 /* A tt_waiter is one blocked caller of tt_select (each thread has one).
 ** 'fired' is -1 while it waits; whoever moves it from -1 to a case index
-** (with a compare-and-swap) owns the wake-up, and must then signal 'cv'
-** while still holding the lock of the waitable that fired, so that the
-** waiter, which takes that lock again to unregister, outlives the
-** signal. */
+** (with a compare-and-swap) owns the wake-up, and must then wake it
+** (tt__wake) while still holding the lock of the waitable that fired
+** (for a channel, after the handoff).  A waiter first spins, watching
+** 'fired', and sets 'sleeping' (under 'mu') only before it sleeps on
+** 'cv': a claim that finds it spinning costs no lock and no signal.
+** Waiters are never freed (a thread's goes to a list for the next thread
+** when it ends), so a wake-up that comes late reaches a live waiter and
+** is at worst a spurious wake-up of its next wait. */
 typedef struct tt_waiter {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   _Atomic int fired;
+  _Atomic bool sleeping;   /* set under 'mu' before waiting on 'cv' */
+  struct tt_waiter *next;  /* on the list of waiters of ended threads */
 } tt_waiter;
 
 /* A tt_wnode is a waiter's registration on one waitable (Go's sudog). */
@@ -291,6 +299,10 @@ tt_latch *tt__interrupt_latch(tt_obj **hold);
 
 /* tt__claim tries to wake 'w' for case 'idx'; true if this call did. */
 bool tt__claim(tt_waiter *w, int idx);
+
+/* tt__wake wakes 'w', claimed (its 'fired' set) by the caller, if it
+** sleeps. */
+void tt__wake(tt_waiter *w);
 
 /* A latch is set without its lock when nobody waits: 'nwait' counts the
 ** parked waiters, raised under 'mu' before a waiter looks at 'set', and

@@ -153,7 +153,7 @@ int tt__ncpu(void) {
 }
 
 bool tt__spin_enter(void) {
-  int max = tt__ncpu() / 2;
+  int max = tt__ncpu() > 1 ? tt__ncpu() : 0;
   int n = atomic_load_explicit(&spinners, memory_order_relaxed);
   while (n < max) {
     if (atomic_compare_exchange_weak_explicit(&spinners, &n, n + 1,

@@ -15,6 +15,8 @@
 ** under the cycle lock (see chan.c), and keeps that lock until its item
 ** is in a buffer or parked.
 */
+#include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,25 +28,68 @@
 ** Waiters and latches
 ** ===================================================================== */
 
-static _Thread_local tt_waiter self;
-static _Thread_local bool self_ready;
+/* Each thread's waiter, made on its first wait.  When the thread ends,
+** its waiter goes to 'spare' (a key's destructor) for the next new
+** thread; waiters are never freed (see tt_waiter). */
+static _Thread_local tt_waiter *self;
+static pthread_mutex_t spare_mu = PTHREAD_MUTEX_INITIALIZER;
+static tt_waiter *spare;
+static pthread_key_t self_key;
+static pthread_once_t self_once = PTHREAD_ONCE_INIT;
+
+static void waiter_gone(void *p) {
+  tt_waiter *w = p;
+  self = NULL;  /* a later wait on this thread (another key's destructor)
+                ** takes a waiter of its own */
+  tt__lock(&spare_mu);
+  w->next = spare;
+  spare = w;
+  tt__unlock(&spare_mu);
+}
+
+static void self_key_init(void) {
+  TT_CHECK(pthread_key_create(&self_key, waiter_gone));
+}
 
 static tt_waiter *self_waiter(void) {
-  if (!self_ready) {
-    TT_CHECK(pthread_mutex_init(&self.mu, NULL));
-    tt__cond_init(&self.cv);
-    self_ready = true;
+  tt_waiter *w = self;
+  if (w == NULL) {
+    TT_CHECK(pthread_once(&self_once, self_key_init));
+    tt__lock(&spare_mu);
+    w = spare;
+    if (w != NULL) spare = w->next;
+    tt__unlock(&spare_mu);
+    if (w == NULL) {
+      w = malloc(sizeof *w);
+      if (w == NULL) tt__fatal("malloc (a thread's waiter)", ENOMEM);
+      TT_CHECK(pthread_mutex_init(&w->mu, NULL));
+      tt__cond_init(&w->cv);
+      atomic_init(&w->sleeping, false);
+    }
+    w->next = NULL;
+    TT_CHECK(pthread_setspecific(self_key, w));
+    self = w;
   }
-  atomic_store(&self.fired, -1);
-  return &self;
+  atomic_store(&w->fired, -1);
+  return w;
+}
+
+void tt__wake(tt_waiter *w) {
+  /* The waiter sets 'sleeping' and then reads 'fired'; the claimer set
+  ** 'fired' and reads 'sleeping' now: one of them sees the other.  The
+  ** lock is taken and dropped before the signal so that a waiter between
+  ** its last look at 'fired' and its wait is in the wait, and the signal
+  ** comes after, so that the woken thread does not find 'mu' held. */
+  if (!atomic_load(&w->sleeping)) return;
+  tt__lock(&w->mu);
+  tt__unlock(&w->mu);
+  TT_CHECK(pthread_cond_signal(&w->cv));
 }
 
 bool tt__claim(tt_waiter *w, int idx) {
   int expect = -1;
   if (!atomic_compare_exchange_strong(&w->fired, &expect, idx)) return false;
-  tt__lock(&w->mu);
-  TT_CHECK(pthread_cond_signal(&w->cv));
-  tt__unlock(&w->mu);
+  tt__wake(w);
   return true;
 }
 
@@ -145,6 +190,42 @@ tt_latch *tt_timer_latch(tt_timer *t) { return &t->latch; }
 ** Select
 ** ===================================================================== */
 
+/* How long a waiter spins before it sleeps: adaptive per thread, between
+** SPIN_MIN and SPIN_MAX seconds (doubled when a spin saw the claim,
+** halved when not), a few pauses and then a yield of the CPU at each
+** look, as pool workers spin (pool.c). */
+#define SPIN_MAX 50e-6
+#define SPIN_MIN 2e-6
+#define SPIN_PAUSES 64
+
+static _Thread_local double tl_spin = SPIN_MAX;
+
+/* spin_for_claim watches 'w' for a claim, without its lock, until the
+** spin budget or 'until' (< 0: none) runs out, if a spinning slot is
+** free (tt__spin_enter). */
+static void spin_for_claim(tt_waiter *w, double until) {
+  double end;
+  unsigned i;
+  if (!tt__spin_enter()) return;
+  end = tt_now() + tl_spin;
+  if (until >= 0 && until < end) end = until;
+  for (i = 1;; i++) {
+    if (atomic_load_explicit(&w->fired, memory_order_acquire) != -1) {
+      tl_spin = tl_spin * 2 > SPIN_MAX ? SPIN_MAX : tl_spin * 2;
+      break;
+    }
+    if (i < SPIN_PAUSES)
+      tt__cpu_relax();
+    else
+      sched_yield();
+    if ((i & 7) == 0 && tt_now() >= end) {
+      tl_spin = tl_spin / 2 < SPIN_MIN ? SPIN_MIN : tl_spin / 2;
+      break;
+    }
+  }
+  tt__spin_exit();
+}
+
 static int cmp_chan(const void *a, const void *b) {
   uintptr_t x = (uintptr_t)*(tt_chan *const *)a;
   uintptr_t y = (uintptr_t)*(tt_chan *const *)b;
@@ -210,7 +291,15 @@ static void park_latch(tt_latch *l, tt_wnode *nd, tt_waiter *w, int idx) {
   tt__unlock(&l->mu);
 }
 
-static void unpark_latch(tt_latch *l, tt_wnode *nd) {
+/* unpark_latch takes 'nd' off latch 'l'.  The node of the latch that
+** woke the waiter ('fired') is off it already: the latch's setter took it
+** off before the claim (or the park claimed at once and never put it
+** on), and never looks at it after, so its lock is not needed. */
+static void unpark_latch(tt_latch *l, tt_wnode *nd, bool fired) {
+  if (fired) {
+    atomic_fetch_sub(&l->nwait, 1);
+    return;
+  }
   tt__lock(&l->mu);
   tt_list_remove(&nd->link);
   atomic_fetch_sub(&l->nwait, 1);
@@ -323,15 +412,21 @@ int tt_select(tt_case *cases, int n, bool has_default, double timeout) {
     looked = false;
   }
 
-  /* Sleep until some waitable claims us or the time runs out. */
+  /* Sleep until some waitable claims us or the time runs out; a claim
+  ** that comes within a few microseconds finds us spinning and costs
+  ** neither side a trip through the kernel. */
+  spin_for_claim(w, until);
   tt__lock(&w->mu);
+  atomic_store(&w->sleeping, true);
   while (atomic_load(&w->fired) == -1) {
     if (!tt__timedwait(&w->cv, &w->mu, until)) {
       int expect = -1;
       atomic_compare_exchange_strong(&w->fired, &expect, TT_SELECT_TIMEOUT);
     }
   }
+  atomic_store(&w->sleeping, false);
   tt__unlock(&w->mu);
+  fired = atomic_load(&w->fired);
 
   /* Unpark from everything.  Taking each waitable's lock again also waits
   ** out a claimer that is still signaling us. */
@@ -343,10 +438,9 @@ int tt_select(tt_case *cases, int n, bool has_default, double timeout) {
   for (i = 0; i < n; i++) {
     tt_case *c = &cases[i];
     if (c->kind == TT_CASE_LATCH && c->latch != NULL)
-      unpark_latch(c->latch, &nodes[i]);
+      unpark_latch(c->latch, &nodes[i], fired == i);
   }
-  if (ilatch != NULL) unpark_latch(ilatch, &nodes[n]);
-  fired = atomic_load(&w->fired);
+  if (ilatch != NULL) unpark_latch(ilatch, &nodes[n], fired == n);
   if (fired == n && ilatch != NULL) {
     tt__interrupt_hit();
     fired = TT_SELECT_INTERRUPTED;

@@ -66,7 +66,7 @@
 ** waits for something that only a thread waiting for it can do.  The
 ** waits of the engine:
 **
-**   waiter.cv under waiter.mu      tt_select; nothing else held
+**   waiter.sem (no lock)           tt_select; nothing else held
 **   timer thread cv under timer mu the timer thread, between deadlines;
 **                                  adding a timer never waits
 **   E.cv, E.gone under E.mu        executor threads; tt__exec_shutdown
@@ -81,6 +81,7 @@
 #define tether_internal_h
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdlib.h>
 
 #include "tether.h"
@@ -264,16 +265,17 @@ static inline tt_list *tt_list_shift(tt_list *head) {
 ** (with a compare-and-swap) owns the wake-up, and must then wake it
 ** (tt__wake) while still holding the lock of the waitable that fired
 ** (for a channel, after the handoff).  A waiter first spins, watching
-** 'fired', and sets 'sleeping' (under 'mu') only before it sleeps on
-** 'cv': a claim that finds it spinning costs no lock and no signal.
-** Waiters are never freed (a thread's goes to a list for the next thread
-** when it ends), so a wake-up that comes late reaches a live waiter and
-** is at worst a spurious wake-up of its next wait. */
+** 'fired', and sets 'sleeping' only before it sleeps on its semaphore
+** 'sem': a claim that finds it spinning costs nothing more, and one that
+** finds it asleep one post (no lock, so the woken thread finds nothing
+** held).  Waiters are never freed (a thread's goes to a list for the next
+** thread when it ends), so a wake-up that comes late reaches a live
+** waiter and is at worst a spurious wake-up of its next wait, which looks
+** at 'fired' again. */
 typedef struct tt_waiter {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
+  sem_t sem;
   _Atomic int fired;
-  _Atomic bool sleeping;   /* set under 'mu' before waiting on 'cv' */
+  _Atomic bool sleeping;   /* set before waiting on 'sem' */
   struct tt_waiter *next;  /* on the list of waiters of ended threads */
 } tt_waiter;
 

@@ -16,9 +16,11 @@
 ** is in a buffer or parked.
 */
 #include <errno.h>
+#include <math.h>
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -62,8 +64,7 @@ static tt_waiter *self_waiter(void) {
     if (w == NULL) {
       w = malloc(sizeof *w);
       if (w == NULL) tt__fatal("malloc (a thread's waiter)", ENOMEM);
-      TT_CHECK(pthread_mutex_init(&w->mu, NULL));
-      tt__cond_init(&w->cv);
+      if (sem_init(&w->sem, 0, 0) != 0) tt__fatal("sem_init", errno);
       atomic_init(&w->sleeping, false);
     }
     w->next = NULL;
@@ -76,14 +77,33 @@ static tt_waiter *self_waiter(void) {
 
 void tt__wake(tt_waiter *w) {
   /* The waiter sets 'sleeping' and then reads 'fired'; the claimer set
-  ** 'fired' and reads 'sleeping' now: one of them sees the other.  The
-  ** lock is taken and dropped before the signal so that a waiter between
-  ** its last look at 'fired' and its wait is in the wait, and the signal
-  ** comes after, so that the woken thread does not find 'mu' held. */
-  if (!atomic_load(&w->sleeping)) return;
-  tt__lock(&w->mu);
-  tt__unlock(&w->mu);
-  TT_CHECK(pthread_cond_signal(&w->cv));
+  ** 'fired' and reads 'sleeping' now: one of them sees the other.  A
+  ** post the waiter no longer needs stays in the semaphore and makes a
+  ** later wait look at 'fired' once more. */
+  if (atomic_load(&w->sleeping) && sem_post(&w->sem) != 0)
+    tt__fatal("sem_post", errno);
+}
+
+/* sleep_until waits on the waiter's semaphore until a post or the
+** monotonic time 'until' (< 0: none); false on timeout. */
+static bool sleep_until(tt_waiter *w, double until) {
+  struct timespec ts;
+  double sec;
+  int r;
+  if (until < 0) {
+    r = sem_wait(&w->sem);
+  } else {
+    if (until > 1e12) until = 1e12;
+    sec = floor(until);
+    ts.tv_sec = (time_t)sec;
+    ts.tv_nsec = (long)((until - sec) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) ts.tv_nsec = 999999999L;
+    r = sem_clockwait(&w->sem, CLOCK_MONOTONIC, &ts);
+  }
+  if (r == 0) return true;
+  if (errno == ETIMEDOUT) return false;
+  if (errno != EINTR) tt__fatal("sem_wait", errno);
+  return true;  /* a signal handler ran: look again */
 }
 
 bool tt__claim(tt_waiter *w, int idx) {
@@ -416,16 +436,14 @@ int tt_select(tt_case *cases, int n, bool has_default, double timeout) {
   ** that comes within a few microseconds finds us spinning and costs
   ** neither side a trip through the kernel. */
   spin_for_claim(w, until);
-  tt__lock(&w->mu);
   atomic_store(&w->sleeping, true);
   while (atomic_load(&w->fired) == -1) {
-    if (!tt__timedwait(&w->cv, &w->mu, until)) {
+    if (!sleep_until(w, until)) {
       int expect = -1;
       atomic_compare_exchange_strong(&w->fired, &expect, TT_SELECT_TIMEOUT);
     }
   }
   atomic_store(&w->sleeping, false);
-  tt__unlock(&w->mu);
   fired = atomic_load(&w->fired);
 
   /* Unpark from everything.  Taking each waitable's lock again also waits

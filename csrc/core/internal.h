@@ -8,8 +8,10 @@
 ** its left, never the reverse):
 **
 **   pool.mu -> cycle_mu -> chan.mu (by address) -> latch.mu / ctx.mu
-**                                                   -> waiter.mu
 **                                                   -> timer mu
+**
+** (A waiter has no lock: a claim is a compare-and-swap and a semaphore
+** post.)  pool.c's 'spare_mu' and wait.c's 'spare_mu' are leaves.
 **
 ** ctx.c's 'af_mu' (after_func registrations) is taken after a context's
 ** 'mu' and takes nothing else.  'cycle_mu' (obj.c) is held by a send of

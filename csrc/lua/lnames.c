@@ -5,6 +5,16 @@
 ** userdata one field down) cross by name.  Each state keeps a weak-keyed
 ** map from such values to "module\0field", built on first use and built
 ** again when a lookup misses and package.loaded changed since.
+**
+** Whether package.loaded changed is cheap to tell: the first build gives
+** package.loaded (if it has no metatable of its own) a metatable whose
+** __newindex stores the entry and counts it, so a module added since
+** (require, or an assignment of a new key) shows as a new count, in
+** constant time, where a miss otherwise walked all of package.loaded.
+** Where package.loaded has a metatable of someone else's, a sum of its
+** entries is compared instead (the walk).  An entry that replaces an
+** existing one is not counted: a value that only a replaced entry names
+** is found once the map is rebuilt for another reason.
 */
 #include <stdint.h>
 #include <stdlib.h>
@@ -14,6 +24,9 @@
 
 #define NAMES_KEY "tether.transfer.names"   /* value -> "mod\0field" */
 #define NAMESFP_KEY "tether.transfer.namesfp"
+#define LOADEDMT_KEY "tether.transfer.loadedmt"  /* our metatable */
+#define ADDED_KEY "tether.transfer.added"   /* entries added, counted */
+#define NAMESAT_KEY "tether.transfer.namesat"  /* ADDED when built */
 
 /* An mname is a string key of a table, with the rank it sorts by. */
 typedef struct mname {
@@ -121,6 +134,44 @@ static void name_set(lua_State *L, int map, const mname *mod,
   lua_rawset(L, map);
 }
 
+/* loaded_newindex is the __newindex of package.loaded's metatable: it
+** stores the entry and counts it. */
+static int loaded_newindex(lua_State *L) {
+  lua_settop(L, 3);
+  lua_rawset(L, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, ADDED_KEY);
+  lua_pushinteger(L, lua_tointeger(L, -1) + 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, ADDED_KEY);
+  return 0;
+}
+
+/* What counts_adds found on package.loaded. */
+enum { MT_OURS, MT_GIVEN, MT_FOREIGN };
+
+/* counts_adds tells whether package.loaded (at 'loaded') has the
+** metatable that counts its new entries (MT_OURS), had none and was given
+** it now (MT_GIVEN: what was added before went uncounted), or has
+** someone else's (MT_FOREIGN). */
+static int counts_adds(lua_State *L, int loaded) {
+  bool ours;
+  if (!lua_getmetatable(L, loaded)) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, LOADEDMT_KEY) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_createtable(L, 0, 1);
+      lua_pushcfunction(L, loaded_newindex);
+      lua_setfield(L, -2, "__newindex");
+      lua_pushvalue(L, -1);
+      lua_setfield(L, LUA_REGISTRYINDEX, LOADEDMT_KEY);
+    }
+    lua_setmetatable(L, loaded);
+    return MT_GIVEN;
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, LOADEDMT_KEY);
+  ours = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return ours ? MT_OURS : MT_FOREIGN;
+}
+
 /* build_names makes this state's map afresh, stores it in the registry
 ** and leaves it on the stack. */
 static void build_names(lua_State *L) {
@@ -183,6 +234,9 @@ static void build_names(lua_State *L) {
   }
   lua_pushinteger(L, loaded_fingerprint(L, loaded));
   lua_setfield(L, LUA_REGISTRYINDEX, NAMESFP_KEY);
+  counts_adds(L, loaded);
+  lua_getfield(L, LUA_REGISTRYINDEX, ADDED_KEY);
+  lua_setfield(L, LUA_REGISTRYINDEX, NAMESAT_KEY);
   lua_pushvalue(L, map);
   lua_setfield(L, LUA_REGISTRYINDEX, NAMES_KEY);
   lua_pushvalue(L, map);
@@ -199,6 +253,20 @@ static bool names_stale(lua_State *L) {
   if (lua_type(L, -1) != LUA_TTABLE) {
     lua_pop(L, 1);
     return false;
+  }
+  switch (counts_adds(L, lua_gettop(L))) {
+    case MT_GIVEN:
+      lua_pop(L, 1);
+      return true;
+    case MT_FOREIGN:
+      break;
+    default:
+      lua_getfield(L, LUA_REGISTRYINDEX, ADDED_KEY);
+    lua_getfield(L, LUA_REGISTRYINDEX, NAMESAT_KEY);
+      fp = lua_tointeger(L, -2);
+      old = lua_tointeger(L, -1);
+      lua_pop(L, 3);
+      return fp != old;
   }
   fp = loaded_fingerprint(L, lua_gettop(L));
   lua_getfield(L, LUA_REGISTRYINDEX, NAMESFP_KEY);

@@ -244,6 +244,41 @@ describe("transfer", function()
     end)
   end)
 
+  describe("task calls of scalars", function()
+    -- A task whose upvalues and arguments are all scalars is packed
+    -- without the general packer's table of values seen (lpack.c's flat
+    -- path): it must cross exactly as any other.
+    it("carry upvalues and arguments as they are at each call", function()
+      local n, s, f, b, z = 0, "a\0b\255", 2.5, true, nil
+      local function task(x, y)
+        return n, s, f, b, z, x, y, math.type(n), math.type(f), _G == _ENV
+      end
+      for i = 1, 3 do
+        n = i
+        local r = table.pack(tether.go(task, i * 10, "k"):wait())
+        assert.are.equal(10, r.n)
+        assert.are.equal(i, r[1])
+        assert.are.equal("a\0b\255", r[2])
+        assert.are.equal(2.5, r[3])
+        assert.is_true(r[4])
+        assert.is_nil(r[5])
+        assert.are.equal(i * 10, r[6])
+        assert.are.equal("k", r[7])
+        assert.are.equal("integer", r[8])
+        assert.are.equal("float", r[9])
+        assert.is_true(r[10])
+      end
+    end)
+
+    it("give results of any count, nils included", function()
+      local r = table.pack(tether.go(function() return nil, 1, nil end)
+                             :wait())
+      assert.are.equal(3, r.n)
+      assert.are.equal(1, r[2])
+      assert.are.equal(0, select("#", tether.go(function() end):wait()))
+    end)
+  end)
+
   describe("values in package.loaded", function()
     it("cross by name: functions of the standard libraries", function()
       local p, f, rep, insert = rt(print, string.format, string.rep,

@@ -471,6 +471,192 @@ static void pk_value(packer *p, int idx) {
   }
 }
 
+/* {====================================================================
+** The flat path
+** ===================================================================== */
+
+/* A flat pack is one whose values are all scalars (nil, booleans,
+** numbers, strings), except maybe a Lua function first whose upvalues
+** are scalars or the global table, which has no name and whose bytecode
+** this state has dumped before: most task calls and most results.  It
+** needs none of the general packer's machinery (the box, the table of
+** values seen, the path for messages) and makes no Lua allocation: it is
+** written straight into a value object, and anything else sends the
+** caller to the general packer, which starts over. */
+
+/* A flat buffer grows with malloc; 'nomem' once an allocation failed. */
+typedef struct flatbuf {
+  unsigned char *buf;
+  size_t len, cap;
+  bool nomem;
+} flatbuf;
+
+static void fb_put(flatbuf *b, const void *data, size_t n) {
+  if (b->nomem) return;
+  if (b->cap - b->len < n) {
+    size_t cap = b->cap != 0 ? b->cap : 64;
+    unsigned char *nb;
+    while (cap - b->len < n) cap *= 2;
+    nb = realloc(b->buf, cap);
+    if (nb == NULL) {
+      b->nomem = true;
+      return;
+    }
+    b->buf = nb;
+    b->cap = cap;
+  }
+  memcpy(b->buf + b->len, data, n);
+  b->len += n;
+}
+
+static void fb_byte(flatbuf *b, int c) {
+  unsigned char x = (unsigned char)c;
+  fb_put(b, &x, 1);
+}
+
+static void fb_varint(flatbuf *b, uint64_t x) {
+  unsigned char tmp[LT_VARINT_MAX];
+  fb_put(b, tmp, lt_varint_put(tmp, x));
+}
+
+/* is_scalar says whether the value at 'idx' crosses flat. */
+static bool is_scalar(lua_State *L, int idx) {
+  int t = lua_type(L, idx);
+  return t == LUA_TNIL || t == LUA_TBOOLEAN || t == LUA_TNUMBER ||
+         t == LUA_TSTRING;
+}
+
+/* fb_scalar writes the scalar at 'idx' as pk_value would. */
+static void fb_scalar(lua_State *L, flatbuf *b, int idx) {
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      fb_byte(b, T_NIL);
+      break;
+    case LUA_TBOOLEAN:
+      fb_byte(b, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+      break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        lua_Integer i = lua_tointeger(L, idx);
+        fb_byte(b, T_INT);
+        fb_put(b, &i, sizeof i);
+      } else {
+        lua_Number d = lua_tonumber(L, idx);
+        fb_byte(b, T_FLT);
+        fb_put(b, &d, sizeof d);
+      }
+      break;
+    default: {  /* a string */
+      size_t len;
+      const char *str = lua_tolstring(L, idx, &len);
+      fb_byte(b, T_STR);
+      fb_varint(b, len);
+      fb_put(b, str, len);
+      break;
+    }
+  }
+}
+
+/* flat_function checks that the function at 'fn' crosses flat; it then
+** leaves its bytecode on the stack and sets '*nup' and '*allg', else
+** leaves the stack as it was and returns false. */
+static bool flat_function(lua_State *L, int fn, int *nup, bool *allg) {
+  lt_names names;
+  size_t len;
+  int top = lua_gettop(L), i;
+  if (lua_type(L, fn) != LUA_TFUNCTION || lua_iscfunction(L, fn))
+    return false;
+  *allg = true;
+  for (i = 1;; i++) {
+    const char *name = lua_getupvalue(L, fn, i);
+    if (name == NULL) break;
+    if (!binds_globals(L, name, lua_gettop(L))) {
+      *allg = false;
+      if (!is_scalar(L, -1)) {
+        lua_settop(L, top);
+        return false;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  *nup = i - 1;
+  if (*nup > 255) return false;
+  /* A function with a name crosses by its name. */
+  lt_names_init(L, &names);
+  if (lt_name_of(L, &names, fn, &len) != NULL) {
+    lua_settop(L, top);
+    return false;
+  }
+  lua_settop(L, top);
+  /* Only bytecode dumped before: a dump allocates, which may raise. */
+  lt_push_weak(L, LT_DUMPS_KEY, "k");
+  lua_pushvalue(L, fn);
+  if (lua_rawget(L, -2) != LUA_TSTRING) {
+    lua_settop(L, top);
+    return false;
+  }
+  lua_remove(L, -2);
+  return true;
+}
+
+/* pk_flat packs the function at 'fn' (0: none) and the 'n' values at
+** first.. flat, or returns NULL when they do not cross flat.  Everything
+** that may raise comes before the value's first allocation. */
+static tt_obj *pk_flat(lua_State *L, int fn, int first, int n) {
+  flatbuf b = {NULL, 0, 0, false};
+  lt_value *v;
+  int i, nup = 0, top = lua_gettop(L);
+  bool allg = true;
+  luaL_checkstack(L, 12, NULL);
+  for (i = 0; i < n; i++)
+    if (!is_scalar(L, first + i)) return NULL;
+  if (fn != 0 && !flat_function(L, fn, &nup, &allg)) return NULL;
+  v = malloc(sizeof *v);
+  if (v == NULL) goto nomem;
+  if (fn != 0) {
+    size_t len;
+    const char *code = lua_tolstring(L, -1, &len);
+    fb_byte(&b, T_FUNC);
+    fb_byte(&b, allg);
+    fb_varint(&b, len);
+    fb_put(&b, code, len);
+    fb_byte(&b, nup);
+    if (!allg) {
+      for (i = 1; i <= nup; i++) {
+        const char *name = lua_getupvalue(L, fn, i);
+        if (binds_globals(L, name, lua_gettop(L))) {
+          fb_byte(&b, U_GLOBALS);
+        } else {
+          fb_byte(&b, U_VALUE);
+          fb_scalar(L, &b, lua_gettop(L));
+        }
+        lua_pop(L, 1);
+      }
+    }
+  }
+  for (i = 0; i < n; i++) fb_scalar(L, &b, first + i);
+  lua_settop(L, top);
+  if (b.nomem) goto nomem;
+  tt_obj_init(&v->hdr, &lt_value_type);
+  v->n = n + (fn != 0);
+  v->nids = 0;  /* nothing in it is referred to again */
+  v->buf = b.buf;
+  v->len = b.len;
+  v->cap = b.cap;
+  v->objs = NULL;
+  v->nobjs = v->objcap = 0;
+  return &v->hdr;
+nomem:
+  free(b.buf);
+  free(v);
+  lua_settop(L, top);
+  luaL_error(L, "not enough memory");
+  return NULL;
+}
+
+/* }==================================================================== */
+
+
 /* pk_begin sets the stack up for packing: the box that owns the value
 ** while it is built, the table of values seen, the slot of the map of
 ** module names. */
@@ -526,8 +712,10 @@ static tt_obj *pk_end(packer *p) {
 /* lt_pack: see ltether.h (each top-level value is "argument #i"). */
 tt_obj *lt_pack(lua_State *L, int first, int n, const char *what) {
   packer p;
+  tt_obj *o;
   int i;
   first = lua_absindex(L, first);
+  if ((o = pk_flat(L, 0, first, n)) != NULL) return o;
   pk_begin(L, &p, what);
   for (i = 0; i < n; i++) pk_root(&p, first + i, SEG_ARG, i + 1);
   return pk_end(&p);
@@ -536,7 +724,9 @@ tt_obj *lt_pack(lua_State *L, int first, int n, const char *what) {
 /* lt_pack_one: see ltether.h (the value is named by 'what' itself). */
 tt_obj *lt_pack_one(lua_State *L, int idx, const char *what) {
   packer p;
+  tt_obj *o;
   idx = lua_absindex(L, idx);
+  if ((o = pk_flat(L, 0, idx, 1)) != NULL) return o;
   pk_begin(L, &p, what);
   pk_root(&p, idx, SEG_WHAT, 0);
   return pk_end(&p);
@@ -547,9 +737,11 @@ tt_obj *lt_pack_one(lua_State *L, int idx, const char *what) {
 tt_obj *lt_pack_call(lua_State *L, int fn_idx, int first, int n,
                      const char *what) {
   packer p;
+  tt_obj *o;
   int i;
   fn_idx = lua_absindex(L, fn_idx);
   first = lua_absindex(L, first);
+  if ((o = pk_flat(L, fn_idx, first, n)) != NULL) return o;
   pk_begin(L, &p, what);
   pk_root(&p, fn_idx, SEG_WHAT, 0);
   for (i = 0; i < n; i++) pk_root(&p, first + i, SEG_ARG, i + 1);
@@ -559,8 +751,10 @@ tt_obj *lt_pack_call(lua_State *L, int fn_idx, int first, int n,
 /* lt_pack_results: see ltether.h (each value is "result #i"). */
 tt_obj *lt_pack_results(lua_State *L, int first, int n, const char *what) {
   packer p;
+  tt_obj *o;
   int i;
   first = lua_absindex(L, first);
+  if ((o = pk_flat(L, 0, first, n)) != NULL) return o;
   pk_begin(L, &p, what);
   for (i = 0; i < n; i++) pk_root(&p, first + i, SEG_RESULT, i + 1);
   return pk_end(&p);

@@ -59,10 +59,14 @@ static uint32_t get_u32(unpacker *u) {
 
 static void up_value(unpacker *u);
 
-/* up_register gives the table or function at 'idx' the next id. */
+/* up_register gives the table or function at 'idx' the next id.  A
+** value packed flat (lpack.c) says it has none to refer to again
+** (nids 0): no table of them is made, and a reference is corrupt. */
 static void up_register(unpacker *u, int idx) {
+  ++u->nextid;
+  if (u->refs == 0) return;
   lua_pushvalue(u->L, idx);
-  lua_rawseti(u->L, u->refs, ++u->nextid);
+  lua_rawseti(u->L, u->refs, u->nextid);
 }
 
 /* up_table unpacks a T_TABLE record (its tag already taken). */
@@ -170,7 +174,7 @@ static void up_function(unpacker *u) {
         uint64_t x = get_varint(u);
         lua_Integer fid = (lua_Integer)(x >> 8);
         int n = (int)(x & 0xff);
-        if (fid < 1 || fid > u->nextid ||
+        if (u->refs == 0 || fid < 1 || fid > u->nextid ||
             lua_rawgeti(L, u->refs, fid) != LUA_TFUNCTION ||
             lua_iscfunction(L, -1) || lua_getupvalue(L, -1, n) == NULL)
           up_corrupt(u);
@@ -258,7 +262,8 @@ static void up_value(unpacker *u) {
       break;
     case T_REF: {
       uint64_t id = get_varint(u);
-      if (id < 1 || id > (uint64_t)u->nextid) up_corrupt(u);
+      if (u->refs == 0 || id < 1 || id > (uint64_t)u->nextid)
+        up_corrupt(u);
       lua_rawgeti(L, u->refs, (lua_Integer)id);
       break;
     }

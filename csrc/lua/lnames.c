@@ -23,10 +23,17 @@
 #include "ltransfer.h"
 
 #define NAMES_KEY "tether.transfer.names"   /* value -> "mod\0field" */
-#define NAMESFP_KEY "tether.transfer.namesfp"
-#define LOADEDMT_KEY "tether.transfer.loadedmt"  /* our metatable */
-#define ADDED_KEY "tether.transfer.added"   /* entries added, counted */
-#define NAMESAT_KEY "tether.transfer.namesat"  /* ADDED when built */
+#define COUNTS_KEY "tether.transfer.counts"    /* a 'counts' userdata */
+
+/* What tells whether package.loaded changed since the map was built:
+** how many entries its __newindex has added ('added'), how many had been
+** when the map was built ('built_at'), and that metatable ('mt'); or,
+** where package.loaded has someone else's metatable, the fingerprint of
+** its entries when the map was built ('fp'). */
+typedef struct counts {
+  lua_Integer added, built_at, fp;
+  const void *mt;
+} counts;
 
 /* An mname is a string key of a table, with the rank it sorts by. */
 typedef struct mname {
@@ -137,12 +144,31 @@ static void name_set(lua_State *L, int map, const mname *mod,
 /* loaded_newindex is the __newindex of package.loaded's metatable: it
 ** stores the entry and counts it. */
 static int loaded_newindex(lua_State *L) {
+  counts *c = lua_touserdata(L, lua_upvalueindex(1));
   lua_settop(L, 3);
   lua_rawset(L, 1);
-  lua_getfield(L, LUA_REGISTRYINDEX, ADDED_KEY);
-  lua_pushinteger(L, lua_tointeger(L, -1) + 1);
-  lua_setfield(L, LUA_REGISTRYINDEX, ADDED_KEY);
+  c->added++;
   return 0;
+}
+
+/* push_counts pushes this state's 'counts' userdata, making it (and the
+** metatable package.loaded may be given) on first use. */
+static counts *push_counts(lua_State *L) {
+  counts *c;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, COUNTS_KEY) == LUA_TUSERDATA)
+    return lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  c = lua_newuserdatauv(L, sizeof *c, 1);
+  c->added = c->built_at = c->fp = 0;
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, loaded_newindex, 1);
+  lua_setfield(L, -2, "__newindex");
+  c->mt = lua_topointer(L, -1);
+  lua_setiuservalue(L, -2, 1);  /* keeps the metatable alive */
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, COUNTS_KEY);
+  return c;
 }
 
 /* What counts_adds found on package.loaded. */
@@ -151,24 +177,17 @@ enum { MT_OURS, MT_GIVEN, MT_FOREIGN };
 /* counts_adds tells whether package.loaded (at 'loaded') has the
 ** metatable that counts its new entries (MT_OURS), had none and was given
 ** it now (MT_GIVEN: what was added before went uncounted), or has
-** someone else's (MT_FOREIGN). */
-static int counts_adds(lua_State *L, int loaded) {
+** someone else's (MT_FOREIGN).  'c' is this state's counts, at the top of
+** the stack. */
+static int counts_adds(lua_State *L, int loaded, counts *c) {
   bool ours;
   if (!lua_getmetatable(L, loaded)) {
-    if (lua_getfield(L, LUA_REGISTRYINDEX, LOADEDMT_KEY) != LUA_TTABLE) {
-      lua_pop(L, 1);
-      lua_createtable(L, 0, 1);
-      lua_pushcfunction(L, loaded_newindex);
-      lua_setfield(L, -2, "__newindex");
-      lua_pushvalue(L, -1);
-      lua_setfield(L, LUA_REGISTRYINDEX, LOADEDMT_KEY);
-    }
+    lua_getiuservalue(L, -1, 1);
     lua_setmetatable(L, loaded);
     return MT_GIVEN;
   }
-  lua_getfield(L, LUA_REGISTRYINDEX, LOADEDMT_KEY);
-  ours = lua_rawequal(L, -1, -2);
-  lua_pop(L, 2);
+  ours = lua_topointer(L, -1) == c->mt;
+  lua_pop(L, 1);
   return ours ? MT_OURS : MT_FOREIGN;
 }
 
@@ -232,11 +251,13 @@ static void build_names(lua_State *L) {
     }
     lua_settop(L, mod - 1);
   }
-  lua_pushinteger(L, loaded_fingerprint(L, loaded));
-  lua_setfield(L, LUA_REGISTRYINDEX, NAMESFP_KEY);
-  counts_adds(L, loaded);
-  lua_getfield(L, LUA_REGISTRYINDEX, ADDED_KEY);
-  lua_setfield(L, LUA_REGISTRYINDEX, NAMESAT_KEY);
+  {
+    counts *c = push_counts(L);
+    c->fp = loaded_fingerprint(L, loaded);
+    counts_adds(L, loaded, c);
+    c->built_at = c->added;
+    lua_pop(L, 1);
+  }
   lua_pushvalue(L, map);
   lua_setfield(L, LUA_REGISTRYINDEX, NAMES_KEY);
   lua_pushvalue(L, map);
@@ -247,32 +268,28 @@ static void build_names(lua_State *L) {
 /* names_stale reports whether package.loaded changed since the map was
 ** built. */
 static bool names_stale(lua_State *L) {
-  lua_Integer fp, old;
-  luaL_checkstack(L, 4, NULL);
+  counts *c;
+  bool stale;
+  luaL_checkstack(L, 6, NULL);
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   if (lua_type(L, -1) != LUA_TTABLE) {
     lua_pop(L, 1);
     return false;
   }
-  switch (counts_adds(L, lua_gettop(L))) {
+  c = push_counts(L);
+  switch (counts_adds(L, lua_gettop(L) - 1, c)) {
     case MT_GIVEN:
-      lua_pop(L, 1);
-      return true;
+      stale = true;
+      break;
     case MT_FOREIGN:
+      stale = loaded_fingerprint(L, lua_gettop(L) - 1) != c->fp;
       break;
     default:
-      lua_getfield(L, LUA_REGISTRYINDEX, ADDED_KEY);
-    lua_getfield(L, LUA_REGISTRYINDEX, NAMESAT_KEY);
-      fp = lua_tointeger(L, -2);
-      old = lua_tointeger(L, -1);
-      lua_pop(L, 3);
-      return fp != old;
+      stale = c->added != c->built_at;
+      break;
   }
-  fp = loaded_fingerprint(L, lua_gettop(L));
-  lua_getfield(L, LUA_REGISTRYINDEX, NAMESFP_KEY);
-  old = lua_tointeger(L, -1);
   lua_pop(L, 2);
-  return fp != old;
+  return stale;
 }
 
 /* lt_names_init: see ltransfer.h. */

@@ -779,6 +779,18 @@ static void read_tenant(lua_State *L, lp_pool *p, tt_ctx *parent,
   so->tenant = lua_tolstring(L, -1, &so->tenant_len);
 }
 
+/* task_what writes "task 'NAME'" into 'buf' (as snprintf would, cut to
+** 'n' bytes; without its cost on every submission). */
+static void task_what(char *buf, size_t n, const char *name) {
+  static const char pre[] = "task '";
+  size_t len = strlen(name), k = sizeof pre - 1;
+  if (len > n - k - 2) len = n - k - 2;
+  memcpy(buf, pre, k);
+  memcpy(buf + k, name, len);
+  buf[k + len] = '\'';
+  buf[k + len + 1] = '\0';
+}
+
 /* spill writes a named op to the pool's overflow store (the queue was
 ** full); arguments that are not plain data keep it out: the submission
 ** is then refused, or queued if room appeared meanwhile. */
@@ -796,7 +808,7 @@ static int spill(lua_State *L, lp_pool *p, tt_ctx *parent,
     if (err == TT_OK) {
       char what[160];
       lt_task *t;
-      snprintf(what, sizeof what, "task '%s'", so->name ? so->name : "op");
+      task_what(what, sizeof what, so->name != NULL ? so->name : "op");
       t = lt_task_new(L, p->env, 4, 5, nargs, true, what);
       h = tt_pool_submit(p->pool, parent, so, lt_task_run, t, lt_task_drop,
                          &err);
@@ -896,7 +908,7 @@ static int m_submit(lua_State *L) {
         tt_buf_free(&b);
       }
     }
-    snprintf(what, sizeof what, "task '%s'", so.name ? so.name : "op");
+    task_what(what, sizeof what, so.name != NULL ? so.name : "op");
     t = lt_task_new(L, p->env, 4, 5, nargs, true, what);
     h = tt_pool_submit(p->pool, parent, &so, lt_task_run, t, lt_task_drop,
                        &err);

@@ -144,9 +144,18 @@ void lt_env_watch(lt_env *e, tt_ctx *stop) {
 struct lt_task {
   lt_env *env;          /* one reference */
   tt_obj *call;         /* packed function and arguments */
-  char *what;           /* "task 'audit'" */
   bool pass_ctx;
+  char what[];          /* "task 'audit'" */
 };
+
+/* task_alloc allocates a task with room for 'what' in it (one malloc per
+** task); NULL when out of memory. */
+static lt_task *task_alloc(const char *what) {
+  size_t len = strlen(what);
+  lt_task *t = malloc(sizeof *t + len + 1);
+  if (t != NULL) memcpy(t->what, what, len + 1);
+  return t;
+}
 
 lt_task *lt_task_new(lua_State *L, lt_env *env, int fn_idx, int first_arg,
                      int nargs, bool pass_ctx, const char *what) {
@@ -164,10 +173,8 @@ lt_task *lt_task_new(lua_State *L, lt_env *env, int fn_idx, int first_arg,
     lua_pop(L, 2);
     env = own;
   }
-  t = env != NULL ? calloc(1, sizeof *t) : NULL;
-  if (t != NULL) t->what = dupstr(what);
-  if (t == NULL || t->what == NULL) {
-    free(t);
+  t = env != NULL ? task_alloc(what) : NULL;
+  if (t == NULL) {
     tt_unref(own);
     tt_unref(call);
     luaL_error(L, "not enough memory");
@@ -184,7 +191,6 @@ void lt_task_drop(void *arg) {
   if (t == NULL) return;
   tt_unref(t->env);
   tt_unref(t->call);
-  free(t->what);
   free(t);
 }
 
@@ -631,13 +637,8 @@ int lt_task_run(tt_ctx *ctx, void *arg, tt_obj **out) {
 ** environment (both shared by reference), for callbacks that run many
 ** times.  NULL when out of memory. */
 lt_task *lt_task_clone(const lt_task *t) {
-  lt_task *c = calloc(1, sizeof *c);
+  lt_task *c = task_alloc(t->what);
   if (c == NULL) return NULL;
-  c->what = dupstr(t->what);
-  if (c->what == NULL) {
-    free(c);
-    return NULL;
-  }
   c->env = tt_ref(t->env);
   c->call = tt_ref(t->call);
   c->pass_ctx = t->pass_ctx;

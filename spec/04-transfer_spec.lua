@@ -116,6 +116,23 @@ describe("transfer", function()
       assert.are.equal("table key", u[u.ref])
       assert.are.equal("key", u.ref[1])
     end)
+
+    it("keeps holes, and sparse keys whose length is far beyond them", function()
+      local holes = {1, nil, "three", nil, 5.5, x = "x"}
+      local u = rt(holes)
+      for k, v in pairs(holes) do assert.are.equal(v, u[k]) end
+      for k, v in pairs(u) do assert.are.equal(v, holes[k]) end
+      -- Keys 1, 2, 4, ..., 2^24: a border of this table may be 2^24.
+      local sparse = {}
+      for e = 0, 24 do sparse[2 ^ e // 1] = e end
+      u = rt(sparse)
+      local n = 0
+      for k, v in pairs(u) do
+        assert.are.equal(sparse[k], v)
+        n = n + 1
+      end
+      assert.are.equal(25, n)
+    end)
   end)
 
   describe("functions", function()

@@ -17,8 +17,12 @@
 /* A path segment says how the packer reached the value it is on, for
 ** the message of a refusal.  'idx' is a stack index: of the key for
 ** SEG_FIELD, of the function for SEG_UPVAL (with upvalue number 'n');
-** 'n' is the position of a top-level value for SEG_ARG and SEG_RESULT. */
-enum { SEG_WHAT, SEG_ARG, SEG_RESULT, SEG_FIELD, SEG_KEY, SEG_UPVAL };
+** 'n' is the position of a top-level value for SEG_ARG and SEG_RESULT,
+** and the integer key of a field of a table's array part for
+** SEG_INDEX. */
+enum {
+  SEG_WHAT, SEG_ARG, SEG_RESULT, SEG_FIELD, SEG_INDEX, SEG_KEY, SEG_UPVAL
+};
 
 typedef struct seg {
   int kind;
@@ -48,13 +52,12 @@ static _Noreturn void pk_nomem(packer *p) {
   abort();
 }
 
-/* pk_grow makes room for 'need' more bytes in the value's buffer,
-** doubling it. */
-static void pk_grow(packer *p, size_t need) {
+/* pk_realloc makes room for 'need' more bytes in the value's buffer,
+** doubling it; pk_grow calls it only when there is not room already. */
+static void pk_realloc(packer *p, size_t need) {
   lt_value *v = p->v;
   size_t cap;
   unsigned char *nb;
-  if (v->cap - v->len >= need) return;
   cap = v->cap != 0 ? v->cap : 64;
   while (cap - v->len < need) {
     if (cap > SIZE_MAX / 2) pk_nomem(p);
@@ -64,6 +67,10 @@ static void pk_grow(packer *p, size_t need) {
   if (nb == NULL) pk_nomem(p);
   v->buf = nb;
   v->cap = cap;
+}
+
+static inline void pk_grow(packer *p, size_t need) {
+  if (p->v->cap - p->v->len < need) pk_realloc(p, need);
 }
 
 /* put appends 'n' bytes. */
@@ -116,6 +123,9 @@ static void push_seg_text(packer *p, const seg *s) {
       break;
     case SEG_KEY:
       lua_pushliteral(L, "a key");
+      break;
+    case SEG_INDEX:
+      lua_pushfstring(L, "field [%d]", s->n);
       break;
     case SEG_UPVAL: {
       const char *name = lua_getupvalue(L, s->idx, s->n);
@@ -215,13 +225,57 @@ static void pk_depth(packer *p) {
   }
 }
 
+/* pk_scalar packs the value at 'idx' if it is a scalar (nil, a boolean,
+** a number, a string) and says whether it was: the inline form of
+** pk_value for the elements of tables. */
+static bool pk_scalar(packer *p, int idx) {
+  lua_State *L = p->L;
+  lt_value *v = p->v;
+  unsigned char *b;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      put_byte(p, T_NIL);
+      return true;
+    case LUA_TBOOLEAN:
+      put_byte(p, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+      return true;
+    case LUA_TNUMBER:
+      pk_grow(p, 1 + 8);
+      b = v->buf + v->len;
+      if (lua_isinteger(L, idx)) {
+        lua_Integer x = lua_tointeger(L, idx);
+        b[0] = T_INT;
+        memcpy(b + 1, &x, sizeof x);
+      } else {
+        lua_Number x = lua_tonumber(L, idx);
+        b[0] = T_FLT;
+        memcpy(b + 1, &x, sizeof x);
+      }
+      v->len += 1 + 8;
+      return true;
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      pk_grow(p, 1 + LT_VARINT_MAX + len);
+      b = v->buf + v->len;
+      b[0] = T_STR;
+      v->len += 1 + lt_varint_put(b + 1, len);
+      memcpy(v->buf + v->len, s, len);
+      v->len += len;
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
 /* pk_table packs the table at 'idx': the global table as itself, a table
 ** met before as a reference, a module's by name, a plain one as a deep
 ** copy; a table with a metatable is refused. */
 static void pk_table(packer *p, int idx) {
   lua_State *L = p->L;
   lua_Integer id;
-  size_t at, count = 0, narr;
+  size_t at, count = 0, narr = 0;
   if (lt_is_globals(L, idx)) {
     put_byte(p, T_GLOBALS);
     return;
@@ -243,10 +297,26 @@ static void pk_table(packer *p, int idx) {
   at = p->v->len;
   pk_grow(p, 8);
   p->v->len += 8;
-  narr = (size_t)lua_rawlen(L, idx);
+  /* One traversal.  It meets the array part first, in order: as long as
+  ** the keys are 1, 2, 3, ... their values are written by position, with
+  ** no keys (and scalars inline); from the first other key on (a hole
+  ** ends the run), every entry is written whole.  Each key comes once,
+  ** so none of the entries after the run has a key within it. */
+  luaL_checkstack(L, 10, NULL);
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
     int k = lua_gettop(L) - 1;
+    if (count == 0 && lua_isinteger(L, k) &&
+        lua_tointeger(L, k) == (lua_Integer)narr + 1 && narr < INT32_MAX) {
+      narr++;
+      if (!pk_scalar(p, k + 1)) {
+        push_seg(p, SEG_INDEX, 0, (int)narr);
+        pk_value(p, k + 1);
+        p->depth--;
+      }
+      lua_pop(L, 1);
+      continue;
+    }
     push_seg(p, SEG_KEY, k, 0);
     pk_value(p, k);
     p->depth--;

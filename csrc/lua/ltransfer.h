@@ -15,7 +15,9 @@
 **   T_NIL, T_FALSE, T_TRUE
 **   T_INT  <8 bytes lua_Integer>        T_FLT  <8 bytes lua_Number>
 **   T_STR  <varint len> <bytes>
-**   T_TABLE <u32 array hint> <u32 entry count> (key value)* T_END
+**   T_TABLE <u32 n> <u32 count> value*n (key value)* T_END
+**                            the values of keys 1..n in order, then the
+**                            other entries ('count' of them, a hint)
 **   T_REF  <varint id>       a table or function seen before (shared
 **                            references and cycles)
 **   T_OBJ  <varint k>        objs[k], an engine object shared by reference

@@ -72,19 +72,32 @@ static void up_register(unpacker *u, int idx) {
 /* up_table unpacks a T_TABLE record (its tag already taken). */
 static void up_table(unpacker *u) {
   lua_State *L = u->L;
-  uint32_t narr = get_u32(u), count = get_u32(u);
-  size_t left = (size_t)(u->end - u->p) / 2;
+  uint32_t narr = get_u32(u), count = get_u32(u), i;
+  size_t left = (size_t)(u->end - u->p);
   int t;
-  /* The sizes are hints; never trust them beyond what the bytes left
-  ** could describe. */
-  if (count > left) count = (uint32_t)left;
-  if (narr > count) narr = count;
+  /* Each value takes a byte at least, each other entry two: the counts
+  ** are never trusted beyond what the bytes left could describe. */
+  if (narr > left || narr > INT32_MAX) up_corrupt(u);
+  if (count > (left - narr) / 2) count = (uint32_t)((left - narr) / 2);
   luaL_checkstack(L, 6, NULL);
-  lua_createtable(L, (int)(narr > INT32_MAX ? INT32_MAX : narr),
-                  (int)(count - narr > INT32_MAX ? INT32_MAX
-                                                 : count - narr));
+  lua_createtable(L, (int)narr, (int)count);
   t = lua_gettop(L);
   up_register(u, t);
+  for (i = 1; i <= narr; i++) {
+    /* Integers, the common case of an array, without a call. */
+    if (u->end - u->p > 8 && *u->p == T_INT) {
+      lua_Integer x;
+      memcpy(&x, u->p + 1, sizeof x);
+      u->p += 1 + sizeof x;
+      lua_pushinteger(L, x);
+    } else {
+      up_value(u);
+    }
+    if (lua_isnil(L, -1))
+      lua_pop(L, 1);
+    else
+      lua_rawseti(L, t, (lua_Integer)i);
+  }
   while (u->p < u->end && *u->p != T_END) {
     up_value(u);
     up_value(u);

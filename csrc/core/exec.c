@@ -22,6 +22,7 @@
 ** Handles are defined in task.h: the executor's 'gotask' and the pool's
 ** 'op' both begin with one.
 */
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -154,11 +155,7 @@ const char *tt_handle_name(tt_handle *h) { return h->name; }
 ** The executor
 ** ===================================================================== */
 
-/* A unit of queued work. */
-typedef struct work {
-  tt_list link;                 /* in E.queue while queued, under E.mu */
-  void (*run)(struct work *w);  /* runs on an executor thread */
-} work;
+typedef tt__work work;
 
 /* The record of one executor thread. */
 typedef struct xthread {
@@ -171,9 +168,11 @@ static struct {
   pthread_cond_t cv;            /* idle threads wait here for work */
   pthread_cond_t gone;          /* signaled when a thread has ended */
   tt_list queue;                /* of work, FIFO; under 'mu' */
-  size_t qlen;                  /* items in 'queue'; under 'mu' */
+  _Atomic size_t qlen;          /* items in 'queue'; written under 'mu',
+                                ** read without it by spinning threads */
   int threads;                  /* live threads, not counting ending ones */
   int idle;                     /* threads waiting on 'cv' */
+  int spinning;                 /* threads spinning for work */
   int ending;                   /* threads running the exit hook */
   int stopping;                 /* > 0 while tt__exec_shutdown waits */
   tt_list zombies;              /* xthreads that ended, to be joined */
@@ -205,8 +204,36 @@ void tt__thread_exit_hook(void) {
   if (f != NULL) f();
 }
 
+/* spin_for_work watches the queue without the lock for a moment (a few
+** pauses, then a yield of the CPU at each look: as pool workers spin,
+** pool.c), so that work pushed right after the last item ended finds
+** this thread awake; true if something came. */
+#define SPIN_SECONDS 50e-6
+#define SPIN_PAUSES 64
+static bool spin_for_work(void) {
+  double until;
+  unsigned i;
+  bool found = false;
+  if (!tt__spin_enter()) return false;
+  until = tt_now() + SPIN_SECONDS;
+  for (i = 1;; i++) {
+    if (atomic_load_explicit(&E.qlen, memory_order_relaxed) > 0) {
+      found = true;
+      break;
+    }
+    if (i < SPIN_PAUSES)
+      tt__cpu_relax();
+    else
+      sched_yield();
+    if ((i & 7) == 0 && tt_now() >= until) break;
+  }
+  tt__spin_exit();
+  return found;
+}
+
 static void *exec_main(void *arg) {
   xthread *self = arg;
+  bool spun = false;            /* spun in vain since the last item */
   on_executor = true;
   tt__lock(&E.mu);
   for (;;) {
@@ -218,9 +245,20 @@ static void *exec_main(void *arg) {
       tt__unlock(&E.mu);
       w->run(w);
       tt__lock(&E.mu);
+      spun = false;
       continue;
     }
     if (E.stopping > 0) break;
+    if (!spun) {
+      /* A push finds a spinning thread awake and signals nobody. */
+      E.spinning++;
+      tt__unlock(&E.mu);
+      spun = !spin_for_work();
+      tt__lock(&E.mu);
+      E.spinning--;
+      continue;
+    }
+    spun = false;
     E.idle++;
     woke = tt__timedwait(&E.cv, &E.mu, tt_now() + E.idle_seconds);
     E.idle--;
@@ -273,22 +311,41 @@ static int exec_spawn(void) {
 ** no thread at all to take the work later. */
 static int exec_push(work *w) {
   int rc = TT_OK;
-  bool reap;
+  bool reap, wake = false;
   exec_ready();
   tt__lock(&E.mu);
-  if (E.qlen + 1 > (size_t)E.idle && E.threads < E.max_threads) {
+  if (E.qlen + 1 > (size_t)(E.idle + E.spinning) &&
+      E.threads < E.max_threads) {
     rc = exec_spawn();
     if (rc != TT_OK && E.threads > 0) rc = TT_OK;
   }
   if (rc == TT_OK) {
     tt_list_push(&E.queue, &w->link);
     E.qlen++;
-    if (E.idle > 0) TT_CHECK(pthread_cond_signal(&E.cv));
+    /* A spinning thread takes it without a signal. */
+    wake = E.idle > 0 && E.qlen > (size_t)E.spinning;
   }
   reap = !tt_list_empty(&E.zombies);
   tt__unlock(&E.mu);
+  /* After the unlock, so that the woken thread does not find E.mu held;
+  ** a thread that took the item meanwhile makes it a spurious wake-up. */
+  if (wake) TT_CHECK(pthread_cond_signal(&E.cv));
   if (reap) exec_reap();
   return rc;
+}
+
+int tt__exec_push(tt__work *w) { return exec_push(w); }
+
+bool tt__exec_unqueue(tt__work *w) {
+  bool queued;
+  tt__lock(&E.mu);
+  queued = tt_list_linked(&w->link);
+  if (queued) {
+    tt_list_remove(&w->link);
+    E.qlen--;
+  }
+  tt__unlock(&E.mu);
+  return queued;
 }
 
 /* A tt_exec item: the function and its argument. */

@@ -80,6 +80,23 @@ tt_obj *tt__task_error(int rc, tt_obj *out);
 ** tt_error, else TT_EFAILED. */
 int tt__error_code(tt_obj *err);
 
+/* A unit of work for the default executor, embedded in its owner's
+** record: 'run' is called once on an executor thread, unless the owner
+** takes the item back first. */
+typedef struct tt__work {
+  tt_list link;                     /* in the queue while queued */
+  void (*run)(struct tt__work *w);
+} tt__work;
+
+/* tt__exec_push queues 'w' (its 'link' initialised, 'run' set) as
+** tt_exec does; TT_OK, or an error and 'w' is not queued. */
+int tt__exec_push(tt__work *w);
+
+/* tt__exec_unqueue takes 'w' out of the queue if no executor thread has
+** taken it yet, and says whether it did ('run' will then never be
+** called). */
+bool tt__exec_unqueue(tt__work *w);
+
 /* tt__exec_tune sets the executor's thread cap (<= 0: keep) and how long
 ** an idle thread waits for work before it exits (< 0: keep); it returns
 ** nothing and affects threads from their next wait on.  Tests use it to

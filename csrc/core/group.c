@@ -28,12 +28,22 @@
 ** it is called; tasks started by other tasks while that batch is open
 ** join it, so a wait covers them too, as Go's WaitGroup does.
 **
+** A waiter does not sleep while tasks of its batch wait in the
+** executor's queue: tt_group_wait takes them back, one by one, and runs
+** them itself, as Go's scheduler runs goroutines on the thread that
+** blocks in Wait (unless the group was told not to, tt_group_set_inline:
+** the Lua binding's tasks need a Lua state of their own).  A task is on
+** the group's 'queued' list from its start until an executor thread or a
+** waiter takes it: whoever claims it first (an atomic flag) runs it, and
+** it is freed by the last of its two holders, the executor's queue item
+** and the list.
+**
 ** Locks: 'mu' is a leaf.  Latches are set, contexts canceled and work
 ** handed to the executor only after 'mu' is released.
 */
 #include <stdio.h>
 
-#include "internal.h"
+#include "task.h"
 
 /* {====================================================================
 ** Batches
@@ -82,6 +92,8 @@ struct tt_group {
   bool failed;             /* set with 'err' (which is never NULL then) */
   gbatch *open;            /* the open batch while 'active' > 0, else NULL */
   gbatch *last;            /* the latest closed batch (set at creation) */
+  tt_list queued;          /* gtasks not taken yet, by their 'glink' */
+  _Atomic bool no_inline;  /* waiters never run tasks (set_inline) */
 };
 
 /* The error recorded when even a fresh error object cannot be made, so
@@ -145,6 +157,8 @@ tt_group *tt_group_new(tt_ctx *parent, int limit, tt_ctx **gctx) {
   tt__latch_set(&g->last->latch);
   tt_obj_init(&g->hdr, &tt_group_type);
   g->limit = limit < 0 ? -1 : limit;
+  tt_list_init(&g->queued);
+  atomic_init(&g->no_inline, false);
   TT_CHECK(pthread_mutex_init(&g->mu, NULL));
   tt__cond_init(&g->slot);
   if (gctx != NULL) *gctx = tt_ref(g->gctx);
@@ -190,21 +204,35 @@ static void record_error(tt_group *g, tt_obj *err) {
 }
 
 /* A gtask is one task of a group, owned by the executor's queue item and
-** then by the thread that runs it. */
+** then by the thread that runs it (an executor thread or a waiter). */
 typedef struct gtask {
+  tt__work w;              /* in the executor's queue */
+  tt_list glink;           /* in the group's 'queued' until taken */
+  _Atomic int refs;        /* the queue item's and the list's */
+  _Atomic bool claimed;    /* taken to run, by a thread of either */
   tt_group *g;             /* a reference */
   tt_fn fn;
   void *arg;
   tt_drop drop;
 } gtask;
 
-static void gtask_run(void *p) {
-  gtask *t = p;
+/* gtask_unref drops one of the task's two holders; the last frees it and
+** lets go of the group (which a holder that did not run the task may
+** still lock). */
+static void gtask_unref(gtask *t) {
+  if (atomic_fetch_sub(&t->refs, 1) == 1) {
+    tt_group *g = t->g;
+    free(t);
+    tt_unref(g);
+  }
+}
+
+/* gtask_run runs a task that the calling thread claimed. */
+static void gtask_run(gtask *t) {
   tt_group *g = t->g;
   tt_obj *out = NULL;
   int rc = t->fn(g->gctx, t->arg, &out);
   if (t->drop != NULL) t->drop(t->arg);
-  free(t);
   if (rc == TT_OK) {
     tt_unref(out);  /* task results are discarded */
   } else {
@@ -218,7 +246,21 @@ static void gtask_run(void *p) {
     record_error(g, out);
   }
   end_one(g);
-  tt_unref(g);
+}
+
+/* gtask_exec runs a task on the executor thread that took its queue
+** item, unless a waiter claimed it first. */
+static void gtask_exec(tt__work *w) {
+  gtask *t = tt_container_of(w, gtask, w);
+  tt_group *g = t->g;
+  bool listed;
+  tt__lock(&g->mu);
+  listed = tt_list_linked(&t->glink);
+  if (listed) tt_list_remove(&t->glink);
+  tt__unlock(&g->mu);
+  if (listed) gtask_unref(t);  /* the list's; the queue item's is held */
+  if (!atomic_exchange(&t->claimed, true)) gtask_run(t);
+  gtask_unref(t);
 }
 
 /* start_failed records that an admitted task could not start: it is the
@@ -262,13 +304,22 @@ static int start(tt_group *g, tt_fn fn, void *arg, tt_drop drop, bool try) {
     }
   }
   g->active++;
-  tt__unlock(&g->mu);
   t->g = tt_ref(g);
   t->fn = fn;
   t->arg = arg;
   t->drop = drop;
-  rc = tt_exec(gtask_run, t);
+  tt_list_init(&t->w.link);
+  t->w.run = gtask_exec;
+  tt_list_init(&t->glink);
+  atomic_init(&t->refs, 2);
+  atomic_init(&t->claimed, false);
+  tt_list_push(&g->queued, &t->glink);
+  tt__unlock(&g->mu);
+  rc = tt__exec_push(&t->w);
   if (rc != TT_OK) {
+    tt__lock(&g->mu);
+    tt_list_remove(&t->glink);
+    tt__unlock(&g->mu);
     free(t);
     /* Recorded before the task counts as ended, as a task's own failure
     ** is, so that a wait that returns sees it. */
@@ -296,12 +347,40 @@ static gbatch *current(tt_group *g) {
   return b;
 }
 
+/* run_queued runs, on the calling thread, the tasks of the group that no
+** executor thread has taken yet, until batch 'b' is over or none is
+** left. */
+static void run_queued(tt_group *g, gbatch *b) {
+  if (atomic_load(&g->no_inline)) return;
+  while (!tt_latch_is_set(&b->latch)) {
+    gtask *t = NULL;
+    tt__lock(&g->mu);
+    if (!tt_list_empty(&g->queued))
+      t = tt_container_of(tt_list_shift(&g->queued), gtask, glink);
+    tt__unlock(&g->mu);
+    if (t == NULL) return;
+    /* The list's reference is ours now.  An executor thread that claimed
+    ** it first runs it; one that took its queue item after our claim
+    ** only drops it. */
+    if (!atomic_exchange(&t->claimed, true)) {
+      if (tt__exec_unqueue(&t->w)) gtask_unref(t);  /* never to run */
+      gtask_run(t);
+    }
+    gtask_unref(t);
+  }
+}
+
+void tt_group_set_inline(tt_group *g, bool on) {
+  atomic_store(&g->no_inline, !on);
+}
+
 int tt_group_wait(tt_group *g, tt_obj **err) {
   gbatch *b;
   tt_obj *first;
   if (err != NULL) *err = NULL;
   if (g == NULL) return TT_EINVAL;
   b = current(g);
+  run_queued(g, b);
   if (!tt_latch_wait(&b->latch, -1)) {
     /* Interrupted: the tasks run on, and gctx is left as it is. */
     tt_unref(b);

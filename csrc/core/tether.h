@@ -1106,8 +1106,18 @@ bool tt_group_try_go(tt_group *g, tt_fn fn, void *arg, tt_drop drop);
 ** also by several threads at once and after more tt_group_go calls: it
 ** waits for the tasks started since, and the first error stays the first
 ** error for the group's whole life.  The wait is not bounded; use
-** tt_group_latch in a select to bound it. */
+** tt_group_latch in a select to bound it.  Rather than sleep while
+** tasks of the group wait for an executor thread, tt_group_wait takes
+** them and runs them on the calling thread, as Go's scheduler runs
+** goroutines on the thread that blocks (see tt_group_set_inline). */
 int tt_group_wait(tt_group *g, tt_obj **err);
+
+/* tt_group_set_inline says whether tt_group_wait may run tasks of 'g' on
+** the waiting thread (the default) or must leave every task to the
+** executor's threads, for tasks that need a thread of their own (the Lua
+** binding's: each runs in a worker's Lua state).  Call it before the
+** first tt_group_go. */
+void tt_group_set_inline(tt_group *g, bool on);
 
 /* tt_group_latch returns the latch of the group's current batch: set once
 ** every task started so far (and those they start) has ended, or already

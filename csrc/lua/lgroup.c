@@ -73,6 +73,8 @@ static int l_group(lua_State *L) {
   lt_pushnew(L, g);
   g->g = tt_group_new(parent, (int)limit, &g->gctx);
   if (g->g == NULL) return luaL_error(L, "not enough memory");
+  /* Tasks run in worker Lua states, never on the waiting thread. */
+  tt_group_set_inline(g->g, false);
   lt_pushobj(L, g->gctx);
   return 2;
 }

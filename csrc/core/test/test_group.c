@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "harness.h"
+#include "task.h"
 
 /* {====================================================================
 ** Helpers
@@ -489,6 +490,59 @@ TEST(group_negative_limit_is_no_limit) {
   tt_unref(gate);
   tt_unref(g);
   tt_unref(gctx);
+}
+
+/* note_thread records the thread it runs on. */
+static pthread_t ran_on;
+static atomic_int noted;
+
+static int note_thread(tt_ctx *ctx, void *arg, tt_obj **out) {
+  (void)ctx;
+  (void)arg;
+  (void)out;
+  ran_on = pthread_self();
+  atomic_fetch_add(&noted, 1);
+  return TT_OK;
+}
+
+/* Tasks that wait for an executor thread run on the waiting thread, as
+** goroutines run on the thread that blocks in Go's Wait; a group told not
+** to leaves them to the executor. */
+TEST(group_wait_runs_queued_tasks_itself) {
+  tt_ctx *gctx, *gate = tt_with_cancel(tt_background());
+  tt_group *g;
+  tt_handle *b;
+  /* The executor's only thread is busy until the gate opens. */
+  tt__exec_shutdown();
+  tt__exec_tune(1, -1);
+  b = tt_go(NULL, "busy", wait_release, gate, NULL, NULL);
+  WAIT_FOR(tt_handle_state(b) == TT_H_RUNNING, 5);
+  CHECK_EQ(tt_handle_state(b), TT_H_RUNNING);
+  atomic_store(&noted, 0);
+  g = tt_group_new(tt_background(), TT_NO_LIMIT, &gctx);
+  CHECK_EQ(tt_group_go(g, note_thread, NULL, NULL), TT_OK);
+  CHECK_EQ(tt_group_go(g, note_thread, NULL, NULL), TT_OK);
+  CHECK_EQ(tt_group_wait(g, NULL), TT_OK);
+  CHECK_EQ(atomic_load(&noted), 2);
+  CHECK(pthread_equal(ran_on, pthread_self()));
+  tt_unref(g);
+  tt_unref(gctx);
+  /* Not inline: the task waits for the busy thread. */
+  g = tt_group_new(tt_background(), TT_NO_LIMIT, &gctx);
+  tt_group_set_inline(g, false);
+  CHECK_EQ(tt_group_go(g, note_thread, NULL, NULL), TT_OK);
+  CHECK_EQ(tt_group_active(g), 1);
+  CHECK_EQ(atomic_load(&noted), 2);
+  tt_cancel(gate, NULL);
+  CHECK_EQ(tt_group_wait(g, NULL), TT_OK);
+  CHECK_EQ(atomic_load(&noted), 3);
+  CHECK(!pthread_equal(ran_on, pthread_self()));
+  CHECK(tt_latch_wait(tt_handle_latch(b), 5));
+  tt__exec_tune(64, -1);
+  tt_unref(b);
+  tt_unref(g);
+  tt_unref(gctx);
+  tt_unref(gate);
 }
 
 /* }==================================================================== */

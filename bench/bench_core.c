@@ -433,6 +433,7 @@ typedef struct sf_round {
   tt_flight *sf;
   tt_ctx *gate;               /* canceled to let every caller go at once */
   pthread_barrier_t ready;    /* the callers and the main thread */
+  pthread_barrier_t done;     /* the callers, once all have returned */
   atomic_int calls;           /* runs of the function */
   double finished[SF_CALLERS];
 } sf_round;
@@ -442,12 +443,16 @@ typedef struct sf_caller {
   int index;
 } sf_caller;
 
-/* The function under singleflight counts its runs and sleeps 1 ms under
-** its work context, so that the callers pile up on one run. */
+/* The function under singleflight counts its runs and returns once every
+** caller has joined its run (tt_flight_waiting), yielding the CPU between
+** looks as Go's peer does: all the callers are parked on the one run
+** before it ends. */
 static int sf_fn(tt_ctx *ctx, void *arg, tt_obj **out) {
   sf_round *r = arg;
   atomic_fetch_add(&r->calls, 1);
-  tt_sleep(0.001, ctx);
+  while (tt_flight_waiting(r->sf, "key", 3) < SF_CALLERS &&
+         tt_ctx_err(ctx) == TT_OK)
+    sched_yield();
   *out = NULL;
   return TT_OK;
 }
@@ -463,12 +468,16 @@ static void *sf_caller_main(void *p) {
     die("singleflight: the call failed");
   tt_unref(res);
   r->finished[c->index] = now_ns();
+  /* No caller thread ends before the last has returned: the wall time is
+  ** the singleflight's, not that of a thousand thread exits. */
+  pthread_barrier_wait(&r->done);
   return NULL;
 }
 
 /* Singleflight with 1,000 caller threads on one key, released together;
-** reported are the runs of the function and the wall time from the
-** release until the last caller returned (medians over the rounds). */
+** the function returns once all of them have joined its run.  Reported
+** are the runs of the function and the wall time from the release until
+** the last caller returned (medians over the rounds). */
 static void bench_singleflight(void) {
   static pthread_t threads[SF_CALLERS];
   static sf_caller callers[SF_CALLERS];
@@ -486,6 +495,7 @@ static void bench_singleflight(void) {
       die("singleflight: out of memory");
     atomic_store(&round.calls, 0);
     pthread_barrier_init(&round.ready, NULL, SF_CALLERS + 1);
+    pthread_barrier_init(&round.done, NULL, SF_CALLERS);
     for (i = 0; i < SF_CALLERS; i++) {
       callers[i].round = &round;
       callers[i].index = i;
@@ -502,6 +512,7 @@ static void bench_singleflight(void) {
     walls[r] = (last - t0) / 1e6;
     calls[r] = atomic_load(&round.calls);
     pthread_barrier_destroy(&round.ready);
+    pthread_barrier_destroy(&round.done);
     tt_unref(round.gate);
     tt_unref(round.sf);
   }

@@ -53,9 +53,10 @@ end
 -- Singleflight with 1,000 callers on one key.  Each caller is a task on
 -- its own worker of a 1,000-worker pool (a Lua caller blocks its thread,
 -- as a goroutine does); the callers report ready, wait on a gate and call
--- at once.  The function sleeps 1 ms, so the callers pile up.  Reported:
--- how many times the function ran, and the wall time from opening the
--- gate until the last caller returned (medians over the rounds).
+-- at once.  The function returns once every caller has joined its run
+-- (sf:waiting), looking every 20 µs.  Reported: how many times the
+-- function ran, and the wall time from opening the gate until the last
+-- caller returned (medians over the rounds).
 local function singleflight()
   local callers, rounds = 1000, 7
   local p = tether.pool { name = "callers", workers = callers,
@@ -69,17 +70,17 @@ local function singleflight()
     local gate, open = tether.with_cancel(bg)
     local hs = {}
     for i = 1, callers do
-      hs[i] = assert(p:submit(bg, "caller", function(ctx, sfl, rd, g, rn)
+      hs[i] = assert(p:submit(bg, "caller", function(ctx, sfl, rd, g, rn, n)
         rd:send(true)
         g:wait()
-        local v, err = sfl:call(ctx, "key", function()
+        local v, err = sfl:call(ctx, "key", function(wctx)
           rn:send(true)
-          tether.sleep(0.001)
+          while sfl:waiting("key") < n do tether.sleep(20e-6, wctx) end
           return 42
-        end, {timeout = 1})
+        end, {timeout = 5})
         assert(v == 42, tostring(err))
         return tether.now()
-      end, sf, ready, gate, ran))
+      end, sf, ready, gate, ran, callers))
     end
     for _ = 1, callers do ready:recv() end
     collectgarbage()

@@ -170,8 +170,9 @@ local rows = {
      .. "on full), no-op tasks", metric = "pool_tasks_per_s", peer = "go",
    peer_label = "Go, the same pool (goroutines + buffered channel)",
    goal = {impl = "c", peer = true, higher = true}},
-  {shape = "singleflight, 1,000 concurrent callers on one key (fn "
-     .. "sleeps 1 ms): wall time", metric = "sf_wall_ms", peer = "go",
+  {shape = "singleflight, 1,000 callers already waiting on one key (fn "
+     .. "returns only after the last has joined): wall time per burst",
+   metric = "sf_wall_ms", peer = "go",
    peer_label = "Go x/sync `singleflight`"},
   {shape = "singleflight, the same: calls of fn", metric = "sf_calls",
    peer = "go", peer_label = "Go x/sync `singleflight`", noratio = true},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,17 +12,20 @@ import (
 )
 
 // benchSingleflight starts 1,000 goroutines that call Do on one key at
-// once (released together by closing a channel); the function sleeps 1 ms
-// under a detached, bounded context, so the callers pile up.  It reports
-// how many times the function ran and the wall time until every caller
-// returned (medians over the rounds).
+// once (released together by closing a channel); the function returns
+// once every caller has entered Do, so that all of them share its one
+// run, as tether's benchmark does with tt_flight_waiting (x/sync has no
+// count of a call's waiters: each caller counts itself just before Do,
+// and the function then yields a few times, so that the last ones are in
+// Do's wait).  It reports how many times the function ran and the wall
+// time until every caller returned (medians over the rounds).
 func benchSingleflight() {
 	const rounds = 11
 	const callers = 1000
 	var walls, calls []float64
 	for r := 0; r < rounds; r++ {
 		var g singleflight.Group
-		var ran int64
+		var ran, entered int64
 		var ready, done sync.WaitGroup
 		gate := make(chan struct{})
 		parent := context.Background()
@@ -29,9 +33,11 @@ func benchSingleflight() {
 			atomic.AddInt64(&ran, 1)
 			ctx, cancel := context.WithTimeout(withoutCancel(parent), time.Second)
 			defer cancel()
-			select {
-			case <-time.After(time.Millisecond):
-			case <-ctx.Done():
+			for atomic.LoadInt64(&entered) < callers && ctx.Err() == nil {
+				runtime.Gosched()
+			}
+			for i := 0; i < 10; i++ {
+				runtime.Gosched()
 			}
 			return 42, nil
 		}
@@ -42,6 +48,7 @@ func benchSingleflight() {
 				defer done.Done()
 				ready.Done()
 				<-gate
+				atomic.AddInt64(&entered, 1)
 				if v, err, _ := g.Do("key", fn); err != nil || v.(int) != 42 {
 					panic("singleflight: wrong result")
 				}

@@ -266,8 +266,8 @@ fail:
   return NULL;
 }
 
-/* deliver gives a completed call's outcome to one caller; with sf->mu
-** held. */
+/* deliver gives a completed call's outcome to one caller (with sf->mu
+** held, or once the call's latch is set). */
 static int deliver(call *c, tt_obj **result, bool *shared) {
   if (shared != NULL) *shared = c->delivered > 1;
   if (result != NULL) *result = tt_ref(c->result);
@@ -333,6 +333,14 @@ int tt_flight_call(tt_flight *sf, tt_ctx *ctx, const char *key,
   cases[1].kind = cases[1].latch != NULL ? TT_CASE_LATCH : TT_CASE_NIL;
   interrupted = tt_select(cases, 2, false, -1) == TT_SELECT_INTERRUPTED;
 
+  /* Done: the outcome was written (under 'mu') before the latch was set,
+  ** and is never changed after, so a caller woken by it reads it without
+  ** the lock (a thousand callers woken at once do not queue on it). */
+  if (tt_latch_is_set(&c->done)) {
+    rc = deliver(c, result, shared);
+    tt_unref(c);
+    return rc;
+  }
   tt__lock(&sf->mu);
   if (c->completed) {
     /* Done, or done while the caller's context ended too: the result is

@@ -312,11 +312,15 @@ void tt__wake(tt_waiter *w);
 ** parked waiters, raised under 'mu' before a waiter looks at 'set', and
 ** the setter reads it after setting 'set' (both sequentially
 ** consistent), so either the waiter sees the latch set or the setter sees
-** the waiter and takes 'mu' to wake it. */
+** the waiter and takes 'mu' to wake it.  A select that waits for this
+** latch alone sleeps on 'set' itself (a futex, on Linux) and counts
+** itself in 'fwait' the same way: the setter then wakes all of them with
+** one call, however many they are. */
 struct tt_latch {
   pthread_mutex_t mu;     /* protects 'waiters' */
   _Atomic int set;        /* 0 until the latch fires, then 1 forever */
   _Atomic int nwait;      /* waiters registered and not yet gone */
+  _Atomic int fwait;      /* waiters asleep on 'set', or about to be */
   tt_list waiters;        /* of tt_wnode, guarded by 'mu' */
 };
 

@@ -16,6 +16,7 @@
 ** is in a buffer or parked.
 */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <sched.h>
 #include <stdio.h>
@@ -29,6 +30,40 @@
 /* {====================================================================
 ** Waiters and latches
 ** ===================================================================== */
+
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* futex_wake_all wakes every thread asleep on 'addr'. */
+static void futex_wake_all(_Atomic int *addr) {
+  syscall(SYS_futex, (int *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL,
+          0);
+}
+
+/* futex_wait sleeps while '*addr' is 'val', until woken or the monotonic
+** time 'until' (< 0: none); false on timeout. */
+static bool futex_wait(_Atomic int *addr, int val, double until) {
+  struct timespec ts;
+  double sec;
+  if (until >= 0) {
+    if (until > 1e12) until = 1e12;
+    sec = floor(until);
+    ts.tv_sec = (time_t)sec;
+    ts.tv_nsec = (long)((until - sec) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) ts.tv_nsec = 999999999L;
+  }
+  if (syscall(SYS_futex, (int *)addr, FUTEX_WAIT_BITSET_PRIVATE, val,
+              until >= 0 ? &ts : NULL, NULL, FUTEX_BITSET_MATCH_ANY) == 0)
+    return true;
+  return errno != ETIMEDOUT;  /* EAGAIN, EINTR: look again */
+}
+#define HAVE_FUTEX 1
+#else
+#define HAVE_FUTEX 0
+static void futex_wake_all(_Atomic int *addr) { (void)addr; }
+#endif
 
 /* Each thread's waiter, made on its first wait.  When the thread ends,
 ** its waiter goes to 'spare' (a key's destructor) for the next new
@@ -117,6 +152,7 @@ void tt__latch_init(tt_latch *l) {
   l->mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
   atomic_init(&l->set, 0);
   atomic_init(&l->nwait, 0);
+  atomic_init(&l->fwait, 0);
   tt_list_init(&l->waiters);
 }
 
@@ -127,6 +163,7 @@ void tt__latch_destroy(tt_latch *l) {
 bool tt__latch_set(tt_latch *l) {
   tt_list *n;
   if (atomic_exchange(&l->set, 1) != 0) return false;
+  if (atomic_load(&l->fwait) > 0) futex_wake_all(&l->set);
   /* Nobody parked: nobody to wake (see struct tt_latch). */
   if (atomic_load(&l->nwait) == 0) return true;
   tt__lock(&l->mu);
@@ -220,17 +257,18 @@ tt_latch *tt_timer_latch(tt_timer *t) { return &t->latch; }
 
 static _Thread_local double tl_spin = SPIN_MAX;
 
-/* spin_for_claim watches 'w' for a claim, without its lock, until the
-** spin budget or 'until' (< 0: none) runs out, if a spinning slot is
-** free (tt__spin_enter). */
-static void spin_for_claim(tt_waiter *w, double until) {
+/* spin_while watches '*p' while it holds 'val', until the spin budget or
+** 'until' (< 0: none) runs out, if a spinning slot is free
+** (tt__spin_enter): a waiter's claim ('fired' leaves -1), a latch ('set'
+** leaves 0). */
+static void spin_while(_Atomic int *p, int val, double until) {
   double end;
   unsigned i;
   if (!tt__spin_enter()) return;
   end = tt_now() + tl_spin;
   if (until >= 0 && until < end) end = until;
   for (i = 1;; i++) {
-    if (atomic_load_explicit(&w->fired, memory_order_acquire) != -1) {
+    if (atomic_load_explicit(p, memory_order_acquire) != val) {
       tl_spin = tl_spin * 2 > SPIN_MAX ? SPIN_MAX : tl_spin * 2;
       break;
     }
@@ -354,6 +392,41 @@ static bool look_for_cycles(tt_case *cases, int n, tt__walk *w,
   return true;
 }
 
+/* wait_latch_alone waits for latch 'l', the only case that can fire, by
+** sleeping on its 'set' (see struct tt_latch) after a spin: 'idx' once it
+** is set, or TT_SELECT_TIMEOUT at 'until' (< 0: never). */
+static int wait_latch_alone(tt_latch *l, int idx, double until) {
+#if HAVE_FUTEX
+  bool timed_out = false;
+  spin_while(&l->set, 0, until);
+  if (tt_latch_is_set(l)) return idx;
+  atomic_fetch_add(&l->fwait, 1);
+  while (!tt_latch_is_set(l) && !timed_out)
+    timed_out = !futex_wait(&l->set, 0, until);
+  atomic_fetch_sub(&l->fwait, 1);
+  return tt_latch_is_set(l) ? idx : TT_SELECT_TIMEOUT;
+#else
+  (void)l;
+  (void)idx;
+  (void)until;
+  return TT_SELECT_INVALID;
+#endif
+}
+
+/* alone returns the index of the one latch case of 'cases' when every
+** other case is nil, or -1. */
+static int alone(tt_case *cases, int n) {
+  int i, found = -1;
+  for (i = 0; i < n; i++) {
+    if (cases[i].kind == TT_CASE_NIL ||
+        (cases[i].kind == TT_CASE_LATCH && cases[i].latch == NULL))
+      continue;
+    if (cases[i].kind != TT_CASE_LATCH || found >= 0) return -1;
+    found = i;
+  }
+  return found;
+}
+
 int tt_select(tt_case *cases, int n, bool has_default, double timeout) {
   tt_chan *order[MAX_CASES];
   int perm[MAX_CASES];
@@ -387,6 +460,14 @@ int tt_select(tt_case *cases, int n, bool has_default, double timeout) {
       tt_unref(ihold);
       return TT_SELECT_INTERRUPTED;
     }
+  }
+  /* A wait for one latch alone, outside an interruptible section (a
+  ** thousand singleflight callers, a handle's waiter), sleeps on the
+  ** latch itself. */
+  if (HAVE_FUTEX && ilatch == NULL && !has_default && timeout != 0 &&
+      (i = alone(cases, n)) >= 0) {
+    if (tt_latch_is_set(cases[i].latch)) return i;
+    return wait_latch_alone(cases[i].latch, i, until);
   }
   /* Sends of items that hold objects keep the cycle lock until their
   ** items are in a buffer or parked, where the next look sees them. */
@@ -435,7 +516,7 @@ int tt_select(tt_case *cases, int n, bool has_default, double timeout) {
   /* Sleep until some waitable claims us or the time runs out; a claim
   ** that comes within a few microseconds finds us spinning and costs
   ** neither side a trip through the kernel. */
-  spin_for_claim(w, until);
+  spin_while(&w->fired, -1, until);
   atomic_store(&w->sleeping, true);
   while (atomic_load(&w->fired) == -1) {
     if (!sleep_until(w, until)) {

@@ -95,6 +95,24 @@ describe("contexts", function()
       assert.equal(tether.canceled, t:err())
     end)
 
+    it("cancel functions cross into tasks by reference and cancel there",
+       function()
+      local ctx, cancel = tether.with_cancel_cause(tether.background())
+      assert.are.equal("cancelfunc", tether.type(cancel))
+      assert.matches("^tether.CancelFunc: ", tostring(cancel))
+      local back = tether.go(function(c, same)
+        assert(rawequal(c, same))
+        c("from a task")
+        return c
+      end, cancel, cancel):wait()
+      assert.are.equal(tether.canceled, ctx:err())
+      assert.are.equal("from a task", ctx:cause())
+      assert.are.equal("cancelfunc", tether.type(back))
+      back()  -- idempotent, from the copy that came back
+      cancel("late")
+      assert.are.equal("from a task", ctx:cause())
+    end)
+
     it("cancel functions can be closed with <close>", function()
       local ctx
       do

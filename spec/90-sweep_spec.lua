@@ -136,8 +136,11 @@ end
 -- Objects in every state, made fresh for each function
 -- =====================================================================
 
+-- (A cancel function made in this state holds no object of its own, and
+-- has no __gc: it stays as it is.)
 local function freed(o)
-  getmetatable(o).__gc(o)
+  local gc = getmetatable(o).__gc
+  if gc then gc(o) end
   return o
 end
 
@@ -515,7 +518,13 @@ local function sweep_one(e, beat)
     made.cancels[#made.cancels + 1] = w[k]
   end
   for _, cancel in ipairs(made.cancels) do
-    if not is_freed(cancel) then cancel() end
+    if not is_freed(cancel) then
+      -- A cancel function made here uses its context's userdata: once
+      -- that was freed by hand, it says so.
+      local ok, err = pcall(cancel)
+      assert(ok or tostring(err):find("freed tether.Context", 1, true),
+             tostring(err))
+    end
   end
   for _, kv in ipairs(world_values(w)) do
     if tether.type(kv[2]) == "chan" and not is_freed(kv[2]) then

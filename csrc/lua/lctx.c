@@ -51,20 +51,80 @@ static const tt_type key_type = {"tether.Key", key_free, key_describe,
 
 const tt_type *lt_key_type(void) { return &key_type; }
 
+/* A cancel function made by this state's constructors is a local one: a
+** small userdata with no finalizer and no entry in the object cache,
+** whose user value is its context's userdata (which keeps the context
+** alive as the engine object did).  It becomes an engine object (a
+** tether.CancelFunc, cancel_type) only when it crosses to another state
+** (lt_light_obj), where it is a boxed CancelFunc; a local one that comes
+** back is that boxed one, not the same userdata.  Constructors make a
+** pair of userdata per context, and the GC work of the second one, its
+** finalizer and its cache entry were most of a context's cost. */
+#define LOCAL_CANCEL_T "tether.CancelFunc (local)"
+
+typedef struct local_cancel {
+  bool with_cause;       /* made by with_cancel_cause: cancel(cause) */
+} local_cancel;
+
+/* local_ctx returns the context of the local cancel function at 'idx'
+** (setting '*with_cause'), or NULL if it is not one; raises if its
+** context's userdata was freed by hand. */
+static tt_ctx *local_ctx(lua_State *L, int idx, bool *with_cause) {
+  local_cancel *k = luaL_testudata(L, idx, LOCAL_CANCEL_T);
+  tt_ctx *c;
+  if (k == NULL) return NULL;
+  lua_getiuservalue(L, idx, 1);
+  c = (tt_ctx *)lt_toobj(L, -1);
+  lua_pop(L, 1);
+  if (c == NULL) luaL_error(L, "attempt to use a freed tether.Context");
+  if (with_cause != NULL) *with_cause = k->with_cause;
+  return c;
+}
+
+/* check_cancel reads the cancel function at 1, local or boxed. */
+static tt_ctx *check_cancel(lua_State *L, bool *with_cause) {
+  tt_ctx *c = local_ctx(L, 1, with_cause);
+  lt_cancel *k;
+  if (c != NULL) return c;
+  k = lt_checkobj(L, 1, &cancel_type);
+  *with_cause = k->with_cause;
+  return k->ctx;
+}
+
 static int cancel_call(lua_State *L) {
-  lt_cancel *c = lt_checkobj(L, 1, &cancel_type);
+  bool with_cause;
+  tt_ctx *c = check_cancel(L, &with_cause);
   tt_obj *cause = NULL;
-  if (c->with_cause && !lua_isnoneornil(L, 2))
+  if (with_cause && !lua_isnoneornil(L, 2))
     cause = lt_pack_one(L, 2, "cancel cause");
-  tt_cancel(c->ctx, cause);
+  tt_cancel(c, cause);
   tt_unref(cause);
   return 0;
 }
 
 static int cancel_close(lua_State *L) {
-  lt_cancel *c = lt_checkobj(L, 1, &cancel_type);
-  tt_cancel(c->ctx, NULL);
+  bool with_cause;
+  tt_cancel(check_cancel(L, &with_cause), NULL);
   return 0;
+}
+
+static int local_tostring(lua_State *L) {
+  lua_pushfstring(L, "tether.CancelFunc: %p", lua_touserdata(L, 1));
+  return 1;
+}
+
+/* lt_light_obj: see ltether.h. */
+tt_obj *lt_light_obj(lua_State *L, int idx) {
+  bool with_cause;
+  tt_ctx *c = local_ctx(L, idx, &with_cause);
+  lt_cancel *k;
+  if (c == NULL) return NULL;
+  k = malloc(sizeof *k);
+  if (k == NULL) luaL_error(L, "not enough memory");
+  tt_obj_init(&k->hdr, &cancel_type);
+  k->ctx = tt_ref(c);
+  k->with_cause = with_cause;
+  return &k->hdr;
 }
 
 static int l_key(lua_State *L) {
@@ -91,18 +151,14 @@ static tt_ctx *check_ctx(lua_State *L, int arg) {
 
 /* push_pair pushes a new context and its cancel function. */
 static int push_pair(lua_State *L, tt_ctx *c, bool with_cause) {
-  lt_cancel *k;
+  local_cancel *k;
   if (c == NULL) return luaL_error(L, "not enough memory");
-  k = malloc(sizeof *k);
-  if (k == NULL) {
-    tt_unref(c);
-    return luaL_error(L, "not enough memory");
-  }
-  tt_obj_init(&k->hdr, &cancel_type);
-  k->ctx = tt_ref(c);
-  k->with_cause = with_cause;
   lt_pushnew(L, c);
-  lt_pushnew(L, k);
+  k = lua_newuserdatauv(L, sizeof *k, 1);
+  k->with_cause = with_cause;
+  luaL_setmetatable(L, LOCAL_CANCEL_T);
+  lua_pushvalue(L, -2);
+  lua_setiuservalue(L, -2, 1);
   return 2;
 }
 
@@ -354,6 +410,17 @@ void lt_open_ctx(lua_State *L) {
   };
   lt_newtype(L, &tt_ctx_type, methods, NULL);
   lt_newtype(L, &cancel_type, NULL, cancel_meta);
+  if (luaL_newmetatable(L, LOCAL_CANCEL_T)) {
+    luaL_setfuncs(L, cancel_meta, 0);
+    lua_pushcfunction(L, local_tostring);
+    lua_setfield(L, -2, "__tostring");
+    /* Errors and tether.type name it as the boxed one. */
+    lua_pushliteral(L, "tether.CancelFunc");
+    lua_setfield(L, -2, "__name");
+    lua_pushliteral(L, "cancelfunc");
+    lua_setfield(L, -2, LT_LIGHT_TYPE);
+  }
+  lua_pop(L, 1);
   lt_newtype(L, &key_type, NULL, NULL);
   lt_newtype(L, &tt_afterfunc_type, NULL, af_meta);
   lua_pop(L, 4);

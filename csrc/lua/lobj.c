@@ -241,7 +241,9 @@ static int l_type(lua_State *L) {
   size_t i, len;
   luaL_checkany(L, 1);
   if (o == NULL) {
-    luaL_pushfail(L);
+    if (lua_type(L, 1) != LUA_TUSERDATA ||
+        luaL_getmetafield(L, 1, LT_LIGHT_TYPE) != LUA_TSTRING)
+      luaL_pushfail(L);
     return 1;
   }
   n = o->type->name;

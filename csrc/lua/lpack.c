@@ -465,11 +465,22 @@ static void pk_userdata(packer *p, int idx) {
   lua_State *L = p->L;
   lua_Integer id;
   tt_obj *o = lt_toobj(L, idx);
+  bool light = false;
+  if (o == NULL && (id = pk_seen(p, idx)) < 0) {
+    /* A light value met before in this pack: its object is there. */
+    put_byte(p, T_OBJ);
+    put_varint(p, (uint64_t)(-id - 1));
+    return;
+  }
+  if (o == NULL) light = (o = lt_light_obj(L, idx)) != NULL;
   if (o != NULL) {
     lt_value *v = p->v;
     const char *stays = lt_saga_stays(o);
-    if (stays != NULL) refuse(p, stays, false);
-    if ((id = pk_seen(p, idx)) < 0) {
+    if (stays != NULL) {
+      if (light) tt_unref(o);
+      refuse(p, stays, false);
+    }
+    if (!light && (id = pk_seen(p, idx)) < 0) {
       put_byte(p, T_OBJ);
       put_varint(p, (uint64_t)(-id - 1));
       return;
@@ -477,13 +488,16 @@ static void pk_userdata(packer *p, int idx) {
     if (v->nobjs == v->objcap) {
       size_t cap = v->objcap != 0 ? v->objcap * 2 : 4;
       tt_obj **no = realloc(v->objs, cap * sizeof *no);
-      if (no == NULL) pk_nomem(p);
+      if (no == NULL) {
+        if (light) tt_unref(o);
+        pk_nomem(p);
+      }
       v->objs = no;
       v->objcap = cap;
     }
     /* Stored as soon as taken: the value owns the reference even if an
-    ** error comes next. */
-    v->objs[v->nobjs++] = tt_ref(o);
+    ** error comes next (a light value's object is a new one). */
+    v->objs[v->nobjs++] = light ? o : tt_ref(o);
     put_byte(p, T_OBJ);
     put_varint(p, v->nobjs - 1);
     pk_mark(p, idx, -(lua_Integer)v->nobjs);

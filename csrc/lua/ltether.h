@@ -42,6 +42,14 @@ void lt_pushnew(lua_State *L, void *o);
 ** type), or NULL for any other value. */
 tt_obj *lt_toobj(lua_State *L, int idx);
 
+/* Some tether values of a state are light userdata of their own, not
+** boxes (lctx.c's local cancel functions): their metatable's field
+** LT_LIGHT_TYPE holds what tether.type says of them, and lt_light_obj
+** makes the engine object that stands for one when it crosses to another
+** state (a new reference), or returns NULL for any other value. */
+#define LT_LIGHT_TYPE "__tether_light"
+tt_obj *lt_light_obj(lua_State *L, int idx);
+
 /* lt_checkobj returns the object at argument 'arg' if it is of type 't',
 ** else raises "bad argument #arg to 'f' (tether.Context expected, got
 ** string)". */

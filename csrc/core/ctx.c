@@ -94,6 +94,7 @@ struct tt_afterfunc {
   void *arg;
   void (*drop)(void *);
   _Atomic int state;
+  bool now;              /* runs on the thread that cancels (fixed) */
   tt_list link;          /* in ctx->afs, holding a reference; under af_mu
                          ** while 'ctx' is set */
 };
@@ -122,7 +123,7 @@ static void af_start(tt_afterfunc *af) {
   int expect = AF_PENDING;
   if (atomic_compare_exchange_strong(&af->state, &expect, AF_STARTED)) {
     /* Without a thread to run it on, running it here beats losing it. */
-    if (tt_exec(af_run, af) != TT_OK) af_run(af);
+    if (af->now || tt_exec(af_run, af) != TT_OK) af_run(af);
     return;
   }
   tt_unref(af);
@@ -138,12 +139,13 @@ static void af_take(tt_ctx *c, tt_list *out) {
   }
 }
 
-tt_afterfunc *tt_after_func(tt_ctx *c, void (*fn)(void *), void *arg,
-                            void (*drop)(void *)) {
+static tt_afterfunc *after_func(tt_ctx *c, void (*fn)(void *), void *arg,
+                                void (*drop)(void *), bool now) {
   tt_afterfunc *af = calloc(1, sizeof *af);
   tt_ctx *k = c->canc;
   if (af == NULL) return NULL;
   tt_obj_init(&af->hdr, &tt_afterfunc_type);
+  af->now = now;
   af->fn = fn;
   af->arg = arg;
   af->drop = drop;
@@ -164,6 +166,17 @@ tt_afterfunc *tt_after_func(tt_ctx *c, void (*fn)(void *), void *arg,
   tt__unlock(&k->mu);
   af_start(tt_ref(af));
   return af;
+}
+
+tt_afterfunc *tt_after_func(tt_ctx *c, void (*fn)(void *), void *arg,
+                            void (*drop)(void *)) {
+  return after_func(c, fn, arg, drop, false);
+}
+
+/* tt__after_func_now: see internal.h. */
+tt_afterfunc *tt__after_func_now(tt_ctx *c, void (*fn)(void *), void *arg,
+                                 void (*drop)(void *)) {
+  return after_func(c, fn, arg, drop, true);
 }
 
 bool tt_afterfunc_stop(tt_afterfunc *af) {

@@ -164,6 +164,15 @@ static inline double tt__deadline(double timeout) {
 ** Pool attempts and flight runs are made this way. */
 tt_ctx *tt__detached(tt_ctx *parent, double timeout);
 
+/* tt__after_func_now is tt_after_func whose function runs on the thread
+** that cancels the context (or registers it, when it is done already),
+** right after the cancel and with no lock held, instead of on an executor
+** thread: for the engine's own functions that must act at once and never
+** block (a pool's shutdown).  The canceler may be any thread: the timer
+** thread, the signal thread, a user's. */
+tt_afterfunc *tt__after_func_now(tt_ctx *c, void (*fn)(void *), void *arg,
+                                 void (*drop)(void *));
+
 /* tt__random returns a thread-local pseudo-random 64-bit number
 ** (xorshift; not for secrets). */
 uint64_t tt__random(void);

@@ -1382,9 +1382,9 @@ static void op_release(tt_handle *h) {
 
 static const tt__task_vt op_vt = {op_stop, op_fini, op_release};
 
-/* on_shutdown runs (on the executor) when the shutdown context ends:
-** running ops see their contexts canceled with its cause, and ops waiting
-** for a retry fail for good, with that cause. */
+/* on_shutdown runs when the shutdown context ends, on the thread that
+** cancels it: running ops see their contexts canceled with its cause, and
+** ops waiting for a retry fail for good, with that cause. */
 static void on_shutdown(void *arg) {
   tt_pool *p = arg;
   tt_obj *cause = tt_ctx_cause(p->shutdown);
@@ -1732,8 +1732,10 @@ tt_pool *tt_pool_new(const tt_pool_opts *opts, int *err) {
   }
   if (p->shutdown != NULL && tt_ctx_done(p->shutdown) != NULL) {
     pool_hold(p);
-    p->shutdown_af = tt_after_func(p->shutdown, on_shutdown, p,
-                                   shutdown_drop);
+    /* On the canceling thread: running ops see their contexts end at
+    ** once, not after an executor thread's wake-up. */
+    p->shutdown_af = tt__after_func_now(p->shutdown, on_shutdown, p,
+                                        shutdown_drop);
     if (p->shutdown_af == NULL) {
       pool_release_held(p);
       rc = TT_ENOMEM;

@@ -24,7 +24,7 @@ make -s all BUILD="$build"
 gcc -O2 -std=c11 -pthread -D_GNU_SOURCE -Wall -Wextra -Werror \
   $(pkg-config --cflags hiredis) -Icsrc/core bench/bench_store.c \
   "$build/libtether.a" -o "$build/bench_store" \
-  $(pkg-config --libs sqlite3 hiredis) -lm
+  $(pkg-config --libs libmicrohttpd libcurl sqlite3 hiredis) -lm
 
 scratch=$(mktemp -d /tmp/tether-bench-XXXXXX)
 redis_pid=

@@ -81,6 +81,7 @@ build = {
     ["tether.lint.source"] = "lua/tether/lint/source.lua",
     ["tether.lint.suppress"] = "lua/tether/lint/suppress.lua",
     ["tether.lint.walk"] = "lua/tether/lint/walk.lua",
+    ["tether.nearest"] = "lua/tether/nearest.lua",
     ["tether.run"] = "lua/tether/run.lua",
     ["tether.worker"] = "lua/tether/worker.lua",
   },

@@ -513,6 +513,18 @@ local function suite(B)
     return count
   end
 
+  it("worker.run refuses bad options in Lua's words", function()
+    local w = require "tether.worker"
+    assert.has_error(function() w.run() end,
+      "bad argument #1 to 'run' (table expected, got no value)")
+    assert.has_error(function() w.run { stor = "sqlite:x" } end,
+      "bad argument #1 to 'run' (unknown option 'stor'; did you mean "
+      .. "'store'?)")
+    assert.has_error(function() w.run { store = 42 } end,
+      "bad argument #1 to 'run' (field 'store' must be a URL or a "
+      .. "tether.Store)")
+  end)
+
   it("tether worker drains the store; an op of a module not on its "
      .. "--require list becomes a dead letter and never runs", function()
     local env = B.new()

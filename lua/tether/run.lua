@@ -24,6 +24,8 @@ local tether = require "tether"
 
 local M = {}
 
+local near = require "tether.nearest"
+
 M.VERSION = require("tether.core")._VERSION
 
 -- address checks the form of --admin's HOST:PORT (the server checks the
@@ -131,25 +133,9 @@ end
 -- nearest returns the option name closest to 'word' (edit distance at
 -- most 2), for "did you mean".
 local function nearest(options, word)
-  local function dist(a, b)
-    local prev = {}
-    for j = 0, #b do prev[j] = j end
-    for i = 1, #a do
-      local cur = { [0] = i }
-      for j = 1, #b do
-        local c = a:sub(i, i) == b:sub(j, j) and 0 or 1
-        cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + c)
-      end
-      prev = cur
-    end
-    return prev[#b]
-  end
-  local best, bd
-  for _, o in ipairs(options) do
-    local d = dist(word, o.name)
-    if d <= 2 and (bd == nil or d < bd) then best, bd = o.name, d end
-  end
-  return best
+  local names = {}
+  for i, o in ipairs(options) do names[i] = o.name end
+  return near(names, word)
 end
 
 --- M.parse_options reads the options at argv[first..] up to the first

@@ -15,6 +15,7 @@
 -- tether.run_context() until SIGINT or SIGTERM.  `worker.main(args [,
 -- ctx])` reads the same command line and runs, for scripts.
 local tether = require "tether"
+local near = require "tether.nearest"
 
 local M = {}
 
@@ -45,20 +46,31 @@ end
 -- `seconds`: how long that last drain took), or nil and an error when
 -- the store cannot be opened or fails.
 function M.run(opts)
-  assert(type(opts) == "table", "worker.run: options table expected")
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to 'run' (table expected, got %s)"):format(
+      type(opts) == "nil" and "no value" or type(opts)), 2)
+  end
   for k in pairs(opts) do
     if not known[k] then
-      error(("worker.run: unknown option '%s'"):format(tostring(k)), 2)
+      local names = {}
+      for name in pairs(known) do names[#names + 1] = name end
+      table.sort(names)
+      local guess = type(k) == "string" and near(names, k)
+      error(("bad argument #1 to 'run' (unknown option '%s'%s)"):format(
+        tostring(k), guess and ("; did you mean '%s'?"):format(guess)
+        or ""), 2)
     end
   end
-  local store = opts.store
+  local store, owned = opts.store, false
   if type(store) == "string" then
     local err
     store, err = tether.store.open(store, {
       lease = opts.lease, max_deliveries = opts.max_deliveries })
     if not store then return nil, err end
+    owned = true
   elseif tether.type(store) ~= "store" then
-    error("worker.run: 'store' must be a URL or a tether.Store", 2)
+    error("bad argument #1 to 'run' (field 'store' must be a URL or a "
+      .. "tether.Store)", 2)
   end
   local allow = opts.allow or {}
   local workers = opts.workers or 4
@@ -108,6 +120,8 @@ function M.run(opts)
   total.seconds = tether.now() - t0
   total.completed, total.failed = s.completed, s.failed + s.dead
   total.left = s.queued + s.inflight
+  -- A store opened here from a URL is this call's to close.
+  if owned then store:close() end
   return result, failure
 end
 

@@ -14,7 +14,7 @@ failed=()
 echo "== luacheck: lua/ spec/ examples/ bench/ bin/ tools/"
 if ! LUA_PATH_5_4="/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;;" \
      lua5.4 /usr/bin/luacheck --no-color --formatter plain --codes \
-     lua spec examples bench bin/tether-lint tools; then
+     lua spec examples bench bin/tether bin/tether-lint tools; then
   failed+=(luacheck)
 fi
 

@@ -821,8 +821,8 @@ static int redis_port;
 /* start_redis starts a redis-server of the test's own and waits until a
 ** store can open it (bounded). */
 static tt_store *start_redis(const char *prefix) {
-  char url[256], msg[256], dir[300], port[16];
-  int err, tries;
+  char url[256], msg[256] = "it exited at once", dir[300], port[16];
+  int err, tries, rc;
   double until;
   tt_store *s = NULL;
   snprintf(dir, sizeof dir, "%s/redis", scratch());
@@ -839,9 +839,10 @@ static tt_store *start_redis(const char *prefix) {
     snprintf(port, sizeof port, "%d", redis_port);
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    if (posix_spawnp(&redis_pid, "redis-server", &fa, NULL, argv,
-                     environ) != 0) {
+    if ((rc = posix_spawnp(&redis_pid, "redis-server", &fa, NULL, argv,
+                           environ)) != 0) {
       posix_spawn_file_actions_destroy(&fa);
+      snprintf(msg, sizeof msg, "%s", strerror(rc));
       redis_pid = 0;
       break;
     }

@@ -58,6 +58,13 @@ static const char *volatile th_current = "(none)";
     fprintf(stderr, "  %s:%d: check failed: %s\n", __FILE__, __LINE__, \
             #cond); } } while (0)
 
+/* REQUIRE is a CHECK that ends the test when it fails, for what the rest
+** of the test depends on (a pointer it dereferences). */
+#define REQUIRE(cond) \
+  do { if (!(cond)) { th_failed_checks++; \
+    fprintf(stderr, "  %s:%d: check failed: %s\n", __FILE__, __LINE__, \
+            #cond); return; } } while (0)
+
 #define CHECK_EQ(a, b) \
   do { long long th_a = (long long)(a), th_b = (long long)(b); \
     if (th_a != th_b) { th_failed_checks++; \

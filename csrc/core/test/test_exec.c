@@ -116,7 +116,7 @@ TEST(go_runs_with_the_given_context) {
 TEST(go_default_name_and_describe) {
   tt_handle *h = tt_go(NULL, NULL, fn_hello, &drops, NULL, NULL);
   char buf[128];
-  CHECK(h != NULL);
+  REQUIRE(h != NULL);
   CHECK(strcmp(tt_handle_name(h), "task") == 0);
   CHECK(tt_latch_wait(tt_handle_latch(h), 5));
   tt_describe(h, buf, sizeof buf);

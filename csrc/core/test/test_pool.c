@@ -1135,7 +1135,7 @@ TEST(events_in_order_per_op) {
   CHECK_EQ(evlog_count(log, TT_EV_RETRIED), 6);
   CHECK_EQ(evlog_count(log, TT_EV_DEAD), 6);
   for (id = 1; id <= 13; id++) {
-    int seq[8], ns = 0, want_ok[] = {TT_EV_SUBMITTED, TT_EV_STARTED,
+    int seq[8] = {0}, ns = 0, want_ok[] = {TT_EV_SUBMITTED, TT_EV_STARTED,
                                      TT_EV_COMPLETED};
     int want_fail[] = {TT_EV_SUBMITTED, TT_EV_STARTED, TT_EV_RETRIED,
                        TT_EV_STARTED, TT_EV_DEAD};

@@ -71,11 +71,16 @@ static const char *volatile th_current = "(none)";
       fprintf(stderr, "  %s:%d: %s == %s: got %lld, want %lld\n", \
               __FILE__, __LINE__, #a, #b, th_a, th_b); } } while (0)
 
-/* th_nap sleeps about a millisecond, for WAIT_FOR's polling only. */
-static inline void th_nap(void) {
-  struct timespec ts = {0, 1000000L};
+/* th_sleep_us sleeps about 'us' microseconds (usleep is obsolescent). */
+static inline void th_sleep_us(long us) {
+  struct timespec ts;
+  ts.tv_sec = us / 1000000;
+  ts.tv_nsec = (us % 1000000) * 1000;
   nanosleep(&ts, NULL);
 }
+
+/* th_nap sleeps about a millisecond, for WAIT_FOR's polling only. */
+static inline void th_nap(void) { th_sleep_us(1000); }
 
 static inline unsigned th_timeout(void);
 

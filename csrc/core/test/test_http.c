@@ -313,7 +313,7 @@ static tt_pool *pool_of(int workers, int queue) {
 }
 
 static tt_http_server *serve(tt_pool *p, tt_http_handler h, seen *w,
-                             tt_http_opts *extra) {
+                             const tt_http_opts *extra) {
   tt_http_opts o;
   int err = -1;
   char msg[128];

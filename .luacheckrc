@@ -16,3 +16,11 @@ ignore = {
 
 -- The specs run under busted, which provides describe, it, assert, ...
 files["spec"] = {std = "+busted"}
+
+-- Inline exceptions, on the line they concern:
+-- - `x = nil  -- luacheck: ignore 311` in the specs drops the last
+--   reference to what x held before a collection (the value assigned is
+--   unused by design).
+-- - `-- luacheck: globals NAME` or `read globals NAME` where a worker
+--   state's global, or a global the spec is about, is used on purpose.
+-- Globals of a worker state are otherwise written _G.NAME.

@@ -2472,7 +2472,7 @@ tt_latch *tt_pool_drained(tt_pool *p) { return &p->drained_latch; }
 /* wait_check is the first step of every call that waits for the pool to
 ** empty: an op of the pool that waits for it waits for itself, since it
 ** is running until it returns. */
-static int wait_check(tt_pool *p) {
+static int wait_check(const tt_pool *p) {
   return tl_running == p ? TT_EDEADLK : TT_OK;
 }
 

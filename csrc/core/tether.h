@@ -1402,7 +1402,7 @@ unsigned long tt_interrupt_count(void);
 int tt_exit_track(tt_pool *p, const void *owner);
 
 /* tt_exit_untrack forgets 'p' (nothing happens at exit) if tracked. */
-void tt_exit_untrack(tt_pool *p);
+void tt_exit_untrack(const tt_pool *p);
 
 /* What one tt_exit_drain did. */
 typedef struct tt_exit_report {

@@ -1147,6 +1147,7 @@ static int m_retry_dead(lua_State *L) {
   tt_handle *h = tt_pool_retry_dead(p->pool, id, &err);
   if (h == NULL) {
     if (err == TT_EINVAL)
+      /* cppcheck-suppress invalidLengthModifierError ; Lua's own %I */
       return lt_pusherror(L, err, lua_pushfstring(L, "no dead letter with "
                                                      "id %I in pool '%s'",
                                                   (lua_Integer)id,

@@ -152,9 +152,9 @@ function M.parse_options(options, argv, first)
     local o = find_option(options, name or a)
     if o == nil then
       local word = (name or a):gsub("^%-+", "")
-      local near = nearest(options, word)
+      local guess = nearest(options, word)
       return nil, ("unknown option '%s'%s"):format(name or a,
-        near and ("; did you mean '--%s'?"):format(near) or "")
+        guess and ("; did you mean '--%s'?"):format(guess) or "")
     end
     if o.value then
       local v = inline

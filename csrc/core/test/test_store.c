@@ -422,7 +422,8 @@ static bool adds_up(const tt_pool_stats *s) {
 static int hold(tt_ctx *ctx, void *arg, tt_obj **out) {
   (void)ctx;
   *out = NULL;
-  while (atomic_load((_Atomic int *)arg) == 0) th_sleep_us(1000);
+  /* Bounded: a test that never opens the gate fails, not hangs. */
+  WAIT_FOR(atomic_load((_Atomic int *)arg) != 0, 30);
   return TT_OK;
 }
 
@@ -459,7 +460,8 @@ static void spill_and_drain(tt_store *s) {
   memset(&so, 0, sizeof so);
   h[0] = tt_pool_submit(p, tt_background(), &so, hold, (void *)&gate, NULL,
                         &err);
-  while (tt_handle_state(h[0]) != TT_H_RUNNING) th_sleep_us(1000);
+  WAIT_FOR(tt_handle_state(h[0]) == TT_H_RUNNING, 10);
+  CHECK_EQ(tt_handle_state(h[0]), TT_H_RUNNING);
   h[1] = tt_pool_submit(p, tt_background(), &so, hold, (void *)&gate, NULL,
                         &err);
   b = tt_bytes_new("acme", 4);
@@ -556,7 +558,8 @@ static _Atomic int held_ended;
 static int held(tt_ctx *ctx, void *arg, tt_obj **out) {
   (void)ctx;
   *out = NULL;
-  while (atomic_load((_Atomic int *)arg) == 0) th_sleep_us(1000);
+  /* Bounded: a test that never opens the gate fails, not hangs. */
+  WAIT_FOR(atomic_load((_Atomic int *)arg) != 0, 30);
   atomic_fetch_add(&held_ended, 1);
   return TT_OK;
 }
@@ -621,7 +624,8 @@ static void exit_spill(tt_store *s) {
   memset(&so, 0, sizeof so);
   h[0] = tt_pool_submit(p, tt_background(), &so, held, (void *)&gate, NULL,
                         &err);
-  while (tt_handle_state(h[0]) != TT_H_RUNNING) th_sleep_us(1000);
+  WAIT_FOR(tt_handle_state(h[0]) == TT_H_RUNNING, 10);
+  CHECK_EQ(tt_handle_state(h[0]), TT_H_RUNNING);
   /* A closure: it cannot travel. */
   h[1] = tt_pool_submit(p, tt_background(), &so, held, (void *)&gate, NULL,
                         &err);

@@ -157,7 +157,9 @@ sources:
 rock: all
 	bash tools/rock-check.sh
 
+# The static checks come first: they take seconds, the suites minutes.
 test: deps
+	$(MAKE) lint
 	$(MAKE) all
 	$(MAKE) ctest
 	$(MAKE) c-examples
@@ -165,9 +167,11 @@ test: deps
 	$(MAKE) examples
 	$(MAKE) rock
 
-# Static checks: luacheck over the Lua code, shellcheck over the scripts,
-# cppcheck over the C sources (tools/lint.sh says how, .luacheckrc and
-# tools/cppcheck.* hold the exceptions with their reasons).
+# Static checks, part of `make test`: luacheck over the Lua code,
+# shellcheck over the scripts, cppcheck over the C sources, node --check
+# over the browser tests (tools/lint.sh says how, .luacheckrc and
+# tools/cppcheck.* hold the exceptions with their reasons). They fail on
+# any finding.
 lint: deps
 	bash tools/lint.sh
 

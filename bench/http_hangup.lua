@@ -12,7 +12,7 @@ local n = tonumber(arg[1]) or 300
 local started, done = tether.chan(1), tether.chan(1)
 local srv = tether.http.server {
   pool = { name = "hangup", workers = 2 },
-  handler = function(ctx, req, res)
+  handler = function(ctx)
     started:send(true)
     ctx:wait(10)
     done:send { at = tether.now(),

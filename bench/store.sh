@@ -21,10 +21,12 @@ build=${BUILD:-build}
 out=$build/bench
 mkdir -p "$out"
 make -s all BUILD="$build"
+read -r -a pc_cflags <<<"$(pkg-config --cflags hiredis)"
+read -r -a pc_libs <<<"$(make -s ldlibs)"   # all that libtether.a links
 gcc -O2 -std=c11 -pthread -D_GNU_SOURCE -Wall -Wextra -Werror \
-  $(pkg-config --cflags hiredis) -Icsrc/core bench/bench_store.c \
+  "${pc_cflags[@]}" -Icsrc/core bench/bench_store.c \
   "$build/libtether.a" -o "$build/bench_store" \
-  $(pkg-config --libs libmicrohttpd libcurl sqlite3 hiredis) -lm
+  "${pc_libs[@]}"
 
 scratch=$(mktemp -d /tmp/tether-bench-XXXXXX)
 redis_pid=

@@ -15,7 +15,8 @@ local live = tether.background()
 local dead, cancel = tether.with_cancel(tether.background())
 cancel()
 
-for _, case in ipairs { { "live parent", live }, { "canceled parent", dead } } do
+local cases = { { "live parent", live }, { "canceled parent", dead } }
+for _, case in ipairs(cases) do
   local ok, err, ms = work(case[2])
   print(("%-16s slept fully: %-5s ended by: %-26s after %.0f ms")
     :format(case[1], tostring(ok == true), tostring(err), ms))

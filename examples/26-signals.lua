@@ -28,19 +28,19 @@ print(("processing %d items on 2 workers; %s"):format(N, manual
   or "a SIGINT comes after the third item"))
 
 for i = 1, N do
-  batch:submit(ctx, "item " .. i, function(opctx, i, audit, audited, self)
+  batch:submit(ctx, "item " .. i, function(opctx, item, auditor, log, self)
     local t = require "tether"
     -- The work: it checks its context, as work that may be stopped does.
     local ok = t.sleep(manual and 1 or 0.1, opctx)
     if not ok then error(opctx:cause()) end
-    print("  item " .. i .. " done")
+    print("  item " .. item .. " done")
     -- The audit is detached: its context drops the batch's cancellation.
-    assert(audit:submit(opctx, "audit " .. i, function(_, i, audited)
+    assert(auditor:submit(opctx, "audit " .. item, function(_, n, out)
       require("tether").sleep(0.05)   -- writing the audit record
-      audited:send(i)
-    end, i, audited))
+      out:send(n)
+    end, item, log))
     -- Unattended, the third item plays the user: SIGINT to this process.
-    if self and i == 3 then os.execute("kill -INT $PPID") end
+    if self and item == 3 then os.execute("kill -INT $PPID") end
   end, i, audit, audited, not manual)
 end
 

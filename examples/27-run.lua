@@ -20,9 +20,9 @@ local submitted = 0
 for i = 1, n do
   if ctx:err() then break end                -- signaled: produce no more
   local h = jobs:submit(ctx, { name = "job " .. i, wait = 5 },
-    function(opctx, i)
+    function(opctx, job)
       assert(require("tether").sleep(0.02, opctx))
-      return i
+      return job
     end, i)
   if h then submitted = submitted + 1 end
 end

@@ -42,7 +42,7 @@ describe("contexts", function()
       assert.equal("wrap " .. n, tostring(e))
       assert.equal("wrap " .. (n - 1), tostring(e.cause))
       -- The last reference frees the whole chain, in constant stack.
-      e = nil
+      e = nil  -- luacheck: ignore 311
       collectgarbage()
       collectgarbage()
       assert.equal("x", tostring(tether.error("failed", "x", "y")))
@@ -116,7 +116,7 @@ describe("contexts", function()
     it("cancel functions can be closed with <close>", function()
       local ctx
       do
-        local c, cancel <close> = tether.with_cancel(tether.background())
+        local c, _ <close> = tether.with_cancel(tether.background())
         ctx = c
         assert.is_nil(ctx:err())
       end
@@ -234,7 +234,7 @@ describe("contexts", function()
       assert.equal(n, ctx:value("depth"))
       -- The last reference frees a million contexts, each the parent of
       -- the next, in constant stack.
-      ctx = nil
+      ctx = nil  -- luacheck: ignore 311
       collectgarbage()
       collectgarbage()
       local fresh = tether.with_value(tether.background(), "depth", 1)

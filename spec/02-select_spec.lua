@@ -104,7 +104,8 @@ describe("select", function()
   it("rejects what cannot be waited on", function()
     assert.has_error(function() tether.select({}) end,
       "bad argument #1 to 'select' (waitable expected, got table)")
-    assert.has_error(function() tether.select(tether.default, tether.default) end,
+    assert.has_error(function()
+      tether.select(tether.default, tether.default) end,
       "bad argument #2 to 'select' (more than one default case)")
     assert.has_error(function() tether.after(-1) end,
       "bad argument #1 to 'after' (non-negative number of seconds expected)")

@@ -226,7 +226,7 @@ describe("pools", function()
                                tenant_key = "tenant" }
     local t0 = tether.now()
     local ctx = tether.with_value(bg, "tenant", "acme")
-    pool:submit(ctx, "resize-image", function(c, g) g:recv() end, gate)
+    pool:submit(ctx, "resize-image", function(_, g) g:recv() end, gate)
     running(pool, 1)
     local list = pool:inflight()
     assert.equal(1, #list)
@@ -296,10 +296,11 @@ describe("pools", function()
 
   it("init runs once per worker state before its first task", function()
     local pool = tether.pool { name = "init", workers = 2,
-      init = function() INIT_COUNT = (INIT_COUNT or 0) + 1 end }
+      init = function() _G.INIT_COUNT = (_G.INIT_COUNT or 0) + 1 end }
     local hs = {}
     for i = 1, 20 do
-      hs[i] = submit_retrying(pool, bg, "op", function() return INIT_COUNT end)
+      hs[i] = submit_retrying(pool, bg, "op",
+                              function() return _G.INIT_COUNT end)
     end
     for i = 1, 20 do assert.equal(1, hs[i]:wait()) end
   end)

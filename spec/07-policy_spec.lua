@@ -215,7 +215,7 @@ describe("tenant quotas", function()
     local globex = tether.with_value(bg, "tenant", "globex")
     local hs = {}
     for i = 1, 2 do
-      hs[#hs + 1] = pool:submit(acme, "a" .. i, function(c, g) g:recv() end,
+      hs[#hs + 1] = pool:submit(acme, "a" .. i, function(_, g) g:recv() end,
                                 gate)
     end
     local h, err = pool:submit(acme, "a3", function() end)
@@ -225,7 +225,7 @@ describe("tenant quotas", function()
     assert.equal("quota exceeded: tenant 'acme' of pool 'q'", err.message)
     for i = 1, 3 do
       hs[#hs + 1] = assert(pool:submit(globex, "g" .. i,
-        function(c, g) g:recv() end, gate))
+        function(_, g) g:recv() end, gate))
     end
     -- Ops without a tenant fall under 'default'.
     hs[#hs + 1] = assert(pool:submit(bg, "anon", function() end))
@@ -254,9 +254,8 @@ describe("priority tiers", function()
     local pool = tether.pool { name = "tiers", queue = 5000, quiet = true,
       priorities = { high = { workers = 10 }, low = { workers = 50 } } }
     local gate, started = tether.chan(), tether.chan(2000)
-    local low = {}
-    for i = 1, 2000 do
-      low[i] = assert(pool:submit(bg, { name = "routine", priority = "low" },
+    for _ = 1, 2000 do
+      assert(pool:submit(bg, { name = "routine", priority = "low" },
         function(ctx, g, st) st:send(true) g:recv() end, gate, started))
     end
     -- Every low worker is stuck (each has said so) and 1,950 routine ops

@@ -24,7 +24,7 @@ describe("tether.group", function()
       error("fetch A failed")
     end)
     g:go(function(ctx, saw)
-      local ok, err = tether.sleep(10, ctx)
+      local _, err = tether.sleep(10, ctx)
       saw:send(err)
     end, second_saw)
     -- The audit runs on after the group's context ends: it waits for that

@@ -85,7 +85,7 @@ describe("tether.singleflight", function()
      .. "caller's values", function()
     local sf = tether.singleflight()
     local caller = tether.with_cancel(tether.with_value(bg, "trace", "t-1"))
-    local err, has_deadline, trace = sf:call(caller, "x", function(ctx)
+    local err, has_deadline = sf:call(caller, "x", function(ctx)
       return { ctx:err(), ctx:deadline() ~= nil, ctx:value("trace") }
     end, { timeout = 5 })
     assert.is_nil(has_deadline)  -- one value: the table

@@ -15,7 +15,7 @@ local function steps(log, fail_at, opts)
         if fail_at == i then error(name .. " failed") end
         log[#log + 1] = name
       end,
-      compensate = function(ctx, st)
+      compensate = function(ctx)
         log[#log + 1] = "undo " .. name .. " (" .. tostring(ctx:err()) .. ")"
         if opts.compensate then opts.compensate(ctx, name) end
       end,

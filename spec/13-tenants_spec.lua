@@ -64,7 +64,7 @@ describe("tenant quotas", function()
   end)
 
   it("names with embedded NULs do not collide", function()
-    local pool, submit, finish = strict_pool("nul")
+    local _, submit, finish = strict_pool("nul")
     assert.is_truthy(submit("acme\0one"))
     assert.is_truthy(submit("acme\0two"))
     assert.is_truthy(submit("acme"))
@@ -76,7 +76,7 @@ describe("tenant quotas", function()
 
   it("numbers are tenants by value: 1, 1.0 and \"1\" are one tenant; "
      .. "2 and 2.5 are others", function()
-    local pool, submit, finish = strict_pool("numbers")
+    local _, submit, finish = strict_pool("numbers")
     assert.is_truthy(submit(1))
     for _, same in ipairs { 1.0, "1", 1 } do
       local h, err = submit(same)

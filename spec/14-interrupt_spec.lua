@@ -63,22 +63,22 @@ describe("interrupts", function()
 
   it("reach a coroutine made by the pool's init", function()
     local v, err, state, pool = busy({
-      init = function() SPIN = coroutine.wrap(function()
+      init = function() _G.SPIN = coroutine.wrap(function()
         while true do end
       end) end,
     }, function(ctx, ready)
       ready:send(true)
-      SPIN()
+      _G.SPIN()
     end)
     stopped(v, err, state, pool)
     -- And one resumed again and again under pcall.
     stopped(busy({
-      init = function() CO = coroutine.create(function()
+      init = function() _G.CO = coroutine.create(function()
         while true do end
       end) end,
     }, function(ctx, ready)
       ready:send(true)
-      while true do pcall(coroutine.resume, CO) end
+      while true do pcall(coroutine.resume, _G.CO) end
     end))
   end)
 
@@ -141,7 +141,7 @@ describe("interrupts", function()
     local sem = tether.chan(1)
     sem:send("token")
     local v, err, state, pool = busy({}, function(ctx, ready, s)
-      local token <close> = setmetatable({ s:recv() }, {
+      local _ <close> = setmetatable({ s:recv() }, {
         __close = function(t)
           -- Cleanup that takes some instructions, then returns the token.
           local sum = 0
@@ -160,7 +160,7 @@ describe("interrupts", function()
     sem:send("token")
     stopped(busy({}, function(ctx, ready, s)
       local co = coroutine.wrap(function()
-        local token <close> = setmetatable({ s:recv() }, {
+        local _ <close> = setmetatable({ s:recv() }, {
           __close = function(t) s:send(t[1]) end })
         ready:send(true)
         while true do end

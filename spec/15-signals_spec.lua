@@ -78,6 +78,23 @@ describe("Ctrl-C in a blocking call of the main state", function()
            "p:wait_idle()")
   end)
 
+  it("ends pool:submit's wait for room in a full queue", function()
+    ctrl_c([[local gate = tether.chan(0)
+             local p = tether.pool { name = "p", workers = 1, queue = 1,
+                                     exit_timeout = 0 }
+             p:submit(bg, "stuck", function(_, g) g:recv() end, gate)
+             assert(p:submit(bg, { name = "queued", wait = 10 },
+                             function() end))]],
+           "p:submit(bg, { name = 'third', wait = 60 }, function() end)")
+  end)
+
+  it("ends g:go's wait for a slot at the group's limit", function()
+    ctrl_c([[local gate = tether.chan(0)
+             local g = tether.group(bg, { limit = 1 })
+             g:go(function(_, x) x:recv() end, gate)]],
+           "g:go(function() end)")
+  end)
+
   it("ends sf:call", function()
     ctrl_c([[local gate = tether.chan(0)
              local sf = tether.singleflight()]],

@@ -160,9 +160,9 @@ describe("pool:wait_idle", function()
     local flaky = tether.chan(1)
     flaky:send(true)
     for i = 1, 6 do
-      p:submit(bg, "item" .. i, function(_, i, flaky)
+      p:submit(bg, "item" .. i, function(_, n, once)
         require("tether").sleep(0.01)
-        if i == 3 and flaky:try_recv() then error("flaky") end
+        if n == 3 and once:try_recv() then error("flaky") end
       end, i, flaky)
     end
     assert.is_true(p:wait_idle())

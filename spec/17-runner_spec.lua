@@ -103,6 +103,20 @@ describe("tether run's command line", function()
     assert.equal("tether run: unknown option '--drian'; did you mean "
       .. "'--drain'?\nTry 'tether run --help' for more information.\n", out)
   end)
+
+  it("refuses an admin page off loopback without a token, with the hint",
+     function()
+    local p = io.popen("TETHER_ADMIN_TOKEN= LUA_CPATH_5_4='./build/?.so;;' "
+                       .. "lua5.4 bin/tether run --admin 0.0.0.0:0 "
+                       .. "examples/01-detach.lua 2>&1")
+    local out = p:read("a")
+    local _, _, status = p:close()
+    assert.equal(2, status)
+    assert.matches("^tether run: option '%-%-admin': 0%.0%.0%.0:0: ", out)
+    assert.matches("token", out)
+    assert.matches("\nTry 'tether run %-%-help' for more information%.\n$",
+                   out)
+  end)
 end)
 
 describe("tether run", function()

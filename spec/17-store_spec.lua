@@ -1101,6 +1101,8 @@ describe("tether worker's command line", function()
     assert.equal(2, status)
     assert.matches("^tether run: option '%-%-store': malformed store URL",
                    out)
+    assert.matches("\nTry 'tether run %-%-help' for more information%.\n?$",
+                   out)
     assert.is_nil(out:find("s3cret", 1, true), out)
   end)
 

@@ -421,6 +421,14 @@ local PROBES = {
     call = function(key)
       return probe_pool:drain_store(probe_store, nil, { [key] = ODD })
     end },
+  -- A coroutine is the wrong type for every key of the admin's options:
+  -- each raises before a server is made.
+  { file = "ladmin.c", name = "serve_options",
+    heading = "tether%.admin%.serve%(",
+    call = function(key) return tether.admin.serve { [key] = ODD } end },
+  { file = "ladmin.c", name = "handler_options",
+    heading = "tether%.admin%.handler%(",
+    call = function(key) return tether.admin.handler { [key] = ODD } end },
   { file = "llog.c", name = "known", heading = "tether%.log%.configure%(",
     call = function(key) return tether.log.configure { [key] = ODD } end },
   { file = "ltrace.c", name = "known",

@@ -232,7 +232,7 @@ end
 -- The objects of a world, each with a label, in a stable order.
 local function world_values(w)
   local keys, out = {}, {}
-  for k, v in pairs(w) do
+  for k in pairs(w) do
     if k ~= "gate" and k ~= "dead_id" then keys[#keys + 1] = k end
   end
   table.sort(keys)
@@ -714,7 +714,7 @@ describe("bad-input sweep", function()
     local pool, workers = held_pool()
     local ctx = tether.with_cancel(bg)
     tether.after_func(ctx, function() return pool end)
-    pool, ctx = nil, nil
+    pool, ctx = nil, nil  -- luacheck: ignore 311
     assert.equal(0, alive(workers))
   end)
 
@@ -723,7 +723,7 @@ describe("bad-input sweep", function()
     local ctx = tether.with_cancel(bg)
     local stop = tether.after_func(ctx, function() return pool end)
     assert.is_true(stop())
-    pool, ctx, stop = nil, nil, nil
+    pool, ctx, stop = nil, nil, nil  -- luacheck: ignore 311
     assert.equal(0, alive(workers))
   end)
 

@@ -219,7 +219,7 @@ describe("stress", function()
     -- While they submit: drain every generation but the last, one at a
     -- time, canceling the shutdown context first where there is one.
     local order = {}
-    for si, s in ipairs(slots) do
+    for si in ipairs(slots) do
       for g = 1, GENERATIONS - 1 do order[#order + 1] = {si, g} end
     end
     math.randomseed(SEED)
@@ -304,7 +304,7 @@ describe("stress", function()
     -- No thread started here is left: the pools' workers end once their
     -- pools are drained and collected; the executor keeps idle threads
     -- for a while (and the timer thread runs) until tether.shutdown().
-    slots, subs = nil, nil
+    slots, subs = nil, nil  -- luacheck: ignore 311
     collectgarbage()
     collectgarbage()
     local now = tids()

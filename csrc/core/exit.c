@@ -70,7 +70,7 @@ int tt_exit_track(tt_pool *p, const void *owner) {
   return TT_OK;
 }
 
-void tt_exit_untrack(tt_pool *p) {
+void tt_exit_untrack(const tt_pool *p) {
   tracked **pt, *t = NULL;
   tt__lock(&X_mu);
   for (pt = &list; *pt != NULL; pt = &(*pt)->next) {

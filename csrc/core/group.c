@@ -10,8 +10,8 @@
 ** so that its error and cause are 'canceled' (Go's Wait calls
 ** cancel(g.err) with a nil error).
 **
-** The limit is Go's SetLimit semaphore as a counter and a condition
-** variable: tt_group_go waits on 'slot' while 'active' is at the limit.
+** The limit is Go's SetLimit semaphore as a counter and a queue of
+** waiters: tt_group_go waits in 'slotq' while 'active' is at the limit.
 ** As with SetLimit, a negative limit means none and a limit of 0 admits
 ** no task; there tt_group_go refuses (TT_EINVAL) instead of waiting, as
 ** Go's Go would, for a slot that can never come.
@@ -86,7 +86,7 @@ struct tt_group {
   tt_ctx *gctx;            /* immutable; the group's reference */
   int limit;               /* immutable; < 0: no limit */
   pthread_mutex_t mu;      /* protects the fields below */
-  pthread_cond_t slot;     /* signaled when 'active' drops below 'limit' */
+  tt_list slotq;           /* of slotw: go calls waiting at the limit */
   int active;              /* tasks started and not yet ended */
   tt_obj *err;             /* the first error; set once, then kept */
   bool failed;             /* set with 'err' (which is never NULL then) */
@@ -95,6 +95,23 @@ struct tt_group {
   tt_list queued;          /* gtasks not taken yet, by their 'glink' */
   _Atomic bool no_inline;  /* waiters never run tasks (set_inline) */
 };
+
+/* A slotw is a tt_group_go waiting for a slot.  It sleeps on a latch of
+** its own, not on a condition variable, so that its wait is a tt_select
+** and ends on an interrupt (Ctrl-C in the main state) as every wait does.
+** A task that ends takes the first waiter off 'slotq' and sets its
+** latch, under the group's lock. */
+typedef struct slotw {
+  tt_list link;            /* in slotq while it waits; group mu */
+  tt_latch latch;          /* set when a slot is free for it */
+} slotw;
+
+/* wake_slot wakes the first waiter for a slot (group mu held; the
+** latch's lock nests inside it). */
+static void wake_slot(tt_group *g) {
+  tt_list *l = tt_list_shift(&g->slotq);  /* unlinks it: woken */
+  if (l != NULL) tt__latch_set(&tt_container_of(l, slotw, link)->latch);
+}
 
 /* The error recorded when even a fresh error object cannot be made, so
 ** that a failure is never lost for want of memory. */
@@ -108,7 +125,6 @@ static void group_free(tt_obj *o) {
   tt_unref(g->last);
   tt_unref(g->err);
   tt_unref(g->gctx);
-  TT_CHECK(pthread_cond_destroy(&g->slot));
   TT_CHECK(pthread_mutex_destroy(&g->mu));
   free(g);
 }
@@ -160,7 +176,7 @@ tt_group *tt_group_new(tt_ctx *parent, int limit, tt_ctx **gctx) {
   tt_list_init(&g->queued);
   atomic_init(&g->no_inline, false);
   TT_CHECK(pthread_mutex_init(&g->mu, NULL));
-  tt__cond_init(&g->slot);
+  tt_list_init(&g->slotq);
   if (gctx != NULL) *gctx = tt_ref(g->gctx);
   return g;
 }
@@ -171,8 +187,7 @@ static void end_one(tt_group *g) {
   gbatch *closed = NULL;
   tt__lock(&g->mu);
   g->active--;
-  if (g->limit >= 0 && g->active < g->limit)
-    TT_CHECK(pthread_cond_signal(&g->slot));
+  if (g->limit >= 0 && g->active < g->limit) wake_slot(g);
   if (g->active == 0) {
     closed = g->open;
     g->open = NULL;
@@ -287,12 +302,28 @@ static int start(tt_group *g, tt_fn fn, void *arg, tt_drop drop, bool try) {
   }
   tt__lock(&g->mu);
   while (g->limit > 0 && g->active >= g->limit) {
+    slotw w;
+    bool set;
     if (try) {
       tt__unlock(&g->mu);
       free(t);
       return TT_EQUEUE_FULL;
     }
-    TT_CHECK(pthread_cond_wait(&g->slot, &g->mu));
+    tt__latch_init(&w.latch);
+    tt_list_push(&g->slotq, &w.link);
+    tt__unlock(&g->mu);
+    set = tt_latch_wait(&w.latch, -1);
+    tt__lock(&g->mu);
+    if (tt_list_linked(&w.link)) tt_list_remove(&w.link);
+    tt__latch_destroy(&w.latch);
+    if (!set) {
+      /* Interrupted.  A slot it may have been woken for goes to the
+      ** next waiter. */
+      if (g->active < g->limit) wake_slot(g);
+      tt__unlock(&g->mu);
+      free(t);
+      return TT_EINTR;
+    }
   }
   if (g->active == 0) {
     g->open = batch_new();

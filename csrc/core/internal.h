@@ -72,12 +72,16 @@
 **   timer thread cv under timer mu the timer thread, between deadlines;
 **                                  adding a timer never waits
 **   E.cv, E.gone under E.mu        executor threads; tt__exec_shutdown
-**   class cv, space under pool.mu  pool workers; submitters with 'wait'
+**   class cv under pool.mu         pool workers
 **   ev_cv under pool.mu            flush_events (drain) for a delivery
-**   slot under group.mu            tt_group_go at the limit
 **   pthread_join                   tt_shutdown (executor and timer
 **                                  threads), pool frees (workers): with
 **                                  no lock held, and never of itself
+**
+** A submitter with 'wait' (pool.c) and a tt_group_go at the limit
+** (group.c) sleep on latches of their own, in tt_select, with no lock
+** held: the pool's or group's lock is released first, and whoever frees
+** room sets the first waiter's latch under that lock.
 */
 #ifndef tether_internal_h
 #define tether_internal_h

@@ -172,6 +172,8 @@ void tt_log(int l, const char *msg, const tt_field *fields, size_t n) {
   r.msg = msg != NULL ? msg : "";
   r.fields = fields;
   r.nfields = n;
+  r.line = NULL;           /* set below, from the formatted buffer */
+  r.len = 0;
   format(&b, &r);
   if (b.failed) {
     /* Out of memory: say so in a line that needs no allocation. */

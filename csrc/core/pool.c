@@ -227,10 +227,20 @@ typedef struct pclass {
   int busy;                /* workers running an op; under pool mu */
   int wakes;               /* signals sent and not yet taken; pool mu */
   int spinning;            /* workers spinning for work; under pool mu */
-  int space_waiters;       /* submitters waiting on 'space'; pool mu */
+  tt_list space;           /* of swaiter: submitters with a 'wait',
+                              FIFO; under pool mu */
   pthread_cond_t cv;       /* idle workers of the class wait here */
-  pthread_cond_t space;    /* submitters with a 'wait' wait here */
 } pclass;
+
+/* A swaiter is a submitter waiting for room in a class's queue.  It
+** sleeps on a latch of its own, not on a condition variable, so that its
+** wait is a tt_select: an interrupt (Ctrl-C in the main state) ends it
+** as it ends every other wait.  Whoever frees room takes the first
+** waiter off the list and sets its latch, under the pool's lock. */
+typedef struct swaiter {
+  tt_list link;            /* in pclass.space while it waits; pool mu */
+  tt_latch latch;          /* set when it is woken */
+} swaiter;
 
 typedef struct worker {
   pthread_t t;
@@ -772,11 +782,19 @@ static void wake_for(tt_pool *p, int ci) {
   }
 }
 
+/* wake_space wakes the first submitter waiting for room in 'c' (pool mu
+** held; the latch's lock nests inside it). */
+static void wake_space(pclass *c) {
+  tt_list *l = tt_list_shift(&c->space);  /* unlinks it: woken */
+  if (l == NULL) return;
+  tt__latch_set(&tt_container_of(l, swaiter, link)->latch);
+}
+
 static void wake_all(tt_pool *p) {
   int i;
   for (i = 0; i < p->ncls; i++) {
     TT_CHECK(pthread_cond_broadcast(&p->cls[i].cv));
-    TT_CHECK(pthread_cond_broadcast(&p->cls[i].space));
+    while (!tt_list_empty(&p->cls[i].space)) wake_space(&p->cls[i]);
   }
 }
 
@@ -869,7 +887,7 @@ static op *take(tt_pool *p, int ci) {
     if (l == NULL) continue;
     o = tt_container_of(l, op, link);
     atomic_fetch_sub_explicit(&c->nready, 1, memory_order_relaxed);
-    if (c->space_waiters > 0) TT_CHECK(pthread_cond_signal(&c->space));
+    wake_space(c);
     o->where = OP_RUNNING;
     o->attempt++;
     o->started = tt_now();
@@ -1314,7 +1332,7 @@ static void unqueue_locked(tt_pool *p, op *o) {
   if (o->where == OP_READY) {
     pclass *c = &p->cls[o->cls];
     atomic_fetch_sub_explicit(&c->nready, 1, memory_order_relaxed);
-    if (c->space_waiters > 0) TT_CHECK(pthread_cond_signal(&c->space));
+    wake_space(c);
   } else if (tt__timer_del(&o->te)) {
     tt_unref(&o->h);  /* the timer's; not the last: the pool holds one */
   }
@@ -1569,7 +1587,7 @@ static tt_pool *pool_alloc(const tt_pool_opts *o) {
     pclass *c = &p->cls[i];
     tt_list_init(&c->ready);
     tt__cond_init(&c->cv);
-    tt__cond_init(&c->space);
+    tt_list_init(&c->space);
     if (o->nclasses > 0) {
       c->name = tt__strdup(o->classes[i].name);
       c->workers = o->classes[i].workers;
@@ -1658,7 +1676,6 @@ static void pool_destroy(tt_pool *p) {
     for (k = 0; k < p->ncls; k++) {
       free(p->cls[k].name);
       TT_CHECK(pthread_cond_destroy(&p->cls[k].cv));
-      TT_CHECK(pthread_cond_destroy(&p->cls[k].space));
     }
     free(p->cls);
   }
@@ -1890,16 +1907,32 @@ static bool quota_ok(tt_pool *p, const char *tenant, size_t tenant_len) {
 static int admit(tt_pool *p, pclass *c, const char *tenant,
                  size_t tenant_len, double until) {
   for (;;) {
+    swaiter w;
+    double now;
+    bool set;
     if (p->closed) return TT_ECLOSED;
     if (atomic_load_explicit(&c->nready, memory_order_relaxed) <
         (size_t)p->queue_cap)
       break;
-    if (until < 0 || tt_now() >= until) return TT_EQUEUE_FULL;
-    c->space_waiters++;
-    tt__timedwait(&c->space, &p->mu, until);
-    c->space_waiters--;
+    now = tt_now();
+    if (until < 0 || now >= until) return TT_EQUEUE_FULL;
+    tt__latch_init(&w.latch);
+    tt_list_push(&c->space, &w.link);
+    tt__unlock(&p->mu);
+    set = tt_latch_wait(&w.latch, until - now);
+    tt__lock(&p->mu);
+    /* Still linked: nobody woke it (a timeout or an interrupt). */
+    if (tt_list_linked(&w.link)) tt_list_remove(&w.link);
+    tt__latch_destroy(&w.latch);
+    if (!set && tt__interrupt_pending()) {
+      /* Room this waiter may have been woken for goes to the next. */
+      if (c->nready < (size_t)p->queue_cap) wake_space(c);
+      return TT_EINTR;
+    }
   }
-  return quota_ok(p, tenant, tenant_len) ? TT_OK : TT_EQUOTA;
+  if (quota_ok(p, tenant, tenant_len)) return TT_OK;
+  wake_space(c);  /* the room it leaves may serve another waiter */
+  return TT_EQUOTA;
 }
 
 /* accept_locked puts op 'o' (its argument already in place) into the
@@ -2585,7 +2618,7 @@ tt_latch *tt_pool_drained(tt_pool *p) { return &p->drained_latch; }
 /* wait_check is the first step of every call that waits for the pool to
 ** empty: an op of the pool that waits for it waits for itself, since it
 ** is running until it returns. */
-static int wait_check(tt_pool *p) {
+static int wait_check(const tt_pool *p) {
   return tl_running == p ? TT_EDEADLK : TT_OK;
 }
 

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store.h"
@@ -81,6 +82,16 @@ typedef struct sq {
   double busy_since;       /* tt_now() when the current wait began */
 } sq;
 
+/* pause_us sleeps 'us' microseconds, or less when a signal interrupts it:
+** its callers wait for another process, with nothing to wake them, in
+** loops bounded by time. */
+static void pause_us(long us) {
+  struct timespec ts;
+  ts.tv_sec = us / 1000000;
+  ts.tv_nsec = (us % 1000000) * 1000;
+  nanosleep(&ts, NULL);
+}
+
 /* busy waits for another process's write lock in short steps.  SQLite's
 ** own busy timeout sleeps ever longer (up to 100 ms a step), which, with
 ** a producer and a drainer on one file, stalls both for far longer than
@@ -89,7 +100,7 @@ static int busy(void *ud, int n) {
   sq *q = ud;
   if (n == 0) q->busy_since = tt_now();
   if (tt_now() - q->busy_since > q->busy_limit) return 0;
-  usleep(n < 20 ? 100 : 1000);
+  pause_us(n < 20 ? 100 : 1000);
   return 1;
 }
 
@@ -190,7 +201,7 @@ static int setup(sq *q) {
     sqlite3_free(msg);
     if ((r != SQLITE_BUSY && r != SQLITE_LOCKED) || tt_now() > until)
       return fail_db(q, "cannot use it");
-    usleep(10000);  /* another process is creating it: wait our turn */
+    pause_us(10000);  /* another process is creating it: wait our turn */
   }
   if (exec(q, q->cfg->o.sync_normal ? "PRAGMA synchronous=NORMAL"
                                     : "PRAGMA synchronous=FULL") != TT_OK ||

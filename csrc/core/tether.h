@@ -837,7 +837,8 @@ int tt_pool_workers(tt_pool *p);
 
 /* tt_pool_submit never blocks (unless opts->wait > 0): it returns a handle,
 ** or NULL with '*err' set to TT_EQUEUE_FULL, TT_EQUOTA, TT_ECLOSED,
-** TT_EINVAL (unknown priority, bad retry policy) or TT_ENOMEM.  The op's
+** TT_EINVAL (unknown priority, bad retry policy), TT_ENOMEM, or TT_EINTR
+** (an interrupt ended the wait for room, in an interruptible section).  The op's
 ** context is with_timeout(without_cancel(parent), timeout), made afresh
 ** for each attempt as it starts, also canceled when the pool's shutdown
 ** context ends (with that context's cause; at once for attempts that
@@ -1065,10 +1066,12 @@ tt_group *tt_group_new(tt_ctx *parent, int limit, tt_ctx **gctx);
 ** unbounded, as in Go, so a task that calls tt_group_go on its own group
 ** at the limit can wait forever.  A group whose limit is 0 admits no
 ** task: there Go's Go would wait forever for a slot that never comes, so
-** tt_group_go returns TT_EINVAL at once instead.  It returns TT_OK (the
-** group then owns 'arg' and calls 'drop(arg)', if 'drop' is not NULL,
-** once 'fn' has returned), or TT_EINVAL, TT_ENOMEM or TT_ETHREAD, and
-** then the caller keeps 'arg'.
+** tt_group_go returns TT_EINVAL at once instead.  The wait for a slot is
+** a wait of the engine: in an interruptible section (tt_interrupt_begin)
+** an interrupt ends it with TT_EINTR.  It returns TT_OK (the group then
+** owns 'arg' and calls 'drop(arg)', if 'drop' is not NULL, once 'fn' has
+** returned), or TT_EINVAL, TT_EINTR, TT_ENOMEM or TT_ETHREAD, and then
+** the caller keeps 'arg'.
 **
 ** A task that cannot be started (TT_ETHREAD: no thread could be made;
 ** TT_ENOMEM) fails the group as a task that ran and failed would: its
@@ -1410,7 +1413,7 @@ unsigned long tt_interrupt_count(void);
 int tt_exit_track(tt_pool *p, const void *owner);
 
 /* tt_exit_untrack forgets 'p' (nothing happens at exit) if tracked. */
-void tt_exit_untrack(tt_pool *p);
+void tt_exit_untrack(const tt_pool *p);
 
 /* What one tt_exit_drain did. */
 typedef struct tt_exit_report {

@@ -83,8 +83,23 @@ static void read_common(lua_State *L, tt_admin_opts *o, lists *ls) {
   lua_pop(L, 1);
 }
 
-/* tether.admin.serve{addr, token, pools, ...} -> server: an HTTP server
-** of its own (with its own pool) that serves the admin page. */
+/* tether.admin.serve([{addr, token, pools, name, hosts, workers, shutdown,
+** tls}]) -> server: starts an HTTP server of its own that serves the
+** admin page at '/' and returns it, a tether.HttpServer (addr, name,
+** close, shutdown, stats work as for any server).  Its requests run on a
+** pool of its own (C threads, no Lua state), which the page does not
+** list and which is not drained at exit, so that a saturated application
+** pool never makes the page answer 503.  'addr' defaults to
+** "127.0.0.1:0"; 'token' to TETHER_ADMIN_TOKEN (read by the engine when
+** the admin is made; none: read-only); 'pools' to every pool the
+** program's own states make, looked up at each request; 'workers' is 1
+** to 64 (2); 'shutdown' is a context that closes the server when it
+** ends; 'tls' is {cert = path, key = path}.  The pools and the context
+** are held by reference while the server lives.  Every refusal raises:
+** an unknown or ill-typed option, an empty token, a malformed host,
+** addr, TLS file or an address off loopback without a token (the
+** engine's TT_EINVAL, as an argument error); an address that cannot be
+** bound raises "admin server 'NAME': cannot serve on ...". */
 static int l_serve(lua_State *L) {
   tt_admin_serve_opts o;
   tt_http_server *s;
@@ -128,8 +143,15 @@ static int l_serve(lua_State *L) {
   return 1;
 }
 
-/* tether.admin.handler{token, pools, prefix, ...} -> admin: the admin
-** page for an HTTP server of the application's own. */
+/* tether.admin.handler([{token, pools, name, hosts, prefix}]) -> admin:
+** the admin page to mount on an HTTP server of the application's own,
+** under 'prefix' ("" by default: every path is the admin's), through
+** admin:handle.  It runs on that server's pool and shares its
+** saturation.  The options it shares with serve mean the same; raises as
+** serve does for them, and for a malformed 'prefix' (it must be "" or
+** start with '/' and not end with one).  An admin is an engine object,
+** shared by reference: every worker state of the server uses the same
+** one. */
 static int l_handler(lua_State *L) {
   tt_admin_opts o;
   tt_admin *a;
@@ -156,9 +178,14 @@ static int l_handler(lua_State *L) {
   return 1;
 }
 
-/* admin:handle(ctx, req, res) -> true if the request was the admin's
-** (answered), false if its path is not under the admin's prefix
-** (nothing sent). */
+/* admin:handle(ctx, req, res) -> boolean: for a server's handler.  When
+** the request's path is the admin's prefix or under it, answers it (the
+** page, the JSON, an action or an error) in C and returns true;
+** otherwise returns false and sends nothing, so that the handler goes on
+** with its own routes.  The request is read from 'res' (the engine's
+** request behind it); 'req' is only checked to be a table.  Raises for a
+** non-context 'ctx', a non-table 'req', or a 'res' that is not a
+** handler's response ("the handler's res expected"). */
 static int m_handle(lua_State *L) {
   tt_admin *a = lt_checkobj(L, 1, &tt_admin_type);
   tt_ctx *ctx = lt_checkobj(L, 2, &tt_ctx_type);
@@ -170,7 +197,9 @@ static int m_handle(lua_State *L) {
   return 1;
 }
 
-/* admin:readonly() -> true when no token is configured (no actions). */
+/* admin:readonly() -> boolean: true when the admin has no token (neither
+** the option nor TETHER_ADMIN_TOKEN when it was made): its actions then
+** answer 403 read_only. */
 static int m_readonly(lua_State *L) {
   lua_pushboolean(L, tt_admin_readonly(lt_checkobj(L, 1, &tt_admin_type)));
   return 1;

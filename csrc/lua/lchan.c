@@ -19,7 +19,10 @@ static tt_ctx *opt_ctx(lua_State *L, int arg) {
   return lt_checkobj(L, arg, &tt_ctx_type);
 }
 
-/* tether.chan([capacity]) makes a channel; 0 (the default) is unbuffered. */
+/* tether.chan([capacity]) -> ch: makes a channel with room for 'capacity'
+** items; 0, the default, is unbuffered (a send waits for a receiver).
+** Raises for a capacity outside 0 to 16777216, and on a failed
+** allocation. */
 static int l_chan(lua_State *L) {
   lua_Integer n = luaL_optinteger(L, 1, 0);
   tt_chan *c;
@@ -31,10 +34,15 @@ static int l_chan(lua_State *L) {
   return 1;
 }
 
-/* ch:send(v [, ctx]) returns true once sent, or nil and the context's
-** error.  Sending on a closed channel raises, as in Go, and so does
-** sending a value that holds the channel itself (directly, or through
-** the tether objects it holds): the two would never be freed. */
+/* ch:send(v [, ctx]) -> true | nil, err: sends 'v', packed now (a copy of
+** a table, the same object for a tether object), waiting for room or,
+** unbuffered, for a receiver; nil and the context's error if 'ctx' ends
+** first.  Sending on a closed channel raises, as in Go (also when the
+** channel closes while the send waits), and so does sending a value that
+** holds the channel itself (directly, or through the tether objects it
+** holds): the two would never be freed.  A value that cannot cross
+** raises when packed.  Raises 'interrupted!' on Ctrl-C in the main
+** state. */
 static int m_send(lua_State *L) {
   tt_chan *c = check_chan(L);
   tt_ctx *ctx;
@@ -63,8 +71,10 @@ static int m_send(lua_State *L) {
   return 2;
 }
 
-/* ch:recv([ctx]) returns v, true; or nil, false once closed and empty; or
-** nil, false and the context's error. */
+/* ch:recv([ctx]) -> v, true | nil, false [, err]: receives the next
+** item; nil, false once the channel is closed and empty, or nil, false
+** and the context's error if 'ctx' ends first.  Raises 'interrupted!'
+** on Ctrl-C in the main state. */
 static int m_recv(lua_State *L) {
   tt_chan *c = check_chan(L);
   tt_ctx *ctx = opt_ctx(L, 2);
@@ -87,8 +97,12 @@ static int m_recv(lua_State *L) {
   return 3;
 }
 
-/* ch:try_send(v) sends without waiting and returns whether it did; it
-** raises as send does. */
+/* ch:try_send(v) -> boolean: sends without waiting and returns whether
+** it did (false when there is no room, or no waiting receiver on an
+** unbuffered channel).  It raises as ch:send does: on a closed channel,
+** for a reference cycle, or for a value that cannot cross.  The closed
+** check comes first so that a closed channel raises before 'v' is
+** packed. */
 static int m_try_send(lua_State *L) {
   tt_chan *c = check_chan(L);
   tt_obj *item;
@@ -105,6 +119,8 @@ static int m_try_send(lua_State *L) {
   return 1;
 }
 
+/* ch:try_recv() -> v, true | nil, false: receives without waiting; nil,
+** false when no item is ready (or the channel is closed and empty). */
 static int m_try_recv(lua_State *L) {
   tt_chan *c = check_chan(L);
   tt_obj *item;
@@ -119,33 +135,43 @@ static int m_try_recv(lua_State *L) {
   return 2;
 }
 
+/* ch:close(): closes the channel.  Receivers get the items left, then
+** nil, false; senders, waiting or later, raise.  Closing it a second
+** time raises 'close of closed channel', as in Go. */
 static int m_close(lua_State *L) {
   if (tt_chan_close(check_chan(L)) != TT_OK)
     return luaL_error(L, "close of closed channel");
   return 0;
 }
 
+/* ch:len() -> integer: the number of items waiting in the channel. */
 static int m_len(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)tt_chan_len(check_chan(L)));
   return 1;
 }
 
+/* ch:cap() -> integer: the channel's capacity (0: unbuffered). */
 static int m_cap(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)tt_chan_cap(check_chan(L)));
   return 1;
 }
 
+/* ch:closed() -> boolean: whether ch:close() was called. */
 static int m_closed(lua_State *L) {
   lua_pushboolean(L, tt_chan_closed(check_chan(L)));
   return 1;
 }
 
+/* ch:send_case(v) -> case: a tether.SendCase for tether.select that
+** sends 'v' on this channel.  'v' is packed now, when the case is made,
+** so a value that cannot cross raises here; a case sends at most once. */
 static int m_send_case(lua_State *L) {
   tt_chan *c = check_chan(L);
   luaL_checkany(L, 2);
   return lt_push_sendcase(L, c, 2);
 }
 
+/* #ch (__len): the same as ch:len(). */
 static int meta_len(lua_State *L) { return m_len(L); }
 
 void lt_open_chan(lua_State *L) {

@@ -15,6 +15,12 @@ static tt_handle *check_handle(lua_State *L) {
   return lt_checkobj(L, 1, &tt_handle_type);
 }
 
+/* lt_push_results pushes what a resolved handle gives (h:wait, select on a
+** handle) and returns how many values: a done task's results, unpacked
+** (copies made in this state); nil and the error object it failed with
+** (a plain failed error when its result is not one); nil and a 'stopped'
+** error for a task removed before it ran.  A handle not yet resolved
+** raises: callers wait for its latch first. */
 int lt_push_results(lua_State *L, tt_handle *h) {
   tt_obj *res = NULL;
   int st = tt_handle_result(h, &res), n;
@@ -43,8 +49,14 @@ int lt_push_results(lua_State *L, tt_handle *h) {
   }
 }
 
-/* h:wait([ctx]) returns the task's results, or nil and its error, or nil
-** and the context's error if 'ctx' ends first. */
+/* h:wait([ctx]) -> ... | nil, err: waits for the task to end and returns
+** its results (copies), or nil and its error: code 'failed' with
+** err.traceback, the error object it raised, 'stopped' for an op removed
+** before it ran, 'abandoned' for an op given up at exit.  With 'ctx', nil
+** and the context's error once it is done first (the task goes on).  The
+** result wins when both are ready: a task that has already ended is
+** never reported as timed out.  Raises for a non-context 'ctx', and
+** 'interrupted!' on Ctrl-C in the main state. */
 static int m_wait(lua_State *L) {
   tt_handle *h = check_handle(L);
   tt_ctx *ctx = lua_isnoneornil(L, 2) ? NULL
@@ -70,11 +82,18 @@ static int m_wait(lua_State *L) {
   return 2;
 }
 
+/* h:stop() -> boolean: removes a task that has not started (a pool op
+** still queued or waiting for a retry, a tether.go task still waiting for
+** a thread) and returns true; h:wait then gives nil and a 'stopped'
+** error.  Once the task has started it does nothing and returns false:
+** running work ends through its context, never by force. */
 static int m_stop(lua_State *L) {
   lua_pushboolean(L, tt_handle_stop(check_handle(L)));
   return 1;
 }
 
+/* h:state() -> string: "queued", "running", "done", "failed" or
+** "stopped" ("unknown" only for a state the engine never gives). */
 static int m_state(lua_State *L) {
   static const char *const names[] = {"queued", "running", "done",
                                       "failed", "stopped"};
@@ -83,11 +102,15 @@ static int m_state(lua_State *L) {
   return 1;
 }
 
+/* h:name() -> string: the task's name: a pool op's name, safe_go's name,
+** or file:line where tether.go's function was defined. */
 static int m_name(lua_State *L) {
   lua_pushstring(L, tt_handle_name(check_handle(L)));
   return 1;
 }
 
+/* h:done() -> h: the handle itself, a waitable for tether.select
+** (handles are cases already; this reads like ctx:done()). */
 static int m_done(lua_State *L) {
   check_handle(L);
   lua_pushvalue(L, 1);
@@ -121,6 +144,8 @@ void lt_log_failure(const char *what, const char *name, tt_obj *err) {
   tt_log(TT_LOG_ERROR, what, f, sizeof f / sizeof f[0]);
 }
 
+/* safe_run runs a safe_go task on its engine thread and logs its failure
+** there, so that work nobody waits for still cannot fail silently. */
 static int safe_run(tt_ctx *ctx, void *arg, tt_obj **out) {
   safe_task *s = arg;
   int r = lt_task_run(ctx, s->task, out);
@@ -128,12 +153,18 @@ static int safe_run(tt_ctx *ctx, void *arg, tt_obj **out) {
   return r;
 }
 
+/* safe_drop frees a safe_go task whether it ran or not. */
 static void safe_drop(void *arg) {
   safe_task *s = arg;
   lt_task_drop(s->task);
   free(s);
 }
 
+/* spawn is the body of go and safe_go: it packs the function at 'fnarg'
+** and every argument after it now (a value that cannot cross raises,
+** naming "task 'name'"), and starts the task with no context of its own,
+** as Go's 'go' statement.  Pushes the handle, or nil and the engine's
+** error (code 'no_thread' when no thread can be made). */
 static int spawn(lua_State *L, int fnarg, const char *name, bool safe) {
   int nargs = lua_gettop(L) - fnarg, err = TT_OK;
   char what[160];
@@ -162,7 +193,14 @@ static int spawn(lua_State *L, int fnarg, const char *name, bool safe) {
   return 1;
 }
 
-/* tether.go(fn, ...) runs fn(...) on the default executor. */
+/* tether.go(fn, ...) -> h | nil, err: runs fn(...) on a thread of the
+** engine's elastic executor and returns its handle.  'fn' and the
+** arguments cross by the transfer rules now, the results when it ends;
+** the task gets no context unless one is passed, and is named after
+** where 'fn' was defined (file:line).  Whatever it raises is its result,
+** never the process's end.  Returns nil and an error of code 'no_thread'
+** when no thread can be made; raises if 'fn' is not a function or a
+** value cannot cross. */
 static int l_go(lua_State *L) {
   lua_Debug ar;
   char name[96] = "go";
@@ -173,16 +211,20 @@ static int l_go(lua_State *L) {
   return spawn(L, 1, name, false);
 }
 
-/* tether.safe_go(name, fn, ...) is go, and a failure is also logged as one
-** structured line on stderr with the name, error and traceback. */
+/* tether.safe_go(name, fn, ...) -> h | nil, err: tether.go with a name,
+** whose failure is also logged as one JSON line ("msg":"task failed",
+** the name, the error and its traceback).  Raises as go does, and for a
+** 'name' that is not a string (or a number). */
 static int l_safe_go(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   return spawn(L, 2, name, true);
 }
 
-/* tether.shutdown() stops the engine's idle threads (executor threads
-** kept for reuse, the timer thread) and waits for them, so a program can
-** end with no thread of ours left; they start again on the next use. */
+/* tether.shutdown(): stops the engine's idle threads (executor threads
+** kept for reuse, the timer thread, the signal thread when nothing needs
+** it) and waits for them, running executor tasks included, so a program
+** can end with no idle thread of the engine left; they start again on
+** the next use.  Returns nothing. */
 static int l_shutdown(lua_State *L) {
   (void)L;
   tt_shutdown();
@@ -199,8 +241,10 @@ static int l_test_fail_threads(lua_State *L) {
   return 0;
 }
 
-/* tether.threads() counts the threads of the process (Linux), for
-** programs that check they leave none behind. */
+/* tether.threads() -> integer | nil: how many threads the process has,
+** read from Linux's /proc/self/status, for programs that check they
+** leave none behind; nil (fail) where the file cannot be opened, and -1
+** when it has no "Threads:" line. */
 static int l_threads(lua_State *L) {
   FILE *f = fopen("/proc/self/status", "r");
   char line[256];

@@ -25,6 +25,10 @@ typedef struct sentinel {
   bool armed;
 } sentinel;
 
+/* The sentinel's __gc (never reachable from scripts): drains the pools of
+** the closing state's owner once, for at most the largest exit_timeout
+** among them; a disarmed sentinel does nothing.  The wait is not
+** interruptible: the state is closing. */
 static int sentinel_gc(lua_State *L) {
   sentinel *s = lua_touserdata(L, 1);
   if (s != NULL && s->armed) {
@@ -72,11 +76,14 @@ void lt_track_pool(lua_State *L, tt_pool *p) {
 }
 
 /* tether.drain_all([seconds]) -> {pools, abandoned, spilled, seconds}:
-** closes every pool that the process would drain at exit, waits until
-** they are all drained or 'seconds' pass (default: the largest of their
-** exit_timeout), puts the queued named ops of pools with an overflow
-** store back in the store ('spilled'), abandons what is left (each op
-** reported as at exit), and forgets them. */
+** what the runner calls on a signal.  Closes every pool that the process
+** would drain at exit (those of every state, not only this one's), waits
+** until they are all drained or 'seconds' pass (default: the largest of
+** their exit_timeout), puts the queued named ops of pools with an
+** overflow store back in the store ('spilled'), abandons what is left
+** (each op reported as at exit, a running op's context canceled), and
+** forgets them, so that the exit drain finds nothing more.  'seconds' is
+** how long it took.  Raises for a negative or NaN 'seconds'. */
 static int l_drain_all(lua_State *L) {
   double s = lt_optseconds(L, 1, -1);
   tt_exit_report r;
@@ -99,7 +106,10 @@ static void set_int(lua_State *L, const char *k, unsigned long long v) {
 }
 
 /* tether.pool_totals() -> {pools, submitted, completed, ...}: the stats
-** of every pool the process would drain at exit, added up. */
+** of every pool the process would drain at exit, added up field by field
+** as pool:stats() names them, plus 'pools', their number: what the
+** runner's progress line shows.  Never raises but on a failed
+** allocation. */
 static int l_pool_totals(lua_State *L) {
   tt_pool_stats s;
   size_t n = tt_exit_stats(NULL, true, &s);

@@ -13,7 +13,8 @@
 #include "ltether.h"
 #include "lworker.h"
 
-/* tether.singleflight() -> a new, empty singleflight group. */
+/* tether.singleflight() -> sf: a new, empty singleflight group.  Raises
+** only on a failed allocation. */
 static int l_singleflight(lua_State *L) {
   tt_flight *sf = tt_flight_new();
   if (sf == NULL) return luaL_error(L, "not enough memory");
@@ -26,10 +27,21 @@ static const char *const call_options[] = {
   "timeout", "cancel_when_abandoned", NULL
 };
 
-/* sf:call(ctx, key, fn [, opts]) -> v, err, shared: the result of one
-** run of fn(workctx) per key in flight, shared with every caller that
-** asked meanwhile; a caller whose ctx ends first returns nil and ctx's
-** error at once.  opts: {timeout = s, cancel_when_abandoned = bool}. */
+/* sf:call(ctx, key, fn [, {timeout = s, cancel_when_abandoned = bool}])
+** -> v, err, shared: the result of one run of fn(workctx) per string
+** 'key' in flight, shared with every caller that asked meanwhile.  The
+** run is on an engine thread, with workctx = with_timeout(without_cancel(
+** ctx), timeout) (0, the default: no timeout), so that no one caller's
+** end cancels it.  Returns the loader's first result (the others are
+** dropped) and nil; nil and its error when it raised; or, when the
+** caller's 'ctx' ends first, nil and that context's error at once (the
+** run goes on for the others, and is canceled once every caller left
+** only with cancel_when_abandoned).  'shared' tells whether the result
+** went to several callers.  'fn' is packed at each call (only the first
+** caller's copy runs) and the result crosses back as a copy for each
+** caller.  Raises for a non-context 'ctx', a non-string 'key', a
+** non-function 'fn', an unknown or ill-typed option, or an 'fn' that
+** cannot cross; raises 'interrupted!' on Ctrl-C in the main state. */
 static int m_call(lua_State *L) {
   tt_flight *sf = lt_checkobj(L, 1, &tt_flight_type);
   tt_ctx *ctx = lt_checkobj(L, 2, &tt_ctx_type);
@@ -73,8 +85,9 @@ static int m_call(lua_State *L) {
   return 3;
 }
 
-/* sf:forget(key): later calls for key start a new run, even while one
-** is in flight (its callers keep waiting for it). */
+/* sf:forget(key): later calls for the string 'key' start a new run, even
+** while one is in flight (its callers keep waiting for it).  Forgetting
+** a key with no run in flight does nothing. */
 static int m_forget(lua_State *L) {
   tt_flight *sf = lt_checkobj(L, 1, &tt_flight_type);
   size_t klen;
@@ -83,15 +96,15 @@ static int m_forget(lua_State *L) {
   return 0;
 }
 
-/* sf:inflight() -> how many keys have a run in flight. */
+/* sf:inflight() -> integer: how many keys have a run in flight. */
 static int m_inflight(lua_State *L) {
   tt_flight *sf = lt_checkobj(L, 1, &tt_flight_type);
   lua_pushinteger(L, (lua_Integer)tt_flight_inflight(sf));
   return 1;
 }
 
-/* sf:waiting(key) -> how many callers wait for the run in flight for
-** key (0 when none is). */
+/* sf:waiting(key) -> integer: how many callers wait for the run in
+** flight for the string 'key' (0 when none is). */
 static int m_waiting(lua_State *L) {
   tt_flight *sf = lt_checkobj(L, 1, &tt_flight_type);
   size_t klen;

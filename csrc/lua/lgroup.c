@@ -88,11 +88,19 @@ static lt_task *make_task(lua_State *L) {
 /* g:go(fn, ...) runs fn(gctx, ...) on another thread, first waiting for
 ** a slot at the limit; it returns true, or nil and the error when the
 ** task could not be started (also the group's error).  On a group with
-** limit 0 it raises: no slot can ever come. */
+** limit 0 it raises: no slot can ever come.  The wait for a slot ends
+** on Ctrl-C in the main state, as every wait does. */
 static int m_go(lua_State *L) {
   lg_group *g = check_group(L);
   lt_task *t = make_task(L);
-  int r = tt_group_go(g->g, lt_task_run, t, lt_task_drop);
+  lt_wait w;
+  int r;
+  lt_wait_begin(L, &w);
+  r = tt_group_go(g->g, lt_task_run, t, lt_task_drop);
+  if (lt_wait_end(L, &w) && r == TT_EINTR) {
+    lt_task_drop(t);
+    return lt_interrupted(L);
+  }
   if (r != TT_OK) {
     lt_task_drop(t);
     if (r == TT_EINVAL)

@@ -49,6 +49,9 @@ typedef struct lh_app {
   bool metrics_path;       /* answer /metrics (metrics = true) */
 } lh_app;
 
+/* app_free frees an app and drops what it holds (the packed functions,
+** the environment and the pool): the server calls it when it goes, or
+** the box's __gc when l_server fails before the server owns the app. */
 static void app_free(void *ud) {
   lh_app *a = ud;
   int i;
@@ -108,11 +111,14 @@ typedef struct lh_res {
   tt_http_req *req;
 } lh_res;
 
+/* res_free drops the response's reference to the request. */
 static void res_free(tt_obj *o) {
   tt_unref(((lh_res *)o)->req);
   free(o);
 }
 
+/* tostring(res) (__tostring through the engine's describe):
+** "tether.HttpResponse for METHOD PATH (request id)". */
 static int res_describe(tt_obj *o, char *buf, size_t n) {
   tt_http_req *r = ((lh_res *)o)->req;
   return snprintf(buf, n, "tether.HttpResponse for %s %s (%s)",
@@ -123,17 +129,26 @@ static int res_describe(tt_obj *o, char *buf, size_t n) {
 static const tt_type res_type = {"tether.HttpResponse", res_free,
                                  res_describe, NULL};
 
+/* check_res returns the request behind the response at 1, or raises: a
+** 'res' freed when its handler returned raises here too. */
 static tt_http_req *check_res(lua_State *L) {
   return ((lh_res *)lt_checkobj(L, 1, &res_type))->req;
 }
 
+/* lt_http_res_req returns the request behind the response at 'idx', or
+** NULL when the value is not a handler's response (admin:handle uses
+** it to answer a request in C). */
 tt_http_req *lt_http_res_req(lua_State *L, int idx) {
   lh_res *r = lt_testobj(L, idx, &res_type);
   return r != NULL ? r->req : NULL;
 }
 
-/* result turns a response function's code into Lua: true, a raise for
-** misuse, or nil and an error once the connection is gone. */
+/* result turns a response function's code into Lua: true; a raise for
+** misuse ("http: send after the response was sent"), since that is a
+** bug whatever the moment; nil and an error of code 'closed' ("http: the
+** request is over") once the handler returned or the server closed; nil
+** and tether.http.client_gone once the client hung up; nil and the
+** engine's error otherwise. */
 static int result(lua_State *L, int rc, const char *what) {
   if (rc == TT_OK) {
     lua_pushboolean(L, 1);
@@ -154,7 +169,11 @@ static int result(lua_State *L, int rc, const char *what) {
   return 2;
 }
 
-/* res:status(code) -> res: the status of the response (200..599). */
+/* res:status(code) -> res: sets the status of the response (200 by
+** default), before it is sent; returns 'res' so that calls chain.
+** Raises for a non-integer or a code outside 200 to 599 ("status code
+** 200..599 expected"), and once the response was sent ("http: status
+** after the response was sent"). */
 static int res_status(lua_State *L) {
   tt_http_req *r = check_res(L);
   lua_Integer code = luaL_checkinteger(L, 2);
@@ -168,8 +187,14 @@ static int res_status(lua_State *L) {
   return 1;
 }
 
-/* res:header(name, value) -> res: adds a response header; a value with
-** CR or LF (header injection) raises. */
+/* res:header(name, value) -> res: adds a header to the response, before
+** it is sent; returns 'res' so that calls chain.  Without a
+** Content-Type, a body goes as text/plain; charset=utf-8.  Raises for a
+** name that is not an HTTP token ("invalid header name 'x'"),
+** Content-Length or Transfer-Encoding ("header set by the server"), a
+** value with CR, LF or NUL ("CR, LF or NUL in a header value": header
+** injection), once the response was sent ("http: header after the
+** response was sent"), and on a failed allocation. */
 static int res_header(lua_State *L) {
   tt_http_req *r = check_res(L);
   const char *name = luaL_checkstring(L, 2);
@@ -198,8 +223,14 @@ static int res_header(lua_State *L) {
   return 1;
 }
 
-/* res:send([body]) -> true | nil, err: sends the whole response now;
-** the handler may go on. */
+/* res:send([body]) -> true | nil, err: sends the whole response now
+** ('body' defaults to ""); the handler may go on after it (to audit,
+** clean up).  True means the response was handed to the connection, not
+** that the client read it.  Returns nil and tether.http.client_gone once
+** the client hung up, nil and an error of code 'closed' after the
+** handler returned (from a 'res' handed to another thread) or once the
+** server closed.  Raises for a second send, or a send after write
+** ("http: send after the response was sent"). */
 static int res_send(lua_State *L) {
   tt_http_req *r = check_res(L);
   size_t len = 0;
@@ -208,7 +239,11 @@ static int res_send(lua_State *L) {
 }
 
 /* res:write(chunk) -> true | nil, err: sends a chunk of a chunked
-** response (the first write sends the status and headers). */
+** response; the first write sends the status and headers.  It waits
+** while more than 1 MiB is unsent, until the client reads or the
+** request's context ends.  Returns as res:send does; raises for a
+** non-string 'chunk' and after send or finish ("http: write after the
+** response was sent"). */
 static int res_write(lua_State *L) {
   tt_http_req *r = check_res(L);
   size_t len;
@@ -216,7 +251,10 @@ static int res_write(lua_State *L) {
   return result(L, tt_http_res_write(r, chunk, len), "write");
 }
 
-/* res:finish() -> true | nil, err: ends a chunked response. */
+/* res:finish() -> true | nil, err: ends a chunked response (a handler
+** that returns without it finishes it).  Returns as res:send does;
+** raises when the response was already sent in full ("http: finish
+** after the response was sent"). */
 static int res_finish(lua_State *L) {
   return result(L, tt_http_res_finish(check_res(L)), "finish");
 }
@@ -228,7 +266,9 @@ static int res_finish(lua_State *L) {
 ** Running a handler on a worker
 ** ===================================================================== */
 
-/* msgh keeps the traceback aside and the error value as it is. */
+/* msgh keeps the handler's traceback aside (in the registry, for the
+** error object) and the error value as it is, so that a tether error
+** raised by a handler stays that error. */
 static int msgh(lua_State *L) {
   static const char tail[] = "\n\t[C]: in ?";
   const size_t nt = sizeof tail - 1;
@@ -253,6 +293,7 @@ typedef struct call {
   tt_obj *err;
 } call;
 
+/* set_str sets t[k] = v for the table on top. */
 static void set_str(lua_State *L, const char *k, const char *v) {
   lua_pushstring(L, v);
   lua_setfield(L, -2, k);
@@ -302,7 +343,10 @@ static void push_req(lua_State *L, tt_http_req *r) {
   lua_setfield(L, -2, "headers");
 }
 
-/* run_call calls the handler protected: (ctx, req, res). */
+/* run_call (protected) calls the handler as fn(ctx, req, res), the
+** packed function unpacked in this worker's state, and keeps a raised
+** error, with its traceback, in the call for the engine (which answers
+** 500 and logs it, redacted). */
 static int run_call(lua_State *L) {
   call *c = lua_touserdata(L, 1);
   lh_res *res;
@@ -336,9 +380,16 @@ static int run_call(lua_State *L) {
   return 0;
 }
 
+/* How many requests this worker thread has run: every 16th steps its
+** state's collector. */
 static _Thread_local unsigned tl_calls;
 
-/* lh_handle is the engine's handler for Lua servers. */
+/* lh_handle is the engine's handler for Lua servers, on a pool worker
+** with the request's context.  /metrics (with metrics = true) is
+** answered in C before any Lua runs; with routes, a request that
+** matches none is answered 404, or 405 with Allow, in C too.  Otherwise
+** the handler runs in the worker's own Lua state; a failure to set it up
+** or a raise becomes the op's error (TT_EFAILED). */
 static int lh_handle(tt_ctx *ctx, tt_http_req *req, void *ud,
                      tt_obj **err) {
   lh_app *a = ud;
@@ -418,7 +469,12 @@ static const char *const server_options[] = {
 
 static const char *const tls_options[] = {"cert", "key", NULL};
 
-/* read_routes packs the routes table at 'idx' into 'a'. */
+/* read_routes packs the routes table at 'idx' into 'a': keys "METHOD
+** /path" or "/path" (any method), values functions, each packed once
+** (so two routes that share an upvalue get a copy each).  Raises for an
+** empty or non-table 'routes', a key or value of another type, a path
+** that does not start with '/' or holds a space, a function that cannot
+** cross, and on a failed allocation. */
 static void read_routes(lua_State *L, int idx, lh_app *a) {
   int n = 0;
   idx = lua_absindex(L, idx);
@@ -506,6 +562,7 @@ static tt_pool *use_pool(lua_State *L, lh_app *a, const char *name) {
 
 #define APPBOX "tether.http.AppBox"
 
+/* appbox_gc is the box's __gc: it frees an app that no server took. */
 static int appbox_gc(lua_State *L) {
   lh_app **box = luaL_checkudata(L, 1, APPBOX);
   app_free(*box);
@@ -513,7 +570,26 @@ static int appbox_gc(lua_State *L) {
   return 0;
 }
 
-/* tether.http.server{...} -> server: starts serving at once. */
+/* tether.http.server{handler | routes, addr, pool, max_body,
+** max_inflight, request_timeout, idle_timeout, shutdown, tls, name,
+** metrics} -> server: starts a server, which is serving when this
+** returns.  Each request runs handler(ctx, req, res) (or its route's
+** function) on a worker of 'pool' (a tether.Pool, or pool options for a
+** new one; by default a pool of its own, 16 workers and a queue of 256,
+** named after the server) as an attached op: its context is the
+** request's, which ends when the handler returns, the client hangs up,
+** 'request_timeout' passes (30 s; 0: none) or the server stops.  The
+** handler or the routes are packed once, here; each worker runs a copy.
+** 'pool' and 'shutdown' are shared by reference.  Defaults: name
+** "http", addr "127.0.0.1:0", max_body 1 MiB, max_inflight 1024,
+** idle_timeout 30 s.  'metrics': nil counts the server in the metrics,
+** true also serves /metrics (unless a route of its own is there), false
+** neither.  Everything wrong raises: an unknown option (in the table,
+** 'pool' or 'tls'), neither or both of 'handler' and 'routes', a bad
+** route, a field of the wrong type or out of range, a handler that
+** cannot cross, a 'tls' without both files; the engine's refusals of
+** the address or the TLS files (TT_EINVAL) raise as argument errors, and
+** an address that cannot be bound raises "http server 'NAME': ...". */
 static int l_server(lua_State *L) {
   tt_http_opts o;
   lh_app *a, **box;
@@ -628,19 +704,25 @@ static tt_http_server *check_server(lua_State *L) {
   return lt_checkobj(L, 1, &tt_http_server_type);
 }
 
-/* server:addr() -> "127.0.0.1:PORT" */
+/* server:addr() -> string: the address the server listens on, with the
+** port it was given ("127.0.0.1:PORT" when port 0 picked one). */
 static int srv_addr(lua_State *L) {
   lua_pushstring(L, tt_http_addr(check_server(L)));
   return 1;
 }
 
+/* server:name() -> string: the server's name (option 'name'). */
 static int srv_name(lua_State *L) {
   lua_pushstring(L, tt_http_name(check_server(L)));
   return 1;
 }
 
-/* server:close([cause]): stops at once; in-flight request contexts end
-** with 'cause' (default: an error "http: server closed"). */
+/* server:close([cause]): stops at once, as Go's Server.Close: stops
+** listening, cancels the context of every request in flight with
+** 'cause' (any transferable value, packed now; default an error "http:
+** server closed") and closes every connection; a handler still running
+** finds res:send returning nil, err (code 'closed').  Later calls do
+** nothing.  Raises if 'cause' cannot cross. */
 static int srv_close(lua_State *L) {
   tt_http_server *s = check_server(L);
   tt_obj *cause = NULL;
@@ -650,9 +732,12 @@ static int srv_close(lua_State *L) {
   return 0;
 }
 
-/* server:shutdown([ctx]) -> true | nil, err: stops accepting, waits for
-** the requests in flight, then closes; 'ctx' bounds the wait.  A Ctrl-C
-** ends the wait with "interrupted!", as every wait of the main state. */
+/* server:shutdown([ctx]) -> true | nil, err: stops gracefully, as Go's
+** Server.Shutdown: stops accepting, lets the requests in flight finish
+** (their responses say Connection: close), then closes.  With 'ctx',
+** nil and its error once it is done first; the server goes on draining
+** (close stops it).  Raises for a non-context 'ctx', and 'interrupted!'
+** on Ctrl-C in the main state. */
 static int srv_shutdown(lua_State *L) {
   tt_http_server *s = check_server(L);
   tt_ctx *ctx = lua_isnoneornil(L, 2) ? NULL
@@ -677,7 +762,10 @@ static void set_int(lua_State *L, const char *k, uint64_t v) {
 }
 
 /* server:stats() -> {requests, dispatched, rejected, client_gone,
-** active, suspended, handlers} */
+** active, suspended, handlers}: the counters of requests received,
+** dispatched to a handler, answered 503 and whose client hung up, and
+** the gauges of requests in progress, waiting for their response, and
+** handlers running. */
 static int srv_stats(lua_State *L) {
   tt_http_stats st;
   tt_http_stats_get(check_server(L), &st);

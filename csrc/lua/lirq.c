@@ -85,12 +85,20 @@ static int w_xpcall(lua_State *L);
 static _Atomic(lua_CFunction) native_load, native_setmetatable,
     native_dbsetmetatable, native_close;
 
+/* tramp_k is lt_tramp's continuation: all the results, whether the call
+** returned or was resumed after a yield. */
 static int tramp_k(lua_State *L, int status, lua_KContext k) {
   (void)status;
   (void)k;
   return lua_gettop(L);
 }
 
+/* lt_tramp calls the function at 1 with the values after it and returns
+** all its results (lworker.h).  It must stand between every protected
+** call of a worker state and the function called, so that a Lua function
+** whose caller is the protected call's own C function can only be a
+** __close handler run while that call unwinds (cleanup_frame).  A
+** continuation keeps it yieldable. */
 int lt_tramp(lua_State *L) {
   lua_callk(L, lua_gettop(L) - 1, LUA_MULTRET, 0, tramp_k);
   return tramp_k(L, LUA_OK, 0);
@@ -186,6 +194,9 @@ static void mark_hookless(lua_State *L, bool on) {
   lua_pop(L, 1);
 }
 
+/* is_hookless tells whether coroutine 'co' died of an interrupt where it
+** could not yield (mark_hookless), with hooks off: its __close handlers
+** must then not run. */
 static bool is_hookless(lua_State *L, lua_State *co) {
   bool r = false;
   if (lua_getfield(L, LUA_REGISTRYINDEX, HOOKLESS_KEY) == LUA_TTABLE) {
@@ -234,8 +245,11 @@ static void irq_hook(lua_State *L, lua_Debug *ar) {
   lua_error(L);
 }
 
-/* w_finish is the end of the stand-in pcall and xpcall: pcall's results,
-** except that a caught interrupt is raised again. */
+/* w_finish is the end of the stand-in pcall and xpcall, and their
+** continuation after a yield: pcall's results (true and the function's
+** results, or false and the error), except that a caught interrupt is
+** raised again at once, so that no task can swallow it.  'extra' is how
+** many values below the results are not results (xpcall's handler). */
 static int w_finish(lua_State *L, int status, lua_KContext extra) {
   if (status != LUA_OK && status != LUA_YIELD) {
     if (tl_irq.fired != 0) mark_hookless(L, false);  /* hooks are back */
@@ -247,7 +261,9 @@ static int w_finish(lua_State *L, int status, lua_KContext extra) {
   return lua_gettop(L) - (int)extra;
 }
 
-/* pcall(f, ...) as Lua's, through 'lt_tramp'. */
+/* pcall(f, ...) -> true, ... | false, err: Lua's pcall, through
+** 'lt_tramp', in a state with interrupts.  Raises for no argument, as
+** Lua's does, and raises an interrupt again instead of returning it. */
 static int w_pcall(lua_State *L) {
   int status;
   luaL_checkany(L, 1);
@@ -259,8 +275,10 @@ static int w_pcall(lua_State *L) {
   return w_finish(L, status, 0);
 }
 
-/* w_msgh stands in for a message handler (its upvalue): an interrupt
-** goes on as it is, anything else goes through the user's handler. */
+/* w_msgh stands in for xpcall's message handler (its upvalue): an
+** interrupt goes on as it is, without the user's handler, which Lua
+** would run with hooks off (a handler that loops could then hold the
+** task forever); anything else goes through the user's handler. */
 static int w_msgh(lua_State *L) {
   if (is_interrupt(L, 1)) return 1;
   lua_pushvalue(L, lua_upvalueindex(1));
@@ -269,7 +287,10 @@ static int w_msgh(lua_State *L) {
   return 1;
 }
 
-/* xpcall(f, msgh, ...) as Lua's, through 'lt_tramp', with w_msgh. */
+/* xpcall(f, msgh, ...) -> true, ... | false, msgh(err): Lua's xpcall,
+** through 'lt_tramp', with the handler wrapped by w_msgh.  Raises for a
+** non-function 'msgh', and raises an interrupt again instead of
+** returning it. */
 static int w_xpcall(lua_State *L) {
   int status, n = lua_gettop(L);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -284,8 +305,12 @@ static int w_xpcall(lua_State *L) {
   return w_finish(L, status, 2);
 }
 
-/* w_load is Lua's load, except that an interrupt raised in a
-** reader function is raised again instead of returned. */
+/* load(chunk [, chunkname [, mode [, env]]]) -> f | nil, err: Lua's load
+** (the native one, kept in 'native_load'), except that an interrupt
+** raised in a reader function is raised again instead of returned as
+** load's error.  Its arguments are checked here first so that an error
+** names 'load' (the native function, called from C, would not know its
+** own name). */
 static int w_load(lua_State *L) {
   /* Lua's load checks these too, but would not know its own name. */
   if (lua_type(L, 1) != LUA_TSTRING) luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -357,12 +382,16 @@ static int resume_co(lua_State *L, lua_State *co, int narg) {
   return -1;
 }
 
+/* check_co returns the coroutine at 'arg', or raises "thread expected". */
 static lua_State *check_co(lua_State *L, int arg) {
   luaL_checktype(L, arg, LUA_TTHREAD);
   return lua_tothread(L, arg);
 }
 
-/* coroutine.resume(co, ...) as Lua's, with resume_co. */
+/* coroutine.resume(co, ...) -> true, ... | false, err: Lua's, with
+** resume_co: a coroutine that an interrupt reached is closed (its
+** __close handlers run as cleanup) and the interrupt is raised in the
+** resumer, never returned as false, err. */
 static int w_resume(lua_State *L) {
   lua_State *co = check_co(L, 1);
   int r = resume_co(L, co, lua_gettop(L) - 1);
@@ -376,6 +405,10 @@ static int w_resume(lua_State *L) {
   return r + 1;
 }
 
+/* w_auxwrap is the function coroutine.wrap returns (the coroutine is its
+** upvalue): it resumes it with resume_co and returns its results; an
+** error closes a dead coroutine and is raised again, a string error
+** with the position prepended, as Lua's auxwrap does. */
 static int w_auxwrap(lua_State *L) {
   lua_State *co = lua_tothread(L, lua_upvalueindex(1));
   int r = resume_co(L, co, lua_gettop(L));
@@ -395,7 +428,8 @@ static int w_auxwrap(lua_State *L) {
   return r;
 }
 
-/* coroutine.wrap(f) as Lua's, with resume_co. */
+/* coroutine.wrap(f) -> function: Lua's, whose function resumes through
+** resume_co (w_auxwrap).  Raises for a non-function 'f'. */
 static int w_wrap(lua_State *L) {
   lua_State *co;
   luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -406,8 +440,9 @@ static int w_wrap(lua_State *L) {
   return 1;
 }
 
-/* coroutine.close(co) is Lua's, with the handlers run as
-** cleanup; a coroutine that died with hooks off is not closed. */
+/* coroutine.close(co) -> true | false, err: Lua's (the native one), with
+** the handlers run as cleanup (in their grace period).  A coroutine that
+** died with hooks off is not closed: false and the interrupt's error. */
 static int w_close(lua_State *L) {
   lua_State *co = check_co(L, 1);
   if (is_hookless(L, co)) {
@@ -478,6 +513,9 @@ static int call_setmetatable(lua_State *L, lua_CFunction native) {
   return lua_gettop(L);
 }
 
+/* setmetatable(t, mt) -> t: Lua's, with mt's Lua __gc wrapped by
+** wrap_gc.  Lua's checks are made first, here, so that an error names
+** 'setmetatable'; a protected metatable raises in the native function. */
 static int w_setmetatable(lua_State *L) {
   int t = lua_type(L, 2);
   /* Lua's checks, made here where the function knows its name. */
@@ -486,13 +524,17 @@ static int w_setmetatable(lua_State *L) {
   return call_setmetatable(L, atomic_load(&native_setmetatable));
 }
 
+/* debug.setmetatable(v, mt) -> v: Lua's, with mt's Lua __gc wrapped by
+** wrap_gc. */
 static int w_dbsetmetatable(lua_State *L) {
   int t = lua_type(L, 2);
   luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
   return call_setmetatable(L, atomic_load(&native_dbsetmetatable));
 }
 
-/* debug.sethook stands disabled: it would remove the interrupt hook. */
+/* debug.sethook(...) always raises in a state with interrupts: it would
+** remove the interrupt hook, on which the promise of interrupts rests.
+** (debug.gethook is left: it shows the hook.) */
 static int w_sethook(lua_State *L) {
   return luaL_error(L, "debug.sethook is disabled in a pool with "
                        "interrupt = true (the interrupt hook is in use)");
@@ -514,6 +556,11 @@ static void replace(lua_State *L, const char *name, lua_CFunction f,
   lua_setfield(L, -2, name);
 }
 
+/* lt_irq_arm, once per state (ARMED_KEY), puts the stand-ins in the
+** state's libraries, as loaded (package.loaded, so the globals and
+** require give them), keeping Lua's own functions where the stand-ins
+** need them, then puts the count hook on the main thread, from which
+** every coroutine made later inherits it (lworker.h). */
 void lt_irq_arm(lua_State *L) {
   if (lua_getfield(L, LUA_REGISTRYINDEX, ARMED_KEY) != LUA_TNIL) {
     lua_pop(L, 1);
@@ -557,6 +604,10 @@ void lt_irq_arm(lua_State *L) {
 ** Tasks
 ** ===================================================================== */
 
+/* lt_irq_begin saves this thread's interrupt and starts that of a task
+** (lworker.h).  The deadline is read once here so that the hook can
+** compare it with the clock itself, and stop the task without waiting
+** for the timer thread to cancel its context. */
 void lt_irq_begin(lt_irq *saved, tt_ctx *ctx, tt_ctx *stop) {
   double d;
   *saved = tl_irq;
@@ -568,6 +619,11 @@ void lt_irq_begin(lt_irq *saved, tt_ctx *ctx, tt_ctx *stop) {
   if (tt_ctx_deadline(ctx, &d)) tl_irq.deadline = d;
 }
 
+/* lt_irq_finalizers ends the interrupt of the task that ran on 'L' and
+** gives the finalizers that run from now on GRACE seconds (lworker.h):
+** they run under the background context, so only the deadline stops
+** them.  The hook goes back to HOOK_COUNT after an interrupt left it
+** firing at every instruction. */
 void lt_irq_finalizers(lua_State *L) {
   /* An interrupted task left the hook firing at every instruction. */
   if (tl_irq.fired != 0 && L != NULL)
@@ -577,6 +633,8 @@ void lt_irq_finalizers(lua_State *L) {
   tl_irq.deadline = tt_now() + GRACE;
 }
 
+/* lt_irq_end puts back the interrupt lt_irq_begin saved (tasks may nest
+** on one thread). */
 void lt_irq_end(const lt_irq *saved) {
   tl_irq = *saved;
 }

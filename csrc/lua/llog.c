@@ -20,6 +20,11 @@
 
 static _Atomic uint64_t dropped;
 
+/* chan_sink is the sink of a channel: on the thread that logs, it packs
+** the record as one table (ts in RFC 3339, level, msg, then the record's
+** fields) and offers it with try_send.  A full or closed channel, or a
+** failed allocation, drops the record and counts it in 'dropped': a
+** logging thread never waits for a reader. */
 static void chan_sink(const tt_log_record *r, void *ud) {
   tt_field small[16], *f = small;
   size_t n = r->nfields + 3, i;
@@ -48,11 +53,22 @@ static void chan_sink(const tt_log_record *r, void *ud) {
   }
 }
 
+/* chan_release drops the log's reference to the channel once another
+** sink replaces it. */
 static void chan_release(void *ud) { tt_unref(ud); }
 
 /* tether.log.configure{level = "info", sink = "stderr" | path | chan}
-** -> true | nil, err.  A file is appended to, one line per record; a
-** file that cannot be opened is refused at run time (nil, err). */
+** -> true | nil, err: sets, for the whole process (every state and
+** thread), the least level written and where records go; an option left
+** out keeps its setting.  A file is appended to, one line per record; a
+** channel gets each record as a table, offered without waiting (see
+** chan_sink), and the log holds a reference to it while it is the sink.
+** A file that cannot be opened is refused at run time: nil and an error
+** of code 'invalid' ('no_memory' when out of memory) that names the file
+** and strerror, with the level left unchanged too (it is set last).
+** Raises for a non-table argument, an unknown option, a 'level' that is
+** not 'debug', 'info', 'warn', 'error' or 'off', or a 'sink' of another
+** kind. */
 static int l_configure(lua_State *L) {
   static const char *const known[] = {"level", "sink", NULL};
   const char *level;
@@ -96,22 +112,30 @@ static int l_configure(lua_State *L) {
   return 1;
 }
 
-/* tether.log.level() -> the least level written ("info" by default). */
+/* tether.log.level() -> string: the least level written now ("info" by
+** default). */
 static int l_level(lua_State *L) {
   lua_pushstring(L, tt_log_level_name(tt_log_get_level()));
   return 1;
 }
 
-/* tether.log.dropped() -> how many records a full channel sink lost. */
+/* tether.log.dropped() -> integer: how many records channel sinks lost
+** (full or closed channels, failed allocations) since the process began,
+** counted atomically by the logging threads. */
 static int l_dropped(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)atomic_load(&dropped));
   return 1;
 }
 
-/* write_at is tether.log.<level>(msg [, fields]): one record through the
-** engine's log, with the fields of a table of string keys (strings,
-** numbers and booleans as they are, other values as tostring gives
-** them). */
+/* write_at is tether.log.<level>(msg [, fields]): one record of the
+** script's own through the engine's log, at 'level'; nothing when that
+** level is not written (then the fields are not even read, so no
+** __tostring runs).  'fields' is a table of string keys: strings,
+** numbers and booleans are written as they are, other values as
+** tostring gives them (a __tostring that raises raises here); other keys
+** are skipped, and fields past the 64th (in table order) are dropped.
+** Raises for a 'msg' that is neither a string nor a number, or a
+** 'fields' that is not a table. */
 static int write_at(lua_State *L, int level) {
   tt_field f[MAX_FIELDS];
   size_t n = 0;
@@ -161,6 +185,8 @@ static int write_at(lua_State *L, int level) {
   return 0;
 }
 
+/* tether.log.debug(msg [, fields]), tether.log.info, tether.log.warn and
+** tether.log.error: write_at at their level. */
 static int l_debug(lua_State *L) { return write_at(L, TT_LOG_DEBUG); }
 static int l_info(lua_State *L) { return write_at(L, TT_LOG_INFO); }
 static int l_warn(lua_State *L) { return write_at(L, TT_LOG_WARN); }

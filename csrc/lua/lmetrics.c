@@ -5,8 +5,11 @@
 */
 #include "ltether.h"
 
-/* tether.metrics.text() -> the text format (0.0.4) of every family:
-** "# HELP", "# TYPE", then the samples, one per line. */
+/* tether.metrics.text() -> string: every family of the process in the
+** Prometheus text format 0.0.4: for each its "# HELP" and "# TYPE"
+** lines, then its samples, one per line, label values escaped.  Gauges
+** are read from the live pools, servers and stores now.  Raises only on
+** a failed allocation. */
 static int l_text(lua_State *L) {
   tt_buf b = TT_BUF_INIT;
   if (tt_metrics_text(&b) != TT_OK) {

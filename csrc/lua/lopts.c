@@ -38,7 +38,9 @@ static int distance(const char *a, const char *b) {
   return d[la][lb];
 }
 
-/* nearest returns the known option closest to 'key'. */
+/* nearest returns the known option closest to 'key' (the first of equals
+** in 'known' order).  It always names one, however far: a suggestion
+** that misses is cheaper than none.  'known' must not be empty. */
 static const char *nearest(const char *key, const char *const known[]) {
   const char *best = known[0];
   int bestd = 1 << 30, i;
@@ -52,6 +54,17 @@ static const char *nearest(const char *key, const char *const known[]) {
   return best;
 }
 
+/* lt_checkopts checks every key of the options table at 'idx' against
+** the NULL-terminated list 'known' and raises an argument error of
+** argument 'arg' (in the caller's numbering, so a method's receiver is
+** not counted) for the first key that is not in it: "unknown option
+** 'worker'; did you mean 'workers'?", with 'prefix' and a dot before
+** both names for a nested table ("retry.attempt").  A key that is not a
+** string raises "option names are strings, got number [in prefix]",
+** except integer keys when 'allow_array' lets a list part through.  It
+** reads no value: callers check it first, then read each field with the
+** lt_opt* readers below.  lua_next's order decides which of several bad
+** keys is named. */
 void lt_checkopts(lua_State *L, int arg, int idx, const char *prefix,
                   const char *const known[], bool allow_array) {
   idx = lua_absindex(L, idx);
@@ -81,12 +94,21 @@ void lt_checkopts(lua_State *L, int arg, int idx, const char *prefix,
   }
 }
 
+/* lt_fielderror raises "bad argument #arg to 'f' (field 'name' what)",
+** 'what' being the rest of the sentence ("must be a number, got
+** string"); it never returns, and is declared int so that a caller can
+** write 'return lt_fielderror(...)'. */
 int lt_fielderror(lua_State *L, int arg, const char *field,
                   const char *what) {
   return luaL_argerror(L, arg, lua_pushfstring(L, "field '%s' %s", field,
                                                what));
 }
 
+/* lt_optnumber reads t[field] of the table at 'idx' as a number: nil
+** gives 'def'; a value that is not a number (a numeric string included)
+** raises "field 'f' must be a number, got string"; NaN or a value below
+** 'min' raises "field 'f' must be at least min" (min printed as an
+** integer).  Infinity passes. */
 double lt_optnumber(lua_State *L, int arg, int idx, const char *field,
                     double def, double min) {
   double v;
@@ -107,6 +129,11 @@ double lt_optnumber(lua_State *L, int arg, int idx, const char *field,
   return v;
 }
 
+/* lt_optint reads t[field] as an integer between 'min' and 'max': nil
+** gives 'def'; anything lua_tointegerx cannot make an integer raises
+** "field 'f' must be an integer, got T" (so 2.5 raises, while 2.0 and the
+** string "2" pass, as Lua's own integer arguments do); a value out of
+** range raises "field 'f' must be between min and max". */
 int lt_optint(lua_State *L, int arg, int idx, const char *field, int def,
               int min, int max) {
   int isint, t = lua_getfield(L, idx, field);
@@ -127,6 +154,10 @@ int lt_optint(lua_State *L, int arg, int idx, const char *field, int def,
   return (int)v;
 }
 
+/* lt_optfunction reads t[field] as a function: false, with nothing
+** pushed, when it is nil; true with the function left on the stack (the
+** caller packs or references it from there); any other type raises
+** "field 'f' must be a function, got T". */
 bool lt_optfunction(lua_State *L, int arg, int idx, const char *field) {
   int t = lua_getfield(L, idx, field);
   if (t == LUA_TNIL) {
@@ -140,6 +171,9 @@ bool lt_optfunction(lua_State *L, int arg, int idx, const char *field) {
   return true;  /* left on the stack */
 }
 
+/* lt_optboolean reads t[field] as a boolean: nil gives 'def'; any other
+** type raises "field 'f' must be a boolean, got T" (no truthiness: 1 or
+** "yes" is a mistake, not true). */
 bool lt_optboolean(lua_State *L, int arg, int idx, const char *field,
                    bool def) {
   int t = lua_getfield(L, idx, field);
@@ -154,6 +188,10 @@ bool lt_optboolean(lua_State *L, int arg, int idx, const char *field,
   return v;
 }
 
+/* lt_optstring reads t[field] as a string: nil gives 'def'; any other
+** type, a number included, raises "field 'f' must be a string, got T".
+** The result points into the table's own string, so it stays valid as
+** long as the table holds it. */
 const char *lt_optstring(lua_State *L, int arg, int idx, const char *field,
                          const char *def) {
   int t = lua_getfield(L, idx, field);
@@ -168,6 +206,15 @@ const char *lt_optstring(lua_State *L, int arg, int idx, const char *field,
   return v;
 }
 
+/* lt_checkretry reads the retry policy table at 'idx' into '*r': the one
+** reader of policies for pools, submissions and sagas, so that each has
+** the same keys, limits and defaults: attempts 1 to 1000000 (1), backoff
+** >= 0 (0.1 s), factor >= 1 (2), max_backoff >= 0 (3600 s), jitter 0 to 1
+** (0).  A value that is not a table raises "field 'retry' must be a
+** table, got T"; an unknown key raises "unknown option 'retry.attempt';
+** did you mean 'retry.attempts'?".  The field errors of its keys name
+** the key without the 'retry.' prefix ("field 'jitter' must be between 0
+** and 1"). */
 void lt_checkretry(lua_State *L, int arg, int idx, tt_retry *r) {
   static const char *const known[] = {"attempts", "backoff", "factor",
                                       "max_backoff", "jitter", NULL};

@@ -858,6 +858,8 @@ static int m_submit(lua_State *L) {
   int nargs = lua_gettop(L) - 4, err = TT_OK, tenant;
   lt_task *t;
   tt_handle *h;
+  lt_wait w;
+  bool interrupted;
   memset(&so, 0, sizeof so);
   if (nargs < 0) nargs = 0;
   if (lua_type(L, 3) == LUA_TSTRING) {
@@ -910,9 +912,15 @@ static int m_submit(lua_State *L) {
     }
     task_what(what, sizeof what, so.name != NULL ? so.name : "op");
     t = lt_task_new(L, p->env, 4, 5, nargs, true, what);
+    /* A 'wait' for room ends on Ctrl-C in the main state (the section
+    ** costs nothing to a submit that never waits). */
+    if (so.wait > 0) lt_wait_begin(L, &w);
     h = tt_pool_submit(p->pool, parent, &so, lt_task_run, t, lt_task_drop,
                        &err);
+    interrupted = so.wait > 0 && lt_wait_end(L, &w) && h == NULL &&
+                  err == TT_EINTR;
     if (h == NULL) lt_task_drop(t);
+    if (interrupted) return lt_interrupted(L);
   } else {
     h = NULL;
   }
@@ -1151,6 +1159,7 @@ static int m_retry_dead(lua_State *L) {
   tt_handle *h = tt_pool_retry_dead(p->pool, id, &err);
   if (h == NULL) {
     if (err == TT_EINVAL)
+      /* cppcheck-suppress invalidLengthModifierError ; Lua's own %I */
       return lt_pusherror(L, err, lua_pushfstring(L, "no dead letter with "
                                                      "id %I in pool '%s'",
                                                   (lua_Integer)id,

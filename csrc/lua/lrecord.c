@@ -17,6 +17,13 @@ static void put_str(tt_buf *b, const char *s, size_t n) {
   tt_buf_add(b, s, n);
 }
 
+/* lt_pack_fields makes a packed value of one table whose keys are the
+** fields' keys (ltether.h).  It runs on the thread that logs or delivers
+** an event, with no Lua state, so it writes the records by hand: a table
+** header whose pair count is patched once the fields that carry a value
+** are known (a NULL string or a NaN number leaves its key out, as a nil
+** would), one string key and one scalar per field, then the end mark.
+** One table means 'nids' is 1.  NULL when out of memory. */
 tt_obj *lt_pack_fields(const tt_field *f, size_t n) {
   tt_buf b = TT_BUF_INIT;
   unsigned char tag = T_TABLE, end = T_END;

@@ -64,6 +64,10 @@ static void ls_traverse(tt_obj *o, tt_visit visit, void *ud) {
 
 static const tt_type ls_type = {"tether.Saga", ls_free, NULL, ls_traverse};
 
+/* lt_saga_stays returns why the saga 'o' cannot leave the state that
+** made it ("saga 'trip' runs only in the state that made it: ..."), or
+** NULL when it can, or when 'o' is not a saga: the packer refuses a saga
+** with this reason. */
 const char *lt_saga_stays(tt_obj *o) {
   return o->type == &ls_type ? ((ls_saga *)o)->stays : NULL;
 }
@@ -103,6 +107,14 @@ static bool is_interrupt(lua_State *L, int idx) {
   return len >= nt && memcmp(s + len - nt, tail, nt) == 0;
 }
 
+/* call_step calls one step's 'field' ("action" or "compensate") as
+** fn(ctx, state) on the thread running the saga, protected, and turns a
+** raised error, or a nil (or false) and an error, into '*err' for the
+** engine (TT_EFAILED).  An action that fails because of Ctrl-C (the
+** interrupt count moved, or the error is "interrupted!") marks the run
+** interrupted, keeps its error for s:run to raise again, and puts back
+** the hooks, so that the compensations that follow are not interrupted
+** by lua.c's pending hook. */
 static int call_step(tt_ctx *ctx, void *state, void *ud, tt_obj **err,
                      const char *field) {
   ls_run *r = state;
@@ -140,6 +152,8 @@ static int call_step(tt_ctx *ctx, void *state, void *ud, tt_obj **err,
   return TT_OK;
 }
 
+/* step_action and step_compensate are the engine's callbacks for a
+** step. */
 static int step_action(tt_ctx *ctx, void *state, void *ud, tt_obj **err) {
   return call_step(ctx, state, ud, err, "action");
 }
@@ -149,6 +163,8 @@ static int step_compensate(tt_ctx *ctx, void *state, void *ud,
   return call_step(ctx, state, ud, err, "compensate");
 }
 
+/* push_err pushes an error the engine holds: a packed value as its Lua
+** value again, an engine object (an error) as itself, NULL as nil. */
 static void push_err(lua_State *L, tt_obj *e) {
   if (e != NULL && e->type == &lt_value_type) lt_unpack_one(L, e);
   else lt_pushobj(L, e);
@@ -277,9 +293,23 @@ static int pack_steps(lua_State *L) {
   return 0;
 }
 
-/* tether.saga{...} -> saga: checks the options (an unknown key raises,
-** in the saga's table and in each step's), copies the steps into a
-** table of its own, and packs them for other threads when it can. */
+/* tether.saga{name, compensation_timeout, retry, on_compensation_failure,
+** dlq, step1, step2, ...} -> saga: a saga of 1 to 256 steps, the list
+** part of the table, each {name, action = function(ctx, state),
+** compensate = function(ctx, state)} ('action' required).  'name' is
+** "saga" by default; 'compensation_timeout' (seconds, 0: none) bounds
+** each compensation attempt; 'retry' is the retry policy of
+** compensations (one attempt by default); 'on_compensation_failure' and
+** 'dlq' (a channel) receive the record of each compensation that failed
+** its last attempt.  Everything raises, nothing returns nil, err: an
+** unknown option, in the saga's table or a step's ("[2].compensation"),
+** no steps or more than 256, a step that is not a table, has no function
+** 'action', or a 'compensate' or 'name' of the wrong type, a 'dlq' that
+** is not a channel, a bad retry policy.  The steps are copied into a
+** table of the saga's own, so later changes to the user's tables do not
+** change it, and packed for other threads when they can cross; when they
+** cannot, the saga stays in this state and records why (lt_saga_stays)
+** instead of raising: it is still good here. */
 static int l_saga(lua_State *L) {
   tt_saga_step steps[MAX_STEPS];
   const char *name;
@@ -387,6 +417,9 @@ static int l_saga(lua_State *L) {
 ** s:run
 ** ===================================================================== */
 
+/* push_report pushes the report of a run: {saga, ok, failed_step, error,
+** compensation_failures, steps = {{name, status, attempts, error}, ...}}
+** ('failed_step' absent when no step failed). */
 static void push_report(lua_State *L, tt_saga_report *r) {
   int i;
   lua_createtable(L, 0, 6);
@@ -434,9 +467,19 @@ static void push_steps(lua_State *L, ls_saga *s) {
 }
 
 /* s:run(ctx [, state]) -> true, nil, report | nil, err, report: runs the
-** actions in order on this thread; when one fails (or ctx ends between
-** two), the compensations of the steps that ran execute in reverse order,
-** detached from ctx.  It may be called from any thread. */
+** actions in order on this thread, each as action(ctx, state) ('state'
+** is passed as it is, shared by the steps).  Before each action the
+** engine checks 'ctx': once it is done, no further action starts and the
+** saga fails with its error.  When an action fails, the compensations of
+** the steps whose actions completed run in reverse order, each under
+** with_timeout(without_cancel(ctx), compensation_timeout), retried by
+** the saga's policy, so they run even when the caller has gone.  'err'
+** is the failing step's error (an error object; a string raised or
+** returned has code 'failed'); the report is push_report's.  It may be
+** called from any thread, and several at once: each state runs its own
+** copies of the steps.  Raises for a non-context 'ctx', in a state that
+** cannot have the steps, and, after the compensations ran, with the
+** action's own error when Ctrl-C interrupted it ('interrupted!'). */
 static int m_run(lua_State *L) {
   ls_saga *s = lt_checkobj(L, 1, &ls_type);
   tt_ctx *ctx = lt_checkobj(L, 2, &tt_ctx_type);

@@ -41,6 +41,8 @@ extern char **environ;
 ** Interruptible waits
 ** ===================================================================== */
 
+/* main_of returns the main Lua thread of L's state, where lua.c's SIGINT
+** handler leaves its hook. */
 static lua_State *main_of(lua_State *L) {
   lua_State *m;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
@@ -49,6 +51,9 @@ static lua_State *main_of(lua_State *L) {
   return m;
 }
 
+/* lt_save_hooks records the hooks of L and of its state's main thread,
+** so that lt_restore_hooks can take back the hook a SIGINT handler set
+** while L waited. */
 void lt_save_hooks(lua_State *L, lt_wait *w) {
   w->on = !tt_engine_thread();
   w->main = main_of(L);
@@ -60,11 +65,16 @@ void lt_save_hooks(lua_State *L, lt_wait *w) {
   w->mcount = lua_gethookcount(w->main);
 }
 
+/* lt_restore_hooks puts back the hooks lt_save_hooks recorded. */
 void lt_restore_hooks(lua_State *L, const lt_wait *w) {
   lua_sethook(L, w->hook, w->mask, w->count);
   if (w->main != L) lua_sethook(w->main, w->mhook, w->mmask, w->mcount);
 }
 
+/* lt_wait_begin opens an interruptible wait for a blocking call of the
+** binding: in a program's own state it records the hooks and enters the
+** engine's interruptible section; on an engine thread it does nothing,
+** so that only the main state's waits wake on Ctrl-C. */
 void lt_wait_begin(lua_State *L, lt_wait *w) {
   w->on = !tt_engine_thread();
   if (!w->on) return;
@@ -72,12 +82,16 @@ void lt_wait_begin(lua_State *L, lt_wait *w) {
   tt_interrupt_begin();
 }
 
+/* lt_wait_end closes the wait lt_wait_begin opened and returns true when
+** Ctrl-C interrupted it, after restoring the hooks (the caller then
+** raises once, with lt_interrupted, after releasing what it held). */
 bool lt_wait_end(lua_State *L, lt_wait *w) {
   if (!w->on || !tt_interrupt_end()) return false;
   lt_restore_hooks(L, w);
   return true;
 }
 
+/* lt_interrupted raises "interrupted!", lua.c's own words for Ctrl-C. */
 int lt_interrupted(lua_State *L) { return luaL_error(L, "interrupted!"); }
 
 /* }==================================================================== */
@@ -127,6 +141,9 @@ static int check_signal(lua_State *L, int arg) {
   return sig;
 }
 
+/* push_signal_pair pushes a signal context and its stop, taking over the
+** references; a NULL context raises "cannot start the signal thread" or
+** "not enough memory", as the engine's error says. */
 static int push_signal_pair(lua_State *L, tt_ctx *ctx, tt_sigreg *reg,
                             int err) {
   if (ctx == NULL) {
@@ -142,9 +159,15 @@ static int push_signal_pair(lua_State *L, tt_ctx *ctx, tt_sigreg *reg,
 /* tether.signal_context(parent, sig, ...) -> ctx, stop: as Go's
 ** signal.NotifyContext, a child of 'parent' canceled by the first of the
 ** signals to arrive, its cause an error of code "signal" whose 'signal'
-** names it; stop() unregisters it and restores the previous disposition.
-** Once the context is done, until stop(), those signals take their
-** default action. */
+** names it ("TERM").  Signals are names ("INT", "SIGTERM", "term") or
+** numbers, 1 to 16 of them, among INT, TERM, HUP, USR1 and USR2.  While
+** the context waits, those signals cancel it instead of interrupting
+** waits; once it is done, until stop(), they take their default action
+** (a second Ctrl-C ends a program stuck in its drain).  stop()
+** unregisters it and restores the previous dispositions.  Raises for a
+** non-context 'parent', no signal, more than 16, an unknown one, one
+** that cannot be caught (KILL, STOP), an unsupported one, and when the
+** engine's signal thread cannot start. */
 static int l_signal_context(lua_State *L) {
   tt_ctx *parent = lt_checkobj(L, 1, &tt_ctx_type);
   int sigs[16], n = lua_gettop(L) - 1, i, err = TT_OK;
@@ -157,6 +180,10 @@ static int l_signal_context(lua_State *L) {
   return push_signal_pair(L, ctx, reg, err);
 }
 
+/* stop() (__call) and <close> (__close) of a tether.SignalStop:
+** unregisters the signal context and restores the signals' previous
+** dispositions; later calls do nothing.  The context itself is left as
+** it is (done or not). */
 static int stop_call(lua_State *L) {
   tt_signal_stop(lt_checkobj(L, 1, &tt_sigreg_type));
   return 0;
@@ -167,10 +194,13 @@ static pthread_mutex_t run_mu = PTHREAD_MUTEX_INITIALIZER;
 static tt_ctx *run_ctx;        /* under run_mu; lives for the process */
 static tt_sigreg *run_reg;
 
-/* tether.run_context() -> ctx, stop: the root context of a script run by
-** `tether run`, canceled by SIGINT and SIGTERM; outside the runner, the
-** same signal context, made by the first call of the process.  stop() is
-** the runner's. */
+/* tether.run_context() -> ctx, stop: the script's root context, the one
+** signal context of the process that SIGINT and SIGTERM cancel, made by
+** the first call and returned by every later one (from any state or
+** thread, hence the lock).  Under `tether run` the runner makes it first
+** and drains every pool on it; its stop() is the runner's.  Raises as
+** signal_context does when it cannot be made (a later call tries
+** again). */
 static int l_run_context(lua_State *L) {
   int sigs[2] = {SIGINT, SIGTERM}, err = TT_OK;
   tt_ctx *ctx;
@@ -243,6 +273,8 @@ static pid_t spawn_sh(const char *cmd, int dup_from, int dup_to) {
   return pid;
 }
 
+/* wait_child waits for 'pid' and returns its wait status, or -1 with
+** errno set. */
 static int wait_child(pid_t pid) {
   int st = 0;
   while (waitpid(pid, &st, 0) < 0)
@@ -250,7 +282,10 @@ static int wait_child(pid_t pid) {
   return st;
 }
 
-/* os.execute([cmd]), as Lua's. */
+/* os.execute([cmd]) in a worker state, as Lua's: true (or fail), "exit"
+** or "signal", and the code; with no command, whether a shell exists.
+** The shell starts with the default signal mask and dispositions
+** (spawn_sh), and nothing in the process is changed while it runs. */
 static int w_execute(lua_State *L) {
   const char *cmd = luaL_optstring(L, 1, NULL);
   pid_t pid;
@@ -273,6 +308,9 @@ typedef struct wproc {
   pid_t pid;
 } wproc;
 
+/* The close function of a w_popen stream (file:close() and io.close):
+** closes the stream and waits for the child, then returns as Lua's
+** pclose does (true or fail, "exit" or "signal", the code). */
 static int w_pclose(lua_State *L) {
   wproc *p = (wproc *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
   int st;
@@ -283,7 +321,11 @@ static int w_pclose(lua_State *L) {
   return luaL_execresult(L, st);
 }
 
-/* io.popen(cmd [, mode]), as Lua's. */
+/* io.popen(cmd [, mode]) in a worker state, as Lua's: a file handle on
+** a pipe to the shell's stdout ("r", the default) or stdin ("w"), or
+** fail, a message and errno.  Raises for another mode ("invalid mode").
+** The handle is made closed first (liolib's __gc skips it), so that an
+** error on the way leaks neither the pipe nor the child. */
 static int w_popen(lua_State *L) {
   const char *cmd = luaL_checkstring(L, 1);
   const char *mode = luaL_optstring(L, 2, "r");

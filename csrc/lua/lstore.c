@@ -33,6 +33,8 @@ typedef struct wenc {
   size_t whylen;
 } wenc;
 
+/* wfail writes why an argument cannot travel ("argument #2 holds a
+** function (only plain data travels)") and returns false. */
 static bool wfail(wenc *e, const char *fmt, const char *s) {
   char msg[160];
   snprintf(msg, sizeof msg, fmt, s);
@@ -40,6 +42,11 @@ static bool wfail(wenc *e, const char *fmt, const char *s) {
   return false;
 }
 
+/* enc_value writes the value at 'idx' as wire values, or returns false
+** with the reason in 'e->why'.  A table is counted first (wire tables
+** carry their size up front) and marked open while its contents are
+** written, so that a table inside itself is refused while a table met
+** twice side by side is simply written twice. */
 static bool enc_value(wenc *e, int idx, int depth) {
   lua_State *L = e->L;
   idx = lua_absindex(L, idx);
@@ -103,6 +110,11 @@ static bool enc_value(wenc *e, int idx, int depth) {
   }
 }
 
+/* lt_wire_args writes the 'n' values from 'first' as a count and wire
+** values into 'b', the arguments of a spilled op: true, or false with
+** the reason in 'why' (a value that is not plain data, a cycle, nesting
+** deeper than TT_WIRE_MAXDEPTH, no memory).  It never raises on a value:
+** a spill that cannot be written is refused by the caller. */
 bool lt_wire_args(lua_State *L, int first, int n, tt_buf *b, char *why,
                   size_t whylen) {
   wenc e;
@@ -134,9 +146,13 @@ typedef struct wdec {
   const unsigned char *p, *end;
 } wdec;
 
+/* dec_bad raises "malformed wire values": bytes that do not parse are
+** refused whole, never half read. */
 static _Noreturn void dec_bad(wdec *d) {
   luaL_error(d->L, "malformed wire values");
-  abort();  /* not reached: luaL_error does not return */
+  /* cppcheck-suppress unreachableCode ; not reached (luaL_error does not
+  ** return), but the compiler does not know it */
+  abort();
 }
 
 static uint64_t dec_varint(wdec *d) {
@@ -160,6 +176,9 @@ static uint64_t dec_u64(wdec *d) {
   return x;
 }
 
+/* dec_value pushes the next wire value.  Each length is checked against
+** the bytes left before anything is allocated, and a nil or NaN key
+** (which no encoder writes) is malformed rather than a Lua error. */
 static void dec_value(wdec *d, int depth) {
   lua_State *L = d->L;
   int tag;
@@ -207,6 +226,10 @@ static void dec_value(wdec *d, int depth) {
   }
 }
 
+/* lt_wire_push pushes the values of 'n' bytes written by lt_wire_args
+** and returns how many; bytes that are not exactly that raise
+** "malformed wire values" (callers that must not raise call it
+** protected). */
 int lt_wire_push(lua_State *L, const void *p, size_t n) {
   wdec d;
   uint64_t k, i;
@@ -246,12 +269,21 @@ static int store_error(lua_State *L, tt_store *s, int rc) {
   return lt_pusherror(L, rc == TT_ECLOSED ? TT_ECLOSED : TT_ESTORE, full);
 }
 
-/* tether.store.open(url [, opts]) -> store | nil, err.  A malformed URL
-** raises; a server that cannot be reached or a file that is not a
-** database returns nil and an error of code "store_unavailable".  The
-** store's figures are in tether.metrics.text() while it is open, under
-** the label store = opts.name or its URL without the password (unless
-** opts.metrics = false). */
+/* tether.store.open(url [, {max_payload, max_deliveries, lease,
+** synchronous, timeout, consumer, name, metrics}]) -> store | nil, err:
+** opens (or creates) the store of 'url', "sqlite:PATH" or
+** "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=NAME]".  A
+** malformed URL raises (the engine's TT_EINVAL: a mistake whatever the
+** moment, and its message never repeats the URL, which may hold a
+** password); so do an unknown option and a field of the wrong type or
+** out of range (max_payload 64 to 2^30, max_deliveries 1 to 1000000,
+** lease and timeout positive, synchronous 'full' or 'normal').  A server
+** that cannot be reached, a refused password or a file that cannot be
+** opened or is not a database returns nil and an error of code
+** 'store_unavailable'.  A store is shared by reference and usable from
+** any thread; its I/O runs on a thread of its own.  Its figures are in
+** tether.metrics.text() while it is open, under the label store =
+** opts.name or its URL without the password (unless metrics = false). */
 static int l_open(lua_State *L) {
   static const char *const known[] = {
     "max_payload", "max_deliveries", "lease", "synchronous", "timeout",
@@ -308,7 +340,13 @@ static void set_int(lua_State *L, const char *k, lua_Integer v) {
   lua_setfield(L, -2, k);
 }
 
-/* store:stats([pool]) -> {depth, leased, dead, oldest_age} | nil, err */
+/* store:stats([pool]) -> {depth, leased, dead, oldest_age} | nil, err:
+** the store's counts, for the ops of one pool name or of all: records
+** not yet acknowledged (leased ones included), leased now, dead letters,
+** and the age in seconds of the oldest record (0 with none).  Returns
+** nil and an error of code 'closed' for a closed store, or
+** 'store_unavailable' when the store fails.  Raises for a 'pool' that is
+** not a string (or a number). */
 static int m_stats(lua_State *L) {
   tt_store *s = check_store(L);
   const char *pool = luaL_optstring(L, 2, NULL);
@@ -323,6 +361,9 @@ static int m_stats(lua_State *L) {
   return 1;
 }
 
+/* push_args (run protected) pushes the arguments of the record at 1 as
+** a list, so that a record whose arguments do not parse still shows the
+** rest of its dead letter. */
 static int push_args(lua_State *L) {
   const tt_record *r = lua_touserdata(L, 1);
   int n, i;
@@ -371,7 +412,11 @@ static void push_dead(lua_State *L, const tt_store_dead *d) {
   }
 }
 
-/* store:dead_letters([pool [, max]]) -> list | nil, err */
+/* store:dead_letters([pool [, max]]) -> {record, ...} | nil, err: the
+** store's dead letters, of one pool name or of all, oldest first, at
+** most 'max' (default 1000), each as push_dead makes it.  Returns nil,
+** err as store:stats does; raises for a negative or non-integer 'max'
+** or a non-string 'pool'. */
 static int m_dead_letters(lua_State *L) {
   tt_store *s = check_store(L);
   const char *pool = luaL_optstring(L, 2, NULL);
@@ -391,8 +436,10 @@ static int m_dead_letters(lua_State *L) {
   return 1;
 }
 
-/* dead_ref reads a dead letter's id and pool: a table from dead_letters,
-** or an id (string or integer) and an optional pool. */
+/* dead_ref reads a dead letter's id and pool: a table from dead_letters
+** (its 'id' and 'pool' fields; one without an id raises "dead letter
+** without an id"), or an id (string or integer) and an optional pool
+** name. */
 static const char *dead_ref(lua_State *L, const char **pool) {
   const char *id;
   *pool = NULL;
@@ -409,6 +456,9 @@ static const char *dead_ref(lua_State *L, const char **pool) {
   return id;
 }
 
+/* dead_result pushes the result of retry_dead and drop_dead: true; nil
+** and an error of code 'invalid' ("no such dead letter"); or nil, err as
+** store:stats. */
 static int dead_result(lua_State *L, tt_store *s, int rc) {
   if (rc == TT_OK) {
     lua_pushboolean(L, 1);
@@ -418,14 +468,20 @@ static int dead_result(lua_State *L, tt_store *s, int rc) {
   return store_error(L, s, rc);
 }
 
-/* store:retry_dead(dl | id [, pool]) -> true | nil, err */
+/* store:retry_dead(dl | id [, pool]) -> true | nil, err: puts a dead
+** letter back in its queue, with a fresh count of deliveries (SQLite
+** keeps its id, Redis gives it a new one).  Returns nil, err of code
+** 'invalid' when there is no such dead letter, or as store:stats; raises
+** for a record without an id, or an id that is neither a string nor a
+** number. */
 static int m_retry_dead(lua_State *L) {
   tt_store *s = check_store(L);
   const char *pool, *id = dead_ref(L, &pool);
   return dead_result(L, s, tt_store_retry_dead(s, pool, id));
 }
 
-/* store:drop_dead(dl | id [, pool]) -> true | nil, err */
+/* store:drop_dead(dl | id [, pool]) -> true | nil, err: forgets a dead
+** letter; returns and raises as store:retry_dead does. */
 static int m_drop_dead(lua_State *L) {
   tt_store *s = check_store(L);
   const char *pool, *id = dead_ref(L, &pool);
@@ -437,6 +493,10 @@ static int m_drop_dead(lua_State *L) {
 static pthread_mutex_t def_mu = PTHREAD_MUTEX_INITIALIZER;
 static tt_store *def_store;    /* under def_mu; holds a reference */
 
+/* lt_push_default_store pushes the process's default overflow store, or
+** nil, taking a reference for the new userdata under the lock, so that a
+** concurrent tether.store.default(false) cannot free it meanwhile.
+** tether.pool calls it for a pool made without an 'overflow' option. */
 void lt_push_default_store(lua_State *L) {
   tt_store *s;
   if (pthread_mutex_lock(&def_mu) != 0)
@@ -454,10 +514,14 @@ void lt_push_default_store(lua_State *L) {
 
 /* tether.store.default([store | false]) -> store | nil: the overflow
 ** store of every pool made from now on without an 'overflow' option, in
-** any Lua state of the process (pools made earlier keep theirs; a pool
-** with 'overflow = false' takes none).  A store sets it, false clears
-** it, nothing (or nil) only reads it, as io.output does.  `tether run
-** --store URL` sets it before the script runs. */
+** any Lua state of the process, a task's or an op's too (pools made
+** earlier keep theirs; a pool with 'overflow = false' takes none).  A
+** store sets it, false clears it, nothing (or nil) only reads it, as
+** io.output does; each call returns the default as it is now.  The
+** default holds a reference, so the store stays open (store:close()
+** still closes it).  `tether run --store URL` sets it before the script
+** runs.  Raises for anything but a store, false or nil ("tether.Store or
+** false expected"). */
 static int l_default(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) {
     tt_store *s = NULL, *old;
@@ -477,13 +541,17 @@ static int l_default(lua_State *L) {
   return 1;
 }
 
-/* store:close() writes what is queued and closes the store. */
+/* store:close(): writes what is queued, closes the connection and ends
+** the store's thread.  Later calls do nothing; later uses return nil and
+** an error of code 'closed', and a spill to a closed store resolves
+** 'store_unavailable'.  The object itself lives on while referenced. */
 static int m_close(lua_State *L) {
   tt_store_close(check_store(L));
   return 0;
 }
 
-/* store:url() is the store's URL without its password. */
+/* store:url() -> string: the store's URL without its password, with the
+** defaults filled in (a Redis URL gets its port, db and prefix). */
 static int m_url(lua_State *L) {
   lua_pushstring(L, tt_store_url(check_store(L)));
   return 1;
@@ -528,6 +596,12 @@ typedef struct pctx {
   lt_env *env;
 } pctx;
 
+/* prepare is the drain's hook for each claimed record, on the draining
+** thread: it makes the record's task (prep_body, protected) and gives
+** its context the value "tether.deliveries".  A record that cannot be
+** prepared (its arguments do not parse, its task cannot be made)
+** returns TT_EINVAL with the reason, and the engine makes it a dead
+** letter of the store instead of raising in the drainer. */
 static int prepare(void *ud, const tt_record *r, const tt_claim *c,
                    tt_ctx **parent, tt_fn *fn, void **arg, tt_drop *drop,
                    char *why, size_t whylen) {
@@ -580,6 +654,8 @@ static int prepare(void *ud, const tt_record *r, const tt_claim *c,
   return TT_OK;
 }
 
+/* push_report pushes a drain's report: {claimed, completed, failed,
+** refused}. */
 static void push_report(lua_State *L, const tt_drain_report *rep) {
   lua_createtable(L, 0, 4);
   set_int(L, "claimed", (lua_Integer)rep->claimed);
@@ -588,6 +664,21 @@ static void push_report(lua_State *L, const tt_drain_report *rep) {
   set_int(L, "refused", (lua_Integer)rep->refused);
 }
 
+/* lt_drain_store is pool:drain_store(store [, ctx [, {pool, allow,
+** batch}]]) -> true, report | nil, err [, report] (lpool.c's m_drain_store
+** calls it): claims the store's records while 'pool' has room and runs
+** each as an op of the pool, with its function 'module:fn' required in
+** the worker, only for modules on 'allow' (none by default: nothing
+** runs, every record becomes a dead letter), and acknowledges each as it
+** ends.  True and the report once nothing is left to claim and every
+** claimed op has ended.  When 'ctx' ends first: nil, the context's error
+** and the report so far (the ops it started go on and are acknowledged
+** as they end).  Nil and an error of code 'closed' when the pool is
+** closed ("the pool is closed") or the store is; 'store_unavailable'
+** when the store fails.  Raises for a non-store 'store', a non-context
+** 'ctx', an unknown option, an 'allow' that is not a list of at most 256
+** strings, a 'batch' outside 1 to 4096, and 'interrupted!' on Ctrl-C in
+** the main state. */
 int lt_drain_store(lua_State *L, tt_pool *pool, lt_env *env) {
   static const char *const known[] = {"pool", "allow", "batch", NULL};
   tt_store *s = lt_checkobj(L, 2, &tt_store_type);

@@ -61,10 +61,17 @@ static int attr_error(lua_State *L, int arg, int kidx) {
                                                k, luaL_typename(L, -1)));
 }
 
-/* tether.trace.start(ctx, name [, attrs]) -> ctx, span.  The span's
-** parent is the span 'ctx' carries (none: a new trace); the returned
-** context carries the new span.  'attrs' maps names to strings, numbers
-** or booleans. */
+/* tether.trace.start(ctx, name [, attrs]) -> ctx, span: starts a span
+** named 'name', a child of the span 'ctx' carries (a remote one, or one
+** of start), or the root of a new trace, and returns a child of 'ctx'
+** that carries it, so that spans started and ops submitted under that
+** context are its children, and the span itself (a tether object: it
+** crosses into tasks by reference and may be finished on any thread).
+** 'attrs' maps string names to strings, numbers or booleans.  Raises for
+** a non-context 'ctx', a non-string 'name', a non-table 'attrs', a name
+** that is not a string, a value of another type, or more than 128
+** attributes.  A span is made (with ids) even when nothing is recorded,
+** so that traceparent headers still propagate. */
 static int l_start(lua_State *L) {
   tt_ctx *parent = lt_checkobj(L, 1, &tt_ctx_type);
   const char *name = luaL_checkstring(L, 2);
@@ -97,9 +104,12 @@ static int l_start(lua_State *L) {
   return 2;
 }
 
-/* span:finish([err]) -> true the first time, false after.  With 'err'
-** (a string, or any value: tostring gives the message; nil or false:
-** none), the span's status is ERROR with that message. */
+/* span:finish([err]) -> boolean: ends the span, true the first time,
+** false after (nothing changes then).  With 'err' (a string, or any
+** value: tostring gives the message; nil or false: none), the span's
+** status is ERROR with that message.  A recorded span then goes to the
+** export queue; the exporter thread sends it, the finishing thread never
+** waits. */
 static int m_finish(lua_State *L) {
   tt_span *s = check_span(L);
   const char *msg = NULL;
@@ -111,7 +121,11 @@ static int m_finish(lua_State *L) {
   return 1;
 }
 
-/* span:set(name, value): an attribute (string, number or boolean). */
+/* span:set(name, value): sets an attribute of the span; on a span that
+** is finished or not recorded, it does nothing.  Raises for a non-string
+** 'name', a missing 'value', or a value that is not a string, number or
+** boolean ("attribute 'k' must be a string, number or boolean, got
+** table"). */
 static int m_set(lua_State *L) {
   tt_span *s = check_span(L);
   const char *k = luaL_checkstring(L, 2);
@@ -123,13 +137,20 @@ static int m_set(lua_State *L) {
   return 0;
 }
 
-/* span:recording() -> whether the span is recorded (sampled, tracing on,
-** and not yet finished). */
+/* span:recording() -> boolean: whether the span is recorded (tracing on,
+** the sampler chose it, and not yet finished), so that a script may skip
+** costly attributes otherwise. */
 static int m_recording(lua_State *L) {
   lua_pushboolean(L, tt_span_recording(check_span(L)));
   return 1;
 }
 
+/* span.trace_id, span.span_id, span.sampled (__index of tether.Span):
+** the read-only fields, the ids in lower-case hex (32 and 16 digits),
+** 'sampled' whether the sampler chose the span (its traceparent flags say
+** the same); any other key is looked up among the methods, kept in the
+** metatable's '__methods' since '__index' is this function.  Raises for a
+** key that is not a string. */
 static int span_index(lua_State *L) {
   tt_span *s = check_span(L);
   const char *k = luaL_checkstring(L, 2);
@@ -151,8 +172,10 @@ static int span_index(lua_State *L) {
   return 1;
 }
 
-/* tether.trace.traceparent(ctx) -> the W3C traceparent header of the
-** span 'ctx' carries, to send with a request; nil if it carries none. */
+/* tether.trace.traceparent(ctx) -> string | nil: the W3C traceparent
+** header ("00-" trace id "-" span id "-" flags, 01 when sampled) of the
+** span 'ctx' carries, to send with an outgoing request; nil if it
+** carries none.  Raises for a non-context 'ctx'. */
 static int l_traceparent(lua_State *L) {
   tt_ctx *c = lt_checkobj(L, 1, &tt_ctx_type);
   tt_span_context sc;
@@ -166,10 +189,13 @@ static int l_traceparent(lua_State *L) {
   return 1;
 }
 
-/* tether.trace.with_traceparent(ctx, header) -> a child of 'ctx' that
-** carries the remote span of a received traceparent header, so that the
-** spans started under it continue that trace; nil, err if the header is
-** not valid W3C Trace Context. */
+/* tether.trace.with_traceparent(ctx, header) -> ctx | nil, err: a child
+** of 'ctx' that carries the remote span of a received traceparent
+** header, so that the spans started under it continue that trace.
+** Returns nil and an error of code 'invalid' ("invalid traceparent
+** header") if the header is not valid W3C Trace Context: a header comes
+** from outside, so its refusal is a value, not a raise.  Raises for a
+** non-context 'ctx' or a non-string 'header'. */
 static int l_with_traceparent(lua_State *L) {
   tt_ctx *c = lt_checkobj(L, 1, &tt_ctx_type);
   size_t n;
@@ -223,9 +249,20 @@ static size_t read_pairs(lua_State *L, const char *field, const char **out,
 
 /* tether.trace.configure{endpoint, file, headers, service_name,
 ** resource, sampler, ratio, queue_size, batch_size, schedule_delay,
-** export_timeout} -> true | nil, err.  It replaces the settings read
-** from the OTEL_* environment variables; with neither 'endpoint' nor
-** 'file', nothing is recorded. */
+** export_timeout} -> true | nil, err: replaces the whole configuration,
+** that read from the OTEL_* environment variables too; an option left
+** out takes its default (0 or NULL here: the engine's), so configure{}
+** turns recording off, as does having neither 'endpoint' nor 'file'.
+** A 'ratio' given without a 'sampler' selects
+** "parentbased_traceidratio".  Returns nil and an error of code 'invalid'
+** when the engine refuses the settings ("cannot open trace file 'P'", or
+** "invalid trace settings", an endpoint with CR or LF say), the
+** configuration then unchanged.  Raises for a non-table argument, an
+** unknown option, an unknown sampler, a ratio outside 0 to 1, a
+** 'headers' or 'resource' that is not a table of strings to strings
+** (header names non-empty, without ':', CR or LF; values without CR or
+** LF), more than 64 of either, or a field of the wrong type or out of
+** range. */
 static int l_configure(lua_State *L) {
   static const char *const known[] = {
     "endpoint", "file", "headers", "service_name", "resource", "sampler",
@@ -280,8 +317,12 @@ static int l_configure(lua_State *L) {
   return 1;
 }
 
-/* tether.trace.flush([timeout]) -> true once every span finished before
-** the call is exported (or dropped); nil, err after 'timeout' seconds. */
+/* tether.trace.flush([timeout]) -> true | nil, err: true once every span
+** finished before the call is exported (or dropped); nil and an error of
+** code 'timeout' ("trace flush timed out") after 'timeout' seconds
+** (default: none; each export is bounded by export_timeout).  Not ended
+** by Ctrl-C: the wait is bounded anyway.  Raises for a negative or NaN
+** 'timeout'. */
 static int l_flush(lua_State *L) {
   double t = lt_optseconds(L, 1, -1);
   if (tt_trace_flush(t) != TT_OK)
@@ -290,8 +331,9 @@ static int l_flush(lua_State *L) {
   return 1;
 }
 
-/* tether.trace.shutdown([timeout]) flushes and stops the exporter thread
-** (it starts again with the next span). */
+/* tether.trace.shutdown([timeout]) -> true | nil, err: flushes as
+** tether.trace.flush does, returning and raising as it does, and stops
+** the exporter thread (a later recorded span starts it again). */
 static int l_shutdown(lua_State *L) {
   double t = lt_optseconds(L, 1, -1);
   if (tt_trace_shutdown(t) != TT_OK)
@@ -300,14 +342,17 @@ static int l_shutdown(lua_State *L) {
   return 1;
 }
 
-/* tether.trace.enabled() -> whether spans are recorded at all. */
+/* tether.trace.enabled() -> boolean: whether spans are recorded at all
+** (an exporter is configured and the sampler may say yes). */
 static int l_enabled(lua_State *L) {
   lua_pushboolean(L, tt_trace_enabled());
   return 1;
 }
 
 /* tether.trace.stats() -> {recorded, exported, dropped, failed_exports,
-** queued}. */
+** queued}: the exporter's counters since the process began: spans
+** finished and queued, exported, dropped (a full queue, a failed
+** export), batches that failed, and spans waiting now. */
 static int l_stats(lua_State *L) {
   tt_trace_stats st;
   tt_trace_stats_get(&st);

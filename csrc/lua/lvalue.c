@@ -89,8 +89,11 @@ tt_obj *lt_value_from_bytes(const void *buf, size_t len, int n, int nids) {
 ** Boxes and registry tables
 ** ===================================================================== */
 
-/* box_close is the box's '__close' and '__gc': it drops the value still
-** inside, if any. */
+/* box:__close() and box:__gc(): drops the packed value still inside a
+** transfer box, if any, and leaves the box empty, so that an error
+** raised while a value is being packed or unpacked (the box is a
+** to-be-closed variable of that call) cannot leak it, and a second call
+** does nothing.  Boxes are internal: no script holds one. */
 static int box_close(lua_State *L) {
   lt_box *b = luaL_testudata(L, 1, BOX_T);
   if (b != NULL && b->v != NULL) {

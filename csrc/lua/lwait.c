@@ -47,6 +47,9 @@ static const tt_type default_type = {"tether.Default", NULL, NULL,
                                      NULL};
 static tt_obj default_obj = {-1, &default_type};
 
+/* lt_push_sendcase pushes a new send case of 'c' that sends the value at
+** 'idx', packed now (ch:send_case in lchan.c); a value that cannot cross
+** raises, and so does a failed allocation. */
 int lt_push_sendcase(lua_State *L, tt_chan *c, int idx) {
   /* Packed first: a refusal raises before anything is made. */
   tt_obj *item = lt_pack_one(L, idx, "channel item");
@@ -63,11 +66,19 @@ int lt_push_sendcase(lua_State *L, tt_chan *c, int idx) {
   return 1;
 }
 
+/* tether.now() -> number: seconds on the monotonic clock of every
+** deadline (CLOCK_MONOTONIC): only differences mean something. */
 static int l_now(lua_State *L) {
   lua_pushnumber(L, tt_now());
   return 1;
 }
 
+/* tether.after(seconds) -> timer: a tether.Timer, a waitable for
+** tether.select that fires once, 'seconds' from now.  It has no methods
+** (its tostring says pending or fired); dropping it forgets it.  Timers
+** live on the engine's one timer thread, started on first use: raises
+** when that thread cannot be started, and for a negative, NaN or
+** non-number 'seconds'. */
 static int l_after(lua_State *L) {
   tt_timer *t = tt_after(lt_checkseconds(L, 1));
   if (t == NULL) return luaL_error(L, "cannot start the timer thread");
@@ -75,8 +86,10 @@ static int l_after(lua_State *L) {
   return 1;
 }
 
-/* tether.sleep(s [, ctx]) returns true after 's' seconds, or nil and the
-** context's error if 'ctx' ends first. */
+/* tether.sleep(seconds [, ctx]) -> true | nil, err: true after 'seconds'
+** seconds, or nil and the context's error if 'ctx' ends first.  Raises
+** for a negative or NaN 'seconds' or a non-context 'ctx', and
+** 'interrupted!' on Ctrl-C in the main state. */
 static int l_sleep(lua_State *L) {
   double s = lt_checkseconds(L, 1);
   tt_ctx *c = lua_isnoneornil(L, 2) ? NULL
@@ -102,11 +115,24 @@ static tt_latch *latch_of(tt_obj *o) {
   return lt_pool_latch(o);
 }
 
-/* tether.select(case1, case2, ...) waits for the first case that can
-** proceed and returns its index, then what it yields: for a channel, the
-** value and ok; for a context, its error; for a handle, its results; for a
-** timer or a send, true.  It returns nothing but the index for default.
-** It takes at most 64 cases: more raise "too many cases (at most 64)". */
+/* tether.select(case1, case2, ...) -> i, ...: waits for the first case
+** that can proceed (one at random among several ready, as in Go), does
+** it, and returns its 1-based index, then what it yields: for a channel,
+** the value (a copy) and true, or nil, false once closed and empty; for
+** a context (or ctx:done()), its error; for a handle, its results as
+** h:wait gives them; for a timer, a pool (drained) or a send case, true.
+** For tether.default (fires when nothing else is ready) it returns only
+** the index; a nil case never fires, as Go's nil channel.  Without a
+** default and with no case that can fire it waits forever.  Raises for
+** more than 64 cases ("too many cases (at most 64)", the engine's limit),
+** a value that is not a case ("waitable expected"), two defaults, a send
+** case used before, a send case whose value holds its channel (a
+** reference cycle, found by the engine before anything is done), a send
+** case whose channel is closed ("send on closed channel"), and
+** 'interrupted!' on Ctrl-C in the main state.  Each send case offers the
+** channel a reference of its own, taken only once nothing can raise, so
+** a case keeps its item for its whole life; a case that sent is marked
+** used. */
 static int l_select(lua_State *L) {
   tt_case cs[MAX_CASES];
   lt_wait w;

@@ -270,22 +270,24 @@ static _Thread_local unsigned tl_tasks;  /* tasks run by this state */
 ** memory. */
 static tt_error *mkerror(const char *traceback, const char *fmt, ...) {
   va_list ap;
-  char small[256], *msg = small;
+  char small[256], *big = NULL;
+  const char *msg = small;
   int n;
   tt_error *e;
   va_start(ap, fmt);
   n = vsnprintf(small, sizeof small, fmt, ap);
   va_end(ap);
   if (n < 0) return tt_error_new(TT_EFAILED, NULL, NULL);
-  if ((size_t)n >= sizeof small) {
-    msg = malloc((size_t)n + 1);
-    if (msg == NULL) return NULL;
+  if ((size_t)n >= sizeof small) {  /* it did not fit: format it again */
+    big = malloc((size_t)n + 1);
+    if (big == NULL) return NULL;
     va_start(ap, fmt);
-    vsnprintf(msg, (size_t)n + 1, fmt, ap);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
     va_end(ap);
+    msg = big;
   }
   e = tt_error_new(TT_EFAILED, msg, NULL);
-  if (msg != small) free(msg);
+  free(big);
   if (e != NULL && traceback != NULL) e->traceback = dupstr(traceback);
   return e;
 }

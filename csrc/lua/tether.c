@@ -24,9 +24,10 @@ static void pin(void) {
 
 #define CLOSE_KEY "tether.close"
 
-/* on_close runs when the program's state closes (the script ended):
-** the spans still queued are sent (within a bounded wait) and the
-** exporter thread stops. */
+/* on_close is the '__gc' of the close watcher (no script reaches it): it
+** runs when the program's state closes (the script ended), and sends the
+** spans still queued (waiting 5 s at most) before the exporter thread
+** stops, so that the last spans of a script are not lost. */
 static int on_close(lua_State *L) {
   (void)L;
   tt_trace_shutdown(5.0);
@@ -50,6 +51,12 @@ static void watch_close(lua_State *L) {
   lua_setfield(L, LUA_REGISTRYINDEX, CLOSE_KEY);
 }
 
+/* require "tether.core" -> module: the table of every function of the
+** binding, with _VERSION; lua/tether/init.lua re-exports it, test hooks
+** ("_test_*") excepted, as require "tether".  Each file registers its
+** own functions and types on it.  It pins the library once per process,
+** and, in a state of the program's own (not a worker state on an engine
+** thread, which loads it too), watches for the state's close. */
 LUAMOD_API int luaopen_tether_core(lua_State *L) {
   pin();
   watch_close(L);

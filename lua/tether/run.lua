@@ -152,9 +152,9 @@ function M.parse_options(options, argv, first)
     local o = find_option(options, name or a)
     if o == nil then
       local word = (name or a):gsub("^%-+", "")
-      local near = nearest(options, word)
+      local guess = nearest(options, word)
       return nil, ("unknown option '%s'%s"):format(name or a,
-        near and ("; did you mean '--%s'?"):format(near) or "")
+        guess and ("; did you mean '--%s'?"):format(guess) or "")
     end
     if o.value then
       local v = inline
@@ -338,11 +338,13 @@ local function is_tty(fd)
 end
 
 local function run(opts, script, args, out, err)
-  if script == nil then
-    err:write("tether run: no script given\n", "Try 'tether run --help' "
-              .. "for more information.\n")
+  -- usage reports a bad command line as every other one is reported.
+  local function usage(msg)
+    err:write("tether run: ", msg, "\nTry 'tether run --help' for more "
+              .. "information.\n")
     return 2
   end
+  if script == nil then return usage("no script given") end
   local chunk, lerr = loadfile(script)
   if chunk == nil then
     err:write("tether run: ", lerr, "\n")
@@ -352,9 +354,8 @@ local function run(opts, script, args, out, err)
     -- The store is the default overflow of every pool the script makes.
     local ok, store, serr = pcall(tether.store.open, opts.store)
     if not ok then
-      err:write("tether run: option '--store': ", (tostring(store):gsub(
-        "^bad argument #1 to '[^']*' %((.*)%)$", "%1")), "\n")
-      return 2
+      return usage("option '--store': " .. (tostring(store):gsub(
+        "^bad argument #1 to '[^']*' %((.*)%)$", "%1")))
     end
     if not store then
       err:write("tether run: ", tostring(serr), "\n")
@@ -367,10 +368,8 @@ local function run(opts, script, args, out, err)
                                                 name = "tether run" })
     if not ok then
       local why = tostring(srv)
-      err:write("tether run: --admin ", opts.admin, ": ",
-                why:match("^bad argument #1 to '[^']*' %((.*)%)$") or why,
-                "\n")
-      return 2
+      return usage("option '--admin': " .. opts.admin .. ": "
+        .. (why:match("^bad argument #1 to '[^']*' %((.*)%)$") or why))
     end
     -- Kept for the life of the process: the page shows the exit drain.
     M.admin_server = srv

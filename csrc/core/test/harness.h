@@ -58,17 +58,29 @@ static const char *volatile th_current = "(none)";
     fprintf(stderr, "  %s:%d: check failed: %s\n", __FILE__, __LINE__, \
             #cond); } } while (0)
 
+/* REQUIRE is a CHECK that ends the test when it fails, for what the rest
+** of the test depends on (a pointer it dereferences). */
+#define REQUIRE(cond) \
+  do { if (!(cond)) { th_failed_checks++; \
+    fprintf(stderr, "  %s:%d: check failed: %s\n", __FILE__, __LINE__, \
+            #cond); return; } } while (0)
+
 #define CHECK_EQ(a, b) \
   do { long long th_a = (long long)(a), th_b = (long long)(b); \
     if (th_a != th_b) { th_failed_checks++; \
       fprintf(stderr, "  %s:%d: %s == %s: got %lld, want %lld\n", \
               __FILE__, __LINE__, #a, #b, th_a, th_b); } } while (0)
 
-/* th_nap sleeps about a millisecond, for WAIT_FOR's polling only. */
-static inline void th_nap(void) {
-  struct timespec ts = {0, 1000000L};
+/* th_sleep_us sleeps about 'us' microseconds (usleep is obsolescent). */
+static inline void th_sleep_us(long us) {
+  struct timespec ts;
+  ts.tv_sec = us / 1000000;
+  ts.tv_nsec = (us % 1000000) * 1000;
   nanosleep(&ts, NULL);
 }
+
+/* th_nap sleeps about a millisecond, for WAIT_FOR's polling only. */
+static inline void th_nap(void) { th_sleep_us(1000); }
 
 static inline unsigned th_timeout(void);
 

@@ -196,8 +196,8 @@ TEST(after_func_runs_once_and_stop) {
   CHECK(!tt_afterfunc_stop(b));
   tt_cancel(c, NULL);
   tt_cancel(c, NULL);
-  for (i = 0; i < 500 && atomic_load(&af_runs) < 1; i++) usleep(1000);
-  usleep(10000);
+  for (i = 0; i < 500 && atomic_load(&af_runs) < 1; i++) th_sleep_us(1000);
+  th_sleep_us(10000);
   CHECK_EQ(atomic_load(&af_runs), 1);
   CHECK(!tt_afterfunc_stop(a));
   tt_unref(a);

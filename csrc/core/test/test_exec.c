@@ -116,7 +116,7 @@ TEST(go_runs_with_the_given_context) {
 TEST(go_default_name_and_describe) {
   tt_handle *h = tt_go(NULL, NULL, fn_hello, &drops, NULL, NULL);
   char buf[128];
-  CHECK(h != NULL);
+  REQUIRE(h != NULL);
   CHECK(strcmp(tt_handle_name(h), "task") == 0);
   CHECK(tt_latch_wait(tt_handle_latch(h), 5));
   tt_describe(h, buf, sizeof buf);
@@ -174,7 +174,7 @@ TEST(stop_before_start_on_saturated_executor) {
   CHECK_EQ(threads, 2);
   atomic_store(&drops, 0);
   q = tt_go(NULL, "queued", fn_hello, &drops, count_drop, NULL);
-  usleep(20000);
+  th_sleep_us(20000);
   CHECK_EQ(tt_handle_state(q), TT_H_QUEUED);
   CHECK(tt_handle_stop(q));
   CHECK_EQ(tt_handle_state(q), TT_H_STOPPED);
@@ -230,7 +230,7 @@ static void bump(void *arg) {
 
 static void slow_bump(void *arg) {
   (void)arg;
-  usleep(2000);
+  th_sleep_us(2000);
   atomic_fetch_add(&counter, 1);
 }
 

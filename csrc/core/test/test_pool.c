@@ -162,7 +162,7 @@ static int fn_count7(tt_ctx *ctx, void *arg, tt_obj **out) {
   (void)ctx;
   (void)out;
   atomic_fetch_add(&runs7[(intptr_t)arg], 1);
-  usleep(500);
+  th_sleep_us(500);
   return TT_OK;
 }
 
@@ -188,7 +188,7 @@ TEST(scenario7_hundred_submissions_each_run_once) {
       }
       CHECK_EQ(err, TT_EQUEUE_FULL);
       full++;
-      usleep(200);
+      th_sleep_us(200);
     }
   }
   CHECK_EQ(tt_pool_drain(p, NULL, -1), TT_OK);
@@ -398,7 +398,7 @@ static void lend_case(bool lend) {
     CHECK(wait_handle(h));
     CHECK_EQ(tt_handle_state(h), TT_H_DONE);
   } else {
-    usleep(100000);
+    th_sleep_us(100000);
     CHECK_EQ(tt_handle_state(h), TT_H_QUEUED);
   }
   CHECK_EQ(tt_handle_state(b), TT_H_RUNNING);
@@ -812,7 +812,7 @@ TEST(shutdown_cancels_running_ops_gracefully) {
   WAIT_FOR(stats(p).inflight == 3, 5);
   /* A canceled parent does not reach the ops: they are detached. */
   tt_cancel(parent, NULL);
-  usleep(30000);
+  th_sleep_us(30000);
   CHECK_EQ(stats(p).inflight, 3);
   tt_cancel(sd, NULL);
   for (i = 0; i < 3; i++) {
@@ -1021,7 +1021,7 @@ static int fn_mixed(tt_ctx *ctx, void *arg, tt_obj **out) {
     *out = (tt_obj *)tt_error_new(TT_EFAILED, "mixed", NULL);
     return TT_EFAILED;
   }
-  if (k % 7 == 0) usleep(200);
+  if (k % 7 == 0) th_sleep_us(200);
   return TT_OK;
 }
 
@@ -1048,7 +1048,7 @@ TEST(stats_add_up_under_load) {
   for (i = 0; i < 400; i++) {
     tt_handle *h = submit(p, tt_background(), "m", fn_mixed, NULL, &err);
     if (h == NULL) {
-      usleep(100);
+      th_sleep_us(100);
       continue;
     }
     accepted++;
@@ -1081,7 +1081,7 @@ TEST(idle_then_resuming) {
   p = tt_pool_new(&o, NULL);
   tt_pool_observe(p, log_event, log);
   WAIT_FOR(evlog_count(log, TT_EV_IDLE) == 1, 5);
-  usleep(150000);
+  th_sleep_us(150000);
   CHECK_EQ(evlog_count(log, TT_EV_IDLE), 1);  /* once, not per period */
   h = submit(p, tt_background(), "wake", fn_ok, NULL, &err);
   CHECK(wait_handle(h));
@@ -1135,7 +1135,7 @@ TEST(events_in_order_per_op) {
   CHECK_EQ(evlog_count(log, TT_EV_RETRIED), 6);
   CHECK_EQ(evlog_count(log, TT_EV_DEAD), 6);
   for (id = 1; id <= 13; id++) {
-    int seq[8], ns = 0, want_ok[] = {TT_EV_SUBMITTED, TT_EV_STARTED,
+    int seq[8] = {0}, ns = 0, want_ok[] = {TT_EV_SUBMITTED, TT_EV_STARTED,
                                      TT_EV_COMPLETED};
     int want_fail[] = {TT_EV_SUBMITTED, TT_EV_STARTED, TT_EV_RETRIED,
                        TT_EV_STARTED, TT_EV_DEAD};
@@ -1212,7 +1212,7 @@ static void on_exit_hook(void) { atomic_fetch_add(&hook_calls, 1); }
 
 /* open_gate_later cancels the gate; it owns a reference to it. */
 static void open_gate_later(void *arg) {
-  usleep(50000);
+  th_sleep_us(50000);
   tt_cancel(arg, NULL);
   tt_unref(arg);
 }
@@ -1269,7 +1269,7 @@ TEST(drained_pool_workers_end) {
 static int fn_release_pool(tt_ctx *ctx, void *arg, tt_obj **out) {
   (void)ctx;
   (void)out;
-  usleep(20000);
+  th_sleep_us(20000);
   tt_unref(arg);
   return TT_OK;
 }

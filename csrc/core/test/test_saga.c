@@ -143,12 +143,12 @@ TEST(saga_compensates_in_reverse) {
   steps_init(st, bs, 3);
   bs[2].fail_action = true;
   s = tt_saga_new("order", st, 3, 1, NULL);
-  CHECK(s != NULL);
+  REQUIRE(s != NULL);
   CHECK(strcmp(((tt_obj *)s)->type->name, "tether.Saga") == 0);
   CHECK_EQ(tt_saga_run(s, tt_background(), &tr, &r), TT_EFAILED);
   CHECK(ev_is(&tr, want, 5));
   CHECK(!tr.other_thread);
-  CHECK(r != NULL);
+  REQUIRE(r != NULL);
   CHECK(strcmp(r->saga, "order") == 0);
   CHECK_EQ(r->code, TT_EFAILED);
   CHECK_EQ(r->failed_step, 2);

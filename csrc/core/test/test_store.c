@@ -347,7 +347,7 @@ static void group_commit(tt_store *s) {
   until = tt_now() + 60;
   while (atomic_load(&answered) < PRODUCERS * PER_PRODUCER &&
          tt_now() < until)
-    usleep(1000);
+    th_sleep_us(1000);
   CHECK_EQ(atomic_load(&ok), PRODUCERS * PER_PRODUCER);
   qsort(ids, PRODUCERS * PER_PRODUCER, TT_STORE_IDLEN, cmp_id);
   for (i = 1; i < PRODUCERS * PER_PRODUCER; i++)
@@ -422,7 +422,8 @@ static bool adds_up(const tt_pool_stats *s) {
 static int hold(tt_ctx *ctx, void *arg, tt_obj **out) {
   (void)ctx;
   *out = NULL;
-  while (atomic_load((_Atomic int *)arg) == 0) usleep(1000);
+  /* Bounded: a test that never opens the gate fails, not hangs. */
+  WAIT_FOR(atomic_load((_Atomic int *)arg) != 0, 30);
   return TT_OK;
 }
 
@@ -459,7 +460,8 @@ static void spill_and_drain(tt_store *s) {
   memset(&so, 0, sizeof so);
   h[0] = tt_pool_submit(p, tt_background(), &so, hold, (void *)&gate, NULL,
                         &err);
-  while (tt_handle_state(h[0]) != TT_H_RUNNING) usleep(1000);
+  WAIT_FOR(tt_handle_state(h[0]) == TT_H_RUNNING, 10);
+  CHECK_EQ(tt_handle_state(h[0]), TT_H_RUNNING);
   h[1] = tt_pool_submit(p, tt_background(), &so, hold, (void *)&gate, NULL,
                         &err);
   b = tt_bytes_new("acme", 4);
@@ -556,7 +558,8 @@ static _Atomic int held_ended;
 static int held(tt_ctx *ctx, void *arg, tt_obj **out) {
   (void)ctx;
   *out = NULL;
-  while (atomic_load((_Atomic int *)arg) == 0) usleep(1000);
+  /* Bounded: a test that never opens the gate fails, not hangs. */
+  WAIT_FOR(atomic_load((_Atomic int *)arg) != 0, 30);
   atomic_fetch_add(&held_ended, 1);
   return TT_OK;
 }
@@ -621,7 +624,8 @@ static void exit_spill(tt_store *s) {
   memset(&so, 0, sizeof so);
   h[0] = tt_pool_submit(p, tt_background(), &so, held, (void *)&gate, NULL,
                         &err);
-  while (tt_handle_state(h[0]) != TT_H_RUNNING) usleep(1000);
+  WAIT_FOR(tt_handle_state(h[0]) == TT_H_RUNNING, 10);
+  CHECK_EQ(tt_handle_state(h[0]), TT_H_RUNNING);
   /* A closure: it cannot travel. */
   h[1] = tt_pool_submit(p, tt_background(), &so, held, (void *)&gate, NULL,
                         &err);
@@ -666,7 +670,7 @@ static void exit_spill(tt_store *s) {
   /* The abandoned op runs on until its gate opens. */
   atomic_store(&gate, 1);
   until = tt_now() + 10;
-  while (atomic_load(&held_ended) < 1 && tt_now() < until) usleep(1000);
+  while (atomic_load(&held_ended) < 1 && tt_now() < until) th_sleep_us(1000);
   CHECK_EQ(atomic_load(&held_ended), 1);
   for (i = 0; i < 5; i++) tt_unref(h[i]);
   tt_unref(p);
@@ -821,8 +825,8 @@ static int redis_port;
 /* start_redis starts a redis-server of the test's own and waits until a
 ** store can open it (bounded). */
 static tt_store *start_redis(const char *prefix) {
-  char url[256], msg[256], dir[300], port[16];
-  int err, tries;
+  char url[256], msg[256] = "it exited at once", dir[300], port[16];
+  int err, tries, rc;
   double until;
   tt_store *s = NULL;
   snprintf(dir, sizeof dir, "%s/redis", scratch());
@@ -839,9 +843,10 @@ static tt_store *start_redis(const char *prefix) {
     snprintf(port, sizeof port, "%d", redis_port);
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    if (posix_spawnp(&redis_pid, "redis-server", &fa, NULL, argv,
-                     environ) != 0) {
+    if ((rc = posix_spawnp(&redis_pid, "redis-server", &fa, NULL, argv,
+                           environ)) != 0) {
       posix_spawn_file_actions_destroy(&fa);
+      snprintf(msg, sizeof msg, "%s", strerror(rc));
       redis_pid = 0;
       break;
     }
@@ -856,7 +861,7 @@ static tt_store *start_redis(const char *prefix) {
       }
       s = tt_store_open(url, NULL, &err, msg, sizeof msg);
       if (s != NULL) return s;
-      usleep(20000);
+      th_sleep_us(20000);
     }
   }
   fprintf(stderr, "  cannot start redis-server: %s\n", msg);

@@ -117,7 +117,8 @@ describe("transfer", function()
       assert.are.equal("key", u.ref[1])
     end)
 
-    it("keeps holes, and sparse keys whose length is far beyond them", function()
+    it("keeps holes, and sparse keys whose length is far beyond them",
+       function()
       local holes = {1, nil, "three", nil, 5.5, x = "x"}
       local u = rt(holes)
       for k, v in pairs(holes) do assert.are.equal(v, u[k]) end

@@ -26,7 +26,6 @@ static const char *const handler_options[] = {
   "token", "pools", "name", "hosts", "prefix", NULL
 };
 
-static const char *const tls_options[] = {"cert", "key", NULL};
 
 /* A list read from the options: kept in a userdata on the stack, so
 ** that an error on the way frees nothing by hand. */
@@ -118,22 +117,7 @@ static int l_serve(lua_State *L) {
   read_common(L, &o.admin, ls);
   o.addr = lt_optstring(L, 1, 1, "addr", "127.0.0.1:0");
   o.workers = lt_optint(L, 1, 1, "workers", 2, 1, 64);
-  if (lua_getfield(L, 1, "shutdown") != LUA_TNIL) {
-    o.shutdown = lt_testobj(L, -1, &tt_ctx_type);
-    if (o.shutdown == NULL)
-      lt_fielderror(L, 1, "shutdown", "must be a tether.Context");
-  }
-  lua_pop(L, 1);  /* the option table keeps it */
-  if (lua_getfield(L, 1, "tls") != LUA_TNIL) {
-    int tls = lua_gettop(L);
-    if (!lua_istable(L, tls))
-      lt_fielderror(L, 1, "tls", "must be a table {cert = ..., key = ...}");
-    lt_checkopts(L, 1, tls, "tls", tls_options, false);
-    o.tls_cert = lt_optstring(L, 1, tls, "cert", NULL);
-    o.tls_key = lt_optstring(L, 1, tls, "key", NULL);
-    if (o.tls_cert == NULL || o.tls_key == NULL)
-      lt_fielderror(L, 1, "tls", "needs both 'cert' and 'key'");
-  }
+  lt_server_options(L, &o.shutdown, &o.tls_cert, &o.tls_key);
   s = tt_admin_serve(&o, &err, msg, sizeof msg);
   if (s == NULL) {
     if (err == TT_EINVAL) return luaL_argerror(L, 1, msg);

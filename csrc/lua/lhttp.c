@@ -469,6 +469,35 @@ static const char *const server_options[] = {
 
 static const char *const tls_options[] = {"cert", "key", NULL};
 
+/* lt_server_options reads the options every server of the binding shares
+** from the table at index 1: 'shutdown' (a tether.Context, or nil) and
+** 'tls' ({cert = PATH, key = PATH}, both required), raising as argument
+** #1's errors.  A tls table stays on the stack, so that its strings stay
+** anchored while the server is made. */
+void lt_server_options(lua_State *L, tt_ctx **shutdown, const char **cert,
+                       const char **key) {
+  *shutdown = NULL;
+  *cert = *key = NULL;
+  if (lua_getfield(L, 1, "shutdown") != LUA_TNIL) {
+    *shutdown = lt_testobj(L, -1, &tt_ctx_type);
+    if (*shutdown == NULL)
+      lt_fielderror(L, 1, "shutdown", "must be a tether.Context");
+  }
+  lua_pop(L, 1);  /* the option table keeps it */
+  if (lua_getfield(L, 1, "tls") != LUA_TNIL) {
+    int tls = lua_gettop(L);
+    if (!lua_istable(L, tls))
+      lt_fielderror(L, 1, "tls", "must be a table {cert = ..., key = ...}");
+    lt_checkopts(L, 1, tls, "tls", tls_options, false);
+    *cert = lt_optstring(L, 1, tls, "cert", NULL);
+    *key = lt_optstring(L, 1, tls, "key", NULL);
+    if (*cert == NULL || *key == NULL)
+      lt_fielderror(L, 1, "tls", "needs both 'cert' and 'key'");
+  } else {
+    lua_pop(L, 1);
+  }
+}
+
 /* read_routes packs the routes table at 'idx' into 'a': keys "METHOD
 ** /path" or "/path" (any method), values functions, each packed once
 ** (so two routes that share an upvalue get a copy each).  Raises for an
@@ -620,22 +649,7 @@ static int l_server(lua_State *L) {
                                                       "got %s",
                                                    luaL_typename(L, -1)));
   lua_pop(L, 1);
-  if (lua_getfield(L, 1, "shutdown") != LUA_TNIL) {
-    o.shutdown = lt_testobj(L, -1, &tt_ctx_type);
-    if (o.shutdown == NULL)
-      lt_fielderror(L, 1, "shutdown", "must be a tether.Context");
-  }
-  lua_pop(L, 1);  /* the option table keeps it */
-  if (lua_getfield(L, 1, "tls") != LUA_TNIL) {
-    int tls = lua_gettop(L);
-    if (!lua_istable(L, tls))
-      lt_fielderror(L, 1, "tls", "must be a table {cert = ..., key = ...}");
-    lt_checkopts(L, 1, tls, "tls", tls_options, false);
-    o.tls_cert = lt_optstring(L, 1, tls, "cert", NULL);
-    o.tls_key = lt_optstring(L, 1, tls, "key", NULL);
-    if (o.tls_cert == NULL || o.tls_key == NULL)
-      lt_fielderror(L, 1, "tls", "needs both 'cert' and 'key'");
-  }
+  lt_server_options(L, &o.shutdown, &o.tls_cert, &o.tls_key);
   top = lua_gettop(L);  /* keeps the tls table (and its strings) */
   lua_getfield(L, 1, "handler");
   has_handler = !lua_isnil(L, -1);

@@ -257,6 +257,12 @@ void lt_push_default_store(lua_State *L);
 ** it). */
 tt_http_req *lt_http_res_req(lua_State *L, int idx);
 
+/* lhttp.c: reads the options every server shares ('shutdown', 'tls')
+** from the options table at index 1 (tether.http.server and
+** tether.admin.serve). */
+void lt_server_options(lua_State *L, tt_ctx **shutdown, const char **cert,
+                       const char **key);
+
 /* lexec.c: one structured log line on stderr for a failed task. */
 void lt_log_failure(const char *what, const char *name, tt_obj *err);
 

@@ -24,7 +24,7 @@ local tether = require "tether"
 
 local M = {}
 
-local near = require "tether.nearest"
+local cli = require "tether.cli"
 
 M.VERSION = require("tether.core")._VERSION
 
@@ -37,13 +37,7 @@ local function address(v)
   return nil, "HOST:PORT (such as 127.0.0.1:9090)"
 end
 
-local function seconds(v)
-  local n = tonumber(v)
-  if n == nil or n ~= n or n < 0 or n == math.huge then
-    return nil, "a non-negative number of seconds"
-  end
-  return n
-end
+local seconds = cli.seconds
 
 -- {====================================================================
 -- Commands and options
@@ -135,7 +129,7 @@ end
 local function nearest(options, word)
   local names = {}
   for i, o in ipairs(options) do names[i] = o.name end
-  return near(names, word)
+  return cli.nearest(names, word)
 end
 
 --- M.parse_options reads the options at argv[first..] up to the first

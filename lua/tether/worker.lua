@@ -15,7 +15,7 @@
 -- tether.run_context() until SIGINT or SIGTERM.  `worker.main(args [,
 -- ctx])` reads the same command line and runs, for scripts.
 local tether = require "tether"
-local near = require "tether.nearest"
+local cli = require "tether.cli"
 
 local M = {}
 
@@ -55,7 +55,7 @@ function M.run(opts)
       local names = {}
       for name in pairs(known) do names[#names + 1] = name end
       table.sort(names)
-      local guess = type(k) == "string" and near(names, k)
+      local guess = type(k) == "string" and cli.nearest(names, k)
       error(("bad argument #1 to 'run' (unknown option '%s'%s)"):format(
         tostring(k), guess and ("; did you mean '%s'?"):format(guess)
         or ""), 2)
@@ -129,13 +129,7 @@ end
 -- tether worker
 -- =====================================================================
 
-local function seconds(v)
-  local n = tonumber(v)
-  if n == nil or n ~= n or n < 0 or n == math.huge then
-    return nil, "a non-negative number of seconds"
-  end
-  return n
-end
+local seconds = cli.seconds
 
 local function positive(v)
   local n = tonumber(v)

@@ -51,7 +51,6 @@
 ** functions, one at a time, and the exit registry's.
 */
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -171,17 +170,6 @@ static void admin_traverse(tt_obj *o, tt_visit visit, void *ud) {
 const tt_type tt_admin_type = {"tether.Admin", admin_free, admin_describe,
                                admin_traverse};
 
-static void set_msg(char *msg, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_msg(char *msg, size_t len, const char *fmt, ...) {
-  va_list ap;
-  if (msg == NULL || len == 0) return;
-  va_start(ap, fmt);
-  vsnprintf(msg, len, fmt, ap);
-  va_end(ap);
-}
-
 /* valid_prefix: "" or "/x..." without a trailing '/', '?', '#' or
 ** whitespace. */
 static bool valid_prefix(const char *p) {
@@ -215,30 +203,30 @@ tt_admin *tt_admin_new(const tt_admin_opts *o, int *err, char *msg,
   token = o->token;
   if (token == NULL) token = getenv("TETHER_ADMIN_TOKEN");
   if (token != NULL && token[0] == '\0' && o->token != NULL) {
-    set_msg(msg, msglen, "the token must not be empty");
+    tt__set_msg(msg, msglen, "the token must not be empty");
     return NULL;
   }
   if (o->prefix != NULL && !valid_prefix(o->prefix)) {
-    set_msg(msg, msglen, "prefix '%s' must be \"\" or start with '/' and "
+    tt__set_msg(msg, msglen, "prefix '%s' must be \"\" or start with '/' and "
             "not end with one", o->prefix);
     return NULL;
   }
   if (o->nhosts > MAX_HOSTS) {
-    set_msg(msg, msglen, "at most %d hosts", MAX_HOSTS);
+    tt__set_msg(msg, msglen, "at most %d hosts", MAX_HOSTS);
     return NULL;
   }
   for (i = 0; i < o->nhosts; i++)
     if (o->hosts[i] == NULL || !valid_host(o->hosts[i])) {
-      set_msg(msg, msglen, "host '%s' is not a host name or address",
+      tt__set_msg(msg, msglen, "host '%s' is not a host name or address",
               o->hosts[i] != NULL ? o->hosts[i] : "(null)");
       return NULL;
     }
   if (o->pools != NULL && o->npools > MAX_POOLS) {
-    set_msg(msg, msglen, "at most %d pools", MAX_POOLS);
+    tt__set_msg(msg, msglen, "at most %d pools", MAX_POOLS);
     return NULL;
   }
   *err = TT_ENOMEM;
-  set_msg(msg, msglen, "not enough memory");
+  tt__set_msg(msg, msglen, "not enough memory");
   a = calloc(1, sizeof *a);
   if (a == NULL) return NULL;
   tt_obj_init(&a->hdr, &tt_admin_type);
@@ -1162,7 +1150,7 @@ tt_http_server *tt_admin_serve(const tt_admin_serve_opts *o, int *err,
   bool loopback, wildcard;
   if (o->workers < 0 || o->workers > 64) {
     *err = TT_EINVAL;
-    set_msg(msg, msglen, "workers must be 1..64");
+    tt__set_msg(msg, msglen, "workers must be 1..64");
     return NULL;
   }
   {
@@ -1170,7 +1158,7 @@ tt_http_server *tt_admin_serve(const tt_admin_serve_opts *o, int *err,
     if (colon == NULL || colon[1] == '\0' ||
         strspn(colon + 1, "0123456789") != strlen(colon + 1)) {
       *err = TT_EINVAL;
-      set_msg(msg, msglen, "addr '%s' must be HOST:PORT", addr);
+      tt__set_msg(msg, msglen, "addr '%s' must be HOST:PORT", addr);
       return NULL;
     }
   }
@@ -1179,7 +1167,7 @@ tt_http_server *tt_admin_serve(const tt_admin_serve_opts *o, int *err,
   classify(addr, &loopback, &wildcard);
   if (!loopback && !a->has_token) {
     *err = TT_EINVAL;
-    set_msg(msg, msglen, "binding %s (not loopback) needs a token (the "
+    tt__set_msg(msg, msglen, "binding %s (not loopback) needs a token (the "
             "token option or TETHER_ADMIN_TOKEN)", addr);
     tt_unref(a);
     return NULL;
@@ -1195,7 +1183,7 @@ tt_http_server *tt_admin_serve(const tt_admin_serve_opts *o, int *err,
   po.failures_cap = -1;
   pool = tt_pool_new(&po, err);
   if (pool == NULL) {
-    set_msg(msg, msglen, "cannot make the admin's pool: %s",
+    tt__set_msg(msg, msglen, "cannot make the admin's pool: %s",
             tt_strerror(*err));
     tt_unref(a);
     return NULL;

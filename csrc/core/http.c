@@ -1736,17 +1736,6 @@ static void on_shutdown(void *arg) {
 
 static void shutdown_drop(void *arg) { srv_release(arg); }
 
-static void set_msg(char *msg, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_msg(char *msg, size_t len, const char *fmt, ...) {
-  va_list ap;
-  if (msg == NULL || len == 0) return;
-  va_start(ap, fmt);
-  vsnprintf(msg, len, fmt, ap);
-  va_end(ap);
-}
-
 /* start_daemon starts MHD with every signal blocked in the calling
 ** thread, so that its thread inherits the mask: signals belong to the
 ** program's own threads. */
@@ -1818,30 +1807,30 @@ tt_http_server *tt_http_new(const tt_http_opts *o, int *err, char *msg,
   unsigned char rnd[4];
   int rc = TT_EINVAL, idle;
   if (o == NULL || o->pool == NULL || o->handler == NULL) {
-    set_msg(msg, msglen, "a pool and a handler are required");
+    tt__set_msg(msg, msglen, "a pool and a handler are required");
     goto refuse;
   }
   if (!parse_addr(o->addr != NULL ? o->addr : "127.0.0.1:0", &ss, &sslen)) {
-    set_msg(msg, msglen, "bad address '%s' (expected 'HOST:PORT')",
+    tt__set_msg(msg, msglen, "bad address '%s' (expected 'HOST:PORT')",
             o->addr);
     goto refuse;
   }
   if ((o->tls_cert == NULL) != (o->tls_key == NULL) ||
       o->max_inflight < 0 || o->idle_timeout < 0 || o->retry_after < 0 ||
       o->request_timeout != o->request_timeout) {
-    set_msg(msg, msglen, "invalid options");
+    tt__set_msg(msg, msglen, "invalid options");
     goto refuse;
   }
   if (o->tls_cert != NULL) {
     cert = read_file(o->tls_cert);
     if (cert == NULL) {
-      set_msg(msg, msglen, "cannot read '%s': %s", o->tls_cert,
+      tt__set_msg(msg, msglen, "cannot read '%s': %s", o->tls_cert,
               strerror(errno));
       goto refuse;
     }
     key = read_file(o->tls_key);
     if (key == NULL) {
-      set_msg(msg, msglen, "cannot read '%s': %s", o->tls_key,
+      tt__set_msg(msg, msglen, "cannot read '%s': %s", o->tls_key,
               strerror(errno));
       free(cert);
       goto refuse;
@@ -1889,7 +1878,7 @@ tt_http_server *tt_http_new(const tt_http_opts *o, int *err, char *msg,
   s->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (s->epfd < 0 || s->evfd < 0) {
     rc = TT_ETHREAD;
-    set_msg(msg, msglen, "cannot create the watcher: %s", strerror(errno));
+    tt__set_msg(msg, msglen, "cannot create the watcher: %s", strerror(errno));
     goto unwind;
   }
   memset(&ev, 0, sizeof ev);
@@ -1901,7 +1890,7 @@ tt_http_server *tt_http_new(const tt_http_opts *o, int *err, char *msg,
   }
   if (tt__thread_start(&s->watcher, watcher_main, s, false) != 0) {
     rc = TT_ETHREAD;
-    set_msg(msg, msglen, "cannot start the watcher thread");
+    tt__set_msg(msg, msglen, "cannot start the watcher thread");
     goto unwind;
   }
   s->watcher_started = true;
@@ -1909,7 +1898,7 @@ tt_http_server *tt_http_new(const tt_http_opts *o, int *err, char *msg,
   s->d = start_daemon(s, (const struct sockaddr *)&ss, cert, key, idle);
   if (s->d == NULL) {
     rc = TT_ECLOSED;
-    set_msg(msg, msglen, "cannot serve on '%s'%s",
+    tt__set_msg(msg, msglen, "cannot serve on '%s'%s",
             o->addr != NULL ? o->addr : "127.0.0.1:0",
             cert != NULL ? " (check the certificate and the key)"
                          : " (address in use?)");

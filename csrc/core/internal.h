@@ -183,6 +183,12 @@ uint64_t tt__random(void);
 
 char *tt__strdup(const char *s);
 
+/* tt__set_msg formats a message into the caller's buffer 'msg' of 'len'
+** bytes (truncated to fit), for the engine calls that explain a refusal
+** in words (text.c); a NULL or empty buffer is left alone. */
+void tt__set_msg(char *msg, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* tt__metrics_store_closed takes a store out of the metrics as it closes
 ** (metrics.c; it never waits). */
 void tt__metrics_store_closed(const tt_store *s);

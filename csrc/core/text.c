@@ -20,6 +20,14 @@
 ** Buffer
 ** ===================================================================== */
 
+void tt__set_msg(char *msg, size_t len, const char *fmt, ...) {
+  va_list ap;
+  if (msg == NULL || len == 0) return;
+  va_start(ap, fmt);
+  vsnprintf(msg, len, fmt, ap);
+  va_end(ap);
+}
+
 void tt_buf_init(tt_buf *b) {
   b->data = NULL;
   b->len = b->cap = 0;

@@ -303,10 +303,11 @@ static void up_value(unpacker *u) {
 /* lt_unpack: see ltether.h.  An object that is not a tether.Value (made by a C
 ** user of the engine) is one value: a tt_bytes is pushed as a Lua string,
 ** anything else as its userdata.  A tether.Value pushes its 'n' values, with a
-** table of ids on the stack meanwhile only when something in it is referred to
-** twice (a shared table, a cycle).  Raises 'too many values to unpack' when the
-** stack cannot grow, 'corrupt tether.Value' on malformed bytes, and whatever a
-** require of a named module raises. */
+** table of ids on the stack meanwhile only when tables or functions in it got
+** ids ('nids'), so that a shared table or a cycle comes out shared here too; a
+** flat pack has none.  Raises 'too many values to unpack' when the stack cannot
+** grow, 'corrupt tether.Value' on malformed bytes, and whatever a require of a
+** named module raises. */
 int lt_unpack(lua_State *L, tt_obj *o) {
   unpacker u;
   const lt_value *v;

@@ -338,12 +338,12 @@ static int af_call(lua_State *L) {
 
 /* tether.after_func(ctx, fn, ...) -> stop: runs fn(...) once on another thread
 ** when 'ctx' is done (at once if it already is), as Go's context.AfterFunc; on
-** a context that can never be done, fn never runs. 'fn' and the extra arguments
-** cross by the transfer rules now, as tether.go's do.  A failing fn is logged
-** as one JSON line ('after_func failed') under the name 'file:line' of its
-** definition, with its traceback, as safe_go's tasks are: no one else would
-** hear of it.  Raises if 'ctx' is not a context, 'fn' is not a function, a
-** value cannot cross, or on a failed allocation. */
+** a context that can never be done, fn never runs.  'fn' and the extra
+** arguments cross by the transfer rules now, as tether.go's do.  A failing fn
+** is logged as one JSON line ('after_func failed') under the name 'file:line'
+** of its definition, with its traceback, as safe_go's tasks are: no one else
+** would hear of it.  Raises if 'ctx' is not a context, 'fn' is not a function,
+** a value cannot cross, or on a failed allocation. */
 static int l_after_func(lua_State *L) {
   tt_ctx *c = check_ctx(L, 1);
   char name[96] = "after_func";

@@ -253,7 +253,7 @@ static int err_concat(lua_State *L) {
 ** tasks and causes that want a code of their own.  'code' is the name of an
 ** error code ('timeout', 'quota_exceeded', ...); any other string gives
 ** 'failed'.  'message' defaults to 'code'; 'cause' (optional, nil for none) is
-** packed now, so each state that reads err.cause gets a copy. The error is
+** packed now, so each state that reads err.cause gets a copy.  The error is
 ** immutable and crosses threads by reference.  Raises if 'code' is not a
 ** string, 'cause' cannot cross, or on a failed allocation. */
 static int l_error(lua_State *L) {

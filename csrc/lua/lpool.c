@@ -855,7 +855,7 @@ static int spill(lua_State *L, lp_pool *p, tt_ctx *parent,
 /* pool:submit(parent, name_or_opts, fn, ...) -> h | nil, err: runs fn(ctx, ...)
 ** on a worker of the pool, where ctx is with_timeout(without_cancel(parent),
 ** timeout), made afresh for each attempt and also canceled when the pool's
-** shutdown context ends. 'name_or_opts' is the op's name or a table {name,
+** shutdown context ends.  'name_or_opts' is the op's name or a table {name,
 ** retry, priority, timeout, wait} (submit_options[]); 'fn' is a function,
 ** transferred with the arguments by the transfer rules, or a string
 ** 'module:function' called by name in the worker (and, with an overflow store,
@@ -960,8 +960,8 @@ static int m_submit(lua_State *L) {
 ** bounds the wait, so drain(tether.with_timeout(...)) reads naturally (the
 ** cancel function that comes along is ignored); when it ends first, nil and its
 ** error, and the ops go on.  Raises for a non-context 'ctx', and 'interrupted!'
-** on Ctrl-C in the main state. Called from one of the pool's own ops it raises:
-** the op would wait for itself forever. */
+** on Ctrl-C in the main state.  Called from one of the pool's own ops it
+** raises: the op would wait for itself forever. */
 static int m_drain(lua_State *L) {
   lp_pool *p = check_pool(L);
   tt_ctx *ctx = lua_isnoneornil(L, 2) ? NULL
@@ -1011,7 +1011,7 @@ static int m_wait_idle(lua_State *L) {
 }
 
 /* pool:close(): closes the pool to new work without waiting: later submissions
-** are refused with 'closed'; queued and running ops go on. Returns nothing. */
+** are refused with 'closed'; queued and running ops go on.  Returns nothing. */
 static int m_close(lua_State *L) {
   tt_pool_close(check_pool(L)->pool);
   return 0;

@@ -178,6 +178,10 @@ static void dl_lost(const char *pool, const char *name, const char *why) {
   tt_log(TT_LOG_WARN, "dead letter not sent to dlq", f, 3);
 }
 
+/* dl_build, called protected in the executor thread's worker state, makes the
+** dead letter's record (with 'pool') and offers it to the dlq channel without
+** waiting: the pool never blocks on its dlq.  A full or closed channel raises,
+** so that dl_run logs the loss (dl_lost). */
 static int dl_build(lua_State *L) {
   dl_job *j = lua_touserdata(L, 1);
   tt_obj *v;

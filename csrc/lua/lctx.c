@@ -91,6 +91,12 @@ static tt_ctx *check_cancel(lua_State *L, bool *with_cause) {
   return k->ctx;
 }
 
+/* cancel([cause]) (__call of a cancel function, local or boxed): cancels its
+** context and its descendants with tether.canceled; later calls do nothing.
+** Only a cancel function of with_cancel_cause records 'cause', packed (copied)
+** here, so that any state may read it back with ctx:cause(); the others ignore
+** their argument.  Returns nothing; raises if 'cause' cannot cross.  Callable
+** from any thread: a boxed one is how a task cancels its starter's context. */
 static int cancel_call(lua_State *L) {
   bool with_cause;
   tt_ctx *c = check_cancel(L, &with_cause);
@@ -102,12 +108,16 @@ static int cancel_call(lua_State *L) {
   return 0;
 }
 
+/* __close of a cancel function ('local cancel <close>'): cancels the context,
+** with no cause, when the block ends however it ends. */
 static int cancel_close(lua_State *L) {
   bool with_cause;
   tt_cancel(check_cancel(L, &with_cause), NULL);
   return 0;
 }
 
+/* tostring(cancel) for a local cancel function: 'tether.CancelFunc: 0x...',
+** named as the boxed one so that the two read the same. */
 static int local_tostring(lua_State *L) {
   lua_pushfstring(L, "tether.CancelFunc: %p", lua_touserdata(L, 1));
   return 1;
@@ -127,6 +137,12 @@ tt_obj *lt_light_obj(lua_State *L, int idx) {
   return &k->hdr;
 }
 
+/* tether.key([name]) -> key: a new context key, distinct from every other key
+** and from every string, so two libraries that both use 'user' cannot clash.
+** 'name' (default 'key'; a number is taken as its string) only shows in
+** tostring(key).  Keys are engine objects: they cross threads by reference, so
+** a task reads a value with the key it was given.  Raises on a failed
+** allocation. */
 static int l_key(lua_State *L) {
   size_t len;
   const char *name = luaL_optlstring(L, 1, "key", &len);
@@ -162,29 +178,50 @@ static int push_pair(lua_State *L, tt_ctx *c, bool with_cause) {
   return 2;
 }
 
+/* tether.background() -> ctx: the root context, never canceled, with no
+** deadline and no values; every call returns the same (static) object. */
 static int l_background(lua_State *L) {
   lt_pushobj(L, tt_background());
   return 1;
 }
 
+/* tether.todo() -> ctx: a root as background(), the same object on every call,
+** that marks a place where the right context is not known yet, as in Go. */
 static int l_todo(lua_State *L) {
   lt_pushobj(L, tt_todo());
   return 1;
 }
 
+/* tether.with_cancel(parent) -> ctx, cancel: a child of 'parent' that cancel()
+** cancels with tether.canceled, and that is canceled when 'parent' is.  Raises
+** if 'parent' is not a context, and on a failed allocation.  'cancel' is a
+** local cancel function (see push_pair). */
 static int l_with_cancel(lua_State *L) {
   return push_pair(L, tt_with_cancel(check_ctx(L, 1)), false);
 }
 
+/* tether.with_cancel_cause(parent) -> ctx, cancel: as with_cancel, but
+** cancel(cause) records 'cause' for ctx:cause() (the first cancel wins);
+** ctx:err() is still tether.canceled.  Raises as with_cancel. */
 static int l_with_cancel_cause(lua_State *L) {
   return push_pair(L, tt_with_cancel(check_ctx(L, 1)), true);
 }
 
+/* opt_cause packs the optional cause at 'arg' (NULL for none or nil), so that
+** whatever state reads the cause later gets its own copy. */
 static tt_obj *opt_cause(lua_State *L, int arg) {
   if (lua_isnoneornil(L, arg)) return NULL;
   return lt_pack_one(L, arg, "cause");
 }
 
+/* tether.with_timeout(parent, seconds [, cause]) -> ctx, cancel: a child of
+** 'parent' canceled with tether.deadline_exceeded after 'seconds' (its deadline
+** is the earlier of its own and its parent's), or by cancel() before; 'cause'
+** (packed now) is what ctx:cause() gives when the timer fired.  0 gives a
+** context that is already done.  Raises for a negative or NaN 'seconds'
+** ('non-negative number of seconds expected'), a non-context 'parent', a
+** 'cause' that cannot cross, and on a failed allocation.  The timer lives on
+** the engine's one timer thread: a pending timeout costs no thread. */
 static int l_with_timeout(lua_State *L) {
   tt_ctx *p = check_ctx(L, 1);
   double s = lt_checkseconds(L, 2);
@@ -194,6 +231,10 @@ static int l_with_timeout(lua_State *L) {
   return push_pair(L, c, false);
 }
 
+/* tether.with_deadline(parent, t [, cause]) -> ctx, cancel: as with_timeout,
+** with an absolute deadline 't' on tether.now()'s clock; a past 't' gives a
+** context that is already done.  Raises for a NaN 't' ('number expected, got
+** NaN'), and otherwise as with_timeout. */
 static int l_with_deadline(lua_State *L) {
   tt_ctx *p = check_ctx(L, 1);
   double t = luaL_checknumber(L, 2);
@@ -222,6 +263,13 @@ static tt_key check_key(lua_State *L, int arg) {
   return k;
 }
 
+/* tether.with_value(parent, key, value) -> ctx: a child of 'parent' that
+** carries 'value' under 'key' (a string or a tether.Key; a string never matches
+** a key object).  'value' is packed now, so each ctx:value(key), in any state,
+** gets a fresh copy; nil hides an outer value of 'key'.  The child follows
+** 'parent''s cancellation and has no cancel function of its own.  Raises for
+** another type of key, a missing 'value' ('value expected'), a value that
+** cannot cross, and on a failed allocation. */
 static int l_with_value(lua_State *L) {
   tt_ctx *p = check_ctx(L, 1);
   tt_key k = check_key(L, 2);
@@ -236,6 +284,11 @@ static int l_with_value(lua_State *L) {
   return 1;
 }
 
+/* tether.without_cancel(parent) -> ctx: a child of 'parent' that keeps its
+** values but not its cancellation, deadline or cause, so it is never done
+** unless bounded again: with_timeout(without_cancel(req), s) is how work
+** outlives the request that started it.  Raises if 'parent' is not a context,
+** and on a failed allocation. */
 static int l_without_cancel(lua_State *L) {
   tt_ctx *c = tt_without_cancel(check_ctx(L, 1));
   if (c == NULL) return luaL_error(L, "not enough memory");
@@ -274,17 +327,23 @@ static void af_run(void *arg) {
   af_drop(j);
 }
 
-/* stop() -> true if it prevented the run of after_func's function. */
+/* stop() -> boolean (__call of a tether.AfterFunc): true if this call prevented
+** the run of after_func's function (it had not started); false once it started
+** or was already stopped. */
 static int af_call(lua_State *L) {
   tt_afterfunc *af = lt_checkobj(L, 1, &tt_afterfunc_type);
   lua_pushboolean(L, tt_afterfunc_stop(af));
   return 1;
 }
 
-/* tether.after_func(ctx, fn, ...) -> stop: runs fn(...) on another
-** thread once ctx is done (at once if it already is), the extra
-** arguments copied as tether.go's are; stop() is true if it prevented
-** the run.  A failing fn is logged, as safe_go's tasks are. */
+/* tether.after_func(ctx, fn, ...) -> stop: runs fn(...) once on another thread
+** when 'ctx' is done (at once if it already is), as Go's context.AfterFunc; on
+** a context that can never be done, fn never runs.  'fn' and the extra
+** arguments cross by the transfer rules now, as tether.go's do.  A failing fn
+** is logged as one JSON line ('after_func failed') under the name 'file:line'
+** of its definition, with its traceback, as safe_go's tasks are: no one else
+** would hear of it.  Raises if 'ctx' is not a context, 'fn' is not a function,
+** a value cannot cross, or on a failed allocation. */
 static int l_after_func(lua_State *L) {
   tt_ctx *c = check_ctx(L, 1);
   char name[96] = "after_func";
@@ -320,6 +379,9 @@ static int l_after_func(lua_State *L) {
 ** Methods
 ** ===================================================================== */
 
+/* ctx:err() -> nil | err: nil while the context is not done, then the sentinel
+** tether.canceled or tether.deadline_exceeded (the same objects every time, so
+** they compare with ==). */
 static int m_err(lua_State *L) {
   int e = tt_ctx_err(check_ctx(L, 1));
   if (e == 0) lua_pushnil(L);
@@ -327,6 +389,11 @@ static int m_err(lua_State *L) {
   return 1;
 }
 
+/* ctx:cause() -> value: why the context ended: the cause given to
+** cancel(cause), with_timeout or with_deadline (when its timer fired), or
+** inherited from the ancestor that ended it, else ctx:err(); nil while not
+** done.  A packed cause is unpacked into a fresh copy for this state; a tether
+** object (an error, a signal context's 'signal' error) is pushed as itself. */
 static int m_cause(lua_State *L) {
   tt_obj *c = tt_ctx_cause(check_ctx(L, 1));
   if (c != NULL && c->type == &lt_value_type) lt_unpack_one(L, c);
@@ -335,6 +402,10 @@ static int m_cause(lua_State *L) {
   return 1;
 }
 
+/* ctx:done() -> ctx | nil: nil for a context that can never be done
+** (background, todo, without_cancel and values over them), so that a select
+** case on it never fires, as Go's nil channel; else the context itself, a
+** waitable that fires once it is done. */
 static int m_done(lua_State *L) {
   tt_ctx *c = check_ctx(L, 1);
   if (tt_ctx_done(c) == NULL) lua_pushnil(L);
@@ -342,6 +413,8 @@ static int m_done(lua_State *L) {
   return 1;
 }
 
+/* ctx:deadline() -> number | nil: the deadline on tether.now()'s clock, or nil
+** when there is none. */
 static int m_deadline(lua_State *L) {
   double d;
   if (tt_ctx_deadline(check_ctx(L, 1), &d)) lua_pushnumber(L, d);
@@ -349,6 +422,10 @@ static int m_deadline(lua_State *L) {
   return 1;
 }
 
+/* ctx:value(key) -> value: a fresh copy of the value under 'key' in this
+** context or its nearest ancestor that has one, or nil (also when a nil value
+** hides an outer one).  Raises for a key that is neither a string nor a
+** tether.Key. */
 static int m_value(lua_State *L) {
   tt_ctx *c = check_ctx(L, 1);
   tt_key k = check_key(L, 2);
@@ -362,6 +439,10 @@ static int m_value(lua_State *L) {
   return 1;
 }
 
+/* ctx:wait([timeout]) -> boolean: blocks until the context is done (true) or
+** 'timeout' seconds pass (false); without a timeout it may wait forever (on
+** background(), it does).  Raises for a negative or NaN timeout, and
+** 'interrupted!' on Ctrl-C in the main state. */
 static int m_wait(lua_State *L) {
   tt_ctx *c = check_ctx(L, 1);
   double t = lt_optseconds(L, 2, -1);
@@ -376,6 +457,9 @@ static int m_wait(lua_State *L) {
 
 /* }==================================================================== */
 
+/* lt_open_ctx registers the Context, CancelFunc (boxed and local), Key and
+** AfterFunc types and sets the context functions into the module table on the
+** top of the stack. */
 void lt_open_ctx(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"err", m_err},

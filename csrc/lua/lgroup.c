@@ -50,9 +50,14 @@ static lg_group *check_group(lua_State *L) {
   return lt_checkobj(L, 1, &lg_type);
 }
 
-/* tether.group(parent [, {limit = n}]) returns a group and its context
-** (a child of 'parent', canceled by the first error).  Unknown option
-** keys raise. */
+/* tether.group(parent [, {limit = n}]) -> g, gctx: a group and its context, a
+** child of 'parent' canceled by the group's first error (with that error as its
+** cause), by a wait that finds no error, or by 'parent'.  'limit' reads as Go's
+** SetLimit (see the top of this file; at most 1048576).  Raises for a
+** non-context 'parent', a non-table options argument, an unknown option key, a
+** 'limit' that is not an integer or is above 1048576, and on a failed
+** allocation.  Tasks run in worker Lua states, so the group is set never to run
+** one inline on the waiting thread. */
 static int l_group(lua_State *L) {
   static const char *const options[] = {"limit", NULL};
   tt_ctx *parent = lt_checkobj(L, 1, &tt_ctx_type);
@@ -79,17 +84,24 @@ static int l_group(lua_State *L) {
   return 2;
 }
 
+/* make_task packs fn (at 2) and its arguments (from 3) into a task, so that
+** they cross to the worker state by the transfer rules now; the task receives
+** gctx first.  Raises for a non-function 'fn' or a value that cannot cross. */
 static lt_task *make_task(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   return lt_task_new(L, NULL, 2, 3, lua_gettop(L) - 2, true,
                      "task of group");
 }
 
-/* g:go(fn, ...) runs fn(gctx, ...) on another thread, first waiting for
-** a slot at the limit; it returns true, or nil and the error when the
-** task could not be started (also the group's error).  On a group with
-** limit 0 it raises: no slot can ever come.  The wait for a slot ends
-** on Ctrl-C in the main state, as every wait does. */
+/* g:go(fn, ...) -> true | nil, err: runs fn(gctx, ...) on another thread, first
+** waiting for a slot when the group is at its limit (unbounded, as in Go); a
+** task fails by raising and its results are discarded.  Returns nil and the
+** error (code 'no_thread' or 'no_memory') when the task could not be started;
+** that error is also the group's first error, so work lost at the start is
+** never reported as success.  Raises on a group whose limit is 0 ('group admits
+** no task'): no slot can ever come.  Raises for a non-function 'fn' or a value
+** that cannot cross, and 'interrupted!' on Ctrl-C in the main state while it
+** waits for a slot. */
 static int m_go(lua_State *L) {
   lg_group *g = check_group(L);
   lt_task *t = make_task(L);
@@ -112,8 +124,9 @@ static int m_go(lua_State *L) {
   return 1;
 }
 
-/* g:try_go(fn, ...) is g:go without the wait: false at the limit (always
-** for limit 0) or when the task could not be started. */
+/* g:try_go(fn, ...) -> boolean: g:go without the wait: false at the limit
+** (always for limit 0) or when the task could not be started, and then the task
+** is dropped here.  Raises as g:go for 'fn' and its arguments. */
 static int m_try_go(lua_State *L) {
   lg_group *g = check_group(L);
   lt_task *t = make_task(L);
@@ -123,7 +136,11 @@ static int m_try_go(lua_State *L) {
   return 1;
 }
 
-/* g:wait() returns nil when every task succeeded, else the first error. */
+/* g:wait() -> nil | err: waits for every task started so far and returns nil,
+** or the group's first error: a packed value is unpacked into this state, an
+** error object is pushed as itself.  The group can be used again after wait, as
+** Go's; it keeps its first error.  Raises 'interrupted!' on Ctrl-C in the main
+** state. */
 static int m_wait(lua_State *L) {
   lg_group *g = check_group(L);
   tt_obj *err = NULL;
@@ -146,18 +163,21 @@ static int m_wait(lua_State *L) {
   return 1;
 }
 
-/* g:context() returns the group's context (gctx). */
+/* g:context() -> gctx: the group's context (also the second result of
+** tether.group). */
 static int m_context(lua_State *L) {
   lt_pushobj(L, check_group(L)->gctx);
   return 1;
 }
 
-/* g:active() counts the tasks started and not yet ended. */
+/* g:active() -> integer: how many tasks have started and not yet ended. */
 static int m_active(lua_State *L) {
   lua_pushinteger(L, tt_group_active(check_group(L)->g));
   return 1;
 }
 
+/* lt_open_group registers the tether.Group type and sets tether.group into the
+** module table on the top of the stack. */
 void lt_open_group(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"go", m_go},

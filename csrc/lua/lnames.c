@@ -292,7 +292,9 @@ static bool names_stale(lua_State *L) {
   return stale;
 }
 
-/* lt_names_init: see ltransfer.h. */
+/* lt_names_init: see ltransfer.h.  Only a nil slot is pushed: the map is
+** fetched (or built) by the first lt_name_of of the pack, so a pack of values
+** that never cross by name costs no registry lookup. */
 void lt_names_init(lua_State *L, lt_names *n) {
   lua_pushnil(L);
   n->slot = lua_gettop(L);

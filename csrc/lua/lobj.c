@@ -32,6 +32,11 @@ static tt_obj **to_box(lua_State *L, int idx) {
   return ours ? lua_touserdata(L, idx) : NULL;
 }
 
+/* __gc of every tether type (also callable by hand, with anything): drops the
+** userdata's reference to its engine object and empties the box, so that a
+** later use raises 'attempt to use a freed ...' instead of touching freed
+** memory, and a later push makes a new userdata (push_box).  The object itself
+** lives on while other states, channels or tasks hold it. */
 static int obj_gc(lua_State *L) {
   tt_obj **box = to_box(L, 1);
   if (box != NULL && *box != NULL) {
@@ -41,6 +46,10 @@ static int obj_gc(lua_State *L) {
   return 0;
 }
 
+/* tostring(obj) (__tostring of every tether type): the type's description
+** (tt_describe), with the object's address appended when the description has
+** none, as 'tether.Chan (0/1): 0x...'; an error reads as its message alone; a
+** freed userdata reads 'tether object (freed)'. */
 static int obj_tostring(lua_State *L) {
   tt_obj **box = to_box(L, 1);
   char buf[256];
@@ -57,6 +66,8 @@ static int obj_tostring(lua_State *L) {
   return 1;
 }
 
+/* lt_newtype: see ltether.h.  Nothing is done when the metatable already exists
+** in this state, so each lt_open_* may be called again safely. */
 void lt_newtype(lua_State *L, const tt_type *t, const luaL_Reg *methods,
                 const luaL_Reg *meta) {
   if (!luaL_newmetatable(L, t->name)) return;  /* already made here */
@@ -87,6 +98,9 @@ static void push_cache(lua_State *L) {
   lua_setfield(L, LUA_REGISTRYINDEX, CACHE_KEY);
 }
 
+/* push_box pushes the one userdata of 'o' in this state (from the cache, else a
+** new one), or nil for NULL; with 'take' the caller's reference is consumed
+** either way.  Raises if the type was not registered here. */
 static void push_box(lua_State *L, tt_obj *o, bool take) {
   tt_obj **box;
   if (o == NULL) {
@@ -120,19 +134,24 @@ static void push_box(lua_State *L, tt_obj *o, bool take) {
   lua_remove(L, -2);
 }
 
+/* lt_pushobj and lt_pushnew: see ltether.h. */
 void lt_pushobj(lua_State *L, void *o) { push_box(L, o, false); }
 void lt_pushnew(lua_State *L, void *o) { push_box(L, o, true); }
 
+/* lt_toobj: see ltether.h. */
 tt_obj *lt_toobj(lua_State *L, int idx) {
   tt_obj **box = to_box(L, idx);
   return box != NULL ? *box : NULL;
 }
 
+/* lt_testobj: see ltether.h. */
 void *lt_testobj(lua_State *L, int idx, const tt_type *t) {
   tt_obj **box = luaL_testudata(L, idx, t->name);
   return box != NULL ? *box : NULL;
 }
 
+/* lt_checkobj: see ltether.h.  A userdata whose __gc was called by hand raises
+** 'attempt to use a freed <type>'. */
 void *lt_checkobj(lua_State *L, int arg, const tt_type *t) {
   tt_obj **box = luaL_testudata(L, arg, t->name);
   if (box == NULL) luaL_typeerror(L, arg, t->name);
@@ -140,6 +159,7 @@ void *lt_checkobj(lua_State *L, int arg, const tt_type *t) {
   return *box;
 }
 
+/* lt_checkseconds and lt_optseconds: see ltether.h. */
 double lt_checkseconds(lua_State *L, int arg) {
   double s = luaL_checknumber(L, arg);
   luaL_argcheck(L, !isnan(s) && s >= 0, arg,
@@ -159,6 +179,8 @@ double lt_optseconds(lua_State *L, int arg, double def) {
 ** Errors
 ** ===================================================================== */
 
+/* lt_pusherror: see ltether.h.  Raises 'not enough memory' when the error
+** object cannot be made. */
 int lt_pusherror(lua_State *L, int code, const char *message) {
   tt_error *e = tt_error_new(code, message, NULL);
   lua_pushnil(L);
@@ -167,6 +189,9 @@ int lt_pusherror(lua_State *L, int code, const char *message) {
   return 2;
 }
 
+/* push_field_obj pushes an error's cause or value: a packed value or bytes is
+** unpacked into a fresh copy for this state, any other object is pushed as
+** itself. */
 static void push_field_obj(lua_State *L, tt_obj *o) {
   if (o != NULL && (o->type == &lt_value_type || o->type == &tt_bytes_type))
     lt_unpack_one(L, o);
@@ -174,6 +199,13 @@ static void push_field_obj(lua_State *L, tt_obj *o) {
     lt_pushobj(L, o);
 }
 
+/* err.code, err.message, err.cause, err.traceback, err.value, err.tenant,
+** err.signal, err.id (__index of tether.Error): read-only fields.  'code' is
+** the code's name; 'cause' and 'value' are copies (or the object itself);
+** 'tenant' (quota_exceeded), 'signal' (signal: 'INT', 'TERM', ...) and 'id'
+** (spilled: the op's id in the store) read the error's value only for their
+** code.  Any other string key reads nil; a key that is neither a string nor a
+** number raises (luaL_checkstring). */
 static int err_index(lua_State *L) {
   tt_error *e = lt_checkobj(L, 1, &tt_error_type);
   const char *k = luaL_checkstring(L, 2);
@@ -200,12 +232,16 @@ static int err_index(lua_State *L) {
   return 1;
 }
 
+/* tostring(err) (__tostring of tether.Error): err.message, so that print(err)
+** and error(err) read naturally. */
 static int err_tostring(lua_State *L) {
   tt_error *e = lt_checkobj(L, 1, &tt_error_type);
   lua_pushstring(L, e->message);
   return 1;
 }
 
+/* err .. x, x .. err (__concat of tether.Error): concatenates the tostring of
+** both operands, so an error joins strings on either side. */
 static int err_concat(lua_State *L) {
   luaL_tolstring(L, 1, NULL);
   luaL_tolstring(L, 2, NULL);
@@ -213,8 +249,13 @@ static int err_concat(lua_State *L) {
   return 1;
 }
 
-/* tether.error(code, message [, cause]) makes an error object, for tasks
-** and causes that want a code of their own. */
+/* tether.error(code [, message [, cause]]) -> err: makes an error object, for
+** tasks and causes that want a code of their own.  'code' is the name of an
+** error code ('timeout', 'quota_exceeded', ...); any other string gives
+** 'failed'.  'message' defaults to 'code'; 'cause' (optional, nil for none) is
+** packed now, so each state that reads err.cause gets a copy.  The error is
+** immutable and crosses threads by reference.  Raises if 'code' is not a
+** string, 'cause' cannot cross, or on a failed allocation. */
 static int l_error(lua_State *L) {
   const char *code = luaL_checkstring(L, 1);
   const char *msg = luaL_optstring(L, 2, code);
@@ -232,8 +273,11 @@ static int l_error(lua_State *L) {
   return 1;
 }
 
-/* tether.type(x) is "context", "chan", ... for tether objects, else nil:
-** the type name without its "tether." prefix, in lower case. */
+/* tether.type(x) -> string | nil: the kind of a tether object, in lower case
+** and without its 'tether.' prefix ('context', 'chan', ...); a local cancel
+** function, which is no boxed object, answers by its metatable's LT_LIGHT_TYPE
+** ('cancelfunc'); nil for any other value.  Raises 'value expected' when called
+** with no argument. */
 static int l_type(lua_State *L) {
   tt_obj *o = lt_toobj(L, 1);
   const char *n, *dot;
@@ -257,6 +301,11 @@ static int l_type(lua_State *L) {
   return 1;
 }
 
+/* lt_open_obj registers the tether.Error type and sets tether.error,
+** tether.type and the two context errors, tether.canceled and
+** tether.deadline_exceeded (one static object each in the process, so ==
+** compares them in any state), into the module table on the top of the
+** stack. */
 void lt_open_obj(lua_State *L) {
   static const luaL_Reg meta[] = {
     {"__index", err_index},

@@ -575,6 +575,11 @@ typedef struct flatbuf {
   bool nomem;
 } flatbuf;
 
+/* fb_put appends 'n' bytes, doubling the buffer as needed.  It never raises,
+** since the buffer and the value are malloc'd memory no Lua error would free: a
+** failed allocation sets 'nomem', later puts do nothing, and pk_flat frees both
+** before it raises the memory error.  fb_byte and fb_varint append a byte (a
+** tag) and a varint. */
 static void fb_put(flatbuf *b, const void *data, size_t n) {
   if (b->nomem) return;
   if (b->cap - b->len < n) {
@@ -793,7 +798,9 @@ static tt_obj *pk_end(packer *p) {
   return &v->hdr;
 }
 
-/* lt_pack: see ltether.h (each top-level value is "argument #i"). */
+/* lt_pack: see ltether.h (each top-level value is "argument #i").  The flat
+** pack (pk_flat) is tried first; the general packer runs only when it declines,
+** and starts over. */
 tt_obj *lt_pack(lua_State *L, int first, int n, const char *what) {
   packer p;
   tt_obj *o;
@@ -805,7 +812,9 @@ tt_obj *lt_pack(lua_State *L, int first, int n, const char *what) {
   return pk_end(&p);
 }
 
-/* lt_pack_one: see ltether.h (the value is named by 'what' itself). */
+/* lt_pack_one: see ltether.h (the value is named by 'what' itself).  The flat
+** pack (pk_flat) is tried first; the general packer runs only when it declines,
+** and starts over. */
 tt_obj *lt_pack_one(lua_State *L, int idx, const char *what) {
   packer p;
   tt_obj *o;
@@ -816,8 +825,9 @@ tt_obj *lt_pack_one(lua_State *L, int idx, const char *what) {
   return pk_end(&p);
 }
 
-/* lt_pack_call: see ltether.h (the function first, then its
-** arguments). */
+/* lt_pack_call: see ltether.h (the function first, then its arguments).  The
+** flat pack (pk_flat) is tried first; the general packer runs only when it
+** declines, and starts over. */
 tt_obj *lt_pack_call(lua_State *L, int fn_idx, int first, int n,
                      const char *what) {
   packer p;
@@ -832,7 +842,9 @@ tt_obj *lt_pack_call(lua_State *L, int fn_idx, int first, int n,
   return pk_end(&p);
 }
 
-/* lt_pack_results: see ltether.h (each value is "result #i"). */
+/* lt_pack_results: see ltether.h (each value is "result #i").  The flat pack
+** (pk_flat) is tried first; the general packer runs only when it declines, and
+** starts over. */
 tt_obj *lt_pack_results(lua_State *L, int first, int n, const char *what) {
   packer p;
   tt_obj *o;

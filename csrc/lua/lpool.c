@@ -178,6 +178,10 @@ static void dl_lost(const char *pool, const char *name, const char *why) {
   tt_log(TT_LOG_WARN, "dead letter not sent to dlq", f, 3);
 }
 
+/* dl_build, called protected in the executor thread's worker state, makes the
+** dead letter's record (with 'pool') and offers it to the dlq channel without
+** waiting: the pool never blocks on its dlq.  A full or closed channel raises,
+** so that dl_run logs the loss (dl_lost). */
 static int dl_build(lua_State *L) {
   dl_job *j = lua_touserdata(L, 1);
   tt_obj *v;
@@ -536,10 +540,18 @@ static int check_quotas(lua_State *L, int arg, int idx, tt_quota *q,
 ** tether.pool{...}
 ** ===================================================================== */
 
-/* tether.pool{...} -> pool: a pool of worker threads, each with its own
-** Lua state, with the options of DESIGN section 5 (pool_options[]; an
-** unknown key raises, naming the nearest known one).  Each invalid
-** combination raises with its own message. */
+/* tether.pool(options) -> pool: makes a pool of worker threads, each with its
+** own Lua state, and starts them, with the options of DESIGN section 5
+** (pool_options[]; every one optional; docs/api.md has the table).  Raises for
+** a non-table argument, an unknown key (naming the nearest known one), a field
+** of the wrong type or out of range, 'quotas' without 'tenant_key', 'workers'
+** that differs from the classes' sum, a 'shutdown' that is not a context, a
+** 'dlq' that is not a channel, an 'overflow' that is neither a store nor false,
+** a 'spill_timeout' that is not positive, an 'init' or callback that cannot
+** cross, and when the pool cannot be made ('cannot create pool ...').  Each
+** invalid combination raises with its own message.  Across threads: 'init',
+** 'on_idle' and 'on_resume' are transferred now (their upvalues are snapshots);
+** 'shutdown', 'dlq' and 'overflow' are shared by reference. */
 static int l_pool(lua_State *L) {
   tt_pool_opts o;
   tt_class_opts cls[MAX_CLASSES];
@@ -699,6 +711,8 @@ static int l_pool(lua_State *L) {
   return 1;
 }
 
+/* lt_pool_new: tether.pool for the binding's other files (lhttp.c's server
+** pools); see ltether.h. */
 int lt_pool_new(lua_State *L) { return l_pool(L); }
 
 /* }==================================================================== */
@@ -842,13 +856,22 @@ static int spill(lua_State *L, lp_pool *p, tt_ctx *parent,
   return 1;
 }
 
-/* pool:submit(parent, name_or_opts, fn, ...) -> handle | nil, err: runs
-** fn(ctx, ...) on a worker of the pool, where ctx is
-** with_timeout(without_cancel(parent), timeout).  It never blocks
-** (unless opts.wait asks for a bounded wait for queue space): a full
-** queue, a tenant over quota or a closed pool give nil and an error whose
-** code says which.  The tenant is the value under the pool's tenant_key
-** in 'parent' (a string or a number). */
+/* pool:submit(parent, name_or_opts, fn, ...) -> h | nil, err: runs fn(ctx, ...)
+** on a worker of the pool, where ctx is with_timeout(without_cancel(parent),
+** timeout), made afresh for each attempt and also canceled when the pool's
+** shutdown context ends.  'name_or_opts' is the op's name or a table {name,
+** retry, priority, timeout, wait} (submit_options[]); 'fn' is a function,
+** transferred with the arguments by the transfer rules, or a string
+** 'module:function' called by name in the worker (and, with an overflow store,
+** one that may spill).  It never blocks (unless opts.wait asks for a bounded
+** wait for queue space): a refusal returns at once, before anything is packed,
+** as nil and an error of code queue_full, quota_exceeded (with err.tenant) or
+** closed (see refuse).  The tenant is the value under the pool's tenant_key in
+** 'parent' (a string or a number).  Raises for a non-context 'parent', a
+** 'name_or_opts' that is neither a string nor a table, an unknown option or
+** priority class, a tenant of another type, a 'fn' that is neither a function
+** nor a string, a value that cannot cross, and 'interrupted!' on Ctrl-C in the
+** main state during a 'wait'. */
 static int m_submit(lua_State *L) {
   lp_pool *p = check_pool(L);
   tt_ctx *parent = lt_checkobj(L, 2, &tt_ctx_type);
@@ -936,10 +959,13 @@ static int m_submit(lua_State *L) {
   return 1;
 }
 
-/* pool:drain([ctx]) -> true | nil, err.  Only the context bounds the
-** wait, so drain(tether.with_timeout(...)) reads naturally (the cancel
-** function that comes along is ignored).  Called from one of the pool's
-** own ops it raises: the op would wait for itself forever. */
+/* pool:drain([ctx]) -> true | nil, err: closes the pool to new work and waits
+** until every queued, retrying and running op has ended.  Only the context
+** bounds the wait, so drain(tether.with_timeout(...)) reads naturally (the
+** cancel function that comes along is ignored); when it ends first, nil and its
+** error, and the ops go on.  Raises for a non-context 'ctx', and 'interrupted!'
+** on Ctrl-C in the main state.  Called from one of the pool's own ops it
+** raises: the op would wait for itself forever. */
 static int m_drain(lua_State *L) {
   lp_pool *p = check_pool(L);
   tt_ctx *ctx = lua_isnoneornil(L, 2) ? NULL
@@ -961,10 +987,12 @@ static int m_drain(lua_State *L) {
   return 2;
 }
 
-/* pool:wait_idle([ctx]) -> true | nil, err: waits until nothing is
-** queued or running, without closing the pool (so that dead letters can
-** be retried after a batch).  From one of the pool's own ops, it raises:
-** the op would wait for itself. */
+/* pool:wait_idle([ctx]) -> true | nil, err: waits until nothing is queued,
+** waiting for a retry, or running, without closing the pool (so that dead
+** letters can be retried after a batch); nil and the context's error when 'ctx'
+** ends first.  Raises for a non-context 'ctx', and 'interrupted!' on Ctrl-C in
+** the main state.  From one of the pool's own ops, it raises: the op would wait
+** for itself. */
 static int m_wait_idle(lua_State *L) {
   lp_pool *p = check_pool(L);
   tt_ctx *ctx = lua_isnoneornil(L, 2) ? NULL
@@ -986,20 +1014,22 @@ static int m_wait_idle(lua_State *L) {
   return 2;
 }
 
-/* pool:close() closes the pool to new work without waiting. */
+/* pool:close(): closes the pool to new work without waiting: later submissions
+** are refused with 'closed'; queued and running ops go on.  Returns nothing. */
 static int m_close(lua_State *L) {
   tt_pool_close(check_pool(L)->pool);
   return 0;
 }
 
-/* pool:name() -> the pool's name (names need not be unique). */
+/* pool:name() -> string: the pool's name (names need not be unique: pool:id()
+** is). */
 static int m_name(lua_State *L) {
   lua_pushstring(L, check_pool(L)->name);
   return 1;
 }
 
-/* pool:id() -> an integer unique among the pools of the process (ids are
-** never reused), as the admin page's actions name pools. */
+/* pool:id() -> integer: unique among the pools of the process (from 1, never
+** reused), as the admin page's actions name pools. */
 static int m_id(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)tt_pool_id(check_pool(L)->pool));
   return 1;
@@ -1010,9 +1040,12 @@ static void set_int(lua_State *L, const char *k, unsigned long long v) {
   lua_setfield(L, -2, k);
 }
 
-/* pool:stats() -> a table of the pool's counters, read in one snapshot:
-** submitted = completed + failed + stopped + dead + spilled + abandoned
-** + queued + inflight always holds. */
+/* pool:stats() -> table: the pool's counters (submitted, completed, failed,
+** retried, stopped, dead, rejected, queued, inflight, spilled, abandoned,
+** dead_held, dead_dropped), read in one snapshot so that submitted = completed
+** + failed + stopped + dead + spilled + abandoned + queued + inflight always
+** holds, and events_dropped, the events the pool:events() channels could not
+** take (read apart, from this binding's counter). */
 static int m_stats(lua_State *L) {
   tt_pool_stats s;
   tt_pool_stats_get(check_pool(L)->pool, &s);
@@ -1035,8 +1068,11 @@ static int m_stats(lua_State *L) {
   return 1;
 }
 
-/* pool:inflight() -> a list of the running ops, {id, name, tenant,
-** priority, started, attempt} each. */
+/* pool:inflight() -> {record, ...}: the running ops, at most 256 (more may run:
+** the rest are left out), each {id, name, tenant, priority, started, attempt}:
+** no 'tenant' field without one; 'started' is on tether.now()'s clock;
+** 'attempt' counts from 1.  The records are copied out of the engine into a
+** buffer first, and the tables made from it. */
 static int m_inflight(lua_State *L) {
   lp_pool *p = check_pool(L);
   tt_inflight buf[256];
@@ -1062,6 +1098,8 @@ static int m_inflight(lua_State *L) {
   return 1;
 }
 
+/* push_cause pushes a record's cause: a packed value is unpacked into a fresh
+** copy for this state, an object (an error) is pushed as itself. */
 static void push_cause(lua_State *L, tt_obj *c) {
   if (c != NULL && c->type == &lt_value_type) lt_unpack_one(L, c);
   else lt_pushobj(L, c);
@@ -1093,6 +1131,8 @@ static void push_failure(lua_State *L, const tt_failure *f) {
   lua_setfield(L, -2, "at");
 }
 
+/* push_failures pushes the list of 'n' records 'f' (oldest first) and frees
+** them: they are copies the engine made for this call. */
 static int push_failures(lua_State *L, tt_failure *f, size_t n) {
   size_t i;
   lua_createtable(L, (int)n, 0);
@@ -1104,21 +1144,27 @@ static int push_failures(lua_State *L, tt_failure *f, size_t n) {
   return 1;
 }
 
-/* pool:failures() -> the recent failed attempts, oldest first. */
+/* pool:failures() -> {record, ...}: the most recent failed attempts (up to the
+** pool's 'failures' option), oldest first, each a record as pool:dead_letters()
+** gives, whose 'attempts' is that attempt's number. */
 static int m_failures(lua_State *L) {
   size_t n = 0;
   tt_failure *f = tt_pool_failures(check_pool(L)->pool, &n);
   return push_failures(L, f, n);
 }
 
-/* pool:dead_letters() -> the dead letters kept, oldest first, {id, name,
-** tenant, error, traceback, code, cause, attempts, at} each. */
+/* pool:dead_letters() -> {record, ...}: the dead letters kept (up to the pool's
+** 'dead_letters' option), oldest first, {id, name, tenant, error, traceback,
+** code, cause, attempts, at} each: 'at' is wall-clock time, for logs. */
 static int m_dead_letters(lua_State *L) {
   size_t n = 0;
   tt_failure *f = tt_pool_dead_letters(check_pool(L)->pool, &n);
   return push_failures(L, f, n);
 }
 
+/* check_id reads a dead letter's id at 'arg': an integer, or a record whose
+** 'id' field is one (the table is replaced by the id).  Raises for anything
+** that is not a positive integer. */
 static uint64_t check_id(lua_State *L, int arg) {
   lua_Integer id;
   if (lua_istable(L, arg)) {
@@ -1147,11 +1193,13 @@ static int refuse_dead(lua_State *L, lp_pool *p, uint64_t id, int code) {
   return refuse(L, p, top + 2, top + 2, code);
 }
 
-/* pool:retry_dead(id_or_record) -> handle | nil, err: resubmits a dead
-** letter (a fresh set of attempts) as a new op.  An id the pool does not
-** hold (never a dead letter, or already retried or dropped) gives nil
-** and an error of code "invalid"; a refusal (queue full, quota, closed)
-** leaves the dead letter where it is. */
+/* pool:retry_dead(id_or_record) -> h | nil, err: resubmits a dead letter as a
+** new op (a new id, a fresh set of attempts; the same name, tenant, class,
+** parent values and policy) and forgets it.  An id the pool does not hold
+** (never a dead letter, or already retried or dropped) gives nil and an error
+** of code 'invalid'; a refusal (queue_full, quota_exceeded with the dead
+** letter's tenant, closed) leaves the dead letter where it is.  Raises for an
+** id that is not a positive integer. */
 static int m_retry_dead(lua_State *L) {
   lp_pool *p = check_pool(L);
   int err = TT_OK;
@@ -1170,8 +1218,8 @@ static int m_retry_dead(lua_State *L) {
   return 1;
 }
 
-/* pool:drop_dead(id_or_record) -> true if the dead letter was there (it
-** is forgotten, with its argument). */
+/* pool:drop_dead(id_or_record) -> boolean: true if the dead letter was there;
+** it is forgotten, with its arguments.  Raises as retry_dead for a bad id. */
 static int m_drop_dead(lua_State *L) {
   lp_pool *p = check_pool(L);
   lua_pushboolean(L, tt_pool_drop_dead(p->pool, check_id(L, 2)));
@@ -1245,6 +1293,9 @@ static void ev_send(const tt_event *ev, void *ud) {
   }
 }
 
+/* ev_release frees an events subscription when the engine drops its observer
+** (with the engine's pool): the channel and the shared counter of dropped
+** events are released here, never by the Lua pool object. */
 static void ev_release(void *ud) {
   evsub *s = ud;
   tt_unref(s->ch);
@@ -1252,11 +1303,14 @@ static void ev_release(void *ud) {
   free(s);
 }
 
-/* pool:events([capacity]) -> a channel that receives each event of the
-** pool from now on as a table (kind, pool, id, name, tenant, attempt,
-** duration, error, ...), closed once the pool has drained.  The pool
-** never waits for it: when it is full, events are dropped and counted
-** in stats().events_dropped.  The capacity defaults to 1024. */
+/* pool:events([capacity]) -> ch: a new channel (of 'capacity' items, default
+** 1024) that receives each event of the pool from now on as a table (see
+** ev_send), closed once the pool has drained, so that a reader's loop ends.
+** The pool never waits for it: when it is full, events are dropped and counted
+** in stats().events_dropped; a channel its reader closed stops them without
+** counting.  The tables are packed on the thread where the event happened, so
+** any state reads them.  Raises for a capacity out of range (1 to 16777216) and
+** on a failed allocation. */
 static int m_events(lua_State *L) {
   lp_pool *p = check_pool(L);
   lua_Integer cap = luaL_optinteger(L, 2, 1024);
@@ -1285,19 +1339,22 @@ static int m_events(lua_State *L) {
 
 /* }====== */
 
-/* pool:drain_store(store [, ctx [, {pool = NAME, allow = {"mod", ...},
-** batch = n}]]) -> true, report | nil, err [, report]: runs the store's
-** records on this pool until nothing is left to claim (DESIGN section
-** 11); when 'ctx' ends first, the report of what it claimed until then
-** comes third (the ops it started go on, and are acknowledged as they
-** end). */
+/* pool:drain_store(store [, ctx [, {pool = NAME, allow = {"mod", ...}, batch =
+** n}]]) -> true, report | nil, err [, report]: runs the store's records on this
+** pool until nothing is left to claim (DESIGN section 11); when 'ctx' ends
+** first, the report of what it claimed until then comes third (the ops it
+** started go on, and are acknowledged as they end).  Only modules on 'allow'
+** run.  nil, err of code 'closed' or 'store_unavailable' when the pool or store
+** is closed or the store fails.  Raises for a non-store 'store', a non-context
+** 'ctx', a bad option, and 'interrupted!' on Ctrl-C in the main state.  The
+** body is lstore.c's lt_drain_store. */
 static int m_drain_store(lua_State *L) {
   lp_pool *p = check_pool(L);
   return lt_drain_store(L, p->pool, p->env);
 }
 
-/* pool:drained() -> the pool itself, a waitable for tether.select that
-** fires once the pool is closed and empty. */
+/* pool:drained() -> pool: the pool itself, a waitable for tether.select that
+** fires once the pool is closed and empty (pools are cases already). */
 static int m_drained(lua_State *L) {
   check_pool(L);
   lua_pushvalue(L, 1);
@@ -1306,6 +1363,8 @@ static int m_drained(lua_State *L) {
 
 /* }==================================================================== */
 
+/* lt_open_pool registers the tether.Pool type and sets tether.pool into the
+** module table on the top of the stack. */
 void lt_open_pool(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"submit", m_submit},

@@ -300,7 +300,14 @@ static void up_value(unpacker *u) {
   }
 }
 
-/* lt_unpack: see ltether.h. */
+/* lt_unpack: see ltether.h.  An object that is not a tether.Value (made by a C
+** user of the engine) is one value: a tt_bytes is pushed as a Lua string,
+** anything else as its userdata.  A tether.Value pushes its 'n' values, with a
+** table of ids on the stack meanwhile only when tables or functions in it got
+** ids ('nids'), so that a shared table or a cycle comes out shared here too; a
+** flat pack has none.  Raises 'too many values to unpack' when the stack cannot
+** grow, 'corrupt tether.Value' on malformed bytes, and whatever a require of a
+** named module raises. */
 int lt_unpack(lua_State *L, tt_obj *o) {
   unpacker u;
   const lt_value *v;
@@ -333,7 +340,8 @@ int lt_unpack(lua_State *L, tt_obj *o) {
   return v->n;
 }
 
-/* lt_unpack_one: see ltether.h (the first value, or nil). */
+/* lt_unpack_one: see ltether.h.  It pushes exactly one value: the first, or nil
+** for NULL or an empty value; the others are dropped. */
 void lt_unpack_one(lua_State *L, tt_obj *v) {
   int n = lt_unpack(L, v);
   if (n == 0)

@@ -43,6 +43,8 @@ struct lt_env {
 
 static _Atomic uint64_t env_ids;
 
+/* env_free frees an environment once its last task (or pool) drops it, with the
+** init function and the stop context it holds. */
 static void env_free(tt_obj *o) {
   lt_env *e = (lt_env *)o;
   tt_unref(e->init);
@@ -53,6 +55,9 @@ static void env_free(tt_obj *o) {
   free(e);
 }
 
+/* env_traverse reports the packed init function to the engine's reference-cycle
+** check: the tether objects its upvalues hold are held by the environment (the
+** 'stop' context is not reported). */
 static void env_traverse(tt_obj *o, tt_visit visit, void *ud) {
   visit(((lt_env *)o)->init, ud);
 }
@@ -104,6 +109,10 @@ static void push_paths(lua_State *L) {
   lua_remove(L, -3);
 }
 
+/* lt_env_new: see lworker.h.  The paths are pushed and the init function packed
+** before the environment is allocated, so that a refusal raised there leaks
+** nothing; only the final allocation can fail after, and it frees the packed
+** init before raising. */
 lt_env *lt_env_new(lua_State *L, int init_idx, bool interrupt,
                    const char *name) {
   tt_obj *init = NULL;
@@ -129,6 +138,8 @@ lt_env *lt_env_new(lua_State *L, int init_idx, bool interrupt,
   return e;
 }
 
+/* lt_env_watch: see lworker.h.  Not locked: it must be called before the
+** environment's first task, while no worker reads 'stop'. */
 void lt_env_watch(lt_env *e, tt_ctx *stop) {
   tt_unref(e->stop);
   e->stop = tt_ref(stop);
@@ -157,6 +168,10 @@ static lt_task *task_alloc(const char *what) {
   return t;
 }
 
+/* lt_task_new: see lworker.h.  Without 'env' the task gets a private
+** environment with the submitting state's package paths, so that a tether.go
+** task can require what its submitter can.  Packing (which may raise) comes
+** before any allocation that Lua does not own. */
 lt_task *lt_task_new(lua_State *L, lt_env *env, int fn_idx, int first_arg,
                      int nargs, bool pass_ctx, const char *what) {
   tt_obj *call;
@@ -186,6 +201,8 @@ lt_task *lt_task_new(lua_State *L, lt_env *env, int fn_idx, int first_arg,
   return t;
 }
 
+/* lt_task_drop: see lworker.h.  NULL is allowed, so that error paths need not
+** check. */
 void lt_task_drop(void *arg) {
   lt_task *t = arg;
   if (t == NULL) return;
@@ -366,6 +383,8 @@ static void set_paths(lua_State *L, const lt_env *env) {
 static int run_body(lua_State *L);
 static int ws_env(lua_State *L);
 
+/* lt_task_boundary: see lworker.h.  run_body runs a task and ws_env runs an
+** init; both call through lt_tramp. */
 bool lt_task_boundary(lua_CFunction f) {
   return f == run_body || f == ws_env;
 }
@@ -495,6 +514,9 @@ static lua_State *ensure_state(lt_env *env, tt_error **err) {
   return L;
 }
 
+/* lt_thread_state: see lworker.h.  The error object from ensure_state is turned
+** into a message in 'err' here, for callers that report a message (lhttp.c's
+** handler threads, lpool.c's dead-letter sends). */
 lua_State *lt_thread_state(lt_env *env, char *err, size_t errlen) {
   tt_error *e = NULL;
   lua_State *L = ensure_state(env, &e);
@@ -505,6 +527,10 @@ lua_State *lt_thread_state(lt_env *env, char *err, size_t errlen) {
   return L;
 }
 
+/* lt_thread_exit: see lworker.h.  The thread-local pointers are cleared before
+** the state closes, so that nothing run while it closes takes it for a live
+** state; its finalizers run under the interrupt hook with a grace period, so
+** one that spins cannot keep the thread from ending. */
 void lt_thread_exit(void) {
   lua_State *L = tl_state;
   if (L == NULL) return;
@@ -583,6 +609,12 @@ static int run_body(lua_State *L) {
   return 0;
 }
 
+/* lt_task_run: see lworker.h.  The task runs in this thread's worker state
+** (made on first use, with 'env''s init run once), inside run_body under
+** lua_pcall: a failing task, a result that cannot cross or a memory error all
+** end as '*out', a tt_error, never as a panic.  The interrupt of the task (its
+** context with an interrupting environment, and the environment's stop context)
+** covers the state's set-up too. */
 int lt_task_run(tt_ctx *ctx, void *arg, tt_obj **out) {
   lt_task *t = arg;
   tt_error *err = NULL;

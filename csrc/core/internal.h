@@ -54,8 +54,9 @@
 ** be taken under a pool's 'mu' (a drainer's hook queues an ack as an op
 ** resolves) and takes nothing.  The store calls back (a spill committed)
 ** from its thread or an executor thread with no store lock held; the
-** callback takes the pool's 'mu'.  Waits: the store's thread on its 'cv', callers of synchronous
-** store calls on its 'done_cv', both under the store's 'mu'.
+** callback takes the pool's 'mu'.  Waits: the store's thread on its
+** 'cv', callers of synchronous store calls on its 'done_cv', both under
+** the store's 'mu'.
 **
 ** A context's 'mu' is taken for one context at a time, except that
 ** cancel propagation takes a child's lock after releasing the parent's

@@ -838,10 +838,10 @@ int tt_pool_workers(tt_pool *p);
 /* tt_pool_submit never blocks (unless opts->wait > 0): it returns a handle,
 ** or NULL with '*err' set to TT_EQUEUE_FULL, TT_EQUOTA, TT_ECLOSED,
 ** TT_EINVAL (unknown priority, bad retry policy), TT_ENOMEM, or TT_EINTR
-** (an interrupt ended the wait for room, in an interruptible section).  The op's
-** context is with_timeout(without_cancel(parent), timeout), made afresh
-** for each attempt as it starts, also canceled when the pool's shutdown
-** context ends (with that context's cause; at once for attempts that
+** (an interrupt ended the wait for room, in an interruptible section).
+** The op's context is with_timeout(without_cancel(parent), timeout),
+** made afresh for each attempt as it starts, also canceled when the
+** pool's shutdown context ends (with that context's cause; at once for attempts that
 ** start after it ended).  A refused submission takes nothing: the caller
 ** still owns 'arg'.  Refusals (not TT_EINVAL/TT_ENOMEM) count in
 ** 'rejected' and emit TT_EV_REJECTED.  Ops get increasing ids from 1.

@@ -575,17 +575,24 @@ typedef struct flatbuf {
   bool nomem;
 } flatbuf;
 
-/* fb_put appends 'n' bytes, doubling the buffer as needed.  It never raises,
-** since the buffer and the value are malloc'd memory no Lua error would free: a
-** failed allocation sets 'nomem', later puts do nothing, and pk_flat frees both
-** before it raises the memory error.  fb_byte and fb_varint append a byte (a
-** tag) and a varint. */
+/* fb_put appends 'n' bytes, doubling the buffer as needed.  It never
+** raises, since the buffer and the value are malloc'd memory no Lua error
+** would free: a failed allocation (or a size that would overflow) sets
+** 'nomem', later puts do nothing, and pk_flat frees both before it raises
+** the memory error.  fb_byte and fb_varint append a byte (a tag) and a
+** varint. */
 static void fb_put(flatbuf *b, const void *data, size_t n) {
   if (b->nomem) return;
   if (b->cap - b->len < n) {
     size_t cap = b->cap != 0 ? b->cap : 64;
     unsigned char *nb;
-    while (cap - b->len < n) cap *= 2;
+    while (cap - b->len < n) {
+      if (cap > SIZE_MAX / 2) {
+        b->nomem = true;
+        return;
+      }
+      cap *= 2;
+    }
     nb = realloc(b->buf, cap);
     if (nb == NULL) {
       b->nomem = true;

@@ -148,8 +148,8 @@ void lt_unpack_one(lua_State *L, tt_obj *v);
 ** out of memory. */
 tt_obj *lt_pack_fields(const tt_field *f, size_t n);
 
-/* lt_value_from_bytes (lvalue.c) makes a value of 'n' top-level values from records
-** written in the format of ltransfer.h ('nids' tables and functions, no
+/* lt_value_from_bytes (lvalue.c) makes a value of 'n' top-level values
+** from records written in the format of ltransfer.h ('nids' tables and functions, no
 ** engine objects), copying the bytes; NULL when out of memory. */
 tt_obj *lt_value_from_bytes(const void *buf, size_t len, int n, int nids);
 

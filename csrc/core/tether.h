@@ -841,9 +841,9 @@ int tt_pool_workers(tt_pool *p);
 ** (an interrupt ended the wait for room, in an interruptible section).
 ** The op's context is with_timeout(without_cancel(parent), timeout),
 ** made afresh for each attempt as it starts, also canceled when the
-** pool's shutdown context ends (with that context's cause; at once for attempts that
-** start after it ended).  A refused submission takes nothing: the caller
-** still owns 'arg'.  Refusals (not TT_EINVAL/TT_ENOMEM) count in
+** pool's shutdown context ends (with that context's cause; at once for
+** attempts that start after it ended).  A refused submission takes
+** nothing: the caller still owns 'arg'.  Refusals (not TT_EINVAL/TT_ENOMEM) count in
 ** 'rejected' and emit TT_EV_REJECTED.  Ops get increasing ids from 1.
 **
 ** An attempt fails when 'fn' returns non-zero.  Its cause is the op

@@ -149,8 +149,9 @@ void lt_unpack_one(lua_State *L, tt_obj *v);
 tt_obj *lt_pack_fields(const tt_field *f, size_t n);
 
 /* lt_value_from_bytes (lvalue.c) makes a value of 'n' top-level values
-** from records written in the format of ltransfer.h ('nids' tables and functions, no
-** engine objects), copying the bytes; NULL when out of memory. */
+** from records written in the format of ltransfer.h ('nids' tables and
+** functions, no engine objects), copying the bytes; NULL when out of
+** memory. */
 tt_obj *lt_value_from_bytes(const void *buf, size_t len, int n, int nids);
 
 /* lt_pack_error turns the error value at 'idx' (and a traceback, may be

@@ -844,7 +844,8 @@ int tt_pool_workers(tt_pool *p);
 ** pool's shutdown context ends (with that context's cause; at once for
 ** attempts that start after it ended).  A refused submission takes
 ** nothing: the caller still owns 'arg'.  Refusals (not
-** TT_EINVAL/TT_ENOMEM) count in 'rejected' and emit TT_EV_REJECTED.  Ops get increasing ids from 1.
+** TT_EINVAL/TT_ENOMEM) count in 'rejected' and emit TT_EV_REJECTED.
+** Ops get increasing ids from 1.
 **
 ** An attempt fails when 'fn' returns non-zero.  Its cause is the op
 ** context's cause if that context ended (&tt_deadline for a timeout),

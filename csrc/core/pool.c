@@ -126,7 +126,6 @@
 
 #include "pool_int.h"
 
-static _Thread_local tt_pool *tl_delivering;  /* delivering pool, if any */
 
 /* What tt_pool_wait_idle waits on: a latch set when the pool is next idle
 ** (nothing queued or running).  Referenced by the pool while armed and by
@@ -150,247 +149,6 @@ static _Thread_local tt_pool *tl_running;     /* pool of the op this
                                               ** worker runs, if any */
 
 static void spill_fire(tt_tentry *te);
-
-
-/* {====================================================================
-** Events
-** ===================================================================== */
-
-/* dup_name copies 'len' bytes and a NUL; NULL stays NULL. */
-static char *dup_name(const char *s, size_t len) {
-  char *d;
-  if (s == NULL) return NULL;
-  d = malloc(len + 1);
-  if (d == NULL) return NULL;
-  memcpy(d, s, len);
-  d[len] = '\0';
-  return d;
-}
-
-/* queue_wanted tells whether some observer that is delivered to later
-** wants events of 'kind' (under 'mu'). */
-static bool queue_wanted(tt_pool *p, int kind) {
-  int i;
-  for (i = 0; i < p->nmobs; i++) {
-    const observer *ob = &p->mobs[i];
-    if (ob->o.immediate) continue;
-    if (ob->o.wants == NULL || ob->o.wants(kind, ob->ud)) return true;
-  }
-  return false;
-}
-
-/* emit_now completes event 'e' (under 'mu'), hands it to the immediate
-** observers, and tells whether it must also be queued.  The clock is read
-** only for a queued event: immediate observers see 'at' as 0, so that
-** counting costs no clock read under the lock. */
-static bool emit_now(tt_pool *p, tt_event *e) {
-  int i;
-  e->pool = p;
-  e->pool_name = p->name;
-  for (i = 0; i < p->nmobs; i++)
-    if (p->mobs[i].o.immediate) p->mobs[i].fn(e, p->mobs[i].ud);
-  if (!queue_wanted(p, e->kind)) return false;
-  e->at = tt_now();
-  return true;
-}
-
-/* emit queues event 'e' (under 'mu'); the fields about the op come from
-** 'o' (may be NULL), the kind-specific ones from 'e'.  An event about an
-** op carries the op's context: the attempt's as its function saw it,
-** else (before the first attempt) the detached parent. */
-static void emit(tt_pool *p, op *o, tt_event e) {
-  evnode *n;
-  if (atomic_load_explicit(&p->nobs, memory_order_relaxed) == 0) return;
-  if (o != NULL) {
-    e.id = o->id;
-    e.name = o->h.name;
-    e.tenant = o->tenant;
-    e.tenant_len = o->tenant_len;
-    e.priority = p->cls[o->cls].name;
-    e.attempt = o->attempt;
-    if (e.ctx == NULL) e.ctx = o->actx != NULL ? o->actx : o->base;
-  }
-  if (!emit_now(p, &e)) return;
-  n = calloc(1, sizeof *n);
-  if (n == NULL) return;  /* events feed logs; the stats stay exact */
-  if (o != NULL) n->op = tt_ref(&o->h);
-  tt_ref(e.error);
-  tt_ref(e.cause);
-  tt_ref(e.ctx);
-  n->ev = e;
-  tt_list_push(&p->evq, &n->link);
-  atomic_fetch_add(&p->nev, 1);
-}
-
-/* emit_rejected queues a REJECTED event; the names are copied, since
-** the caller's strings do not outlive the call. */
-static void emit_rejected(tt_pool *p, int code, const char *name,
-                          const char *tenant, size_t tenant_len, int cls) {
-  evnode *n;
-  tt_event e;
-  if (atomic_load_explicit(&p->nobs, memory_order_relaxed) == 0) return;
-  memset(&e, 0, sizeof e);
-  e.kind = TT_EV_REJECTED;
-  e.name = name != NULL ? name : "op";
-  e.tenant = tenant;
-  e.tenant_len = tenant != NULL ? tenant_len : 0;
-  e.priority = p->cls[cls].name;
-  e.code = code;
-  if (!emit_now(p, &e)) return;
-  n = calloc(1, sizeof *n);
-  if (n == NULL) return;
-  n->sname = tt__strdup(e.name);
-  n->stenant = dup_name(tenant, tenant_len);
-  n->ev = e;
-  n->ev.name = n->sname;
-  n->ev.tenant = n->stenant;
-  n->ev.tenant_len = n->stenant != NULL ? tenant_len : 0;
-  tt_list_push(&p->evq, &n->link);
-  atomic_fetch_add(&p->nev, 1);
-}
-
-static void evnode_free(evnode *n) {
-  tt_unref(n->ev.error);
-  tt_unref(n->ev.cause);
-  tt_unref(n->ev.ctx);
-  tt_unref(n->op);
-  free(n->sname);
-  free(n->stenant);
-  free(n);
-}
-
-/* deliver hands the queued events to the observers, unless another
-** thread is doing so (it will deliver these too).  Call it without 'mu'. */
-static void deliver(tt_pool *p) {
-  tt_pool *outer;
-  if (atomic_load(&p->nev) == 0) return;
-  tt__lock(&p->mu);
-  if (p->delivering || tt_list_empty(&p->evq)) {
-    tt__unlock(&p->mu);
-    return;
-  }
-  p->delivering = true;
-  pool_hold(p);
-  outer = tl_delivering;
-  tl_delivering = p;
-  while (!tt_list_empty(&p->evq)) {
-    tt_list batch;
-    tt_list *l;
-    int nb = 0;
-    tt_list_init(&batch);
-    while ((l = tt_list_shift(&p->evq)) != NULL) {
-      tt_list_push(&batch, l);
-      nb++;
-    }
-    tt__unlock(&p->mu);
-    tt__lock(&p->obs_mu);
-    for (l = batch.next; l != &batch; l = l->next) {
-      evnode *n = tt_container_of(l, evnode, link);
-      int i;
-      /* Re-read the list each time: an observer may change it. */
-      for (i = 0; i < p->nobs_arr; i++) {
-        const observer *ob = &p->obs[i];
-        if (ob->o.immediate) continue;
-        if (ob->o.wants != NULL && !ob->o.wants(n->ev.kind, ob->ud))
-          continue;
-        ob->fn(&n->ev, ob->ud);
-      }
-    }
-    tt__unlock(&p->obs_mu);
-    while ((l = tt_list_shift(&batch)) != NULL)
-      evnode_free(tt_container_of(l, evnode, link));
-    atomic_fetch_sub(&p->nev, nb);
-    tt__lock(&p->mu);
-  }
-  p->delivering = false;
-  TT_CHECK(pthread_cond_broadcast(&p->ev_cv));
-  tl_delivering = outer;
-  tt__unlock(&p->mu);
-  pool_release(p);
-}
-
-/* flush_events returns once every event queued so far was delivered
-** (unless this thread is the one delivering them). */
-static void flush_events(tt_pool *p) {
-  deliver(p);
-  if (tl_delivering == p) return;
-  tt__lock(&p->mu);
-  while (p->delivering) TT_CHECK(pthread_cond_wait(&p->ev_cv, &p->mu));
-  tt__unlock(&p->mu);
-}
-
-/* grow_obs makes room for one more entry in '*a' (of '*cap'). */
-static bool grow_obs(observer **a, int n, int *cap) {
-  observer *na;
-  int ncap;
-  if (n < *cap) return true;
-  ncap = *cap == 0 ? 4 : *cap * 2;
-  na = realloc(*a, (size_t)ncap * sizeof *na);
-  if (na == NULL) return false;
-  *a = na;
-  *cap = ncap;
-  return true;
-}
-
-int tt_pool_observe_with(tt_pool *p, tt_observer fn, void *ud,
-                         const tt_observer_opts *opts) {
-  observer ob;
-  if (p == NULL || fn == NULL) return -1;
-  memset(&ob, 0, sizeof ob);
-  ob.fn = fn;
-  ob.ud = ud;
-  if (opts != NULL) ob.o = *opts;
-  tt__lock(&p->obs_mu);
-  tt__lock(&p->mu);
-  if (!grow_obs(&p->obs, p->nobs_arr, &p->obs_cap) ||
-      !grow_obs(&p->mobs, p->nmobs, &p->mobs_cap)) {
-    tt__unlock(&p->mu);
-    tt__unlock(&p->obs_mu);
-    return -1;
-  }
-  ob.id = ++p->next_obs;
-  p->obs[p->nobs_arr++] = ob;
-  p->mobs[p->nmobs++] = ob;
-  atomic_store(&p->nobs, p->nobs_arr);
-  tt__unlock(&p->mu);
-  tt__unlock(&p->obs_mu);
-  return ob.id;
-}
-
-int tt_pool_observe(tt_pool *p, tt_observer fn, void *ud) {
-  return tt_pool_observe_with(p, fn, ud, NULL);
-}
-
-/* remove_obs takes the entry 'id' out of 'a' into '*out'; false if there
-** is none. */
-static bool remove_obs(observer *a, int *n, int id, observer *out) {
-  int i;
-  for (i = 0; i < *n; i++) {
-    if (a[i].id == id) {
-      *out = a[i];
-      memmove(&a[i], &a[i + 1], (size_t)(*n - i - 1) * sizeof *a);
-      (*n)--;
-      return true;
-    }
-  }
-  return false;
-}
-
-void tt_pool_unobserve(tt_pool *p, int id) {
-  observer ob, mob;
-  bool found;
-  if (p == NULL) return;
-  tt__lock(&p->obs_mu);
-  tt__lock(&p->mu);
-  found = remove_obs(p->obs, &p->nobs_arr, id, &ob);
-  remove_obs(p->mobs, &p->nmobs, id, &mob);
-  atomic_store(&p->nobs, p->nobs_arr);
-  tt__unlock(&p->mu);
-  tt__unlock(&p->obs_mu);
-  if (found && ob.o.release != NULL) ob.o.release(ob.ud);
-}
-
-/* }==================================================================== */
 
 
 /* {====================================================================
@@ -598,12 +356,12 @@ static void idle_fire(tt_tentry *te) {
       p->idle_want = false;
       if (!p->idle_reported) {
         p->idle_reported = true;
-        emit(p, NULL, (tt_event){.kind = TT_EV_IDLE});
+        pool_emit(p, NULL, (tt_event){.kind = TT_EV_IDLE});
       }
     }
   }
   tt__unlock(&p->mu);
-  deliver(p);
+  pool_deliver(p);
   if (!again) pool_release(p);
 }
 
@@ -627,7 +385,7 @@ static void settle(tt_pool *p) {
   p->quit = true;
   wake_all(p);
   tt__latch_set(&p->drained_latch);
-  emit(p, NULL, (tt_event){.kind = TT_EV_DRAINED});
+  pool_emit(p, NULL, (tt_event){.kind = TT_EV_DRAINED});
 }
 
 /* take gives worker class 'ci' its next op, moved to RUNNING. */
@@ -675,7 +433,7 @@ static void record_failure(tt_pool *p, op *o, tt_obj *err, tt_obj *cause,
   }
   f->id = o->id;
   f->name = tt__strdup(o->h.name);
-  f->tenant = dup_name(o->tenant, o->tenant_len);
+  f->tenant = tt__pool_dup_name(o->tenant, o->tenant_len);
   f->tenant_len = o->tenant_len;
   f->error = tt_ref(err);
   f->cause = tt_ref(cause);
@@ -762,7 +520,7 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   tenant_dec(p, o->tenant, o->tenant_len);
   o->dur = dur;
   resolve(o, TT_H_DONE, out);
-  emit(p, o, (tt_event){.kind = TT_EV_COMPLETED, .duration = dur});
+  pool_emit(p, o, (tt_event){.kind = TT_EV_COMPLETED, .duration = dur});
   settle(p);
   tt__unlock(&p->mu);
   /* The attempt is over: end its context, as Go's "defer cancel()" does,
@@ -770,7 +528,7 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   ** passes.  An attached op's context is its submitter's to end. */
   if (!o->attached) tt_cancel(ctx, NULL);
   tt_unref(ctx);
-  deliver(p);
+  pool_deliver(p);
   tt_unref(&o->h);  /* the running list's reference */
 }
 
@@ -796,7 +554,7 @@ static bool to_dead_locked(tt_pool *p, op *o, op **evicted) {
     p->st.dead_dropped++;
     *evicted = old;
   }
-  emit(p, o, (tt_event){.kind = TT_EV_DEAD, .code = o->code,
+  pool_emit(p, o, (tt_event){.kind = TT_EV_DEAD, .code = o->code,
                         .duration = o->dur, .error = o->err,
                         .cause = o->cause});
   settle(p);
@@ -817,12 +575,12 @@ static void finish_failed(tt_pool *p, op *o, bool queued) {
   tenant_dec(p, o->tenant, o->tenant_len);
   o->where = OP_GONE;
   resolve(o, TT_H_FAILED, tt_ref(o->err));
-  emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = o->code,
+  pool_emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = o->code,
                         .duration = o->dur, .error = o->err,
                         .cause = o->cause});
   settle(p);
   tt__unlock(&p->mu);
-  deliver(p);
+  pool_deliver(p);
   tt_unref(&o->h);  /* the pool's reference */
 }
 
@@ -868,7 +626,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
     p->st.queued++;
     p->st.retried++;
     tt__handle_set_state(&o->h, TT_H_QUEUED);
-    emit(p, o, (tt_event){.kind = TT_EV_RETRIED, .duration = dur,
+    pool_emit(p, o, (tt_event){.kind = TT_EV_RETRIED, .duration = dur,
                           .delay = delay, .code = code, .error = err,
                           .cause = cause});
     tt_ref(&o->h);  /* the timer's */
@@ -898,7 +656,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
   if (plain)
     finish_failed(p, o, false);
   else
-    deliver(p);
+    pool_deliver(p);
 }
 
 /* hook_begin lets the pool's hook derive the context the attempt's
@@ -953,11 +711,11 @@ static void run_op(tt_pool *p, op *o) {
     cause = (tt_obj *)tt_error_for(TT_EABANDONED);
   } else {
     tt__handle_set_state(&o->h, TT_H_RUNNING);
-    emit(p, o, (tt_event){.kind = TT_EV_STARTED});
+    pool_emit(p, o, (tt_event){.kind = TT_EV_STARTED});
   }
   tt__unlock(&p->mu);
   tt_unref(old_actx);
-  deliver(p);
+  pool_deliver(p);
   /* The after_func may not have run yet: look at the context itself. */
   if (!shut && p->shutdown != NULL && tt_ctx_err(p->shutdown) != 0) {
     shut = true;
@@ -1105,10 +863,10 @@ static void finish_stop(tt_pool *p, op *o) {
   p->st.stopped++;
   tenant_dec(p, o->tenant, o->tenant_len);
   resolve(o, TT_H_STOPPED, NULL);
-  emit(p, o, (tt_event){.kind = TT_EV_STOPPED});
+  pool_emit(p, o, (tt_event){.kind = TT_EV_STOPPED});
   settle(p);
   tt__unlock(&p->mu);
-  deliver(p);
+  pool_deliver(p);
   tt_unref(&o->h);  /* the pool's reference */
 }
 
@@ -1225,7 +983,7 @@ static void on_shutdown(void *arg) {
   }
   while ((l = tt_list_shift(&plain)) != NULL)
     release_op(tt_container_of(l, op, clink));
-  deliver(p);
+  pool_deliver(p);
   pool_release(p);  /* the after_func's reference */
 }
 
@@ -1426,7 +1184,7 @@ void tt__pool_destroy(tt_pool *p) {
     }
   }
   while ((l = tt_list_shift(&p->evq)) != NULL)
-    evnode_free(tt_container_of(l, evnode, link));
+    tt__pool_evnode_free(tt_container_of(l, evnode, link));
   if (p->cls != NULL) {
     for (k = 0; k < p->ncls; k++) {
       free(p->cls[k].name);
@@ -1579,7 +1337,7 @@ static void pool_free(tt_obj *obj) {
     finish_stop(p, tt_container_of(l, op, link));
   while ((l = tt_list_shift(&dead)) != NULL)
     release_op(tt_container_of(l, op, link));
-  deliver(p);
+  pool_deliver(p);
   if (p->shutdown_af != NULL) {
     tt_afterfunc_stop(p->shutdown_af);  /* if stopped, drop releases */
     tt_unref(p->shutdown_af);
@@ -1596,7 +1354,7 @@ static void pool_free(tt_obj *obj) {
   } else {
     join_workers(p);
   }
-  deliver(p);
+  pool_deliver(p);
   pool_release(p);
 }
 
@@ -1698,12 +1456,12 @@ static int accept_locked(tt_pool *p, op *o) {
   idle_disarm(p);
   if (p->idle_reported) {
     p->idle_reported = false;
-    emit(p, NULL, (tt_event){.kind = TT_EV_RESUMING});
+    pool_emit(p, NULL, (tt_event){.kind = TT_EV_RESUMING});
   }
   p->st.submitted++;
   p->st.queued++;
   tt_ref(&o->h);  /* the pool's */
-  emit(p, o, (tt_event){.kind = TT_EV_SUBMITTED});
+  pool_emit(p, o, (tt_event){.kind = TT_EV_SUBMITTED});
   push_ready(p, o);
   return TT_OK;
 }
@@ -1737,7 +1495,7 @@ static op *op_new(tt_pool *p, const char *name, tt_fn fn, int cls,
   o->retry = *retry;
   o->timeout = timeout;
   if (tenant != NULL) {
-    o->tenant = dup_name(tenant, tenant_len);
+    o->tenant = tt__pool_dup_name(tenant, tenant_len);
     o->tenant_len = tenant_len;
     if (o->tenant == NULL) {
       tt_unref(&o->h);
@@ -1801,7 +1559,7 @@ static bool can_spill(tt_pool *p, const tt_submit_opts *so) {
 /* reject_locked counts and emits a refusal. */
 static void reject_locked(tt_pool *p, int rc, const sub *s) {
   p->st.rejected++;
-  emit_rejected(p, rc, s->name, s->tenant, s->tenant_len, s->ci);
+  tt__pool_emit_rejected(p, rc, s->name, s->tenant, s->tenant_len, s->ci);
 }
 
 /* first_look resolves a submission's settings and takes the cheap first
@@ -1818,7 +1576,7 @@ static int first_look(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
     rc = quota_ok(p, s->tenant, s->tenant_len) ? TT_ESPILLED : TT_EQUOTA;
   if (rc != TT_OK && rc != TT_ESPILLED) reject_locked(p, rc, s);
   tt__unlock(&p->mu);
-  if (rc != TT_OK && rc != TT_ESPILLED) deliver(p);
+  if (rc != TT_OK && rc != TT_ESPILLED) pool_deliver(p);
   return rc;
 }
 
@@ -1865,7 +1623,7 @@ static void spill_end(op *o, int rc, const char *text, bool from_timer) {
     if (rc == TT_OK) {
       p->st.spilled++;
       resolve(o, TT_H_FAILED, (tt_obj *)e);
-      emit(p, o, (tt_event){.kind = TT_EV_SPILLED});
+      pool_emit(p, o, (tt_event){.kind = TT_EV_SPILLED});
     } else {
       p->st.failed++;
       old_err = o->err;
@@ -1874,7 +1632,7 @@ static void spill_end(op *o, int rc, const char *text, bool from_timer) {
       record_failure(p, o, (tt_obj *)e, (tt_obj *)e, TT_ESTORE, &rec_err,
                      &rec_cause);
       resolve(o, TT_H_FAILED, (tt_obj *)e);
-      emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = TT_ESTORE,
+      pool_emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = TT_ESTORE,
                             .error = (tt_obj *)e, .cause = (tt_obj *)e});
     }
     settle(p);
@@ -1891,7 +1649,7 @@ static void spill_end(op *o, int rc, const char *text, bool from_timer) {
   tt_unref(old_err);
   tt_unref(rec_err);
   tt_unref(rec_cause);
-  deliver(p);
+  pool_deliver(p);
   if (mine) tt_unref(&o->h);  /* the pool's reference */
 }
 
@@ -2043,7 +1801,7 @@ static tt_handle *do_spill(tt_pool *p, tt_ctx *parent,
     idle_disarm(p);
     if (p->idle_reported) {
       p->idle_reported = false;
-      emit(p, NULL, (tt_event){.kind = TT_EV_RESUMING});
+      pool_emit(p, NULL, (tt_event){.kind = TT_EV_RESUMING});
     }
     p->st.submitted++;
     p->st.queued++;
@@ -2052,11 +1810,11 @@ static tt_handle *do_spill(tt_pool *p, tt_ctx *parent,
     tt_list_push(&p->spilling, &o->link);
     tt_ref(&o->h);  /* the pool's */
     tt_ref(&o->h);  /* the store callback's */
-    emit(p, o, (tt_event){.kind = TT_EV_SUBMITTED});
+    pool_emit(p, o, (tt_event){.kind = TT_EV_SUBMITTED});
     spill_arm_locked(p);
   }
   tt__unlock(&p->mu);
-  deliver(p);
+  pool_deliver(p);
   if (rc != TT_OK) {
     tt_buf_free(&b);
     if (o != NULL) tt_unref(&o->h);
@@ -2173,7 +1931,7 @@ bool tt__pool_wait_spills(tt_pool *p) {
     tt__lock(&p->mu);
     if (tt_list_empty(&p->spilling)) {
       tt__unlock(&p->mu);
-      flush_events(p);
+      tt__pool_flush_events(p);
       return true;
     }
     o = tt_container_of(p->spilling.next, op, link);
@@ -2226,7 +1984,7 @@ static tt_handle *submit_sub(tt_pool *p, tt_ctx *parent,
       tt__lock(&p->mu);
       reject_locked(p, TT_EQUEUE_FULL, s);
       tt__unlock(&p->mu);
-      deliver(p);
+      pool_deliver(p);
       return refused(err, TT_EQUEUE_FULL);
     }
     h = do_spill(p, parent, so, s, err);
@@ -2274,7 +2032,7 @@ static tt_handle *submit_sub(tt_pool *p, tt_ctx *parent,
     reject_locked(p, rc, s);
   }
   tt__unlock(&p->mu);
-  deliver(p);
+  pool_deliver(p);
   if (rc == TT_EQUEUE_FULL && can_spill(p, so) && so->spill_args != NULL) {
     tt_handle *h;
     tt_unref(&o->h);  /* holds no argument */
@@ -2365,7 +2123,7 @@ void tt_pool_close(tt_pool *p) {
     settle(p);
   }
   tt__unlock(&p->mu);
-  deliver(p);
+  pool_deliver(p);
 }
 
 tt_latch *tt_pool_drained(tt_pool *p) { return &p->drained_latch; }
@@ -2395,7 +2153,7 @@ int tt_pool_drain(tt_pool *p, tt_ctx *ctx, double timeout) {
                                           : tt_select(cs, n, false, timeout);
   /* Drained wins a tie with the context. */
   if (r == 0 || tt_latch_is_set(&p->drained_latch)) {
-    flush_events(p);
+    tt__pool_flush_events(p);
     return TT_OK;
   }
   if (r == 1) return tt_ctx_err(ctx) != 0 ? tt_ctx_err(ctx) : TT_CANCELED;
@@ -2415,7 +2173,7 @@ int tt_pool_wait_idle(tt_pool *p, tt_ctx *ctx, double timeout) {
   tt__lock(&p->mu);
   if (p->st.queued == 0 && p->st.inflight == 0) {
     tt__unlock(&p->mu);
-    flush_events(p);
+    tt__pool_flush_events(p);
     return TT_OK;
   }
   if (p->idle_w == NULL) {
@@ -2442,7 +2200,7 @@ int tt_pool_wait_idle(tt_pool *p, tt_ctx *ctx, double timeout) {
   if (tt_latch_is_set(&iw->l)) r = 0;
   tt_unref(iw);
   if (r == 0) {
-    flush_events(p);
+    tt__pool_flush_events(p);
     return TT_OK;
   }
   if (r == 1) return tt_ctx_err(ctx) != 0 ? tt_ctx_err(ctx) : TT_CANCELED;
@@ -2498,7 +2256,7 @@ size_t tt_pool_abandon(tt_pool *p) {
     p->st.abandoned++;
     tenant_dec(p, o->tenant, o->tenant_len);
     tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(err));
-    emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
+    pool_emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
                           .error = err, .ctx = o->ctx, .running = true});
     tt_ref(&o->h);
     gs[ng].o = o;
@@ -2518,12 +2276,12 @@ size_t tt_pool_abandon(tt_pool *p) {
     p->st.abandoned++;
     tenant_dec(p, o->tenant, o->tenant_len);
     tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(err));
-    emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
+    pool_emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
                           .error = err});
     settle(p);
     tt__unlock(&p->mu);
   }
-  deliver(p);
+  pool_deliver(p);
   for (i = 0; i < ng; i++) {
     if (gs[i].running) tt_cancel(gs[i].ctx, err);
     tt_unref(gs[i].ctx);
@@ -2575,7 +2333,7 @@ size_t tt_pool_inflight(tt_pool *p, tt_inflight *out, size_t max) {
 static void copy_failure(tt_failure *d, const tt_failure *s) {
   *d = *s;
   d->name = tt__strdup(s->name);
-  d->tenant = dup_name(s->tenant, s->tenant_len);
+  d->tenant = tt__pool_dup_name(s->tenant, s->tenant_len);
   tt_ref(d->error);
   tt_ref(d->cause);
 }
@@ -2684,12 +2442,12 @@ tt_handle *tt_pool_retry_dead(tt_pool *p, uint64_t id, int *err) {
       }
     } else {
       p->st.rejected++;
-      emit_rejected(p, rc, old->h.name, old->tenant, old->tenant_len,
+      tt__pool_emit_rejected(p, rc, old->h.name, old->tenant, old->tenant_len,
                     old->cls);
     }
   }
   tt__unlock(&p->mu);
-  deliver(p);
+  pool_deliver(p);
   if (rc == TT_OK) tt_unref(&old->h);  /* the dead list's reference */
   tt_unref(&old->h);
   if (rc != TT_OK) {
@@ -2809,7 +2567,7 @@ tt_pool_tenant *tt_pool_tenants(tt_pool *p, size_t max, size_t *n,
   if (out == NULL) goto out;
   for (k = 0; k < max; k++) {
     const tenant_ent *t = all[k].t;
-    out[k].name = dup_name(t->name, t->len);
+    out[k].name = tt__pool_dup_name(t->name, t->len);
     if (out[k].name == NULL) break;
     out[k].len = t->len;
     out[k].active = all[k].count;

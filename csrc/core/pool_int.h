@@ -275,4 +275,27 @@ static inline void pool_release_held(tt_pool *p) {
 
 /* }==================================================================== */
 
+/* Defined in pool_events.c. */
+char *tt__pool_dup_name(const char *s, size_t len);
+void tt__pool_emit(tt_pool *p, op *o, tt_event e);
+void tt__pool_emit_rejected(tt_pool *p, int code, const char *name,
+                            const char *tenant, size_t tenant_len, int cls);
+void tt__pool_evnode_free(evnode *n);
+void tt__pool_deliver(tt_pool *p);
+void tt__pool_flush_events(tt_pool *p);
+
+/* pool_emit is tt__pool_emit, without the call when nobody observes the
+** pool: it runs on every change of an op's state. */
+static inline void pool_emit(tt_pool *p, op *o, tt_event e) {
+  if (atomic_load_explicit(&p->nobs, memory_order_relaxed) == 0) return;
+  tt__pool_emit(p, o, e);
+}
+
+/* pool_deliver is tt__pool_deliver, without the call when no event is
+** queued. */
+static inline void pool_deliver(tt_pool *p) {
+  if (atomic_load(&p->nev) == 0) return;
+  tt__pool_deliver(p);
+}
+
 #endif

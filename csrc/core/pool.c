@@ -152,114 +152,6 @@ static void spill_fire(tt_tentry *te);
 
 
 /* {====================================================================
-** Tenants and quotas (all under 'mu')
-** ===================================================================== */
-
-static unsigned tenant_hash(const char *s, size_t n) {
-  unsigned h = 2166136261u;
-  size_t i;
-  for (i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
-  return h % TENANT_BUCKETS;
-}
-
-/* Tenant names are byte strings compared whole: 'len' bytes at 's' (NULs
-** included).  The quota bucket of an op is its tenant, or "default"
-** without one. */
-static const char *quota_key(const char *tenant, size_t *len) {
-  if (tenant == NULL) {
-    *len = 7;
-    return "default";
-  }
-  return tenant;
-}
-
-static bool same_name(const char *a, size_t alen, const char *b,
-                      size_t blen) {
-  return alen == blen && memcmp(a, b, alen) == 0;
-}
-
-static tenant_ent *tenant_find(tt_pool *p, const char *name, size_t len) {
-  tenant_ent *t;
-  for (t = p->tenants[tenant_hash(name, len)]; t != NULL; t = t->next)
-    if (same_name(t->name, t->len, name, len)) return t;
-  return NULL;
-}
-
-static int quota_limit(tt_pool *p, const char *name, size_t len) {
-  int i;
-  for (i = 0; i < p->nquotas; i++)
-    if (same_name(p->quotas[i].tenant, strlen(p->quotas[i].tenant), name,
-                  len))
-      return p->quotas[i].limit;
-  return p->quota_default;
-}
-
-static bool tenant_inc(tt_pool *p, const char *tname, size_t tlen) {
-  size_t len = tlen;
-  const char *key = quota_key(tname, &len);
-  tenant_ent *t;
-  if (!p->quotas_on) return true;
-  t = tenant_find(p, key, len);
-  if (t == NULL) {
-    unsigned b = tenant_hash(key, len);
-    t = malloc(sizeof *t + len + 1);
-    if (t == NULL) return false;
-    memcpy(t->name, key, len);
-    t->name[len] = '\0';
-    t->len = len;
-    t->count = 0;
-    t->next = p->tenants[b];
-    p->tenants[b] = t;
-  }
-  t->count++;
-  return true;
-}
-
-static void tenant_dec(tt_pool *p, const char *tname, size_t tlen) {
-  size_t len = tlen;
-  const char *key = quota_key(tname, &len);
-  tenant_ent **pt;
-  if (!p->quotas_on) return;
-  for (pt = &p->tenants[tenant_hash(key, len)]; *pt != NULL;
-       pt = &(*pt)->next) {
-    tenant_ent *t = *pt;
-    if (same_name(t->name, t->len, key, len)) {
-      if (--t->count == 0) {
-        *pt = t->next;
-        free(t);
-      }
-      return;
-    }
-  }
-}
-
-/* tenant_of finds the tenant of 'parent' for a pool that looks it up
-** itself: NULL if the pool has no tenant key or the context no such
-** value.  A tt_bytes value gives its bytes, whole ('*hold' keeps the
-** value alive for the caller to release); any other object its
-** description, written into 'buf'. */
-static const char *tenant_of(tt_pool *p, tt_ctx *parent, char *buf,
-                             size_t n, size_t *len, tt_obj **hold) {
-  tt_obj *v = NULL;
-  *hold = NULL;
-  *len = 0;
-  if (!p->has_tenant_key) return NULL;
-  if (!tt_ctx_value(parent, &p->tenant_key, &v) || v == NULL) return NULL;
-  if (v->type == &tt_bytes_type) {
-    *hold = v;
-    *len = ((tt_bytes *)v)->len;
-    return ((tt_bytes *)v)->data;
-  }
-  if (tt_describe(v, buf, n) < 0) buf[0] = '\0';
-  tt_unref(v);
-  *len = strlen(buf);
-  return buf;
-}
-
-/* }==================================================================== */
-
-
-/* {====================================================================
 ** Queues, workers and accounting (all under 'mu' unless said)
 ** ===================================================================== */
 
@@ -517,7 +409,7 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   }
   p->st.inflight--;
   p->st.completed++;
-  tenant_dec(p, o->tenant, o->tenant_len);
+  pool_tenant_dec(p, o->tenant, o->tenant_len);
   o->dur = dur;
   resolve(o, TT_H_DONE, out);
   pool_emit(p, o, (tt_event){.kind = TT_EV_COMPLETED, .duration = dur});
@@ -540,7 +432,7 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
 static bool to_dead_locked(tt_pool *p, op *o, op **evicted) {
   if (p->dead_cap <= 0 || p->dying || o->attached || o->no_dead)
     return false;
-  tenant_dec(p, o->tenant, o->tenant_len);
+  pool_tenant_dec(p, o->tenant, o->tenant_len);
   resolve(o, TT_H_FAILED, tt_ref(o->err));
   o->where = OP_DEAD;
   o->dead_at = tt_wall();
@@ -555,8 +447,8 @@ static bool to_dead_locked(tt_pool *p, op *o, op **evicted) {
     *evicted = old;
   }
   pool_emit(p, o, (tt_event){.kind = TT_EV_DEAD, .code = o->code,
-                        .duration = o->dur, .error = o->err,
-                        .cause = o->cause});
+                             .duration = o->dur, .error = o->err,
+                             .cause = o->cause});
   settle(p);
   return true;
 }
@@ -572,12 +464,12 @@ static void finish_failed(tt_pool *p, op *o, bool queued) {
   else
     p->st.inflight--;
   p->st.failed++;
-  tenant_dec(p, o->tenant, o->tenant_len);
+  pool_tenant_dec(p, o->tenant, o->tenant_len);
   o->where = OP_GONE;
   resolve(o, TT_H_FAILED, tt_ref(o->err));
   pool_emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = o->code,
-                        .duration = o->dur, .error = o->err,
-                        .cause = o->cause});
+                             .duration = o->dur, .error = o->err,
+                             .cause = o->cause});
   settle(p);
   tt__unlock(&p->mu);
   pool_deliver(p);
@@ -627,8 +519,8 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
     p->st.retried++;
     tt__handle_set_state(&o->h, TT_H_QUEUED);
     pool_emit(p, o, (tt_event){.kind = TT_EV_RETRIED, .duration = dur,
-                          .delay = delay, .code = code, .error = err,
-                          .cause = cause});
+                               .delay = delay, .code = code, .error = err,
+                               .cause = cause});
     tt_ref(&o->h);  /* the timer's */
     if (tt__timer_add(&o->te, tt_now() + delay) == TT_OK) {
       tt_list_push(&p->waiting, &o->link);
@@ -861,7 +753,7 @@ static void finish_stop(tt_pool *p, op *o) {
   o->where = OP_GONE;
   p->st.queued--;
   p->st.stopped++;
-  tenant_dec(p, o->tenant, o->tenant_len);
+  pool_tenant_dec(p, o->tenant, o->tenant_len);
   resolve(o, TT_H_STOPPED, NULL);
   pool_emit(p, o, (tt_event){.kind = TT_EV_STOPPED});
   settle(p);
@@ -1399,19 +1291,6 @@ static int class_index(tt_pool *p, const char *name) {
   return -1;
 }
 
-/* quota_ok tells under 'mu' whether the quota bucket of 'tenant'
-** ('tenant_len' bytes; NULL: no tenant) has room. */
-static bool quota_ok(tt_pool *p, const char *tenant, size_t tenant_len) {
-  if (p->quotas_on) {
-    size_t len = tenant_len;
-    const char *qkey = quota_key(tenant, &len);
-    int limit = quota_limit(p, qkey, len);
-    tenant_ent *t = tenant_find(p, qkey, len);
-    if (limit > 0 && t != NULL && t->count >= limit) return false;
-  }
-  return true;
-}
-
 /* admit decides under 'mu' whether one more op fits class 'c' and quota
 ** bucket 'qkey', waiting for queue space until 'until' (< 0: not at
 ** all).  Only the ready queue counts against the capacity: ops waiting
@@ -1443,7 +1322,7 @@ static int admit(tt_pool *p, pclass *c, const char *tenant,
       return TT_EINTR;
     }
   }
-  if (quota_ok(p, tenant, tenant_len)) return TT_OK;
+  if (pool_quota_ok(p, tenant, tenant_len)) return TT_OK;
   wake_space(c);  /* the room it leaves may serve another waiter */
   return TT_EQUOTA;
 }
@@ -1451,7 +1330,7 @@ static int admit(tt_pool *p, pclass *c, const char *tenant,
 /* accept_locked puts op 'o' (its argument already in place) into the
 ** pool; it fails only for want of memory, and then changes nothing. */
 static int accept_locked(tt_pool *p, op *o) {
-  if (!tenant_inc(p, o->tenant, o->tenant_len)) return TT_ENOMEM;
+  if (!pool_tenant_inc(p, o->tenant, o->tenant_len)) return TT_ENOMEM;
   o->id = ++p->next_id;
   idle_disarm(p);
   if (p->idle_reported) {
@@ -1545,8 +1424,8 @@ static int settle_sub(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
     s->tenant = so->tenant;
     s->tenant_len = so->tenant != NULL ? so->tenant_len : 0;
   } else {
-    s->tenant = tenant_of(p, parent, s->tbuf, sizeof s->tbuf,
-                          &s->tenant_len, &s->thold);
+    s->tenant = pool_tenant_of(p, parent, s->tbuf, sizeof s->tbuf,
+                               &s->tenant_len, &s->thold);
   }
   return TT_OK;
 }
@@ -1573,7 +1452,7 @@ static int first_look(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
   tt__lock(&p->mu);
   rc = admit(p, &p->cls[s->ci], s->tenant, s->tenant_len, s->until);
   if (rc == TT_EQUEUE_FULL && can_spill(p, so))
-    rc = quota_ok(p, s->tenant, s->tenant_len) ? TT_ESPILLED : TT_EQUOTA;
+    rc = pool_quota_ok(p, s->tenant, s->tenant_len) ? TT_ESPILLED : TT_EQUOTA;
   if (rc != TT_OK && rc != TT_ESPILLED) reject_locked(p, rc, s);
   tt__unlock(&p->mu);
   if (rc != TT_OK && rc != TT_ESPILLED) pool_deliver(p);
@@ -1633,7 +1512,7 @@ static void spill_end(op *o, int rc, const char *text, bool from_timer) {
                      &rec_cause);
       resolve(o, TT_H_FAILED, (tt_obj *)e);
       pool_emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = TT_ESTORE,
-                            .error = (tt_obj *)e, .cause = (tt_obj *)e});
+                                 .error = (tt_obj *)e, .cause = (tt_obj *)e});
     }
     settle(p);
   }
@@ -1793,7 +1672,7 @@ static tt_handle *do_spill(tt_pool *p, tt_ctx *parent,
   else if (p->closed)
     rc = TT_ECLOSED;
   else
-    rc = quota_ok(p, s->tenant, s->tenant_len) ? TT_OK : TT_EQUOTA;
+    rc = pool_quota_ok(p, s->tenant, s->tenant_len) ? TT_OK : TT_EQUOTA;
   if (rc != TT_OK) {
     reject_locked(p, rc, s);
   } else {
@@ -1877,7 +1756,7 @@ static bool respill(tt_pool *p, op *o) {
   ** resolves. */
   tt__handle_drop_arg(&o->h);
   tt__lock(&p->mu);
-  tenant_dec(p, o->tenant, o->tenant_len);
+  pool_tenant_dec(p, o->tenant, o->tenant_len);
   o->where = OP_SPILLING;
   o->spill_until = tt_now() + p->spill_timeout;
   tt_list_push(&p->spilling, &o->link);  /* keeps the pool's reference */
@@ -2254,10 +2133,10 @@ size_t tt_pool_abandon(tt_pool *p) {
     o->abandoned = true;
     p->st.inflight--;
     p->st.abandoned++;
-    tenant_dec(p, o->tenant, o->tenant_len);
+    pool_tenant_dec(p, o->tenant, o->tenant_len);
     tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(err));
     pool_emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
-                          .error = err, .ctx = o->ctx, .running = true});
+                               .error = err, .ctx = o->ctx, .running = true});
     tt_ref(&o->h);
     gs[ng].o = o;
     gs[ng].ctx = tt_ref(o->ctx);
@@ -2274,10 +2153,10 @@ size_t tt_pool_abandon(tt_pool *p) {
     o->where = OP_GONE;
     p->st.queued--;
     p->st.abandoned++;
-    tenant_dec(p, o->tenant, o->tenant_len);
+    pool_tenant_dec(p, o->tenant, o->tenant_len);
     tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(err));
     pool_emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
-                          .error = err});
+                               .error = err});
     settle(p);
     tt__unlock(&p->mu);
   }
@@ -2443,7 +2322,7 @@ tt_handle *tt_pool_retry_dead(tt_pool *p, uint64_t id, int *err) {
     } else {
       p->st.rejected++;
       tt__pool_emit_rejected(p, rc, old->h.name, old->tenant, old->tenant_len,
-                    old->cls);
+                             old->cls);
     }
   }
   tt__unlock(&p->mu);
@@ -2571,7 +2450,7 @@ tt_pool_tenant *tt_pool_tenants(tt_pool *p, size_t max, size_t *n,
     if (out[k].name == NULL) break;
     out[k].len = t->len;
     out[k].active = all[k].count;
-    out[k].limit = quota_limit(p, t->name, t->len);
+    out[k].limit = tt__pool_quota_limit(p, t->name, t->len);
     if (out[k].limit < 0) out[k].limit = 0;
   }
 out:

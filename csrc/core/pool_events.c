@@ -89,7 +89,7 @@ void tt__pool_emit(tt_pool *p, op *o, tt_event e) {
 /* tt__pool_emit_rejected queues a REJECTED event; the names are copied, since
 ** the caller's strings do not outlive the call. */
 void tt__pool_emit_rejected(tt_pool *p, int code, const char *name,
-                          const char *tenant, size_t tenant_len, int cls) {
+                            const char *tenant, size_t tenant_len, int cls) {
   evnode *n;
   tt_event e;
   if (atomic_load_explicit(&p->nobs, memory_order_relaxed) == 0) return;

@@ -298,4 +298,42 @@ static inline void pool_deliver(tt_pool *p) {
   tt__pool_deliver(p);
 }
 
+/* Defined in pool_tenant.c. */
+int tt__pool_quota_limit(tt_pool *p, const char *name, size_t len);
+bool tt__pool_tenant_inc(tt_pool *p, const char *tname, size_t tlen);
+void tt__pool_tenant_dec(tt_pool *p, const char *tname, size_t tlen);
+const char *tt__pool_tenant_of(tt_pool *p, tt_ctx *parent, char *buf, size_t n,
+                               size_t *len, tt_obj **hold);
+bool tt__pool_quota_ok(tt_pool *p, const char *tenant, size_t tenant_len);
+
+/* pool_tenant_inc, pool_tenant_dec and pool_quota_ok are their tt__pool_
+** functions without the call for a pool without quotas, and
+** pool_tenant_of without it for a pool without a tenant key: each runs
+** once or twice for every op. */
+static inline bool pool_tenant_inc(tt_pool *p, const char *tname,
+                                   size_t tlen) {
+  return !p->quotas_on || tt__pool_tenant_inc(p, tname, tlen);
+}
+
+static inline void pool_tenant_dec(tt_pool *p, const char *tname,
+                                   size_t tlen) {
+  if (p->quotas_on) tt__pool_tenant_dec(p, tname, tlen);
+}
+
+static inline bool pool_quota_ok(tt_pool *p, const char *tenant,
+                                 size_t tenant_len) {
+  return !p->quotas_on || tt__pool_quota_ok(p, tenant, tenant_len);
+}
+
+static inline const char *pool_tenant_of(tt_pool *p, tt_ctx *parent,
+                                         char *buf, size_t n, size_t *len,
+                                         tt_obj **hold) {
+  if (!p->has_tenant_key) {
+    *hold = NULL;
+    *len = 0;
+    return NULL;
+  }
+  return tt__pool_tenant_of(p, parent, buf, n, len, hold);
+}
+
 #endif

@@ -148,7 +148,6 @@ static _Atomic uint64_t pool_ids;
 static _Thread_local tt_pool *tl_running;     /* pool of the op this
                                               ** worker runs, if any */
 
-static void spill_fire(tt_tentry *te);
 
 
 /* {====================================================================
@@ -203,7 +202,7 @@ static void wake_all(tt_pool *p) {
   }
 }
 
-static void push_ready(tt_pool *p, op *o) {
+void tt__pool_push_ready(tt_pool *p, op *o) {
   pclass *c = &p->cls[o->cls];
   o->where = OP_READY;
   tt_list_push(&c->ready, &o->link);
@@ -227,7 +226,7 @@ static void idle_arm(tt_pool *p) {
   }
 }
 
-static void idle_disarm(tt_pool *p) {
+void tt__pool_idle_disarm(tt_pool *p) {
   p->idle_want = false;
   if (p->idle_queued && tt__timer_del(&p->idle_te)) {
     p->idle_queued = false;
@@ -257,9 +256,9 @@ static void idle_fire(tt_tentry *te) {
   if (!again) pool_release(p);
 }
 
-/* settle runs after an op left the queue or the workers: an empty pool
+/* tt__pool_settle runs after an op left the queue or the workers: an empty pool
 ** is drained once closed, and otherwise may report idle later. */
-static void settle(tt_pool *p) {
+void tt__pool_settle(tt_pool *p) {
   if (p->st.queued != 0 || p->st.inflight != 0) return;
   if (p->idle_w != NULL) {
     /* Not the last reference while a waiter holds one; else plain
@@ -304,11 +303,11 @@ static op *take(tt_pool *p, int ci) {
   return NULL;
 }
 
-/* record_failure adds a failed attempt to the ring of recent failures;
+/* tt__pool_record_failure adds a failed attempt to the ring of recent failures;
 ** the error and cause of an evicted record go to '*old_err' and
 ** '*old_cause' for the caller to release after unlocking. */
-static void record_failure(tt_pool *p, op *o, tt_obj *err, tt_obj *cause,
-                           int code, tt_obj **old_err, tt_obj **old_cause) {
+void tt__pool_record_failure(tt_pool *p, op *o, tt_obj *err, tt_obj *cause,
+                             int code, tt_obj **old_err, tt_obj **old_cause) {
   tt_failure *f;
   size_t cap = (size_t)p->failures_cap;
   if (p->failures_cap <= 0 || p->dying) return;
@@ -362,9 +361,9 @@ static bool shut_now(tt_pool *p) {
 ** Running ops
 ** ===================================================================== */
 
-/* resolve gives 'o' its final state under 'mu' and tells a drainer's
+/* tt__pool_resolve gives 'o' its final state under 'mu' and tells a drainer's
 ** hook. */
-static void resolve(op *o, int state, tt_obj *result) {
+void tt__pool_resolve(op *o, int state, tt_obj *result) {
   tt__handle_resolve(&o->h, state, result);
   if (o->end != NULL) o->end(o->end_ud, &o->h);
 }
@@ -375,7 +374,7 @@ static void retry_fire(tt_tentry *te) {
   tt__lock(&p->mu);
   if (o->where == OP_WAITING) {
     tt_list_remove(&o->link);
-    push_ready(p, o);
+    tt__pool_push_ready(p, o);
   }
   tt__unlock(&p->mu);
   tt_unref(&o->h);  /* the timer's reference */
@@ -411,9 +410,9 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   p->st.completed++;
   pool_tenant_dec(p, o->tenant, o->tenant_len);
   o->dur = dur;
-  resolve(o, TT_H_DONE, out);
+  tt__pool_resolve(o, TT_H_DONE, out);
   pool_emit(p, o, (tt_event){.kind = TT_EV_COMPLETED, .duration = dur});
-  settle(p);
+  tt__pool_settle(p);
   tt__unlock(&p->mu);
   /* The attempt is over: end its context, as Go's "defer cancel()" does,
   ** so its deadline leaves the timer heap now rather than when it
@@ -433,7 +432,7 @@ static bool to_dead_locked(tt_pool *p, op *o, op **evicted) {
   if (p->dead_cap <= 0 || p->dying || o->attached || o->no_dead)
     return false;
   pool_tenant_dec(p, o->tenant, o->tenant_len);
-  resolve(o, TT_H_FAILED, tt_ref(o->err));
+  tt__pool_resolve(o, TT_H_FAILED, tt_ref(o->err));
   o->where = OP_DEAD;
   o->dead_at = tt_wall();
   tt_list_push(&p->dead, &o->link);
@@ -449,7 +448,7 @@ static bool to_dead_locked(tt_pool *p, op *o, op **evicted) {
   pool_emit(p, o, (tt_event){.kind = TT_EV_DEAD, .code = o->code,
                              .duration = o->dur, .error = o->err,
                              .cause = o->cause});
-  settle(p);
+  tt__pool_settle(p);
   return true;
 }
 
@@ -466,11 +465,11 @@ static void finish_failed(tt_pool *p, op *o, bool queued) {
   p->st.failed++;
   pool_tenant_dec(p, o->tenant, o->tenant_len);
   o->where = OP_GONE;
-  resolve(o, TT_H_FAILED, tt_ref(o->err));
+  tt__pool_resolve(o, TT_H_FAILED, tt_ref(o->err));
   pool_emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = o->code,
                              .duration = o->dur, .error = o->err,
                              .cause = o->cause});
-  settle(p);
+  tt__pool_settle(p);
   tt__unlock(&p->mu);
   pool_deliver(p);
   tt_unref(&o->h);  /* the pool's reference */
@@ -504,7 +503,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
     tt_unref(&o->h);
     return;
   }
-  record_failure(p, o, err, cause, code, &rec_err, &rec_cause);
+  tt__pool_record_failure(p, o, err, cause, code, &rec_err, &rec_cause);
   old_err = o->err;
   old_cause = o->cause;
   o->err = err;
@@ -527,7 +526,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
     } else {
       /* No timer: retrying at once beats losing the op. */
       tt_unref(&o->h);  /* not the last: the pool holds one */
-      push_ready(p, o);
+      tt__pool_push_ready(p, o);
     }
   } else {
     p->st.inflight--;
@@ -731,9 +730,9 @@ static void *worker_main(void *arg) {
 ** Stopping, shutdown
 ** ===================================================================== */
 
-/* unqueue_locked takes a READY or WAITING op off its queue and marks it
-** OP_FINISHING; it still counts as queued until finish_stop. */
-static void unqueue_locked(tt_pool *p, op *o) {
+/* tt__pool_unqueue_locked takes a READY or WAITING op off its queue and marks
+** it OP_FINISHING; it still counts as queued until finish_stop. */
+void tt__pool_unqueue_locked(tt_pool *p, op *o) {
   if (o->where == OP_READY) {
     pclass *c = &p->cls[o->cls];
     atomic_fetch_sub_explicit(&c->nready, 1, memory_order_relaxed);
@@ -754,9 +753,9 @@ static void finish_stop(tt_pool *p, op *o) {
   p->st.queued--;
   p->st.stopped++;
   pool_tenant_dec(p, o->tenant, o->tenant_len);
-  resolve(o, TT_H_STOPPED, NULL);
+  tt__pool_resolve(o, TT_H_STOPPED, NULL);
   pool_emit(p, o, (tt_event){.kind = TT_EV_STOPPED});
-  settle(p);
+  tt__pool_settle(p);
   tt__unlock(&p->mu);
   pool_deliver(p);
   tt_unref(&o->h);  /* the pool's reference */
@@ -768,7 +767,7 @@ static bool op_stop(tt_handle *h) {
   bool queued;
   tt__lock(&p->mu);
   queued = o->where == OP_READY || o->where == OP_WAITING;
-  if (queued) unqueue_locked(p, o);
+  if (queued) tt__pool_unqueue_locked(p, o);
   tt__unlock(&p->mu);
   if (queued) finish_stop(p, o);
   return queued;
@@ -833,7 +832,7 @@ static void on_shutdown(void *arg) {
     while (!tt_list_empty(&p->waiting)) {
       op *o = tt_container_of(p->waiting.next, op, link);
       op *evicted = NULL;
-      unqueue_locked(p, o);
+      tt__pool_unqueue_locked(p, o);
       /* The old cause is released after unlocking, through 'stale'. */
       o->stale = o->cause;
       o->cause = tt_ref(p->shut_cause);
@@ -852,7 +851,7 @@ static void on_shutdown(void *arg) {
           tt_list_push(&plain, &evicted->clink);
       }
     }
-    settle(p);
+    tt__pool_settle(p);
   }
   tt__unlock(&p->mu);
   tt_unref(cause);
@@ -968,7 +967,7 @@ static tt_pool *pool_alloc(const tt_pool_opts *o) {
   tt_list_init(&p->dead);
   tt_list_init(&p->evq);
   p->idle_te.fire = idle_fire;
-  p->spill_te.fire = spill_fire;
+  p->spill_te.fire = tt__pool_spill_fire;
   tt_list_init(&p->spilling);
   p->queue_cap = o->queue > 0 ? o->queue : 64;
   p->timeout = o->timeout;
@@ -1204,13 +1203,13 @@ static void pool_free(tt_obj *obj) {
   for (i = 0; i < p->ncls; i++) {
     while (!tt_list_empty(&p->cls[i].ready)) {
       op *o = tt_container_of(p->cls[i].ready.next, op, link);
-      unqueue_locked(p, o);
+      tt__pool_unqueue_locked(p, o);
       tt_list_push(&stopped, &o->link);
     }
   }
   while (!tt_list_empty(&p->waiting)) {
     op *o = tt_container_of(p->waiting.next, op, link);
-    unqueue_locked(p, o);
+    tt__pool_unqueue_locked(p, o);
     tt_list_push(&stopped, &o->link);
   }
   while ((l = tt_list_shift(&p->dead)) != NULL) {
@@ -1219,9 +1218,9 @@ static void pool_free(tt_obj *obj) {
     p->st.dead_held--;
     tt_list_push(&dead, &o->link);
   }
-  idle_disarm(p);
+  tt__pool_idle_disarm(p);
   wake_all(p);
-  settle(p);
+  tt__pool_settle(p);
   /* Abandoned ops still run, though no longer counted. */
   busy = !tt_list_empty(&p->running);
   tt__unlock(&p->mu);
@@ -1332,7 +1331,7 @@ static int admit(tt_pool *p, pclass *c, const char *tenant,
 static int accept_locked(tt_pool *p, op *o) {
   if (!pool_tenant_inc(p, o->tenant, o->tenant_len)) return TT_ENOMEM;
   o->id = ++p->next_id;
-  idle_disarm(p);
+  tt__pool_idle_disarm(p);
   if (p->idle_reported) {
     p->idle_reported = false;
     pool_emit(p, NULL, (tt_event){.kind = TT_EV_RESUMING});
@@ -1341,15 +1340,15 @@ static int accept_locked(tt_pool *p, op *o) {
   p->st.queued++;
   tt_ref(&o->h);  /* the pool's */
   pool_emit(p, o, (tt_event){.kind = TT_EV_SUBMITTED});
-  push_ready(p, o);
+  tt__pool_push_ready(p, o);
   return TT_OK;
 }
 
-/* op_new makes an op that holds no argument yet; it takes over 'base'
+/* tt__pool_op_new makes an op that holds no argument yet; it takes over 'base'
 ** on success only. */
-static op *op_new(tt_pool *p, const char *name, tt_fn fn, int cls,
-                  const char *tenant, size_t tenant_len, tt_ctx *base,
-                  const tt_retry *retry, double timeout) {
+op *tt__pool_op_new(tt_pool *p, const char *name, tt_fn fn, int cls,
+                    const char *tenant, size_t tenant_len, tt_ctx *base,
+                    const tt_retry *retry, double timeout) {
   op *o;
   tt__lock(&p->spare_mu);
   o = p->spares;
@@ -1385,25 +1384,9 @@ static op *op_new(tt_pool *p, const char *name, tt_fn fn, int cls,
   return o;
 }
 
-static tt_handle *refused(int *err, int rc) {
-  if (err != NULL) *err = rc;
-  return NULL;
-}
-
-/* A submission's settings, resolved against the pool's by first_look. */
-typedef struct sub {
-  char tbuf[TENANT_MAX];
-  tt_obj *thold;           /* keeps 'tenant' alive; release it at the end */
-  const char *tenant, *name;
-  size_t tenant_len;
-  tt_retry retry;
-  double timeout, until;
-  int ci;
-} sub;
-
-/* settle_sub resolves a submission's settings against the pool's. */
-static int settle_sub(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
-                      sub *s) {
+/* tt__pool_settle_sub resolves a submission's settings against the pool's. */
+int tt__pool_settle_sub(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
+                        sub *s) {
   s->name = so != NULL ? so->name : NULL;
   s->until = -1;
   s->thold = NULL;
@@ -1430,13 +1413,8 @@ static int settle_sub(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
   return TT_OK;
 }
 
-/* can_spill tells whether a submission may go to the overflow store. */
-static bool can_spill(tt_pool *p, const tt_submit_opts *so) {
-  return p->overflow != NULL && so != NULL && so->spill_fn != NULL;
-}
-
-/* reject_locked counts and emits a refusal. */
-static void reject_locked(tt_pool *p, int rc, const sub *s) {
+/* tt__pool_reject_locked counts and emits a refusal. */
+void tt__pool_reject_locked(tt_pool *p, int rc, const sub *s) {
   p->st.rejected++;
   tt__pool_emit_rejected(p, rc, s->name, s->tenant, s->tenant_len, s->ci);
 }
@@ -1447,13 +1425,13 @@ static void reject_locked(tt_pool *p, int rc, const sub *s) {
 ** submission that would spill gets TT_ESPILLED (counted later). */
 static int first_look(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
                       sub *s) {
-  int rc = settle_sub(p, parent, so, s);
+  int rc = tt__pool_settle_sub(p, parent, so, s);
   if (rc != TT_OK) return rc;
   tt__lock(&p->mu);
   rc = admit(p, &p->cls[s->ci], s->tenant, s->tenant_len, s->until);
-  if (rc == TT_EQUEUE_FULL && can_spill(p, so))
+  if (rc == TT_EQUEUE_FULL && pool_can_spill(p, so))
     rc = pool_quota_ok(p, s->tenant, s->tenant_len) ? TT_ESPILLED : TT_EQUOTA;
-  if (rc != TT_OK && rc != TT_ESPILLED) reject_locked(p, rc, s);
+  if (rc != TT_OK && rc != TT_ESPILLED) tt__pool_reject_locked(p, rc, s);
   tt__unlock(&p->mu);
   if (rc != TT_OK && rc != TT_ESPILLED) pool_deliver(p);
   return rc;
@@ -1468,368 +1446,6 @@ int tt_pool_precheck(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so) {
   tt_unref(s.thold);
   return rc;
 }
-
-/* {====================================================================
-** Spilling to the overflow store
-** ===================================================================== */
-
-/* spill_end ends a spilling op with the store's answer: committed (rc
-** TT_OK, 'text' the id) or not (TT_ESTORE, 'text' the reason).  Whoever
-** comes second (the commit after the timeout, or the timeout after the
-** commit) finds the op gone and does nothing but log. */
-static void spill_end(op *o, int rc, const char *text, bool from_timer) {
-  tt_pool *p = o->pool;
-  tt_obj *rec_err = NULL, *rec_cause = NULL, *old_err = NULL;
-  tt_error *e;
-  bool mine = false;
-  char msg[320];
-  if (rc == TT_OK) {
-    snprintf(msg, sizeof msg, "spilled to the store of pool '%s' as id %s",
-             p->name, text);
-    e = tt_error_new(TT_ESPILLED, msg, NULL);
-    if (e != NULL) e->value = (tt_obj *)tt_bytes_new(text, strlen(text));
-  } else {
-    snprintf(msg, sizeof msg, "store unavailable for pool '%s': %s",
-             p->name, text != NULL && text[0] ? text : tt_strerror(rc));
-    e = tt_error_new(TT_ESTORE, msg, NULL);
-  }
-  tt__lock(&p->mu);
-  if (o->where == OP_SPILLING) {
-    mine = true;
-    tt_list_remove(&o->link);
-    o->where = OP_GONE;
-    p->st.queued--;
-    if (rc == TT_OK) {
-      p->st.spilled++;
-      resolve(o, TT_H_FAILED, (tt_obj *)e);
-      pool_emit(p, o, (tt_event){.kind = TT_EV_SPILLED});
-    } else {
-      p->st.failed++;
-      old_err = o->err;
-      o->err = tt_ref(e);
-      o->code = TT_ESTORE;
-      record_failure(p, o, (tt_obj *)e, (tt_obj *)e, TT_ESTORE, &rec_err,
-                     &rec_cause);
-      resolve(o, TT_H_FAILED, (tt_obj *)e);
-      pool_emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = TT_ESTORE,
-                                 .error = (tt_obj *)e, .cause = (tt_obj *)e});
-    }
-    settle(p);
-  }
-  tt__unlock(&p->mu);
-  if (!mine) {
-    if (rc == TT_OK && !from_timer) {
-      tt_field f[] = {TT_FSTR("pool", p->name), TT_FSTR("id", text)};
-      tt_log(TT_LOG_WARN, "spill committed after its spill_timeout; the "
-             "op is in the store", f, 2);
-    }
-    tt_unref(e);
-  }
-  tt_unref(old_err);
-  tt_unref(rec_err);
-  tt_unref(rec_cause);
-  pool_deliver(p);
-  if (mine) tt_unref(&o->h);  /* the pool's reference */
-}
-
-/* spill_done is the store's callback (on its thread). */
-static void spill_done(void *ud, int rc, const char *text) {
-  op *o = ud;
-  spill_end(o, rc, text, false);
-  tt_unref(&o->h);  /* the callback's reference */
-}
-
-/* spill_arm_locked queues the pool's spill timer for the oldest spilling
-** op, unless it is queued already (it then re-arms itself when it
-** fires).  One timer for all spills: a spill costs no timer heap
-** operation of its own. */
-static void spill_arm_locked(tt_pool *p) {
-  op *head;
-  if (p->spill_armed || tt_list_empty(&p->spilling)) return;
-  head = tt_container_of(p->spilling.next, op, link);
-  pool_hold(p);
-  if (tt__timer_add(&p->spill_te, head->spill_until) == TT_OK)
-    p->spill_armed = true;
-  else
-    pool_release_held(p);  /* the store's answer still ends each spill */
-}
-
-/* spill_fire ends the spills whose spill_timeout ran out and re-arms for
-** the next one. */
-static void spill_fire(tt_tentry *te) {
-  tt_pool *p = tt_container_of(te, tt_pool, spill_te);
-  tt_list expired;
-  tt_list *l;
-  double now = tt_now();
-  char why[96];
-  tt_list_init(&expired);
-  tt__lock(&p->mu);
-  for (l = p->spilling.next; l != &p->spilling; l = l->next) {
-    op *o = tt_container_of(l, op, link);
-    if (o->spill_until > now) break;
-    tt_ref(&o->h);
-    tt_list_push(&expired, &o->clink);
-  }
-  tt__unlock(&p->mu);
-  snprintf(why, sizeof why, "not committed within spill_timeout (%g s)",
-           p->spill_timeout);
-  while ((l = tt_list_shift(&expired)) != NULL) {
-    op *o = tt_container_of(l, op, clink);
-    spill_end(o, TT_ESTORE, why, true);
-    tt_unref(&o->h);
-  }
-  tt__lock(&p->mu);
-  p->spill_armed = false;
-  spill_arm_locked(p);
-  tt__unlock(&p->mu);
-  pool_release(p);  /* the timer's reference (re-arming took another) */
-}
-
-/* wall_deadline is the deadline of 'ctx' on the wall clock, as records
-** carry it (0: none). */
-static double wall_deadline(tt_ctx *ctx) {
-  double dl;
-  return tt_ctx_deadline(ctx, &dl) ? tt_wall() + (dl - tt_now()) : 0;
-}
-
-/* record_base fills what every record of pool 'p' carries about an op
-** named 'name' of tenant 'tenant' (NULL: none) whose values are those
-** of 'ctx': the rest is the caller's. */
-static void record_base(tt_record *r, tt_pool *p, const char *name,
-                        const char *tenant, size_t tenant_len,
-                        tt_ctx *ctx) {
-  memset(r, 0, sizeof *r);
-  r->pool = p->name;
-  r->name = name;
-  if (tenant != NULL) {
-    r->tenant = tenant;
-    r->tenant_len = tenant_len;
-    if (p->tenant_key.obj == NULL) r->tenant_key = p->tenant_key.str;
-  }
-  r->has_trace = ctx != NULL && tt_ctx_span_context(ctx, &r->trace);
-  r->has_retry = true;
-  r->spilled_at = tt_wall();
-}
-
-/* spillform_new copies the spill form of a submission that brought one
-** (NULL without one, with arguments that are not wire values, or when
-** out of memory: the op then cannot go to the store at exit, and is
-** abandoned there like a closure). */
-static spillform *spillform_new(const tt_submit_opts *so, tt_ctx *parent) {
-  size_t fl = strlen(so->spill_fn) + 1;
-  spillform *sf;
-  if (so->spill_args == NULL ||
-      tt_wire_check(so->spill_args, so->spill_args_len, NULL, NULL, 0) !=
-          TT_OK)
-    return NULL;
-  sf = malloc(sizeof *sf + so->spill_args_len + fl);
-  if (sf == NULL) return NULL;
-  sf->deadline = wall_deadline(parent);
-  sf->args_len = so->spill_args_len;
-  memcpy(sf->args, so->spill_args, so->spill_args_len);
-  memcpy(sf->args + sf->args_len, so->spill_fn, fl);
-  sf->fn = (const char *)sf->args + sf->args_len;
-  return sf;
-}
-
-/* do_spill writes a submission to the overflow store: it encodes the
-** record on the calling thread, accepts the op as SPILLING and hands the
-** record to the store's thread; the handle resolves later. */
-static tt_handle *do_spill(tt_pool *p, tt_ctx *parent,
-                           const tt_submit_opts *so, const sub *s,
-                           int *err) {
-  tt_record r;
-  tt_buf b = TT_BUF_INIT;
-  op *o;
-  int rc;
-  if (so->spill_args == NULL ||
-      tt_wire_check(so->spill_args, so->spill_args_len, NULL, NULL, 0) !=
-          TT_OK)
-    return refused(err, TT_EINVAL);
-  record_base(&r, p, s->name, s->tenant, s->tenant_len, parent);
-  r.fn = so->spill_fn;
-  r.args = so->spill_args;
-  r.args_len = so->spill_args_len;
-  r.priority = so->priority;
-  r.retry = s->retry;
-  r.timeout = s->timeout > 0 ? s->timeout : 0;
-  r.deadline = wall_deadline(parent);
-  if (tt_record_encode(&r, &b) != TT_OK) {
-    tt_buf_free(&b);
-    return refused(err, TT_ENOMEM);
-  }
-  o = b.len <= tt_store_max_payload(p->overflow)
-          ? op_new(p, s->name, NULL, s->ci, s->tenant, s->tenant_len, NULL,
-                   &s->retry, s->timeout)
-          : NULL;
-  if (o == NULL && b.len <= tt_store_max_payload(p->overflow)) {
-    tt_buf_free(&b);
-    return refused(err, TT_ENOMEM);
-  }
-  tt__lock(&p->mu);
-  if (o == NULL)
-    rc = TT_EQUEUE_FULL;  /* too large to spill */
-  else if (p->closed)
-    rc = TT_ECLOSED;
-  else
-    rc = pool_quota_ok(p, s->tenant, s->tenant_len) ? TT_OK : TT_EQUOTA;
-  if (rc != TT_OK) {
-    reject_locked(p, rc, s);
-  } else {
-    o->id = ++p->next_id;
-    idle_disarm(p);
-    if (p->idle_reported) {
-      p->idle_reported = false;
-      pool_emit(p, NULL, (tt_event){.kind = TT_EV_RESUMING});
-    }
-    p->st.submitted++;
-    p->st.queued++;
-    o->where = OP_SPILLING;
-    o->spill_until = tt_now() + p->spill_timeout;
-    tt_list_push(&p->spilling, &o->link);
-    tt_ref(&o->h);  /* the pool's */
-    tt_ref(&o->h);  /* the store callback's */
-    pool_emit(p, o, (tt_event){.kind = TT_EV_SUBMITTED});
-    spill_arm_locked(p);
-  }
-  tt__unlock(&p->mu);
-  pool_deliver(p);
-  if (rc != TT_OK) {
-    tt_buf_free(&b);
-    if (o != NULL) tt_unref(&o->h);
-    return refused(err, rc);
-  }
-  rc = tt_store_put(p->overflow, p->name, b.data, b.len,
-                    tt_now() + p->spill_timeout, spill_done, o);
-  tt_buf_free(&b);
-  if (rc != TT_OK)
-    spill_done(o, TT_ESTORE, rc == TT_ECLOSED ? "the store is closed"
-                                              : tt_strerror(rc));
-  if (err != NULL) *err = TT_OK;
-  return &o->h;
-}
-
-tt_handle *tt_pool_spill(tt_pool *p, tt_ctx *parent,
-                         const tt_submit_opts *so, int *err) {
-  sub s;
-  tt_handle *h;
-  int rc;
-  if (p == NULL || !can_spill(p, so) || so->spill_args == NULL)
-    return refused(err, TT_EINVAL);
-  rc = settle_sub(p, parent, so, &s);
-  h = rc == TT_OK ? do_spill(p, parent, so, &s, err) : refused(err, rc);
-  tt_unref(s.thold);
-  return h;
-}
-
-tt_store *tt_pool_overflow(tt_pool *p) { return p->overflow; }
-
-/* respill writes 'o', a queued op with a spill form that its caller took
-** off its queue (OP_FINISHING, still counted as queued), to the store, as
-** do_spill would have: from here on it is SPILLING and ends when the
-** store answers.  A record that cannot be made (no memory, over the
-** store's max_payload) puts the op back in its queue; false then. */
-static bool respill(tt_pool *p, op *o) {
-  const spillform *sf = o->sf;
-  tt_record r;
-  tt_buf b = TT_BUF_INIT;
-  int rc;
-  /* Nobody else touches an op off every list: its fields are stable. */
-  record_base(&r, p, o->h.name, o->tenant, o->tenant_len, o->base);
-  r.fn = sf->fn;
-  r.args = sf->args;
-  r.args_len = sf->args_len;
-  r.priority = p->ncls > 1 ? p->cls[o->cls].name : NULL;
-  r.retry = o->retry;
-  r.timeout = o->timeout > 0 ? o->timeout : 0;
-  r.deadline = sf->deadline;
-  r.attempt = o->attempt;
-  if (tt_record_encode(&r, &b) != TT_OK ||
-      b.len > tt_store_max_payload(p->overflow)) {
-    tt_buf_free(&b);
-    tt__lock(&p->mu);
-    push_ready(p, o);
-    tt__unlock(&p->mu);
-    return false;
-  }
-  /* As for any op that leaves, the argument goes before the handle
-  ** resolves. */
-  tt__handle_drop_arg(&o->h);
-  tt__lock(&p->mu);
-  pool_tenant_dec(p, o->tenant, o->tenant_len);
-  o->where = OP_SPILLING;
-  o->spill_until = tt_now() + p->spill_timeout;
-  tt_list_push(&p->spilling, &o->link);  /* keeps the pool's reference */
-  tt_ref(&o->h);  /* the store callback's */
-  spill_arm_locked(p);
-  tt__unlock(&p->mu);
-  rc = tt_store_put(p->overflow, p->name, b.data, b.len,
-                    tt_now() + p->spill_timeout, spill_done, o);
-  tt_buf_free(&b);
-  if (rc != TT_OK)
-    spill_done(o, TT_ESTORE, rc == TT_ECLOSED ? "the store is closed"
-                                              : tt_strerror(rc));
-  return true;
-}
-
-/* take_spillable moves the ops of 'from' that keep a spill form to the
-** private list 'to' (under 'mu'). */
-static void take_spillable(tt_pool *p, tt_list *from, tt_list *to) {
-  tt_list *l = from->next;
-  while (l != from) {
-    op *o = tt_container_of(l, op, link);
-    l = l->next;
-    if (o->sf == NULL) continue;
-    unqueue_locked(p, o);
-    tt_list_push(to, &o->clink);
-  }
-}
-
-size_t tt__pool_spill_queued(tt_pool *p) {
-  tt_list mine, *l;
-  size_t n = 0;
-  int k;
-  if (p->overflow == NULL) return 0;
-  tt_list_init(&mine);
-  tt__lock(&p->mu);
-  for (k = 0; k < p->ncls; k++) take_spillable(p, &p->cls[k].ready, &mine);
-  take_spillable(p, &p->waiting, &mine);
-  tt__unlock(&p->mu);
-  while ((l = tt_list_shift(&mine)) != NULL)
-    if (respill(p, tt_container_of(l, op, clink))) n++;
-  return n;
-}
-
-bool tt__pool_wait_spills(tt_pool *p) {
-  double until = tt_now() + p->spill_timeout + 1;
-  for (;;) {
-    tt_case c;
-    op *o;
-    bool done;
-    double left;
-    tt__lock(&p->mu);
-    if (tt_list_empty(&p->spilling)) {
-      tt__unlock(&p->mu);
-      tt__pool_flush_events(p);
-      return true;
-    }
-    o = tt_container_of(p->spilling.next, op, link);
-    tt_ref(&o->h);
-    tt__unlock(&p->mu);
-    left = until - tt_now();
-    if (left > 0) {
-      memset(&c, 0, sizeof c);
-      c.kind = TT_CASE_LATCH;
-      c.latch = &o->h.done;
-      (void)tt_select(&c, 1, false, left);
-    }
-    done = tt_latch_is_set(&o->h.done);
-    tt_unref(&o->h);
-    if (!done) return false;
-  }
-}
-
-/* }==================================================================== */
 
 /* A drainer's hooks for one submission (tt__pool_submit_hooked). */
 typedef struct hooks {
@@ -1861,16 +1477,16 @@ static tt_handle *submit_sub(tt_pool *p, tt_ctx *parent,
       /* It would spill, but did not bring its arguments as wire values:
       ** a plain refusal. */
       tt__lock(&p->mu);
-      reject_locked(p, TT_EQUEUE_FULL, s);
+      tt__pool_reject_locked(p, TT_EQUEUE_FULL, s);
       tt__unlock(&p->mu);
       pool_deliver(p);
-      return refused(err, TT_EQUEUE_FULL);
+      return pool_refused(err, TT_EQUEUE_FULL);
     }
-    h = do_spill(p, parent, so, s, err);
+    h = tt__pool_do_spill(p, parent, so, s, err);
     if (h != NULL && drop != NULL) drop(arg);  /* it never runs here */
     return h;
   }
-  if (rc != TT_OK) return refused(err, rc);
+  if (rc != TT_OK) return pool_refused(err, rc);
   if (so != NULL && so->attached) {
     /* An attached op runs with its submitter's context itself: one
     ** attempt, no timeout of the pool's. */
@@ -1880,16 +1496,17 @@ static tt_handle *submit_sub(tt_pool *p, tt_ctx *parent,
   } else {
     base = tt_ref(parent);
   }
-  o = op_new(p, s->name, fn, s->ci, s->tenant, s->tenant_len, base,
-             &s->retry, s->timeout);
+  o = tt__pool_op_new(p, s->name, fn, s->ci, s->tenant, s->tenant_len, base,
+                      &s->retry, s->timeout);
   if (o == NULL) {
     tt_unref(base);
-    return refused(err, TT_ENOMEM);
+    return pool_refused(err, TT_ENOMEM);
   }
   o->attached = so != NULL && so->attached;
   /* A named op of a pool with a store keeps its spill form: the exit
   ** drain may write it to the store. */
-  if (can_spill(p, so) && !o->attached) o->sf = spillform_new(so, parent);
+  if (pool_can_spill(p, so) && !o->attached)
+    o->sf = tt__pool_spillform_new(so, parent);
   if (hk != NULL) {
     o->no_dead = true;
     o->end = hk->end;
@@ -1906,23 +1523,23 @@ static tt_handle *submit_sub(tt_pool *p, tt_ctx *parent,
       o->h.arg = NULL;
       o->h.drop = NULL;
     }
-  } else if (!(rc == TT_EQUEUE_FULL && can_spill(p, so) &&
+  } else if (!(rc == TT_EQUEUE_FULL && pool_can_spill(p, so) &&
                so->spill_args != NULL)) {
-    reject_locked(p, rc, s);
+    tt__pool_reject_locked(p, rc, s);
   }
   tt__unlock(&p->mu);
   pool_deliver(p);
-  if (rc == TT_EQUEUE_FULL && can_spill(p, so) && so->spill_args != NULL) {
+  if (rc == TT_EQUEUE_FULL && pool_can_spill(p, so) && so->spill_args != NULL) {
     tt_handle *h;
     tt_unref(&o->h);  /* holds no argument */
-    h = do_spill(p, parent, so, s, err);
+    h = tt__pool_do_spill(p, parent, so, s, err);
     if (h != NULL && drop != NULL) drop(arg);
     return h;
   }
   if (rc != TT_OK) {
     o->end = NULL;    /* the caller keeps its hooks */
     tt_unref(&o->h);  /* holds no argument: the caller keeps it */
-    return refused(err, rc);
+    return pool_refused(err, rc);
   }
   /* Set only now: a refused op must not free the caller's 'ud'. */
   if (hk != NULL) o->end_free = hk->end_free;
@@ -1937,7 +1554,7 @@ static tt_handle *submit(tt_pool *p, tt_ctx *parent,
   sub s;
   tt_handle *h;
   s.thold = NULL;
-  if (fn == NULL) return refused(err, TT_EINVAL);
+  if (fn == NULL) return pool_refused(err, TT_EINVAL);
   h = submit_sub(p, parent, so, fn, arg, drop, hk, &s, err);
   tt_unref(s.thold);
   return h;
@@ -1997,9 +1614,9 @@ void tt_pool_close(tt_pool *p) {
   tt__lock(&p->mu);
   if (!p->closed) {
     p->closed = true;
-    idle_disarm(p);
+    tt__pool_idle_disarm(p);
     wake_all(p);  /* submitters waiting for room get TT_ECLOSED */
-    settle(p);
+    tt__pool_settle(p);
   }
   tt__unlock(&p->mu);
   pool_deliver(p);
@@ -2106,7 +1723,7 @@ size_t tt_pool_abandon(tt_pool *p) {
   tt__lock(&p->mu);
   if (!p->closed) {
     p->closed = true;
-    idle_disarm(p);
+    tt__pool_idle_disarm(p);
     wake_all(p);
   }
   cap = (size_t)(p->st.queued + p->st.inflight);
@@ -2117,13 +1734,13 @@ size_t tt_pool_abandon(tt_pool *p) {
   for (k = 0; k < p->ncls && ng < cap; k++) {
     while (!tt_list_empty(&p->cls[k].ready) && ng < cap) {
       op *o = tt_container_of(p->cls[k].ready.next, op, link);
-      unqueue_locked(p, o);
+      tt__pool_unqueue_locked(p, o);
       gs[ng++].o = o;  /* takes over the queue's reference */
     }
   }
   while (!tt_list_empty(&p->waiting) && ng < cap) {
     op *o = tt_container_of(p->waiting.next, op, link);
-    unqueue_locked(p, o);
+    tt__pool_unqueue_locked(p, o);
     gs[ng++].o = o;
   }
   /* Running ops are given up on at once; their workers go on. */
@@ -2143,7 +1760,7 @@ size_t tt_pool_abandon(tt_pool *p) {
     gs[ng].running = true;
     ng++;
   }
-  settle(p);
+  tt__pool_settle(p);
   tt__unlock(&p->mu);
   for (i = 0; i < ng; i++) {
     op *o = gs[i].o;
@@ -2157,7 +1774,7 @@ size_t tt_pool_abandon(tt_pool *p) {
     tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(err));
     pool_emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
                                .error = err});
-    settle(p);
+    tt__pool_settle(p);
     tt__unlock(&p->mu);
   }
   pool_deliver(p);
@@ -2289,13 +1906,14 @@ tt_handle *tt_pool_retry_dead(tt_pool *p, uint64_t id, int *err) {
   old = find_dead(p, id);
   if (old != NULL) tt_ref(&old->h);
   tt__unlock(&p->mu);
-  if (old == NULL) return refused(err, TT_EINVAL);
-  o = op_new(p, old->h.name, old->h.fn, old->cls, old->tenant,
-             old->tenant_len, tt_ref(old->base), &old->retry, old->timeout);
+  if (old == NULL) return pool_refused(err, TT_EINVAL);
+  o = tt__pool_op_new(p, old->h.name, old->h.fn, old->cls, old->tenant,
+                      old->tenant_len, tt_ref(old->base), &old->retry,
+                      old->timeout);
   if (o == NULL) {
     tt_unref(old->base);
     tt_unref(&old->h);
-    return refused(err, TT_ENOMEM);
+    return pool_refused(err, TT_ENOMEM);
   }
   tt__lock(&p->mu);
   if (old->where != OP_DEAD) {
@@ -2331,7 +1949,7 @@ tt_handle *tt_pool_retry_dead(tt_pool *p, uint64_t id, int *err) {
   tt_unref(&old->h);
   if (rc != TT_OK) {
     tt_unref(&o->h);
-    return refused(err, rc);
+    return pool_refused(err, rc);
   }
   if (err != NULL) *err = TT_OK;
   return &o->h;

@@ -251,6 +251,30 @@ struct tt_pool {
 };
 
 
+/* A submission's settings, resolved against the pool's by first_look. */
+typedef struct sub {
+  char tbuf[TENANT_MAX];
+  tt_obj *thold;           /* keeps 'tenant' alive; release it at the end */
+  const char *tenant, *name;
+  size_t tenant_len;
+  tt_retry retry;
+  double timeout, until;
+  int ci;
+} sub;
+
+/* pool_refused sets '*err' (when given) to 'rc' and returns NULL: a
+** submission refused. */
+static inline tt_handle *pool_refused(int *err, int rc) {
+  if (err != NULL) *err = rc;
+  return NULL;
+}
+
+/* pool_can_spill tells whether a submission may go to the overflow
+** store. */
+static inline bool pool_can_spill(tt_pool *p, const tt_submit_opts *so) {
+  return p->overflow != NULL && so != NULL && so->spill_fn != NULL;
+}
+
 /* {====================================================================
 ** Internal references
 ** ===================================================================== */
@@ -335,5 +359,26 @@ static inline const char *pool_tenant_of(tt_pool *p, tt_ctx *parent,
   }
   return tt__pool_tenant_of(p, parent, buf, n, len, hold);
 }
+
+/* Defined in pool.c. */
+void tt__pool_push_ready(tt_pool *p, op *o);
+void tt__pool_idle_disarm(tt_pool *p);
+void tt__pool_settle(tt_pool *p);
+void tt__pool_record_failure(tt_pool *p, op *o, tt_obj *err, tt_obj *cause,
+                             int code, tt_obj **old_err, tt_obj **old_cause);
+void tt__pool_resolve(op *o, int state, tt_obj *result);
+void tt__pool_unqueue_locked(tt_pool *p, op *o);
+op *tt__pool_op_new(tt_pool *p, const char *name, tt_fn fn, int cls,
+                    const char *tenant, size_t tenant_len, tt_ctx *base,
+                    const tt_retry *retry, double timeout);
+int tt__pool_settle_sub(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
+                        sub *s);
+void tt__pool_reject_locked(tt_pool *p, int rc, const sub *s);
+
+/* Defined in pool_spill.c. */
+void tt__pool_spill_fire(tt_tentry *te);
+spillform *tt__pool_spillform_new(const tt_submit_opts *so, tt_ctx *parent);
+tt_handle *tt__pool_do_spill(tt_pool *p, tt_ctx *parent,
+                             const tt_submit_opts *so, const sub *s, int *err);
 
 #endif

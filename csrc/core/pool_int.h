@@ -381,4 +381,10 @@ spillform *tt__pool_spillform_new(const tt_submit_opts *so, tt_ctx *parent);
 tt_handle *tt__pool_do_spill(tt_pool *p, tt_ctx *parent,
                              const tt_submit_opts *so, const sub *s, int *err);
 
+/* Defined in pool.c. */
+void tt__pool_release_op(op *o);
+int tt__pool_admit(tt_pool *p, pclass *c, const char *tenant, size_t tenant_len,
+                   double until);
+int tt__pool_accept_locked(tt_pool *p, op *o);
+
 #endif

@@ -143,8 +143,6 @@ static void idlewait_free(tt_obj *o) {
 static const tt_type idlewait_type = {"tether.PoolIdle", idlewait_free,
                                       NULL, NULL};
 
-/* The last pool id given out. */
-static _Atomic uint64_t pool_ids;
 static _Thread_local tt_pool *tl_running;     /* pool of the op this
                                               ** worker runs, if any */
 
@@ -194,7 +192,7 @@ static void wake_space(pclass *c) {
   tt__latch_set(&tt_container_of(l, swaiter, link)->latch);
 }
 
-static void wake_all(tt_pool *p) {
+void tt__pool_wake_all(tt_pool *p) {
   int i;
   for (i = 0; i < p->ncls; i++) {
     TT_CHECK(pthread_cond_broadcast(&p->cls[i].cv));
@@ -210,8 +208,8 @@ void tt__pool_push_ready(tt_pool *p, op *o) {
   wake_for(p, o->cls);
 }
 
-/* idle_arm schedules an idle report 'idle_after' from now. */
-static void idle_arm(tt_pool *p) {
+/* tt__pool_idle_arm schedules an idle report 'idle_after' from now. */
+void tt__pool_idle_arm(tt_pool *p) {
   if (p->idle_after <= 0 || p->dying || p->closed) return;
   p->idle_want = true;
   p->idle_at = tt_now() + p->idle_after;
@@ -234,7 +232,7 @@ void tt__pool_idle_disarm(tt_pool *p) {
   }
 }
 
-static void idle_fire(tt_tentry *te) {
+void tt__pool_idle_fire(tt_tentry *te) {
   tt_pool *p = tt_container_of(te, tt_pool, idle_te);
   bool again = false;
   tt__lock(&p->mu);
@@ -268,13 +266,13 @@ void tt__pool_settle(tt_pool *p) {
     p->idle_w = NULL;
   }
   if (!p->closed) {
-    idle_arm(p);
+    tt__pool_idle_arm(p);
     return;
   }
   if (p->drained) return;
   p->drained = true;
   p->quit = true;
-  wake_all(p);
+  tt__pool_wake_all(p);
   tt__latch_set(&p->drained_latch);
   pool_emit(p, NULL, (tt_event){.kind = TT_EV_DRAINED});
 }
@@ -674,7 +672,7 @@ static bool spin_for_work(tt_pool *p, worker *w) {
   return false;
 }
 
-static void *worker_main(void *arg) {
+void *tt__pool_worker_main(void *arg) {
   worker *w = arg;
   tt_pool *p = w->pool;
   pclass *c = &p->cls[w->cls];
@@ -744,9 +742,9 @@ void tt__pool_unqueue_locked(tt_pool *p, op *o) {
   o->where = OP_FINISHING;
 }
 
-/* finish_stop drops the argument of an unqueued op, then counts it and
+/* tt__pool_finish_stop drops the argument of an unqueued op, then counts it and
 ** resolves it as STOPPED. */
-static void finish_stop(tt_pool *p, op *o) {
+void tt__pool_finish_stop(tt_pool *p, op *o) {
   tt__handle_drop_arg(&o->h);
   tt__lock(&p->mu);
   o->where = OP_GONE;
@@ -769,7 +767,7 @@ static bool op_stop(tt_handle *h) {
   queued = o->where == OP_READY || o->where == OP_WAITING;
   if (queued) tt__pool_unqueue_locked(p, o);
   tt__unlock(&p->mu);
-  if (queued) finish_stop(p, o);
+  if (queued) tt__pool_finish_stop(p, o);
   return queued;
 }
 
@@ -810,10 +808,10 @@ uint64_t tt_pool_op_id(tt_handle *h) {
   return h != NULL && h->vt == &op_vt ? ((op *)h)->id : 0;
 }
 
-/* on_shutdown runs when the shutdown context ends, on the thread that
+/* tt__pool_on_shutdown runs when the shutdown context ends, on the thread that
 ** cancels it: running ops see their contexts canceled with its cause, and
 ** ops waiting for a retry fail for good, with that cause. */
-static void on_shutdown(void *arg) {
+void tt__pool_on_shutdown(void *arg) {
   tt_pool *p = arg;
   tt_obj *cause = tt_ctx_cause(p->shutdown);
   tt_list cancel, plain, stale;
@@ -884,402 +882,7 @@ static void on_shutdown(void *arg) {
   pool_release(p);  /* the after_func's reference */
 }
 
-static void shutdown_drop(void *arg) { pool_release(arg); }
-
-/* }==================================================================== */
-
-
-/* {====================================================================
-** Creation and freeing
-** ===================================================================== */
-
-static int retry_norm(const tt_retry *in, tt_retry *out) {
-  tt_retry r = *in;
-  if (r.attempts < 0 || !(r.backoff >= 0) || !(r.factor >= 0) ||
-      !(r.max_backoff >= 0) || !(r.jitter >= 0 && r.jitter <= 1))
-    return TT_EINVAL;
-  if (r.attempts == 0) r.attempts = 1;
-  if (r.factor == 0) r.factor = 2;
-  *out = r;
-  return TT_OK;
-}
-
-static int check_opts(const tt_pool_opts *o) {
-  int i, j, sum = 0;
-  tt_retry r;
-  if (o->workers < 0 || o->queue < 0 || o->nclasses < 0 || o->nquotas < 0)
-    return TT_EINVAL;
-  if (o->timeout != o->timeout || o->idle_after != o->idle_after ||
-      o->exit_timeout != o->exit_timeout ||
-      o->spill_timeout != o->spill_timeout)
-    return TT_EINVAL;
-  if ((o->nclasses > 0 && o->classes == NULL) ||
-      (o->nquotas > 0 && o->quotas == NULL) ||
-      o->nclasses > POOL_MAX_CLASSES)
-    return TT_EINVAL;
-  for (i = 0; i < o->nclasses; i++) {
-    const tt_class_opts *c = &o->classes[i];
-    if (c->name == NULL || c->workers < 1 || c->workers > POOL_MAX_WORKERS)
-      return TT_EINVAL;
-    for (j = 0; j < i; j++)
-      if (strcmp(o->classes[j].name, c->name) == 0) return TT_EINVAL;
-    sum += c->workers;
-  }
-  if (o->nclasses > 0 && o->workers > 0 && sum != o->workers)
-    return TT_EINVAL;
-  if (sum > POOL_MAX_WORKERS || o->workers > POOL_MAX_WORKERS)
-    return TT_EINVAL;
-  for (i = 0; i < o->nquotas; i++)
-    if (o->quotas[i].tenant == NULL) return TT_EINVAL;
-  if (o->tenant_key.obj == NULL && o->tenant_key.str == NULL &&
-      o->tenant_key.len != 0)
-    return TT_EINVAL;
-  return retry_norm(&o->retry, &r);
-}
-
-static int pool_describe(tt_obj *o, char *buf, size_t n) {
-  tt_pool *p = (tt_pool *)o;
-  const char *state;
-  tt__lock(&p->mu);
-  state = p->drained ? "drained" : p->closed ? "closed" : "open";
-  tt__unlock(&p->mu);
-  return snprintf(buf, n, "tether.Pool '%s' (%s)", p->name, state);
-}
-
-static void pool_free(tt_obj *obj);
-
-const tt_type tt_pool_type = {"tether.Pool", pool_free, pool_describe,
-                               NULL};
-
-/* pool_alloc makes a pool with its locks, lists and copies of the
-** options, and no threads; NULL when out of memory. */
-static tt_pool *pool_alloc(const tt_pool_opts *o) {
-  tt_pool *p = calloc(1, sizeof *p);
-  pthread_mutexattr_t ma;
-  int i, nw = 0;
-  if (p == NULL) return NULL;
-  tt_obj_init(&p->hdr, &tt_pool_type);
-  atomic_init(&p->irefs, 1);
-  TT_CHECK(pthread_mutex_init(&p->mu, NULL));
-  TT_CHECK(pthread_mutex_init(&p->spare_mu, NULL));
-  TT_CHECK(pthread_mutexattr_init(&ma));
-  TT_CHECK(pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE));
-  TT_CHECK(pthread_mutex_init(&p->obs_mu, &ma));
-  TT_CHECK(pthread_mutexattr_destroy(&ma));
-  tt__cond_init(&p->ev_cv);
-  tt__latch_init(&p->drained_latch);
-  tt_list_init(&p->running);
-  tt_list_init(&p->waiting);
-  tt_list_init(&p->dead);
-  tt_list_init(&p->evq);
-  p->idle_te.fire = idle_fire;
-  p->spill_te.fire = tt__pool_spill_fire;
-  tt_list_init(&p->spilling);
-  p->queue_cap = o->queue > 0 ? o->queue : 64;
-  p->timeout = o->timeout;
-  retry_norm(&o->retry, &p->retry);
-  if (o->hook != NULL) p->hook = *o->hook;
-  p->quota_default = o->quota_default;
-  p->idle_after = o->idle_after;
-  p->dead_cap = o->dead_cap == 0 ? 100 : o->dead_cap;
-  p->failures_cap = o->failures_cap == 0 ? 100 : o->failures_cap;
-  p->id = atomic_fetch_add(&pool_ids, 1) + 1;
-  p->exit_timeout = o->exit_timeout == 0 ? 5.0
-                    : o->exit_timeout < 0 ? 0.0 : o->exit_timeout;
-  p->overflow = tt_ref(o->overflow);
-  p->spill_timeout = o->spill_timeout > 0 ? o->spill_timeout : 5.0;
-  p->name = tt__strdup(o->name != NULL ? o->name : "pool");
-  if (p->name == NULL) goto fail;
-  p->ncls = o->nclasses > 0 ? o->nclasses : 1;
-  p->cls = calloc((size_t)p->ncls, sizeof *p->cls);
-  if (p->cls == NULL) goto fail;
-  for (i = 0; i < p->ncls; i++) {
-    pclass *c = &p->cls[i];
-    tt_list_init(&c->ready);
-    tt__cond_init(&c->cv);
-    tt_list_init(&c->space);
-    if (o->nclasses > 0) {
-      c->name = tt__strdup(o->classes[i].name);
-      c->workers = o->classes[i].workers;
-      c->lend = o->classes[i].lend;
-    } else {
-      c->name = tt__strdup("default");
-      c->workers = o->workers > 0 ? o->workers : 4;
-    }
-    if (c->name == NULL) goto fail;
-    nw += c->workers;
-  }
-  /* Without a priority, ops go to the class named "default", else to the
-  ** last (lowest) one. */
-  p->defcls = p->ncls - 1;
-  for (i = 0; i < p->ncls; i++)
-    if (strcmp(p->cls[i].name, "default") == 0) p->defcls = i;
-  /* Enough spares for a full queue and every worker busy. */
-  p->spares_max = p->ncls * p->queue_cap + nw;
-  if (p->spares_max > OP_SPARES_MAX) p->spares_max = OP_SPARES_MAX;
-  p->workers = calloc((size_t)nw, sizeof *p->workers);
-  if (p->workers == NULL) goto fail;
-  if (o->nquotas > 0) {
-    p->quotas = calloc((size_t)o->nquotas, sizeof *p->quotas);
-    if (p->quotas == NULL) goto fail;
-    for (i = 0; i < o->nquotas; i++) {
-      p->quotas[i].limit = o->quotas[i].limit;
-      p->quotas[i].tenant = tt__strdup(o->quotas[i].tenant);
-      if (p->quotas[i].tenant == NULL) goto fail;
-      p->nquotas = i + 1;
-      if (o->quotas[i].limit > 0) p->quotas_on = true;
-    }
-  }
-  if (p->quota_default > 0) p->quotas_on = true;
-  if (o->tenant_key.obj != NULL || o->tenant_key.str != NULL) {
-    p->has_tenant_key = true;
-    p->tenant_key.obj = tt_ref(o->tenant_key.obj);
-    if (o->tenant_key.str != NULL) {
-      char *s = malloc(o->tenant_key.len + 1);
-      if (s == NULL) goto fail;
-      memcpy(s, o->tenant_key.str, o->tenant_key.len);
-      s[o->tenant_key.len] = '\0';
-      p->tenant_key.str = s;
-      p->tenant_key.len = o->tenant_key.len;
-    }
-  }
-  if (p->failures_cap > 0) {
-    p->ring = calloc((size_t)p->failures_cap, sizeof *p->ring);
-    if (p->ring == NULL) goto fail;
-  }
-  p->shutdown = tt_ref(o->shutdown);
-  return p;
-fail:
-  tt__pool_destroy(p);
-  return NULL;
-}
-
-/* tt__pool_destroy frees the memory once the last internal reference went;
-** by then nothing is queued, running or kept but the failure ring. */
-void tt__pool_destroy(tt_pool *p) {
-  size_t i;
-  tt_list *l;
-  int k;
-  /* Observers still registered are gone with the pool: they hear of it
-  ** first, while the pool can still be read (its last event is behind
-  ** them). */
-  for (k = 0; k < p->nobs_arr; k++)
-    if (p->obs[k].o.release != NULL) p->obs[k].o.release(p->obs[k].ud);
-  for (i = 0; i < p->ring_len; i++) {
-    tt_failure *f = &p->ring[(p->ring_head + i) % (size_t)p->failures_cap];
-    free(f->name);
-    free(f->tenant);
-    tt_unref(f->error);
-    tt_unref(f->cause);
-  }
-  free(p->ring);
-  for (k = 0; k < TENANT_BUCKETS; k++) {
-    while (p->tenants[k] != NULL) {
-      tenant_ent *t = p->tenants[k];
-      p->tenants[k] = t->next;
-      free(t);
-    }
-  }
-  while ((l = tt_list_shift(&p->evq)) != NULL)
-    tt__pool_evnode_free(tt_container_of(l, evnode, link));
-  if (p->cls != NULL) {
-    for (k = 0; k < p->ncls; k++) {
-      free(p->cls[k].name);
-      TT_CHECK(pthread_cond_destroy(&p->cls[k].cv));
-    }
-    free(p->cls);
-  }
-  if (p->quotas != NULL) {
-    for (k = 0; k < p->nquotas; k++) free((char *)p->quotas[k].tenant);
-    free(p->quotas);
-  }
-  free((char *)p->tenant_key.str);
-  tt_unref(p->tenant_key.obj);
-  tt_unref(p->shut_cause);
-  tt_unref(p->shutdown);
-  tt_unref(p->idle_w);
-  tt_unref(p->overflow);
-  while (p->spares != NULL) {
-    op *o = p->spares;
-    p->spares = o->spare_next;
-    free(o);
-  }
-  free(p->workers);
-  free(p->obs);
-  free(p->mobs);
-  free(p->name);
-  tt__latch_destroy(&p->drained_latch);
-  TT_CHECK(pthread_cond_destroy(&p->ev_cv));
-  TT_CHECK(pthread_mutex_destroy(&p->obs_mu));
-  TT_CHECK(pthread_mutex_destroy(&p->spare_mu));
-  TT_CHECK(pthread_mutex_destroy(&p->mu));
-  free(p);
-}
-
-/* join_workers waits for the workers to end; the calling thread, if it
-** is one of them, is detached instead (it ends on its own later). */
-static void join_workers(tt_pool *p) {
-  int i;
-  pthread_t self = pthread_self();
-  for (i = 0; i < p->nworkers; i++) {
-    if (pthread_equal(p->workers[i].t, self))
-      TT_CHECK(pthread_detach(self));
-    else
-      TT_CHECK(pthread_join(p->workers[i].t, NULL));
-  }
-  p->nworkers = 0;
-}
-
-tt_pool *tt_pool_new(const tt_pool_opts *opts, int *err) {
-  tt_pool_opts zero;
-  tt_pool *p;
-  int rc, i, j;
-  if (opts == NULL) {
-    memset(&zero, 0, sizeof zero);
-    opts = &zero;
-  }
-  rc = check_opts(opts);
-  if (rc != TT_OK) goto refuse;
-  p = pool_alloc(opts);
-  rc = TT_ENOMEM;
-  if (p == NULL) goto refuse;
-  for (i = 0; i < p->ncls; i++) {
-    for (j = 0; j < p->cls[i].workers; j++) {
-      worker *w = &p->workers[p->nworkers];
-      w->pool = p;
-      w->cls = i;
-      pool_hold(p);
-      if (tt__thread_start(&w->t, worker_main, w, false) != 0) {
-        pool_release_held(p);
-        rc = TT_ETHREAD;
-        goto unwind;
-      }
-      p->nworkers++;
-    }
-  }
-  if (p->shutdown != NULL && tt_ctx_done(p->shutdown) != NULL) {
-    pool_hold(p);
-    /* On the canceling thread: running ops see their contexts end at
-    ** once, not after an executor thread's wake-up. */
-    p->shutdown_af = tt__after_func_now(p->shutdown, on_shutdown, p,
-                                        shutdown_drop);
-    if (p->shutdown_af == NULL) {
-      pool_release_held(p);
-      rc = TT_ENOMEM;
-      goto unwind;
-    }
-  }
-  tt__lock(&p->mu);
-  idle_arm(p);  /* a pool that never gets work reports idle too */
-  tt__unlock(&p->mu);
-  if (err != NULL) *err = TT_OK;
-  return p;
-unwind:
-  tt__lock(&p->mu);
-  p->quit = true;
-  p->dying = true;
-  p->closed = true;
-  wake_all(p);
-  tt__unlock(&p->mu);
-  join_workers(p);
-  pool_release(p);
-refuse:
-  if (err != NULL) *err = rc;
-  return NULL;
-}
-
-/* pool_free runs when the last user reference goes: it closes the pool,
-** stops what is queued and drops the dead letters; it joins the workers
-** when no op is running, and otherwise detaches them without waiting for
-** the running ops (tether.h). */
-static void pool_free(tt_obj *obj) {
-  tt_pool *p = (tt_pool *)obj;
-  tt_list stopped, dead;
-  tt_list *l;
-  bool busy;
-  int i;
-  /* Ops taken off the pool's lists here go on local lists through their
-  ** 'link' ('clink' may be in use by on_shutdown). */
-  tt_list_init(&stopped);
-  tt_list_init(&dead);
-  tt__lock(&p->mu);
-  p->closed = true;
-  p->dying = true;
-  p->quit = true;
-  for (i = 0; i < p->ncls; i++) {
-    while (!tt_list_empty(&p->cls[i].ready)) {
-      op *o = tt_container_of(p->cls[i].ready.next, op, link);
-      tt__pool_unqueue_locked(p, o);
-      tt_list_push(&stopped, &o->link);
-    }
-  }
-  while (!tt_list_empty(&p->waiting)) {
-    op *o = tt_container_of(p->waiting.next, op, link);
-    tt__pool_unqueue_locked(p, o);
-    tt_list_push(&stopped, &o->link);
-  }
-  while ((l = tt_list_shift(&p->dead)) != NULL) {
-    op *o = tt_container_of(l, op, link);
-    o->where = OP_GONE;
-    p->st.dead_held--;
-    tt_list_push(&dead, &o->link);
-  }
-  tt__pool_idle_disarm(p);
-  wake_all(p);
-  tt__pool_settle(p);
-  /* Abandoned ops still run, though no longer counted. */
-  busy = !tt_list_empty(&p->running);
-  tt__unlock(&p->mu);
-  while ((l = tt_list_shift(&stopped)) != NULL)
-    finish_stop(p, tt_container_of(l, op, link));
-  while ((l = tt_list_shift(&dead)) != NULL)
-    tt__pool_release_op(tt_container_of(l, op, link));
-  pool_deliver(p);
-  if (p->shutdown_af != NULL) {
-    tt_afterfunc_stop(p->shutdown_af);  /* if stopped, drop releases */
-    tt_unref(p->shutdown_af);
-    p->shutdown_af = NULL;
-  }
-  /* Ops still running are not waited for: a pool dropped without a drain
-  ** (or a program exiting) must not hang on an op that never ends.  The
-  ** workers finish their op and end on their own; each holds an internal
-  ** reference, so the memory outlives them. */
-  if (busy) {
-    for (i = 0; i < p->nworkers; i++)
-      TT_CHECK(pthread_detach(p->workers[i].t));
-    p->nworkers = 0;
-  } else {
-    join_workers(p);
-  }
-  pool_deliver(p);
-  pool_release(p);
-}
-
-void tt__pool_end_threads(tt_pool *p) {
-  bool busy;
-  int i;
-  tt__lock(&p->mu);
-  busy = !p->quit || !tt_list_empty(&p->running);
-  tt__unlock(&p->mu);
-  if (!busy) {
-    join_workers(p);
-    return;
-  }
-  /* Abandoned ops still run: their workers end on their own. */
-  for (i = 0; i < p->nworkers; i++)
-    TT_CHECK(pthread_detach(p->workers[i].t));
-  p->nworkers = 0;
-}
-
-const char *tt_pool_name(tt_pool *p) { return p->name; }
-
-uint64_t tt_pool_id(tt_pool *p) { return p->id; }
-
-int tt_pool_workers(tt_pool *p) {
-  int i, n = 0;
-  for (i = 0; i < p->ncls; i++) n += p->cls[i].workers;  /* fixed */
-  return n;
-}
+void tt__pool_shutdown_drop(void *arg) { pool_release(arg); }
 
 /* }==================================================================== */
 
@@ -1402,7 +1005,7 @@ int tt__pool_settle_sub(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
   s->retry = p->retry;
   s->timeout = p->timeout;
   if (so != NULL) {
-    if (so->retry != NULL && retry_norm(so->retry, &s->retry) != TT_OK)
+    if (so->retry != NULL && tt__pool_retry_norm(so->retry, &s->retry) != TT_OK)
       return TT_EINVAL;
     if (so->timeout != so->timeout || so->wait != so->wait)
       return TT_EINVAL;
@@ -1621,7 +1224,7 @@ void tt_pool_close(tt_pool *p) {
   if (!p->closed) {
     p->closed = true;
     tt__pool_idle_disarm(p);
-    wake_all(p);  /* submitters waiting for room get TT_ECLOSED */
+    tt__pool_wake_all(p);  /* submitters waiting for room get TT_ECLOSED */
     tt__pool_settle(p);
   }
   tt__unlock(&p->mu);
@@ -1730,7 +1333,7 @@ size_t tt_pool_abandon(tt_pool *p) {
   if (!p->closed) {
     p->closed = true;
     tt__pool_idle_disarm(p);
-    wake_all(p);
+    tt__pool_wake_all(p);
   }
   cap = (size_t)(p->st.queued + p->st.inflight);
   if (cap > 0) gs = calloc(cap, sizeof *gs);

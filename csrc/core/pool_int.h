@@ -387,4 +387,16 @@ int tt__pool_admit(tt_pool *p, pclass *c, const char *tenant, size_t tenant_len,
                    double until);
 int tt__pool_accept_locked(tt_pool *p, op *o);
 
+/* Defined in pool.c. */
+void tt__pool_wake_all(tt_pool *p);
+void tt__pool_idle_arm(tt_pool *p);
+void tt__pool_idle_fire(tt_tentry *te);
+void *tt__pool_worker_main(void *arg);
+void tt__pool_finish_stop(tt_pool *p, op *o);
+void tt__pool_on_shutdown(void *arg);
+void tt__pool_shutdown_drop(void *arg);
+
+/* Defined in pool_life.c. */
+int tt__pool_retry_norm(const tt_retry *in, tt_retry *out);
+
 #endif

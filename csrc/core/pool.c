@@ -4,6 +4,16 @@
 ** letters, tenant quotas, idle reports, drain, and a stream of events for
 ** observers.
 **
+** This file is the engine: queues, workers and accounting, running ops,
+** stopping and shutdown, submitting, closing and draining; it takes
+** 'mu' (and 'spare_mu', a leaf) and calls out only without it.  The rest
+** is split by concern, each file saying what it holds and which locks it
+** takes: pool_life.c (creation and freeing), pool_events.c (events and
+** observers), pool_tenant.c (tenants and quotas), pool_spill.c (the
+** overflow store), pool_report.c (introspection, dead letters,
+** snapshots).  pool_int.h holds the types they share.  The DESIGN below
+** holds for all of them.
+**
 ** DESIGN.
 **
 ** Threads.  Each class has its own fixed set of worker threads, all
@@ -126,7 +136,6 @@
 
 #include "pool_int.h"
 
-
 /* What tt_pool_wait_idle waits on: a latch set when the pool is next idle
 ** (nothing queued or running).  Referenced by the pool while armed and by
 ** each waiter. */
@@ -145,7 +154,6 @@ static const tt_type idlewait_type = {"tether.PoolIdle", idlewait_free,
 
 static _Thread_local tt_pool *tl_running;     /* pool of the op this
                                               ** worker runs, if any */
-
 
 
 /* {====================================================================
@@ -1398,5 +1406,3 @@ size_t tt_pool_abandon(tt_pool *p) {
 }
 
 /* }==================================================================== */
-
-

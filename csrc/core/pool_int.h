@@ -1,11 +1,11 @@
 /*
 ** pool_int.h -- the internals of worker pools, shared by the files that
 ** implement them: pool.c (the engine: queues, workers, running ops,
-** shutdown, creation and freeing, submitting, closing and draining),
-** pool_events.c (events and observers), pool_tenant.c (tenants and
-** quotas), pool_spill.c (spilling to the overflow store) and
-** pool_report.c (introspection, dead letters and snapshots).  Nothing
-** here is part of tether.h.
+** stopping and shutdown, submitting, closing and draining), pool_life.c
+** (creation and freeing), pool_events.c (events and observers),
+** pool_tenant.c (tenants and quotas), pool_spill.c (spilling to the
+** overflow store) and pool_report.c (introspection, dead letters and
+** snapshots).  Nothing here is part of tether.h.
 **
 ** The DESIGN comment at the top of pool.c holds for all of them: an op's
 ** life, the accounting identity, the locks ('mu', 'obs_mu', 'spare_mu')
@@ -18,8 +18,6 @@
 */
 #ifndef TT_POOL_INT_H
 #define TT_POOL_INT_H
-
-#include "store.h"
 
 #include "store.h"
 
@@ -299,7 +297,44 @@ static inline void pool_release_held(tt_pool *p) {
 
 /* }==================================================================== */
 
-/* Defined in pool_events.c. */
+/* {====================================================================
+** Shared functions, by the file that defines them
+** ===================================================================== */
+
+/* pool.c: queues, workers and accounting (under 'mu' unless said). */
+void tt__pool_wake_all(tt_pool *p);
+void tt__pool_push_ready(tt_pool *p, op *o);
+void tt__pool_idle_arm(tt_pool *p);
+void tt__pool_idle_disarm(tt_pool *p);
+void tt__pool_idle_fire(tt_tentry *te);
+void tt__pool_settle(tt_pool *p);
+void tt__pool_record_failure(tt_pool *p, op *o, tt_obj *err, tt_obj *cause,
+                             int code, tt_obj **old_err, tt_obj **old_cause);
+void *tt__pool_worker_main(void *arg);
+
+/* pool.c: running, stopping and shutdown. */
+void tt__pool_resolve(op *o, int state, tt_obj *result);
+void tt__pool_release_op(op *o);
+void tt__pool_unqueue_locked(tt_pool *p, op *o);
+void tt__pool_finish_stop(tt_pool *p, op *o);
+void tt__pool_on_shutdown(void *arg);
+void tt__pool_shutdown_drop(void *arg);
+
+/* pool.c: submitting. */
+int tt__pool_admit(tt_pool *p, pclass *c, const char *tenant,
+                   size_t tenant_len, double until);
+int tt__pool_accept_locked(tt_pool *p, op *o);
+op *tt__pool_op_new(tt_pool *p, const char *name, tt_fn fn, int cls,
+                    const char *tenant, size_t tenant_len, tt_ctx *base,
+                    const tt_retry *retry, double timeout);
+int tt__pool_settle_sub(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
+                        sub *s);
+void tt__pool_reject_locked(tt_pool *p, int rc, const sub *s);
+
+/* pool_life.c. */
+int tt__pool_retry_norm(const tt_retry *in, tt_retry *out);
+
+/* pool_events.c.  Queueing (emit) runs under 'mu'; delivery without it. */
 char *tt__pool_dup_name(const char *s, size_t len);
 void tt__pool_emit(tt_pool *p, op *o, tt_event e);
 void tt__pool_emit_rejected(tt_pool *p, int code, const char *name,
@@ -322,12 +357,12 @@ static inline void pool_deliver(tt_pool *p) {
   tt__pool_deliver(p);
 }
 
-/* Defined in pool_tenant.c. */
+/* pool_tenant.c (all under 'mu'). */
 int tt__pool_quota_limit(tt_pool *p, const char *name, size_t len);
 bool tt__pool_tenant_inc(tt_pool *p, const char *tname, size_t tlen);
 void tt__pool_tenant_dec(tt_pool *p, const char *tname, size_t tlen);
-const char *tt__pool_tenant_of(tt_pool *p, tt_ctx *parent, char *buf, size_t n,
-                               size_t *len, tt_obj **hold);
+const char *tt__pool_tenant_of(tt_pool *p, tt_ctx *parent, char *buf,
+                               size_t n, size_t *len, tt_obj **hold);
 bool tt__pool_quota_ok(tt_pool *p, const char *tenant, size_t tenant_len);
 
 /* pool_tenant_inc, pool_tenant_dec and pool_quota_ok are their tt__pool_
@@ -360,43 +395,12 @@ static inline const char *pool_tenant_of(tt_pool *p, tt_ctx *parent,
   return tt__pool_tenant_of(p, parent, buf, n, len, hold);
 }
 
-/* Defined in pool.c. */
-void tt__pool_push_ready(tt_pool *p, op *o);
-void tt__pool_idle_disarm(tt_pool *p);
-void tt__pool_settle(tt_pool *p);
-void tt__pool_record_failure(tt_pool *p, op *o, tt_obj *err, tt_obj *cause,
-                             int code, tt_obj **old_err, tt_obj **old_cause);
-void tt__pool_resolve(op *o, int state, tt_obj *result);
-void tt__pool_unqueue_locked(tt_pool *p, op *o);
-op *tt__pool_op_new(tt_pool *p, const char *name, tt_fn fn, int cls,
-                    const char *tenant, size_t tenant_len, tt_ctx *base,
-                    const tt_retry *retry, double timeout);
-int tt__pool_settle_sub(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
-                        sub *s);
-void tt__pool_reject_locked(tt_pool *p, int rc, const sub *s);
-
-/* Defined in pool_spill.c. */
+/* pool_spill.c. */
 void tt__pool_spill_fire(tt_tentry *te);
 spillform *tt__pool_spillform_new(const tt_submit_opts *so, tt_ctx *parent);
 tt_handle *tt__pool_do_spill(tt_pool *p, tt_ctx *parent,
                              const tt_submit_opts *so, const sub *s, int *err);
 
-/* Defined in pool.c. */
-void tt__pool_release_op(op *o);
-int tt__pool_admit(tt_pool *p, pclass *c, const char *tenant, size_t tenant_len,
-                   double until);
-int tt__pool_accept_locked(tt_pool *p, op *o);
-
-/* Defined in pool.c. */
-void tt__pool_wake_all(tt_pool *p);
-void tt__pool_idle_arm(tt_pool *p);
-void tt__pool_idle_fire(tt_tentry *te);
-void *tt__pool_worker_main(void *arg);
-void tt__pool_finish_stop(tt_pool *p, op *o);
-void tt__pool_on_shutdown(void *arg);
-void tt__pool_shutdown_drop(void *arg);
-
-/* Defined in pool_life.c. */
-int tt__pool_retry_norm(const tt_retry *in, tt_retry *out);
+/* }==================================================================== */
 
 #endif

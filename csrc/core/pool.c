@@ -208,7 +208,7 @@ void tt__pool_wake_all(tt_pool *p) {
   }
 }
 
-void tt__pool_push_ready(tt_pool *p, op *o) {
+static void push_ready(tt_pool *p, op *o) {
   pclass *c = &p->cls[o->cls];
   o->where = OP_READY;
   tt_list_push(&c->ready, &o->link);
@@ -216,8 +216,13 @@ void tt__pool_push_ready(tt_pool *p, op *o) {
   wake_for(p, o->cls);
 }
 
-/* tt__pool_idle_arm schedules an idle report 'idle_after' from now. */
-void tt__pool_idle_arm(tt_pool *p) {
+/* tt__pool_push_ready is push_ready for the pool's other files: the engine's
+** own calls, once or more per op, go to the static one, which the compiler
+** inlines. */
+void tt__pool_push_ready(tt_pool *p, op *o) { push_ready(p, o); }
+
+/* idle_arm schedules an idle report 'idle_after' from now. */
+static void idle_arm(tt_pool *p) {
   if (p->idle_after <= 0 || p->dying || p->closed) return;
   p->idle_want = true;
   p->idle_at = tt_now() + p->idle_after;
@@ -232,13 +237,20 @@ void tt__pool_idle_arm(tt_pool *p) {
   }
 }
 
-void tt__pool_idle_disarm(tt_pool *p) {
+/* tt__pool_idle_arm is idle_arm for the pool's other files (see above). */
+void tt__pool_idle_arm(tt_pool *p) { idle_arm(p); }
+
+static void idle_disarm(tt_pool *p) {
   p->idle_want = false;
   if (p->idle_queued && tt__timer_del(&p->idle_te)) {
     p->idle_queued = false;
     pool_release_held(p);
   }
 }
+
+/* tt__pool_idle_disarm is idle_disarm for the pool's other files (see above).
+** */
+void tt__pool_idle_disarm(tt_pool *p) { idle_disarm(p); }
 
 void tt__pool_idle_fire(tt_tentry *te) {
   tt_pool *p = tt_container_of(te, tt_pool, idle_te);
@@ -262,9 +274,9 @@ void tt__pool_idle_fire(tt_tentry *te) {
   if (!again) pool_release(p);
 }
 
-/* tt__pool_settle runs after an op left the queue or the workers: an empty pool
+/* settle runs after an op left the queue or the workers: an empty pool
 ** is drained once closed, and otherwise may report idle later. */
-void tt__pool_settle(tt_pool *p) {
+static void settle(tt_pool *p) {
   if (p->st.queued != 0 || p->st.inflight != 0) return;
   if (p->idle_w != NULL) {
     /* Not the last reference while a waiter holds one; else plain
@@ -274,7 +286,7 @@ void tt__pool_settle(tt_pool *p) {
     p->idle_w = NULL;
   }
   if (!p->closed) {
-    tt__pool_idle_arm(p);
+    idle_arm(p);
     return;
   }
   if (p->drained) return;
@@ -284,6 +296,9 @@ void tt__pool_settle(tt_pool *p) {
   tt__latch_set(&p->drained_latch);
   pool_emit(p, NULL, (tt_event){.kind = TT_EV_DRAINED});
 }
+
+/* tt__pool_settle is settle for the pool's other files (see above). */
+void tt__pool_settle(tt_pool *p) { settle(p); }
 
 /* take gives worker class 'ci' its next op, moved to RUNNING. */
 static op *take(tt_pool *p, int ci) {
@@ -367,11 +382,16 @@ static bool shut_now(tt_pool *p) {
 ** Running ops
 ** ===================================================================== */
 
-/* tt__pool_resolve gives 'o' its final state under 'mu' and tells a drainer's
+/* resolve gives 'o' its final state under 'mu' and tells a drainer's
 ** hook. */
-void tt__pool_resolve(op *o, int state, tt_obj *result) {
+static void resolve(op *o, int state, tt_obj *result) {
   tt__handle_resolve(&o->h, state, result);
   if (o->end != NULL) o->end(o->end_ud, &o->h);
+}
+
+/* tt__pool_resolve is resolve for the pool's other files (see above). */
+void tt__pool_resolve(op *o, int state, tt_obj *result) {
+  resolve(o, state, result);
 }
 
 static void retry_fire(tt_tentry *te) {
@@ -380,18 +400,21 @@ static void retry_fire(tt_tentry *te) {
   tt__lock(&p->mu);
   if (o->where == OP_WAITING) {
     tt_list_remove(&o->link);
-    tt__pool_push_ready(p, o);
+    push_ready(p, o);
   }
   tt__unlock(&p->mu);
   tt_unref(&o->h);  /* the timer's reference */
 }
 
-/* tt__pool_release_op drops the argument an op still holds and the pool's
+/* release_op drops the argument an op still holds and the pool's
 ** reference to it; for ops that left every list, after unlocking. */
-void tt__pool_release_op(op *o) {
+static void release_op(op *o) {
   tt__handle_drop_arg(&o->h);
   tt_unref(&o->h);
 }
+
+/* tt__pool_release_op is release_op for the pool's other files (see above). */
+void tt__pool_release_op(op *o) { release_op(o); }
 
 static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   tt_ctx *ctx;
@@ -416,9 +439,9 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   p->st.completed++;
   pool_tenant_dec(p, o->tenant, o->tenant_len);
   o->dur = dur;
-  tt__pool_resolve(o, TT_H_DONE, out);
+  resolve(o, TT_H_DONE, out);
   pool_emit(p, o, (tt_event){.kind = TT_EV_COMPLETED, .duration = dur});
-  tt__pool_settle(p);
+  settle(p);
   tt__unlock(&p->mu);
   /* The attempt is over: end its context, as Go's "defer cancel()" does,
   ** so its deadline leaves the timer heap now rather than when it
@@ -438,7 +461,7 @@ static bool to_dead_locked(tt_pool *p, op *o, op **evicted) {
   if (p->dead_cap <= 0 || p->dying || o->attached || o->no_dead)
     return false;
   pool_tenant_dec(p, o->tenant, o->tenant_len);
-  tt__pool_resolve(o, TT_H_FAILED, tt_ref(o->err));
+  resolve(o, TT_H_FAILED, tt_ref(o->err));
   o->where = OP_DEAD;
   o->dead_at = tt_wall();
   tt_list_push(&p->dead, &o->link);
@@ -454,7 +477,7 @@ static bool to_dead_locked(tt_pool *p, op *o, op **evicted) {
   pool_emit(p, o, (tt_event){.kind = TT_EV_DEAD, .code = o->code,
                              .duration = o->dur, .error = o->err,
                              .cause = o->cause});
-  tt__pool_settle(p);
+  settle(p);
   return true;
 }
 
@@ -471,11 +494,11 @@ static void finish_failed(tt_pool *p, op *o, bool queued) {
   p->st.failed++;
   pool_tenant_dec(p, o->tenant, o->tenant_len);
   o->where = OP_GONE;
-  tt__pool_resolve(o, TT_H_FAILED, tt_ref(o->err));
+  resolve(o, TT_H_FAILED, tt_ref(o->err));
   pool_emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = o->code,
                              .duration = o->dur, .error = o->err,
                              .cause = o->cause});
-  tt__pool_settle(p);
+  settle(p);
   tt__unlock(&p->mu);
   pool_deliver(p);
   tt_unref(&o->h);  /* the pool's reference */
@@ -532,7 +555,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
     } else {
       /* No timer: retrying at once beats losing the op. */
       tt_unref(&o->h);  /* not the last: the pool holds one */
-      tt__pool_push_ready(p, o);
+      push_ready(p, o);
     }
   } else {
     p->st.inflight--;
@@ -543,7 +566,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
     }
   }
   tt__unlock(&p->mu);
-  if (evicted != NULL) tt__pool_release_op(evicted);
+  if (evicted != NULL) release_op(evicted);
   tt_unref(old_err);
   tt_unref(old_cause);
   tt_unref(rec_err);
@@ -759,9 +782,9 @@ void tt__pool_finish_stop(tt_pool *p, op *o) {
   p->st.queued--;
   p->st.stopped++;
   pool_tenant_dec(p, o->tenant, o->tenant_len);
-  tt__pool_resolve(o, TT_H_STOPPED, NULL);
+  resolve(o, TT_H_STOPPED, NULL);
   pool_emit(p, o, (tt_event){.kind = TT_EV_STOPPED});
-  tt__pool_settle(p);
+  settle(p);
   tt__unlock(&p->mu);
   pool_deliver(p);
   tt_unref(&o->h);  /* the pool's reference */
@@ -863,7 +886,7 @@ void tt__pool_on_shutdown(void *arg) {
           tt_list_push(&plain, &evicted->clink);
       }
     }
-    tt__pool_settle(p);
+    settle(p);
   }
   tt__unlock(&p->mu);
   tt_unref(cause);
@@ -881,11 +904,11 @@ void tt__pool_on_shutdown(void *arg) {
     if (o->fin_plain)
       finish_failed(p, o, true);
     else if (o->fin_release)
-      tt__pool_release_op(o);
+      release_op(o);
     tt_unref(&o->h);  /* the reference of 'stale' */
   }
   while ((l = tt_list_shift(&plain)) != NULL)
-    tt__pool_release_op(tt_container_of(l, op, clink));
+    release_op(tt_container_of(l, op, clink));
   pool_deliver(p);
   pool_release(p);  /* the after_func's reference */
 }
@@ -948,7 +971,7 @@ int tt__pool_admit(tt_pool *p, pclass *c, const char *tenant,
 int tt__pool_accept_locked(tt_pool *p, op *o) {
   if (!pool_tenant_inc(p, o->tenant, o->tenant_len)) return TT_ENOMEM;
   o->id = ++p->next_id;
-  tt__pool_idle_disarm(p);
+  idle_disarm(p);
   if (p->idle_reported) {
     p->idle_reported = false;
     pool_emit(p, NULL, (tt_event){.kind = TT_EV_RESUMING});
@@ -957,7 +980,7 @@ int tt__pool_accept_locked(tt_pool *p, op *o) {
   p->st.queued++;
   tt_ref(&o->h);  /* the pool's */
   pool_emit(p, o, (tt_event){.kind = TT_EV_SUBMITTED});
-  tt__pool_push_ready(p, o);
+  push_ready(p, o);
   return TT_OK;
 }
 
@@ -1231,9 +1254,9 @@ void tt_pool_close(tt_pool *p) {
   tt__lock(&p->mu);
   if (!p->closed) {
     p->closed = true;
-    tt__pool_idle_disarm(p);
+    idle_disarm(p);
     tt__pool_wake_all(p);  /* submitters waiting for room get TT_ECLOSED */
-    tt__pool_settle(p);
+    settle(p);
   }
   tt__unlock(&p->mu);
   pool_deliver(p);
@@ -1340,7 +1363,7 @@ size_t tt_pool_abandon(tt_pool *p) {
   tt__lock(&p->mu);
   if (!p->closed) {
     p->closed = true;
-    tt__pool_idle_disarm(p);
+    idle_disarm(p);
     tt__pool_wake_all(p);
   }
   cap = (size_t)(p->st.queued + p->st.inflight);
@@ -1377,7 +1400,7 @@ size_t tt_pool_abandon(tt_pool *p) {
     gs[ng].running = true;
     ng++;
   }
-  tt__pool_settle(p);
+  settle(p);
   tt__unlock(&p->mu);
   for (i = 0; i < ng; i++) {
     op *o = gs[i].o;
@@ -1391,7 +1414,7 @@ size_t tt_pool_abandon(tt_pool *p) {
     tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(err));
     pool_emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
                                .error = err});
-    tt__pool_settle(p);
+    settle(p);
     tt__unlock(&p->mu);
   }
   pool_deliver(p);

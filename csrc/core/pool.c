@@ -165,7 +165,7 @@ static _Thread_local tt_pool *tl_running;     /* pool of the op this
 ** lender of a higher class) is spinning for work or already woken and on
 ** its way, since that one will take it; else one parked worker of the
 ** class, or else of a lender, is signaled.  A worker that takes an op and
-** leaves more queued calls this again (see worker_main), so a burst
+** leaves more queued calls this again (see tt__pool_worker_main), so a burst
 ** wakes workers one after another, each woken only when the queue still
 ** holds work nobody awake will take.  'wakes' counts signals not yet
 ** taken. */
@@ -760,7 +760,7 @@ void *tt__pool_worker_main(void *arg) {
 ** ===================================================================== */
 
 /* tt__pool_unqueue_locked takes a READY or WAITING op off its queue and marks
-** it OP_FINISHING; it still counts as queued until finish_stop. */
+** it OP_FINISHING; it still counts as queued until tt__pool_finish_stop. */
 void tt__pool_unqueue_locked(tt_pool *p, op *o) {
   if (o->where == OP_READY) {
     pclass *c = &p->cls[o->cls];

@@ -82,10 +82,10 @@ typedef struct op {
   tt_tentry te;            /* retry delay; holds a reference while queued */
   tt_list clink;           /* on a private list of one pool thread */
   double spill_until;      /* SPILLING: when spill_timeout runs out */
-  tt_ctx *cctx;            /* on_shutdown's reference to 'ctx' */
-  tt_obj *stale;           /* on_shutdown: a cause to release */
-  bool fin_plain;          /* on_shutdown: to end by finish_failed */
-  bool fin_release;        /* on_shutdown: an evicted dead letter */
+  tt_ctx *cctx;            /* tt__pool_on_shutdown's reference to 'ctx' */
+  tt_obj *stale;           /* tt__pool_on_shutdown: a cause to release */
+  bool fin_plain;          /* tt__pool_on_shutdown: to end by finish_failed */
+  bool fin_release;        /* tt__pool_on_shutdown: an evicted dead letter */
   bool abandoned;          /* counted as abandoned while it still runs;
                            ** under pool mu */
   bool attached;           /* fixed: 'base' is the submitter's context,
@@ -100,7 +100,7 @@ typedef struct op {
                            ** retried dead letter hands it on) */
   struct op *spare_next;   /* on the pool's list of spare records */
   char name_buf[OP_NAME_INLINE];  /* the handle's name, when it fits;
-                           ** last (op_new clears what comes before) */
+                           ** last (tt__pool_op_new clears what comes before) */
 } op;
 
 /* Queue-plus-running ops of one tenant, for quotas. */

@@ -332,7 +332,7 @@ static void pool_free(tt_obj *obj) {
   bool busy;
   int i;
   /* Ops taken off the pool's lists here go on local lists through their
-  ** 'link' ('clink' may be in use by on_shutdown). */
+  ** 'link' ('clink' may be in use by tt__pool_on_shutdown). */
   tt_list_init(&stopped);
   tt_list_init(&dead);
   tt__lock(&p->mu);

@@ -275,7 +275,7 @@ tt_store *tt_pool_overflow(tt_pool *p) { return p->overflow; }
 
 /* respill writes 'o', a queued op with a spill form that its caller took
 ** off its queue (OP_FINISHING, still counted as queued), to the store, as
-** do_spill would have: from here on it is SPILLING and ends when the
+** tt__pool_do_spill would have: from here on it is SPILLING and ends when the
 ** store answers.  A record that cannot be made (no memory, over the
 ** store's max_payload) puts the op back in its queue; false then. */
 static bool respill(tt_pool *p, op *o) {

@@ -4,7 +4,7 @@
 ** submission finds its tenant (given, or a value of its context).
 **
 ** Locks: everything here runs under the pool's 'mu', taken by the
-** caller; nothing takes a lock of its own (tenant_of reads a context's
+** caller; nothing takes a lock of its own (tt__pool_tenant_of reads a context's
 ** values, which takes no pool lock).
 */
 #include <string.h>

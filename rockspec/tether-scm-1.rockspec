@@ -35,7 +35,9 @@ external_dependencies = {
 local all = {
   "csrc/core/obj.c", "csrc/core/time.c", "csrc/core/wait.c",
   "csrc/core/chan.c", "csrc/core/ctx.c", "csrc/core/exec.c",
-  "csrc/core/pool.c", "csrc/core/group.c", "csrc/core/flight.c",
+  "csrc/core/pool.c", "csrc/core/pool_events.c", "csrc/core/pool_tenant.c",
+  "csrc/core/pool_spill.c", "csrc/core/pool_report.c", "csrc/core/pool_life.c",
+  "csrc/core/group.c", "csrc/core/flight.c",
   "csrc/core/saga.c", "csrc/core/text.c", "csrc/core/log.c",
   "csrc/core/tracectx.c", "csrc/core/signal.c", "csrc/core/exit.c",
   "csrc/core/http.c", "csrc/core/metrics.c", "csrc/core/oplog.c",

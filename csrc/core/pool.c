@@ -4,6 +4,16 @@
 ** letters, tenant quotas, idle reports, drain, and a stream of events for
 ** observers.
 **
+** This file is the engine: queues, workers and accounting, running ops,
+** stopping and shutdown, submitting, closing and draining; it takes
+** 'mu' (and 'spare_mu', a leaf) and calls out only without it.  The rest
+** is split by concern, each file saying what it holds and which locks it
+** takes: pool_life.c (creation and freeing), pool_events.c (events and
+** observers), pool_tenant.c (tenants and quotas), pool_spill.c (the
+** overflow store), pool_report.c (introspection, dead letters,
+** snapshots).  pool_int.h holds the types they share.  The DESIGN below
+** holds for all of them.
+**
 ** DESIGN.
 **
 ** Threads.  Each class has its own fixed set of worker threads, all
@@ -124,236 +134,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "store.h"
-
-#define POOL_MAX_WORKERS 4096
-#define POOL_MAX_CLASSES 64
-#define TENANT_MAX 256          /* longest tenant name kept, with its 0 */
-#define TENANT_BUCKETS 64
-#define MAX_DELAY 1e9           /* a retry delay never exceeds this */
-#define OP_NAME_INLINE 40       /* names shorter than this live in the op */
-#define OP_SPARES_MAX 1024      /* op records a pool keeps for reuse */
-
-/* Where an op is.  OP_FINISHING: out of every list, about to end (its
-** argument is being dropped), still counted where it was.  OP_SPILLING:
-** written to the overflow store, waiting for its commit (counted as
-** queued, on no list). */
-enum {
-  OP_NEW, OP_READY, OP_WAITING, OP_RUNNING, OP_DEAD, OP_FINISHING, OP_GONE,
-  OP_SPILLING
-};
-
-/* An op's spill form: what a named op of a pool with an overflow store
-** keeps so that the exit drain can write it to the store if it is still
-** queued then (tt__pool_spill_queued).  The function name and the wire
-** values of the arguments share one block; the submitter's deadline is
-** kept too, since the op's own context is detached from it.  Ops of pools
-** without a store, closures and ops whose arguments are not plain data
-** keep none. */
-typedef struct spillform {
-  double deadline;         /* wall clock; 0: none */
-  const char *fn;          /* in the block, after 'args' */
-  size_t args_len;
-  unsigned char args[];
-} spillform;
-
-/* An op: a task handle plus what the pool needs to run and retry it. */
-typedef struct op {
-  tt_handle h;
-  tt_pool *pool;           /* holds an internal reference */
-  tt_list link;            /* in a ready, waiting, running or dead list;
-                           ** the list holds a reference; under pool mu */
-  int where;               /* OP_*; under pool mu */
-  int cls;                 /* fixed */
-  uint64_t id;             /* fixed once accepted */
-  char *tenant;            /* fixed; NULL when the op has no tenant;
-                           ** NUL-terminated, may hold NULs */
-  size_t tenant_len;       /* fixed; its length */
-  tt_ctx *base;            /* the submission's parent context; fixed.
-                           ** Each attempt's context is detached from it
-                           ** (tt__detached): its values, not its end */
-  tt_retry retry;          /* fixed */
-  double timeout;          /* fixed; <= 0: none */
-  int attempt;             /* attempts started; under pool mu */
-  double started;          /* tt_now() at the attempt's start; pool mu */
-  tt_ctx *ctx;             /* the running attempt's context; pool mu */
-  tt_ctx *actx;            /* the last attempt's context as its function
-                           ** saw it (the pool hook's, or 'ctx'); pool mu */
-  double dur;              /* the last attempt's run time; pool mu */
-  tt_obj *err;             /* the last failure's error; pool mu */
-  tt_obj *cause;           /* and its cause; pool mu */
-  int code;                /* and its code; pool mu */
-  double dead_at;          /* tt_wall() when it became a dead letter */
-  tt_tentry te;            /* retry delay; holds a reference while queued */
-  tt_list clink;           /* on a private list of one pool thread */
-  double spill_until;      /* SPILLING: when spill_timeout runs out */
-  tt_ctx *cctx;            /* on_shutdown's reference to 'ctx' */
-  tt_obj *stale;           /* on_shutdown: a cause to release */
-  bool fin_plain;          /* on_shutdown: to end by finish_failed */
-  bool fin_release;        /* on_shutdown: an evicted dead letter */
-  bool abandoned;          /* counted as abandoned while it still runs;
-                           ** under pool mu */
-  bool attached;           /* fixed: 'base' is the submitter's context,
-                           ** run as it is (see DESIGN) */
-  /* A drainer's hooks (tt__pool_submit_hooked), fixed at creation: 'end'
-  ** runs under 'mu' as the handle resolves, 'end_free' from op_fini. */
-  void (*end)(void *ud, tt_handle *h);
-  void (*end_free)(void *ud);
-  void *end_ud;
-  bool no_dead;            /* fixed: never a dead letter of the pool */
-  spillform *sf;           /* NULL, or owned; fixed once accepted (a
-                           ** retried dead letter hands it on) */
-  struct op *spare_next;   /* on the pool's list of spare records */
-  char name_buf[OP_NAME_INLINE];  /* the handle's name, when it fits;
-                           ** last (op_new clears what comes before) */
-} op;
-
-/* Queue-plus-running ops of one tenant, for quotas. */
-typedef struct tenant_ent {
-  struct tenant_ent *next;
-  int count;
-  size_t len;
-  char name[];
-} tenant_ent;
-
-typedef struct pclass {
-  char *name;              /* fixed */
-  int workers;             /* fixed */
-  bool lend;               /* fixed */
-  tt_list ready;           /* of op, FIFO; under pool mu */
-  _Atomic size_t nready;   /* written under pool mu; spinning workers
-                           ** read it without */
-  int idle;                /* workers waiting on 'cv'; under pool mu */
-  int busy;                /* workers running an op; under pool mu */
-  int wakes;               /* signals sent and not yet taken; pool mu */
-  int spinning;            /* workers spinning for work; under pool mu */
-  tt_list space;           /* of swaiter: submitters with a 'wait',
-                              FIFO; under pool mu */
-  pthread_cond_t cv;       /* idle workers of the class wait here */
-} pclass;
-
-/* A swaiter is a submitter waiting for room in a class's queue.  It
-** sleeps on a latch of its own, not on a condition variable, so that its
-** wait is a tt_select: an interrupt (Ctrl-C in the main state) ends it
-** as it ends every other wait.  Whoever frees room takes the first
-** waiter off the list and sets its latch, under the pool's lock. */
-typedef struct swaiter {
-  tt_list link;            /* in pclass.space while it waits; pool mu */
-  tt_latch latch;          /* set when it is woken */
-} swaiter;
-
-typedef struct worker {
-  pthread_t t;
-  tt_pool *pool;
-  int cls;
-  double spin;             /* how long it spins before parking (s);
-                           ** only its own thread uses it */
-} worker;
-
-typedef struct observer {
-  int id;
-  tt_observer fn;
-  void *ud;
-  tt_observer_opts o;
-} observer;
-
-/* A queued event and the references that keep its fields alive. */
-typedef struct evnode {
-  tt_list link;
-  tt_event ev;             /* 'error', 'cause', 'ctx' are references */
-  tt_handle *op;           /* keeps 'name' and 'tenant' alive */
-  char *sname, *stenant;   /* copies, for events without an op */
-} evnode;
-
-struct tt_pool {
-  tt_obj hdr;
-  _Atomic long irefs;      /* see "Lifetime" above */
-  pthread_mutex_t mu;
-
-  /* Fixed at creation. */
-  uint64_t id;             /* unique in the process, from 1 */
-  char *name;
-  int queue_cap;
-  double timeout;
-  tt_retry retry;
-  tt_ctx *shutdown;        /* may be NULL */
-  tt_afterfunc *shutdown_af;
-  bool has_tenant_key;
-  tt_key tenant_key;       /* 'str' is owned, 'obj' referenced */
-  bool quotas_on;
-  int quota_default;
-  tt_quota *quotas;        /* tenants owned */
-  int nquotas;
-  pclass *cls;
-  int ncls;
-  int defcls;              /* the class of submissions without priority */
-  worker *workers;
-  int nworkers;
-  double idle_after;
-  int dead_cap;            /* <= 0: no dead letters kept */
-  int failures_cap;        /* <= 0: no failures kept */
-  double exit_timeout;     /* seconds tt_exit_drain may wait; >= 0 */
-  tt_store *overflow;      /* referenced; may be NULL */
-  double spill_timeout;
-  /* Under 'mu': ops waiting for their store's commit, oldest first (their
-  ** deadlines are in the same order, spill_timeout being the pool's), and
-  ** one timer for the oldest; it holds an internal reference while
-  ** queued or firing. */
-  tt_list spilling;
-  tt_tentry spill_te;
-  bool spill_armed;
-
-  /* Under 'mu'. */
-  bool closed;             /* refuses new work */
-  bool drained;            /* closed and empty: the latch is set */
-  _Atomic bool quit;       /* workers end once their queues are empty
-                           ** (spinning workers read it without 'mu') */
-  bool dying;              /* being freed: no retries, no dead letters */
-  bool shut;               /* the shutdown context ended */
-  tt_obj *shut_cause;      /* its cause, once 'shut' */
-  uint64_t next_id;
-  tt_pool_stats st;
-  tt_list running;         /* of op */
-  tt_list waiting;         /* of op, waiting for a retry */
-  tt_list dead;            /* of op, oldest first */
-  tenant_ent *tenants[TENANT_BUCKETS];
-  tt_failure *ring;        /* recent failures, 'failures_cap' slots */
-  size_t ring_head, ring_len;
-  tt_tentry idle_te;       /* holds an internal reference while queued */
-  bool idle_want;          /* an idle report is due at 'idle_at' */
-  bool idle_queued;        /* 'idle_te' is queued or firing */
-  bool idle_reported;      /* IDLE sent, RESUMING not yet */
-  double idle_at;
-  tt_list evq;             /* of evnode */
-  bool delivering;
-  pthread_cond_t ev_cv;    /* signaled when a delivery ends */
-  _Atomic int nev;         /* events queued or being delivered */
-  tt_latch drained_latch;
-  struct idlewait *idle_w; /* set when the pool is next idle; made by the
-                           ** first waiter, dropped by settle */
-
-  tt_pool_hook hook;       /* fixed; 'begin' NULL: none */
-
-  /* Spare op records, kept for reuse (one malloc and free per op less,
-  ** and no record freed by one thread and allocated by another through
-  ** the allocator, which is slow in glibc); under 'spare_mu', a leaf. */
-  pthread_mutex_t spare_mu;
-  op *spares;
-  int nspares, spares_max;
-
-  /* Under 'obs_mu'. */
-  pthread_mutex_t obs_mu;
-  observer *obs;
-  int nobs_arr, obs_cap, next_obs;
-  _Atomic int nobs;        /* a copy of 'nobs_arr' for lock-free checks */
-
-  /* Under 'mu': a copy of the observer list, for emit (which cannot take
-  ** 'obs_mu'), kept in step by observe and unobserve. */
-  observer *mobs;
-  int nmobs, mobs_cap;
-};
-
-static _Thread_local tt_pool *tl_delivering;  /* delivering pool, if any */
+#include "pool_int.h"
 
 /* What tt_pool_wait_idle waits on: a latch set when the pool is next idle
 ** (nothing queued or running).  Referenced by the pool while armed and by
@@ -371,379 +152,8 @@ static void idlewait_free(tt_obj *o) {
 static const tt_type idlewait_type = {"tether.PoolIdle", idlewait_free,
                                       NULL, NULL};
 
-/* The last pool id given out. */
-static _Atomic uint64_t pool_ids;
 static _Thread_local tt_pool *tl_running;     /* pool of the op this
                                               ** worker runs, if any */
-
-static void pool_destroy(tt_pool *p);
-static void spill_fire(tt_tentry *te);
-
-
-/* {====================================================================
-** Internal references
-** ===================================================================== */
-
-static void pool_hold(tt_pool *p) { atomic_fetch_add(&p->irefs, 1); }
-
-static void pool_release(tt_pool *p) {
-  if (atomic_fetch_sub(&p->irefs, 1) == 1) pool_destroy(p);
-}
-
-/* pool_release_held drops an internal reference that cannot be the last
-** one, because the caller holds another (safe under 'mu'). */
-static void pool_release_held(tt_pool *p) { atomic_fetch_sub(&p->irefs, 1); }
-
-/* }==================================================================== */
-
-
-/* {====================================================================
-** Events
-** ===================================================================== */
-
-/* dup_name copies 'len' bytes and a NUL; NULL stays NULL. */
-static char *dup_name(const char *s, size_t len) {
-  char *d;
-  if (s == NULL) return NULL;
-  d = malloc(len + 1);
-  if (d == NULL) return NULL;
-  memcpy(d, s, len);
-  d[len] = '\0';
-  return d;
-}
-
-/* queue_wanted tells whether some observer that is delivered to later
-** wants events of 'kind' (under 'mu'). */
-static bool queue_wanted(tt_pool *p, int kind) {
-  int i;
-  for (i = 0; i < p->nmobs; i++) {
-    const observer *ob = &p->mobs[i];
-    if (ob->o.immediate) continue;
-    if (ob->o.wants == NULL || ob->o.wants(kind, ob->ud)) return true;
-  }
-  return false;
-}
-
-/* emit_now completes event 'e' (under 'mu'), hands it to the immediate
-** observers, and tells whether it must also be queued.  The clock is read
-** only for a queued event: immediate observers see 'at' as 0, so that
-** counting costs no clock read under the lock. */
-static bool emit_now(tt_pool *p, tt_event *e) {
-  int i;
-  e->pool = p;
-  e->pool_name = p->name;
-  for (i = 0; i < p->nmobs; i++)
-    if (p->mobs[i].o.immediate) p->mobs[i].fn(e, p->mobs[i].ud);
-  if (!queue_wanted(p, e->kind)) return false;
-  e->at = tt_now();
-  return true;
-}
-
-/* emit queues event 'e' (under 'mu'); the fields about the op come from
-** 'o' (may be NULL), the kind-specific ones from 'e'.  An event about an
-** op carries the op's context: the attempt's as its function saw it,
-** else (before the first attempt) the detached parent. */
-static void emit(tt_pool *p, op *o, tt_event e) {
-  evnode *n;
-  if (atomic_load_explicit(&p->nobs, memory_order_relaxed) == 0) return;
-  if (o != NULL) {
-    e.id = o->id;
-    e.name = o->h.name;
-    e.tenant = o->tenant;
-    e.tenant_len = o->tenant_len;
-    e.priority = p->cls[o->cls].name;
-    e.attempt = o->attempt;
-    if (e.ctx == NULL) e.ctx = o->actx != NULL ? o->actx : o->base;
-  }
-  if (!emit_now(p, &e)) return;
-  n = calloc(1, sizeof *n);
-  if (n == NULL) return;  /* events feed logs; the stats stay exact */
-  if (o != NULL) n->op = tt_ref(&o->h);
-  tt_ref(e.error);
-  tt_ref(e.cause);
-  tt_ref(e.ctx);
-  n->ev = e;
-  tt_list_push(&p->evq, &n->link);
-  atomic_fetch_add(&p->nev, 1);
-}
-
-/* emit_rejected queues a REJECTED event; the names are copied, since
-** the caller's strings do not outlive the call. */
-static void emit_rejected(tt_pool *p, int code, const char *name,
-                          const char *tenant, size_t tenant_len, int cls) {
-  evnode *n;
-  tt_event e;
-  if (atomic_load_explicit(&p->nobs, memory_order_relaxed) == 0) return;
-  memset(&e, 0, sizeof e);
-  e.kind = TT_EV_REJECTED;
-  e.name = name != NULL ? name : "op";
-  e.tenant = tenant;
-  e.tenant_len = tenant != NULL ? tenant_len : 0;
-  e.priority = p->cls[cls].name;
-  e.code = code;
-  if (!emit_now(p, &e)) return;
-  n = calloc(1, sizeof *n);
-  if (n == NULL) return;
-  n->sname = tt__strdup(e.name);
-  n->stenant = dup_name(tenant, tenant_len);
-  n->ev = e;
-  n->ev.name = n->sname;
-  n->ev.tenant = n->stenant;
-  n->ev.tenant_len = n->stenant != NULL ? tenant_len : 0;
-  tt_list_push(&p->evq, &n->link);
-  atomic_fetch_add(&p->nev, 1);
-}
-
-static void evnode_free(evnode *n) {
-  tt_unref(n->ev.error);
-  tt_unref(n->ev.cause);
-  tt_unref(n->ev.ctx);
-  tt_unref(n->op);
-  free(n->sname);
-  free(n->stenant);
-  free(n);
-}
-
-/* deliver hands the queued events to the observers, unless another
-** thread is doing so (it will deliver these too).  Call it without 'mu'. */
-static void deliver(tt_pool *p) {
-  tt_pool *outer;
-  if (atomic_load(&p->nev) == 0) return;
-  tt__lock(&p->mu);
-  if (p->delivering || tt_list_empty(&p->evq)) {
-    tt__unlock(&p->mu);
-    return;
-  }
-  p->delivering = true;
-  pool_hold(p);
-  outer = tl_delivering;
-  tl_delivering = p;
-  while (!tt_list_empty(&p->evq)) {
-    tt_list batch;
-    tt_list *l;
-    int nb = 0;
-    tt_list_init(&batch);
-    while ((l = tt_list_shift(&p->evq)) != NULL) {
-      tt_list_push(&batch, l);
-      nb++;
-    }
-    tt__unlock(&p->mu);
-    tt__lock(&p->obs_mu);
-    for (l = batch.next; l != &batch; l = l->next) {
-      evnode *n = tt_container_of(l, evnode, link);
-      int i;
-      /* Re-read the list each time: an observer may change it. */
-      for (i = 0; i < p->nobs_arr; i++) {
-        const observer *ob = &p->obs[i];
-        if (ob->o.immediate) continue;
-        if (ob->o.wants != NULL && !ob->o.wants(n->ev.kind, ob->ud))
-          continue;
-        ob->fn(&n->ev, ob->ud);
-      }
-    }
-    tt__unlock(&p->obs_mu);
-    while ((l = tt_list_shift(&batch)) != NULL)
-      evnode_free(tt_container_of(l, evnode, link));
-    atomic_fetch_sub(&p->nev, nb);
-    tt__lock(&p->mu);
-  }
-  p->delivering = false;
-  TT_CHECK(pthread_cond_broadcast(&p->ev_cv));
-  tl_delivering = outer;
-  tt__unlock(&p->mu);
-  pool_release(p);
-}
-
-/* flush_events returns once every event queued so far was delivered
-** (unless this thread is the one delivering them). */
-static void flush_events(tt_pool *p) {
-  deliver(p);
-  if (tl_delivering == p) return;
-  tt__lock(&p->mu);
-  while (p->delivering) TT_CHECK(pthread_cond_wait(&p->ev_cv, &p->mu));
-  tt__unlock(&p->mu);
-}
-
-/* grow_obs makes room for one more entry in '*a' (of '*cap'). */
-static bool grow_obs(observer **a, int n, int *cap) {
-  observer *na;
-  int ncap;
-  if (n < *cap) return true;
-  ncap = *cap == 0 ? 4 : *cap * 2;
-  na = realloc(*a, (size_t)ncap * sizeof *na);
-  if (na == NULL) return false;
-  *a = na;
-  *cap = ncap;
-  return true;
-}
-
-int tt_pool_observe_with(tt_pool *p, tt_observer fn, void *ud,
-                         const tt_observer_opts *opts) {
-  observer ob;
-  if (p == NULL || fn == NULL) return -1;
-  memset(&ob, 0, sizeof ob);
-  ob.fn = fn;
-  ob.ud = ud;
-  if (opts != NULL) ob.o = *opts;
-  tt__lock(&p->obs_mu);
-  tt__lock(&p->mu);
-  if (!grow_obs(&p->obs, p->nobs_arr, &p->obs_cap) ||
-      !grow_obs(&p->mobs, p->nmobs, &p->mobs_cap)) {
-    tt__unlock(&p->mu);
-    tt__unlock(&p->obs_mu);
-    return -1;
-  }
-  ob.id = ++p->next_obs;
-  p->obs[p->nobs_arr++] = ob;
-  p->mobs[p->nmobs++] = ob;
-  atomic_store(&p->nobs, p->nobs_arr);
-  tt__unlock(&p->mu);
-  tt__unlock(&p->obs_mu);
-  return ob.id;
-}
-
-int tt_pool_observe(tt_pool *p, tt_observer fn, void *ud) {
-  return tt_pool_observe_with(p, fn, ud, NULL);
-}
-
-/* remove_obs takes the entry 'id' out of 'a' into '*out'; false if there
-** is none. */
-static bool remove_obs(observer *a, int *n, int id, observer *out) {
-  int i;
-  for (i = 0; i < *n; i++) {
-    if (a[i].id == id) {
-      *out = a[i];
-      memmove(&a[i], &a[i + 1], (size_t)(*n - i - 1) * sizeof *a);
-      (*n)--;
-      return true;
-    }
-  }
-  return false;
-}
-
-void tt_pool_unobserve(tt_pool *p, int id) {
-  observer ob, mob;
-  bool found;
-  if (p == NULL) return;
-  tt__lock(&p->obs_mu);
-  tt__lock(&p->mu);
-  found = remove_obs(p->obs, &p->nobs_arr, id, &ob);
-  remove_obs(p->mobs, &p->nmobs, id, &mob);
-  atomic_store(&p->nobs, p->nobs_arr);
-  tt__unlock(&p->mu);
-  tt__unlock(&p->obs_mu);
-  if (found && ob.o.release != NULL) ob.o.release(ob.ud);
-}
-
-/* }==================================================================== */
-
-
-/* {====================================================================
-** Tenants and quotas (all under 'mu')
-** ===================================================================== */
-
-static unsigned tenant_hash(const char *s, size_t n) {
-  unsigned h = 2166136261u;
-  size_t i;
-  for (i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
-  return h % TENANT_BUCKETS;
-}
-
-/* Tenant names are byte strings compared whole: 'len' bytes at 's' (NULs
-** included).  The quota bucket of an op is its tenant, or "default"
-** without one. */
-static const char *quota_key(const char *tenant, size_t *len) {
-  if (tenant == NULL) {
-    *len = 7;
-    return "default";
-  }
-  return tenant;
-}
-
-static bool same_name(const char *a, size_t alen, const char *b,
-                      size_t blen) {
-  return alen == blen && memcmp(a, b, alen) == 0;
-}
-
-static tenant_ent *tenant_find(tt_pool *p, const char *name, size_t len) {
-  tenant_ent *t;
-  for (t = p->tenants[tenant_hash(name, len)]; t != NULL; t = t->next)
-    if (same_name(t->name, t->len, name, len)) return t;
-  return NULL;
-}
-
-static int quota_limit(tt_pool *p, const char *name, size_t len) {
-  int i;
-  for (i = 0; i < p->nquotas; i++)
-    if (same_name(p->quotas[i].tenant, strlen(p->quotas[i].tenant), name,
-                  len))
-      return p->quotas[i].limit;
-  return p->quota_default;
-}
-
-static bool tenant_inc(tt_pool *p, const char *tname, size_t tlen) {
-  size_t len = tlen;
-  const char *key = quota_key(tname, &len);
-  tenant_ent *t;
-  if (!p->quotas_on) return true;
-  t = tenant_find(p, key, len);
-  if (t == NULL) {
-    unsigned b = tenant_hash(key, len);
-    t = malloc(sizeof *t + len + 1);
-    if (t == NULL) return false;
-    memcpy(t->name, key, len);
-    t->name[len] = '\0';
-    t->len = len;
-    t->count = 0;
-    t->next = p->tenants[b];
-    p->tenants[b] = t;
-  }
-  t->count++;
-  return true;
-}
-
-static void tenant_dec(tt_pool *p, const char *tname, size_t tlen) {
-  size_t len = tlen;
-  const char *key = quota_key(tname, &len);
-  tenant_ent **pt;
-  if (!p->quotas_on) return;
-  for (pt = &p->tenants[tenant_hash(key, len)]; *pt != NULL;
-       pt = &(*pt)->next) {
-    tenant_ent *t = *pt;
-    if (same_name(t->name, t->len, key, len)) {
-      if (--t->count == 0) {
-        *pt = t->next;
-        free(t);
-      }
-      return;
-    }
-  }
-}
-
-/* tenant_of finds the tenant of 'parent' for a pool that looks it up
-** itself: NULL if the pool has no tenant key or the context no such
-** value.  A tt_bytes value gives its bytes, whole ('*hold' keeps the
-** value alive for the caller to release); any other object its
-** description, written into 'buf'. */
-static const char *tenant_of(tt_pool *p, tt_ctx *parent, char *buf,
-                             size_t n, size_t *len, tt_obj **hold) {
-  tt_obj *v = NULL;
-  *hold = NULL;
-  *len = 0;
-  if (!p->has_tenant_key) return NULL;
-  if (!tt_ctx_value(parent, &p->tenant_key, &v) || v == NULL) return NULL;
-  if (v->type == &tt_bytes_type) {
-    *hold = v;
-    *len = ((tt_bytes *)v)->len;
-    return ((tt_bytes *)v)->data;
-  }
-  if (tt_describe(v, buf, n) < 0) buf[0] = '\0';
-  tt_unref(v);
-  *len = strlen(buf);
-  return buf;
-}
-
-/* }==================================================================== */
 
 
 /* {====================================================================
@@ -755,7 +165,7 @@ static const char *tenant_of(tt_pool *p, tt_ctx *parent, char *buf,
 ** lender of a higher class) is spinning for work or already woken and on
 ** its way, since that one will take it; else one parked worker of the
 ** class, or else of a lender, is signaled.  A worker that takes an op and
-** leaves more queued calls this again (see worker_main), so a burst
+** leaves more queued calls this again (see tt__pool_worker_main), so a burst
 ** wakes workers one after another, each woken only when the queue still
 ** holds work nobody awake will take.  'wakes' counts signals not yet
 ** taken. */
@@ -790,7 +200,7 @@ static void wake_space(pclass *c) {
   tt__latch_set(&tt_container_of(l, swaiter, link)->latch);
 }
 
-static void wake_all(tt_pool *p) {
+void tt__pool_wake_all(tt_pool *p) {
   int i;
   for (i = 0; i < p->ncls; i++) {
     TT_CHECK(pthread_cond_broadcast(&p->cls[i].cv));
@@ -805,6 +215,11 @@ static void push_ready(tt_pool *p, op *o) {
   atomic_fetch_add_explicit(&c->nready, 1, memory_order_relaxed);
   wake_for(p, o->cls);
 }
+
+/* tt__pool_push_ready is push_ready for the pool's other files: the engine's
+** own calls, once or more per op, go to the static one, which the compiler
+** inlines. */
+void tt__pool_push_ready(tt_pool *p, op *o) { push_ready(p, o); }
 
 /* idle_arm schedules an idle report 'idle_after' from now. */
 static void idle_arm(tt_pool *p) {
@@ -822,6 +237,9 @@ static void idle_arm(tt_pool *p) {
   }
 }
 
+/* tt__pool_idle_arm is idle_arm for the pool's other files (see above). */
+void tt__pool_idle_arm(tt_pool *p) { idle_arm(p); }
+
 static void idle_disarm(tt_pool *p) {
   p->idle_want = false;
   if (p->idle_queued && tt__timer_del(&p->idle_te)) {
@@ -830,7 +248,11 @@ static void idle_disarm(tt_pool *p) {
   }
 }
 
-static void idle_fire(tt_tentry *te) {
+/* tt__pool_idle_disarm is idle_disarm for the pool's other files (see above).
+** */
+void tt__pool_idle_disarm(tt_pool *p) { idle_disarm(p); }
+
+void tt__pool_idle_fire(tt_tentry *te) {
   tt_pool *p = tt_container_of(te, tt_pool, idle_te);
   bool again = false;
   tt__lock(&p->mu);
@@ -843,12 +265,12 @@ static void idle_fire(tt_tentry *te) {
       p->idle_want = false;
       if (!p->idle_reported) {
         p->idle_reported = true;
-        emit(p, NULL, (tt_event){.kind = TT_EV_IDLE});
+        pool_emit(p, NULL, (tt_event){.kind = TT_EV_IDLE});
       }
     }
   }
   tt__unlock(&p->mu);
-  deliver(p);
+  pool_deliver(p);
   if (!again) pool_release(p);
 }
 
@@ -870,10 +292,13 @@ static void settle(tt_pool *p) {
   if (p->drained) return;
   p->drained = true;
   p->quit = true;
-  wake_all(p);
+  tt__pool_wake_all(p);
   tt__latch_set(&p->drained_latch);
-  emit(p, NULL, (tt_event){.kind = TT_EV_DRAINED});
+  pool_emit(p, NULL, (tt_event){.kind = TT_EV_DRAINED});
 }
+
+/* tt__pool_settle is settle for the pool's other files (see above). */
+void tt__pool_settle(tt_pool *p) { settle(p); }
 
 /* take gives worker class 'ci' its next op, moved to RUNNING. */
 static op *take(tt_pool *p, int ci) {
@@ -899,11 +324,11 @@ static op *take(tt_pool *p, int ci) {
   return NULL;
 }
 
-/* record_failure adds a failed attempt to the ring of recent failures;
+/* tt__pool_record_failure adds a failed attempt to the ring of recent failures;
 ** the error and cause of an evicted record go to '*old_err' and
 ** '*old_cause' for the caller to release after unlocking. */
-static void record_failure(tt_pool *p, op *o, tt_obj *err, tt_obj *cause,
-                           int code, tt_obj **old_err, tt_obj **old_cause) {
+void tt__pool_record_failure(tt_pool *p, op *o, tt_obj *err, tt_obj *cause,
+                             int code, tt_obj **old_err, tt_obj **old_cause) {
   tt_failure *f;
   size_t cap = (size_t)p->failures_cap;
   if (p->failures_cap <= 0 || p->dying) return;
@@ -920,7 +345,7 @@ static void record_failure(tt_pool *p, op *o, tt_obj *err, tt_obj *cause,
   }
   f->id = o->id;
   f->name = tt__strdup(o->h.name);
-  f->tenant = dup_name(o->tenant, o->tenant_len);
+  f->tenant = tt__pool_dup_name(o->tenant, o->tenant_len);
   f->tenant_len = o->tenant_len;
   f->error = tt_ref(err);
   f->cause = tt_ref(cause);
@@ -964,6 +389,11 @@ static void resolve(op *o, int state, tt_obj *result) {
   if (o->end != NULL) o->end(o->end_ud, &o->h);
 }
 
+/* tt__pool_resolve is resolve for the pool's other files (see above). */
+void tt__pool_resolve(op *o, int state, tt_obj *result) {
+  resolve(o, state, result);
+}
+
 static void retry_fire(tt_tentry *te) {
   op *o = tt_container_of(te, op, te);
   tt_pool *p = o->pool;
@@ -982,6 +412,9 @@ static void release_op(op *o) {
   tt__handle_drop_arg(&o->h);
   tt_unref(&o->h);
 }
+
+/* tt__pool_release_op is release_op for the pool's other files (see above). */
+void tt__pool_release_op(op *o) { release_op(o); }
 
 static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   tt_ctx *ctx;
@@ -1004,10 +437,10 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   }
   p->st.inflight--;
   p->st.completed++;
-  tenant_dec(p, o->tenant, o->tenant_len);
+  pool_tenant_dec(p, o->tenant, o->tenant_len);
   o->dur = dur;
   resolve(o, TT_H_DONE, out);
-  emit(p, o, (tt_event){.kind = TT_EV_COMPLETED, .duration = dur});
+  pool_emit(p, o, (tt_event){.kind = TT_EV_COMPLETED, .duration = dur});
   settle(p);
   tt__unlock(&p->mu);
   /* The attempt is over: end its context, as Go's "defer cancel()" does,
@@ -1015,7 +448,7 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   ** passes.  An attached op's context is its submitter's to end. */
   if (!o->attached) tt_cancel(ctx, NULL);
   tt_unref(ctx);
-  deliver(p);
+  pool_deliver(p);
   tt_unref(&o->h);  /* the running list's reference */
 }
 
@@ -1027,7 +460,7 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
 static bool to_dead_locked(tt_pool *p, op *o, op **evicted) {
   if (p->dead_cap <= 0 || p->dying || o->attached || o->no_dead)
     return false;
-  tenant_dec(p, o->tenant, o->tenant_len);
+  pool_tenant_dec(p, o->tenant, o->tenant_len);
   resolve(o, TT_H_FAILED, tt_ref(o->err));
   o->where = OP_DEAD;
   o->dead_at = tt_wall();
@@ -1041,9 +474,9 @@ static bool to_dead_locked(tt_pool *p, op *o, op **evicted) {
     p->st.dead_dropped++;
     *evicted = old;
   }
-  emit(p, o, (tt_event){.kind = TT_EV_DEAD, .code = o->code,
-                        .duration = o->dur, .error = o->err,
-                        .cause = o->cause});
+  pool_emit(p, o, (tt_event){.kind = TT_EV_DEAD, .code = o->code,
+                             .duration = o->dur, .error = o->err,
+                             .cause = o->cause});
   settle(p);
   return true;
 }
@@ -1059,15 +492,15 @@ static void finish_failed(tt_pool *p, op *o, bool queued) {
   else
     p->st.inflight--;
   p->st.failed++;
-  tenant_dec(p, o->tenant, o->tenant_len);
+  pool_tenant_dec(p, o->tenant, o->tenant_len);
   o->where = OP_GONE;
   resolve(o, TT_H_FAILED, tt_ref(o->err));
-  emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = o->code,
-                        .duration = o->dur, .error = o->err,
-                        .cause = o->cause});
+  pool_emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = o->code,
+                             .duration = o->dur, .error = o->err,
+                             .cause = o->cause});
   settle(p);
   tt__unlock(&p->mu);
-  deliver(p);
+  pool_deliver(p);
   tt_unref(&o->h);  /* the pool's reference */
 }
 
@@ -1099,7 +532,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
     tt_unref(&o->h);
     return;
   }
-  record_failure(p, o, err, cause, code, &rec_err, &rec_cause);
+  tt__pool_record_failure(p, o, err, cause, code, &rec_err, &rec_cause);
   old_err = o->err;
   old_cause = o->cause;
   o->err = err;
@@ -1113,9 +546,9 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
     p->st.queued++;
     p->st.retried++;
     tt__handle_set_state(&o->h, TT_H_QUEUED);
-    emit(p, o, (tt_event){.kind = TT_EV_RETRIED, .duration = dur,
-                          .delay = delay, .code = code, .error = err,
-                          .cause = cause});
+    pool_emit(p, o, (tt_event){.kind = TT_EV_RETRIED, .duration = dur,
+                               .delay = delay, .code = code, .error = err,
+                               .cause = cause});
     tt_ref(&o->h);  /* the timer's */
     if (tt__timer_add(&o->te, tt_now() + delay) == TT_OK) {
       tt_list_push(&p->waiting, &o->link);
@@ -1143,7 +576,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
   if (plain)
     finish_failed(p, o, false);
   else
-    deliver(p);
+    pool_deliver(p);
 }
 
 /* hook_begin lets the pool's hook derive the context the attempt's
@@ -1198,11 +631,11 @@ static void run_op(tt_pool *p, op *o) {
     cause = (tt_obj *)tt_error_for(TT_EABANDONED);
   } else {
     tt__handle_set_state(&o->h, TT_H_RUNNING);
-    emit(p, o, (tt_event){.kind = TT_EV_STARTED});
+    pool_emit(p, o, (tt_event){.kind = TT_EV_STARTED});
   }
   tt__unlock(&p->mu);
   tt_unref(old_actx);
-  deliver(p);
+  pool_deliver(p);
   /* The after_func may not have run yet: look at the context itself. */
   if (!shut && p->shutdown != NULL && tt_ctx_err(p->shutdown) != 0) {
     shut = true;
@@ -1270,7 +703,7 @@ static bool spin_for_work(tt_pool *p, worker *w) {
   return false;
 }
 
-static void *worker_main(void *arg) {
+void *tt__pool_worker_main(void *arg) {
   worker *w = arg;
   tt_pool *p = w->pool;
   pclass *c = &p->cls[w->cls];
@@ -1326,9 +759,9 @@ static void *worker_main(void *arg) {
 ** Stopping, shutdown
 ** ===================================================================== */
 
-/* unqueue_locked takes a READY or WAITING op off its queue and marks it
-** OP_FINISHING; it still counts as queued until finish_stop. */
-static void unqueue_locked(tt_pool *p, op *o) {
+/* tt__pool_unqueue_locked takes a READY or WAITING op off its queue and marks
+** it OP_FINISHING; it still counts as queued until tt__pool_finish_stop. */
+void tt__pool_unqueue_locked(tt_pool *p, op *o) {
   if (o->where == OP_READY) {
     pclass *c = &p->cls[o->cls];
     atomic_fetch_sub_explicit(&c->nready, 1, memory_order_relaxed);
@@ -1340,20 +773,20 @@ static void unqueue_locked(tt_pool *p, op *o) {
   o->where = OP_FINISHING;
 }
 
-/* finish_stop drops the argument of an unqueued op, then counts it and
+/* tt__pool_finish_stop drops the argument of an unqueued op, then counts it and
 ** resolves it as STOPPED. */
-static void finish_stop(tt_pool *p, op *o) {
+void tt__pool_finish_stop(tt_pool *p, op *o) {
   tt__handle_drop_arg(&o->h);
   tt__lock(&p->mu);
   o->where = OP_GONE;
   p->st.queued--;
   p->st.stopped++;
-  tenant_dec(p, o->tenant, o->tenant_len);
+  pool_tenant_dec(p, o->tenant, o->tenant_len);
   resolve(o, TT_H_STOPPED, NULL);
-  emit(p, o, (tt_event){.kind = TT_EV_STOPPED});
+  pool_emit(p, o, (tt_event){.kind = TT_EV_STOPPED});
   settle(p);
   tt__unlock(&p->mu);
-  deliver(p);
+  pool_deliver(p);
   tt_unref(&o->h);  /* the pool's reference */
 }
 
@@ -1363,9 +796,9 @@ static bool op_stop(tt_handle *h) {
   bool queued;
   tt__lock(&p->mu);
   queued = o->where == OP_READY || o->where == OP_WAITING;
-  if (queued) unqueue_locked(p, o);
+  if (queued) tt__pool_unqueue_locked(p, o);
   tt__unlock(&p->mu);
-  if (queued) finish_stop(p, o);
+  if (queued) tt__pool_finish_stop(p, o);
   return queued;
 }
 
@@ -1400,10 +833,16 @@ static void op_release(tt_handle *h) {
 
 static const tt__task_vt op_vt = {op_stop, op_fini, op_release};
 
-/* on_shutdown runs when the shutdown context ends, on the thread that
+uint64_t tt_pool_op_id(tt_handle *h) {
+  /* The id is fixed once the op was accepted, before its handle is
+  ** returned. */
+  return h != NULL && h->vt == &op_vt ? ((op *)h)->id : 0;
+}
+
+/* tt__pool_on_shutdown runs when the shutdown context ends, on the thread that
 ** cancels it: running ops see their contexts canceled with its cause, and
 ** ops waiting for a retry fail for good, with that cause. */
-static void on_shutdown(void *arg) {
+void tt__pool_on_shutdown(void *arg) {
   tt_pool *p = arg;
   tt_obj *cause = tt_ctx_cause(p->shutdown);
   tt_list cancel, plain, stale;
@@ -1428,7 +867,7 @@ static void on_shutdown(void *arg) {
     while (!tt_list_empty(&p->waiting)) {
       op *o = tt_container_of(p->waiting.next, op, link);
       op *evicted = NULL;
-      unqueue_locked(p, o);
+      tt__pool_unqueue_locked(p, o);
       /* The old cause is released after unlocking, through 'stale'. */
       o->stale = o->cause;
       o->cause = tt_ref(p->shut_cause);
@@ -1470,406 +909,11 @@ static void on_shutdown(void *arg) {
   }
   while ((l = tt_list_shift(&plain)) != NULL)
     release_op(tt_container_of(l, op, clink));
-  deliver(p);
+  pool_deliver(p);
   pool_release(p);  /* the after_func's reference */
 }
 
-static void shutdown_drop(void *arg) { pool_release(arg); }
-
-/* }==================================================================== */
-
-
-/* {====================================================================
-** Creation and freeing
-** ===================================================================== */
-
-static int retry_norm(const tt_retry *in, tt_retry *out) {
-  tt_retry r = *in;
-  if (r.attempts < 0 || !(r.backoff >= 0) || !(r.factor >= 0) ||
-      !(r.max_backoff >= 0) || !(r.jitter >= 0 && r.jitter <= 1))
-    return TT_EINVAL;
-  if (r.attempts == 0) r.attempts = 1;
-  if (r.factor == 0) r.factor = 2;
-  *out = r;
-  return TT_OK;
-}
-
-static int check_opts(const tt_pool_opts *o) {
-  int i, j, sum = 0;
-  tt_retry r;
-  if (o->workers < 0 || o->queue < 0 || o->nclasses < 0 || o->nquotas < 0)
-    return TT_EINVAL;
-  if (o->timeout != o->timeout || o->idle_after != o->idle_after ||
-      o->exit_timeout != o->exit_timeout ||
-      o->spill_timeout != o->spill_timeout)
-    return TT_EINVAL;
-  if ((o->nclasses > 0 && o->classes == NULL) ||
-      (o->nquotas > 0 && o->quotas == NULL) ||
-      o->nclasses > POOL_MAX_CLASSES)
-    return TT_EINVAL;
-  for (i = 0; i < o->nclasses; i++) {
-    const tt_class_opts *c = &o->classes[i];
-    if (c->name == NULL || c->workers < 1 || c->workers > POOL_MAX_WORKERS)
-      return TT_EINVAL;
-    for (j = 0; j < i; j++)
-      if (strcmp(o->classes[j].name, c->name) == 0) return TT_EINVAL;
-    sum += c->workers;
-  }
-  if (o->nclasses > 0 && o->workers > 0 && sum != o->workers)
-    return TT_EINVAL;
-  if (sum > POOL_MAX_WORKERS || o->workers > POOL_MAX_WORKERS)
-    return TT_EINVAL;
-  for (i = 0; i < o->nquotas; i++)
-    if (o->quotas[i].tenant == NULL) return TT_EINVAL;
-  if (o->tenant_key.obj == NULL && o->tenant_key.str == NULL &&
-      o->tenant_key.len != 0)
-    return TT_EINVAL;
-  return retry_norm(&o->retry, &r);
-}
-
-static int pool_describe(tt_obj *o, char *buf, size_t n) {
-  tt_pool *p = (tt_pool *)o;
-  const char *state;
-  tt__lock(&p->mu);
-  state = p->drained ? "drained" : p->closed ? "closed" : "open";
-  tt__unlock(&p->mu);
-  return snprintf(buf, n, "tether.Pool '%s' (%s)", p->name, state);
-}
-
-static void pool_free(tt_obj *obj);
-
-const tt_type tt_pool_type = {"tether.Pool", pool_free, pool_describe,
-                               NULL};
-
-/* pool_alloc makes a pool with its locks, lists and copies of the
-** options, and no threads; NULL when out of memory. */
-static tt_pool *pool_alloc(const tt_pool_opts *o) {
-  tt_pool *p = calloc(1, sizeof *p);
-  pthread_mutexattr_t ma;
-  int i, nw = 0;
-  if (p == NULL) return NULL;
-  tt_obj_init(&p->hdr, &tt_pool_type);
-  atomic_init(&p->irefs, 1);
-  TT_CHECK(pthread_mutex_init(&p->mu, NULL));
-  TT_CHECK(pthread_mutex_init(&p->spare_mu, NULL));
-  TT_CHECK(pthread_mutexattr_init(&ma));
-  TT_CHECK(pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE));
-  TT_CHECK(pthread_mutex_init(&p->obs_mu, &ma));
-  TT_CHECK(pthread_mutexattr_destroy(&ma));
-  tt__cond_init(&p->ev_cv);
-  tt__latch_init(&p->drained_latch);
-  tt_list_init(&p->running);
-  tt_list_init(&p->waiting);
-  tt_list_init(&p->dead);
-  tt_list_init(&p->evq);
-  p->idle_te.fire = idle_fire;
-  p->spill_te.fire = spill_fire;
-  tt_list_init(&p->spilling);
-  p->queue_cap = o->queue > 0 ? o->queue : 64;
-  p->timeout = o->timeout;
-  retry_norm(&o->retry, &p->retry);
-  if (o->hook != NULL) p->hook = *o->hook;
-  p->quota_default = o->quota_default;
-  p->idle_after = o->idle_after;
-  p->dead_cap = o->dead_cap == 0 ? 100 : o->dead_cap;
-  p->failures_cap = o->failures_cap == 0 ? 100 : o->failures_cap;
-  p->id = atomic_fetch_add(&pool_ids, 1) + 1;
-  p->exit_timeout = o->exit_timeout == 0 ? 5.0
-                    : o->exit_timeout < 0 ? 0.0 : o->exit_timeout;
-  p->overflow = tt_ref(o->overflow);
-  p->spill_timeout = o->spill_timeout > 0 ? o->spill_timeout : 5.0;
-  p->name = tt__strdup(o->name != NULL ? o->name : "pool");
-  if (p->name == NULL) goto fail;
-  p->ncls = o->nclasses > 0 ? o->nclasses : 1;
-  p->cls = calloc((size_t)p->ncls, sizeof *p->cls);
-  if (p->cls == NULL) goto fail;
-  for (i = 0; i < p->ncls; i++) {
-    pclass *c = &p->cls[i];
-    tt_list_init(&c->ready);
-    tt__cond_init(&c->cv);
-    tt_list_init(&c->space);
-    if (o->nclasses > 0) {
-      c->name = tt__strdup(o->classes[i].name);
-      c->workers = o->classes[i].workers;
-      c->lend = o->classes[i].lend;
-    } else {
-      c->name = tt__strdup("default");
-      c->workers = o->workers > 0 ? o->workers : 4;
-    }
-    if (c->name == NULL) goto fail;
-    nw += c->workers;
-  }
-  /* Without a priority, ops go to the class named "default", else to the
-  ** last (lowest) one. */
-  p->defcls = p->ncls - 1;
-  for (i = 0; i < p->ncls; i++)
-    if (strcmp(p->cls[i].name, "default") == 0) p->defcls = i;
-  /* Enough spares for a full queue and every worker busy. */
-  p->spares_max = p->ncls * p->queue_cap + nw;
-  if (p->spares_max > OP_SPARES_MAX) p->spares_max = OP_SPARES_MAX;
-  p->workers = calloc((size_t)nw, sizeof *p->workers);
-  if (p->workers == NULL) goto fail;
-  if (o->nquotas > 0) {
-    p->quotas = calloc((size_t)o->nquotas, sizeof *p->quotas);
-    if (p->quotas == NULL) goto fail;
-    for (i = 0; i < o->nquotas; i++) {
-      p->quotas[i].limit = o->quotas[i].limit;
-      p->quotas[i].tenant = tt__strdup(o->quotas[i].tenant);
-      if (p->quotas[i].tenant == NULL) goto fail;
-      p->nquotas = i + 1;
-      if (o->quotas[i].limit > 0) p->quotas_on = true;
-    }
-  }
-  if (p->quota_default > 0) p->quotas_on = true;
-  if (o->tenant_key.obj != NULL || o->tenant_key.str != NULL) {
-    p->has_tenant_key = true;
-    p->tenant_key.obj = tt_ref(o->tenant_key.obj);
-    if (o->tenant_key.str != NULL) {
-      char *s = malloc(o->tenant_key.len + 1);
-      if (s == NULL) goto fail;
-      memcpy(s, o->tenant_key.str, o->tenant_key.len);
-      s[o->tenant_key.len] = '\0';
-      p->tenant_key.str = s;
-      p->tenant_key.len = o->tenant_key.len;
-    }
-  }
-  if (p->failures_cap > 0) {
-    p->ring = calloc((size_t)p->failures_cap, sizeof *p->ring);
-    if (p->ring == NULL) goto fail;
-  }
-  p->shutdown = tt_ref(o->shutdown);
-  return p;
-fail:
-  pool_destroy(p);
-  return NULL;
-}
-
-/* pool_destroy frees the memory once the last internal reference went;
-** by then nothing is queued, running or kept but the failure ring. */
-static void pool_destroy(tt_pool *p) {
-  size_t i;
-  tt_list *l;
-  int k;
-  /* Observers still registered are gone with the pool: they hear of it
-  ** first, while the pool can still be read (its last event is behind
-  ** them). */
-  for (k = 0; k < p->nobs_arr; k++)
-    if (p->obs[k].o.release != NULL) p->obs[k].o.release(p->obs[k].ud);
-  for (i = 0; i < p->ring_len; i++) {
-    tt_failure *f = &p->ring[(p->ring_head + i) % (size_t)p->failures_cap];
-    free(f->name);
-    free(f->tenant);
-    tt_unref(f->error);
-    tt_unref(f->cause);
-  }
-  free(p->ring);
-  for (k = 0; k < TENANT_BUCKETS; k++) {
-    while (p->tenants[k] != NULL) {
-      tenant_ent *t = p->tenants[k];
-      p->tenants[k] = t->next;
-      free(t);
-    }
-  }
-  while ((l = tt_list_shift(&p->evq)) != NULL)
-    evnode_free(tt_container_of(l, evnode, link));
-  if (p->cls != NULL) {
-    for (k = 0; k < p->ncls; k++) {
-      free(p->cls[k].name);
-      TT_CHECK(pthread_cond_destroy(&p->cls[k].cv));
-    }
-    free(p->cls);
-  }
-  if (p->quotas != NULL) {
-    for (k = 0; k < p->nquotas; k++) free((char *)p->quotas[k].tenant);
-    free(p->quotas);
-  }
-  free((char *)p->tenant_key.str);
-  tt_unref(p->tenant_key.obj);
-  tt_unref(p->shut_cause);
-  tt_unref(p->shutdown);
-  tt_unref(p->idle_w);
-  tt_unref(p->overflow);
-  while (p->spares != NULL) {
-    op *o = p->spares;
-    p->spares = o->spare_next;
-    free(o);
-  }
-  free(p->workers);
-  free(p->obs);
-  free(p->mobs);
-  free(p->name);
-  tt__latch_destroy(&p->drained_latch);
-  TT_CHECK(pthread_cond_destroy(&p->ev_cv));
-  TT_CHECK(pthread_mutex_destroy(&p->obs_mu));
-  TT_CHECK(pthread_mutex_destroy(&p->spare_mu));
-  TT_CHECK(pthread_mutex_destroy(&p->mu));
-  free(p);
-}
-
-/* join_workers waits for the workers to end; the calling thread, if it
-** is one of them, is detached instead (it ends on its own later). */
-static void join_workers(tt_pool *p) {
-  int i;
-  pthread_t self = pthread_self();
-  for (i = 0; i < p->nworkers; i++) {
-    if (pthread_equal(p->workers[i].t, self))
-      TT_CHECK(pthread_detach(self));
-    else
-      TT_CHECK(pthread_join(p->workers[i].t, NULL));
-  }
-  p->nworkers = 0;
-}
-
-tt_pool *tt_pool_new(const tt_pool_opts *opts, int *err) {
-  tt_pool_opts zero;
-  tt_pool *p;
-  int rc, i, j;
-  if (opts == NULL) {
-    memset(&zero, 0, sizeof zero);
-    opts = &zero;
-  }
-  rc = check_opts(opts);
-  if (rc != TT_OK) goto refuse;
-  p = pool_alloc(opts);
-  rc = TT_ENOMEM;
-  if (p == NULL) goto refuse;
-  for (i = 0; i < p->ncls; i++) {
-    for (j = 0; j < p->cls[i].workers; j++) {
-      worker *w = &p->workers[p->nworkers];
-      w->pool = p;
-      w->cls = i;
-      pool_hold(p);
-      if (tt__thread_start(&w->t, worker_main, w, false) != 0) {
-        pool_release_held(p);
-        rc = TT_ETHREAD;
-        goto unwind;
-      }
-      p->nworkers++;
-    }
-  }
-  if (p->shutdown != NULL && tt_ctx_done(p->shutdown) != NULL) {
-    pool_hold(p);
-    /* On the canceling thread: running ops see their contexts end at
-    ** once, not after an executor thread's wake-up. */
-    p->shutdown_af = tt__after_func_now(p->shutdown, on_shutdown, p,
-                                        shutdown_drop);
-    if (p->shutdown_af == NULL) {
-      pool_release_held(p);
-      rc = TT_ENOMEM;
-      goto unwind;
-    }
-  }
-  tt__lock(&p->mu);
-  idle_arm(p);  /* a pool that never gets work reports idle too */
-  tt__unlock(&p->mu);
-  if (err != NULL) *err = TT_OK;
-  return p;
-unwind:
-  tt__lock(&p->mu);
-  p->quit = true;
-  p->dying = true;
-  p->closed = true;
-  wake_all(p);
-  tt__unlock(&p->mu);
-  join_workers(p);
-  pool_release(p);
-refuse:
-  if (err != NULL) *err = rc;
-  return NULL;
-}
-
-/* pool_free runs when the last user reference goes: it closes the pool,
-** stops what is queued and drops the dead letters; it joins the workers
-** when no op is running, and otherwise detaches them without waiting for
-** the running ops (tether.h). */
-static void pool_free(tt_obj *obj) {
-  tt_pool *p = (tt_pool *)obj;
-  tt_list stopped, dead;
-  tt_list *l;
-  bool busy;
-  int i;
-  /* Ops taken off the pool's lists here go on local lists through their
-  ** 'link' ('clink' may be in use by on_shutdown). */
-  tt_list_init(&stopped);
-  tt_list_init(&dead);
-  tt__lock(&p->mu);
-  p->closed = true;
-  p->dying = true;
-  p->quit = true;
-  for (i = 0; i < p->ncls; i++) {
-    while (!tt_list_empty(&p->cls[i].ready)) {
-      op *o = tt_container_of(p->cls[i].ready.next, op, link);
-      unqueue_locked(p, o);
-      tt_list_push(&stopped, &o->link);
-    }
-  }
-  while (!tt_list_empty(&p->waiting)) {
-    op *o = tt_container_of(p->waiting.next, op, link);
-    unqueue_locked(p, o);
-    tt_list_push(&stopped, &o->link);
-  }
-  while ((l = tt_list_shift(&p->dead)) != NULL) {
-    op *o = tt_container_of(l, op, link);
-    o->where = OP_GONE;
-    p->st.dead_held--;
-    tt_list_push(&dead, &o->link);
-  }
-  idle_disarm(p);
-  wake_all(p);
-  settle(p);
-  /* Abandoned ops still run, though no longer counted. */
-  busy = !tt_list_empty(&p->running);
-  tt__unlock(&p->mu);
-  while ((l = tt_list_shift(&stopped)) != NULL)
-    finish_stop(p, tt_container_of(l, op, link));
-  while ((l = tt_list_shift(&dead)) != NULL)
-    release_op(tt_container_of(l, op, link));
-  deliver(p);
-  if (p->shutdown_af != NULL) {
-    tt_afterfunc_stop(p->shutdown_af);  /* if stopped, drop releases */
-    tt_unref(p->shutdown_af);
-    p->shutdown_af = NULL;
-  }
-  /* Ops still running are not waited for: a pool dropped without a drain
-  ** (or a program exiting) must not hang on an op that never ends.  The
-  ** workers finish their op and end on their own; each holds an internal
-  ** reference, so the memory outlives them. */
-  if (busy) {
-    for (i = 0; i < p->nworkers; i++)
-      TT_CHECK(pthread_detach(p->workers[i].t));
-    p->nworkers = 0;
-  } else {
-    join_workers(p);
-  }
-  deliver(p);
-  pool_release(p);
-}
-
-void tt__pool_end_threads(tt_pool *p) {
-  bool busy;
-  int i;
-  tt__lock(&p->mu);
-  busy = !p->quit || !tt_list_empty(&p->running);
-  tt__unlock(&p->mu);
-  if (!busy) {
-    join_workers(p);
-    return;
-  }
-  /* Abandoned ops still run: their workers end on their own. */
-  for (i = 0; i < p->nworkers; i++)
-    TT_CHECK(pthread_detach(p->workers[i].t));
-  p->nworkers = 0;
-}
-
-const char *tt_pool_name(tt_pool *p) { return p->name; }
-
-uint64_t tt_pool_id(tt_pool *p) { return p->id; }
-
-int tt_pool_workers(tt_pool *p) {
-  int i, n = 0;
-  for (i = 0; i < p->ncls; i++) n += p->cls[i].workers;  /* fixed */
-  return n;
-}
+void tt__pool_shutdown_drop(void *arg) { pool_release(arg); }
 
 /* }==================================================================== */
 
@@ -1886,26 +930,13 @@ static int class_index(tt_pool *p, const char *name) {
   return -1;
 }
 
-/* quota_ok tells under 'mu' whether the quota bucket of 'tenant'
-** ('tenant_len' bytes; NULL: no tenant) has room. */
-static bool quota_ok(tt_pool *p, const char *tenant, size_t tenant_len) {
-  if (p->quotas_on) {
-    size_t len = tenant_len;
-    const char *qkey = quota_key(tenant, &len);
-    int limit = quota_limit(p, qkey, len);
-    tenant_ent *t = tenant_find(p, qkey, len);
-    if (limit > 0 && t != NULL && t->count >= limit) return false;
-  }
-  return true;
-}
-
-/* admit decides under 'mu' whether one more op fits class 'c' and quota
-** bucket 'qkey', waiting for queue space until 'until' (< 0: not at
-** all).  Only the ready queue counts against the capacity: ops waiting
-** for a retry re-enter it when their delay ends, whatever its length.
-** The bucket is that of 'tenant' (NULL: no tenant). */
-static int admit(tt_pool *p, pclass *c, const char *tenant,
-                 size_t tenant_len, double until) {
+/* tt__pool_admit decides under 'mu' whether one more op fits class 'c' and
+** quota bucket 'qkey', waiting for queue space until 'until' (< 0: not at all).
+** Only the ready queue counts against the capacity: ops waiting for a retry
+** re-enter it when their delay ends, whatever its length.  The bucket is that
+** of 'tenant' (NULL: no tenant). */
+int tt__pool_admit(tt_pool *p, pclass *c, const char *tenant,
+                   size_t tenant_len, double until) {
   for (;;) {
     swaiter w;
     double now;
@@ -1930,34 +961,34 @@ static int admit(tt_pool *p, pclass *c, const char *tenant,
       return TT_EINTR;
     }
   }
-  if (quota_ok(p, tenant, tenant_len)) return TT_OK;
+  if (pool_quota_ok(p, tenant, tenant_len)) return TT_OK;
   wake_space(c);  /* the room it leaves may serve another waiter */
   return TT_EQUOTA;
 }
 
-/* accept_locked puts op 'o' (its argument already in place) into the
+/* tt__pool_accept_locked puts op 'o' (its argument already in place) into the
 ** pool; it fails only for want of memory, and then changes nothing. */
-static int accept_locked(tt_pool *p, op *o) {
-  if (!tenant_inc(p, o->tenant, o->tenant_len)) return TT_ENOMEM;
+int tt__pool_accept_locked(tt_pool *p, op *o) {
+  if (!pool_tenant_inc(p, o->tenant, o->tenant_len)) return TT_ENOMEM;
   o->id = ++p->next_id;
   idle_disarm(p);
   if (p->idle_reported) {
     p->idle_reported = false;
-    emit(p, NULL, (tt_event){.kind = TT_EV_RESUMING});
+    pool_emit(p, NULL, (tt_event){.kind = TT_EV_RESUMING});
   }
   p->st.submitted++;
   p->st.queued++;
   tt_ref(&o->h);  /* the pool's */
-  emit(p, o, (tt_event){.kind = TT_EV_SUBMITTED});
+  pool_emit(p, o, (tt_event){.kind = TT_EV_SUBMITTED});
   push_ready(p, o);
   return TT_OK;
 }
 
-/* op_new makes an op that holds no argument yet; it takes over 'base'
+/* tt__pool_op_new makes an op that holds no argument yet; it takes over 'base'
 ** on success only. */
-static op *op_new(tt_pool *p, const char *name, tt_fn fn, int cls,
-                  const char *tenant, size_t tenant_len, tt_ctx *base,
-                  const tt_retry *retry, double timeout) {
+op *tt__pool_op_new(tt_pool *p, const char *name, tt_fn fn, int cls,
+                    const char *tenant, size_t tenant_len, tt_ctx *base,
+                    const tt_retry *retry, double timeout) {
   op *o;
   tt__lock(&p->spare_mu);
   o = p->spares;
@@ -1982,7 +1013,7 @@ static op *op_new(tt_pool *p, const char *name, tt_fn fn, int cls,
   o->retry = *retry;
   o->timeout = timeout;
   if (tenant != NULL) {
-    o->tenant = dup_name(tenant, tenant_len);
+    o->tenant = tt__pool_dup_name(tenant, tenant_len);
     o->tenant_len = tenant_len;
     if (o->tenant == NULL) {
       tt_unref(&o->h);
@@ -1993,25 +1024,9 @@ static op *op_new(tt_pool *p, const char *name, tt_fn fn, int cls,
   return o;
 }
 
-static tt_handle *refused(int *err, int rc) {
-  if (err != NULL) *err = rc;
-  return NULL;
-}
-
-/* A submission's settings, resolved against the pool's by first_look. */
-typedef struct sub {
-  char tbuf[TENANT_MAX];
-  tt_obj *thold;           /* keeps 'tenant' alive; release it at the end */
-  const char *tenant, *name;
-  size_t tenant_len;
-  tt_retry retry;
-  double timeout, until;
-  int ci;
-} sub;
-
-/* settle_sub resolves a submission's settings against the pool's. */
-static int settle_sub(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
-                      sub *s) {
+/* tt__pool_settle_sub resolves a submission's settings against the pool's. */
+int tt__pool_settle_sub(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
+                        sub *s) {
   s->name = so != NULL ? so->name : NULL;
   s->until = -1;
   s->thold = NULL;
@@ -2021,7 +1036,7 @@ static int settle_sub(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
   s->retry = p->retry;
   s->timeout = p->timeout;
   if (so != NULL) {
-    if (so->retry != NULL && retry_norm(so->retry, &s->retry) != TT_OK)
+    if (so->retry != NULL && tt__pool_retry_norm(so->retry, &s->retry) != TT_OK)
       return TT_EINVAL;
     if (so->timeout != so->timeout || so->wait != so->wait)
       return TT_EINVAL;
@@ -2032,21 +1047,16 @@ static int settle_sub(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
     s->tenant = so->tenant;
     s->tenant_len = so->tenant != NULL ? so->tenant_len : 0;
   } else {
-    s->tenant = tenant_of(p, parent, s->tbuf, sizeof s->tbuf,
-                          &s->tenant_len, &s->thold);
+    s->tenant = pool_tenant_of(p, parent, s->tbuf, sizeof s->tbuf,
+                               &s->tenant_len, &s->thold);
   }
   return TT_OK;
 }
 
-/* can_spill tells whether a submission may go to the overflow store. */
-static bool can_spill(tt_pool *p, const tt_submit_opts *so) {
-  return p->overflow != NULL && so != NULL && so->spill_fn != NULL;
-}
-
-/* reject_locked counts and emits a refusal. */
-static void reject_locked(tt_pool *p, int rc, const sub *s) {
+/* tt__pool_reject_locked counts and emits a refusal. */
+void tt__pool_reject_locked(tt_pool *p, int rc, const sub *s) {
   p->st.rejected++;
-  emit_rejected(p, rc, s->name, s->tenant, s->tenant_len, s->ci);
+  tt__pool_emit_rejected(p, rc, s->name, s->tenant, s->tenant_len, s->ci);
 }
 
 /* first_look resolves a submission's settings and takes the cheap first
@@ -2055,15 +1065,15 @@ static void reject_locked(tt_pool *p, int rc, const sub *s) {
 ** submission that would spill gets TT_ESPILLED (counted later). */
 static int first_look(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
                       sub *s) {
-  int rc = settle_sub(p, parent, so, s);
+  int rc = tt__pool_settle_sub(p, parent, so, s);
   if (rc != TT_OK) return rc;
   tt__lock(&p->mu);
-  rc = admit(p, &p->cls[s->ci], s->tenant, s->tenant_len, s->until);
-  if (rc == TT_EQUEUE_FULL && can_spill(p, so))
-    rc = quota_ok(p, s->tenant, s->tenant_len) ? TT_ESPILLED : TT_EQUOTA;
-  if (rc != TT_OK && rc != TT_ESPILLED) reject_locked(p, rc, s);
+  rc = tt__pool_admit(p, &p->cls[s->ci], s->tenant, s->tenant_len, s->until);
+  if (rc == TT_EQUEUE_FULL && pool_can_spill(p, so))
+    rc = pool_quota_ok(p, s->tenant, s->tenant_len) ? TT_ESPILLED : TT_EQUOTA;
+  if (rc != TT_OK && rc != TT_ESPILLED) tt__pool_reject_locked(p, rc, s);
   tt__unlock(&p->mu);
-  if (rc != TT_OK && rc != TT_ESPILLED) deliver(p);
+  if (rc != TT_OK && rc != TT_ESPILLED) pool_deliver(p);
   return rc;
 }
 
@@ -2076,368 +1086,6 @@ int tt_pool_precheck(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so) {
   tt_unref(s.thold);
   return rc;
 }
-
-/* {====================================================================
-** Spilling to the overflow store
-** ===================================================================== */
-
-/* spill_end ends a spilling op with the store's answer: committed (rc
-** TT_OK, 'text' the id) or not (TT_ESTORE, 'text' the reason).  Whoever
-** comes second (the commit after the timeout, or the timeout after the
-** commit) finds the op gone and does nothing but log. */
-static void spill_end(op *o, int rc, const char *text, bool from_timer) {
-  tt_pool *p = o->pool;
-  tt_obj *rec_err = NULL, *rec_cause = NULL, *old_err = NULL;
-  tt_error *e;
-  bool mine = false;
-  char msg[320];
-  if (rc == TT_OK) {
-    snprintf(msg, sizeof msg, "spilled to the store of pool '%s' as id %s",
-             p->name, text);
-    e = tt_error_new(TT_ESPILLED, msg, NULL);
-    if (e != NULL) e->value = (tt_obj *)tt_bytes_new(text, strlen(text));
-  } else {
-    snprintf(msg, sizeof msg, "store unavailable for pool '%s': %s",
-             p->name, text != NULL && text[0] ? text : tt_strerror(rc));
-    e = tt_error_new(TT_ESTORE, msg, NULL);
-  }
-  tt__lock(&p->mu);
-  if (o->where == OP_SPILLING) {
-    mine = true;
-    tt_list_remove(&o->link);
-    o->where = OP_GONE;
-    p->st.queued--;
-    if (rc == TT_OK) {
-      p->st.spilled++;
-      resolve(o, TT_H_FAILED, (tt_obj *)e);
-      emit(p, o, (tt_event){.kind = TT_EV_SPILLED});
-    } else {
-      p->st.failed++;
-      old_err = o->err;
-      o->err = tt_ref(e);
-      o->code = TT_ESTORE;
-      record_failure(p, o, (tt_obj *)e, (tt_obj *)e, TT_ESTORE, &rec_err,
-                     &rec_cause);
-      resolve(o, TT_H_FAILED, (tt_obj *)e);
-      emit(p, o, (tt_event){.kind = TT_EV_FAILED, .code = TT_ESTORE,
-                            .error = (tt_obj *)e, .cause = (tt_obj *)e});
-    }
-    settle(p);
-  }
-  tt__unlock(&p->mu);
-  if (!mine) {
-    if (rc == TT_OK && !from_timer) {
-      tt_field f[] = {TT_FSTR("pool", p->name), TT_FSTR("id", text)};
-      tt_log(TT_LOG_WARN, "spill committed after its spill_timeout; the "
-             "op is in the store", f, 2);
-    }
-    tt_unref(e);
-  }
-  tt_unref(old_err);
-  tt_unref(rec_err);
-  tt_unref(rec_cause);
-  deliver(p);
-  if (mine) tt_unref(&o->h);  /* the pool's reference */
-}
-
-/* spill_done is the store's callback (on its thread). */
-static void spill_done(void *ud, int rc, const char *text) {
-  op *o = ud;
-  spill_end(o, rc, text, false);
-  tt_unref(&o->h);  /* the callback's reference */
-}
-
-/* spill_arm_locked queues the pool's spill timer for the oldest spilling
-** op, unless it is queued already (it then re-arms itself when it
-** fires).  One timer for all spills: a spill costs no timer heap
-** operation of its own. */
-static void spill_arm_locked(tt_pool *p) {
-  op *head;
-  if (p->spill_armed || tt_list_empty(&p->spilling)) return;
-  head = tt_container_of(p->spilling.next, op, link);
-  pool_hold(p);
-  if (tt__timer_add(&p->spill_te, head->spill_until) == TT_OK)
-    p->spill_armed = true;
-  else
-    pool_release_held(p);  /* the store's answer still ends each spill */
-}
-
-/* spill_fire ends the spills whose spill_timeout ran out and re-arms for
-** the next one. */
-static void spill_fire(tt_tentry *te) {
-  tt_pool *p = tt_container_of(te, tt_pool, spill_te);
-  tt_list expired;
-  tt_list *l;
-  double now = tt_now();
-  char why[96];
-  tt_list_init(&expired);
-  tt__lock(&p->mu);
-  for (l = p->spilling.next; l != &p->spilling; l = l->next) {
-    op *o = tt_container_of(l, op, link);
-    if (o->spill_until > now) break;
-    tt_ref(&o->h);
-    tt_list_push(&expired, &o->clink);
-  }
-  tt__unlock(&p->mu);
-  snprintf(why, sizeof why, "not committed within spill_timeout (%g s)",
-           p->spill_timeout);
-  while ((l = tt_list_shift(&expired)) != NULL) {
-    op *o = tt_container_of(l, op, clink);
-    spill_end(o, TT_ESTORE, why, true);
-    tt_unref(&o->h);
-  }
-  tt__lock(&p->mu);
-  p->spill_armed = false;
-  spill_arm_locked(p);
-  tt__unlock(&p->mu);
-  pool_release(p);  /* the timer's reference (re-arming took another) */
-}
-
-/* wall_deadline is the deadline of 'ctx' on the wall clock, as records
-** carry it (0: none). */
-static double wall_deadline(tt_ctx *ctx) {
-  double dl;
-  return tt_ctx_deadline(ctx, &dl) ? tt_wall() + (dl - tt_now()) : 0;
-}
-
-/* record_base fills what every record of pool 'p' carries about an op
-** named 'name' of tenant 'tenant' (NULL: none) whose values are those
-** of 'ctx': the rest is the caller's. */
-static void record_base(tt_record *r, tt_pool *p, const char *name,
-                        const char *tenant, size_t tenant_len,
-                        tt_ctx *ctx) {
-  memset(r, 0, sizeof *r);
-  r->pool = p->name;
-  r->name = name;
-  if (tenant != NULL) {
-    r->tenant = tenant;
-    r->tenant_len = tenant_len;
-    if (p->tenant_key.obj == NULL) r->tenant_key = p->tenant_key.str;
-  }
-  r->has_trace = ctx != NULL && tt_ctx_span_context(ctx, &r->trace);
-  r->has_retry = true;
-  r->spilled_at = tt_wall();
-}
-
-/* spillform_new copies the spill form of a submission that brought one
-** (NULL without one, with arguments that are not wire values, or when
-** out of memory: the op then cannot go to the store at exit, and is
-** abandoned there like a closure). */
-static spillform *spillform_new(const tt_submit_opts *so, tt_ctx *parent) {
-  size_t fl = strlen(so->spill_fn) + 1;
-  spillform *sf;
-  if (so->spill_args == NULL ||
-      tt_wire_check(so->spill_args, so->spill_args_len, NULL, NULL, 0) !=
-          TT_OK)
-    return NULL;
-  sf = malloc(sizeof *sf + so->spill_args_len + fl);
-  if (sf == NULL) return NULL;
-  sf->deadline = wall_deadline(parent);
-  sf->args_len = so->spill_args_len;
-  memcpy(sf->args, so->spill_args, so->spill_args_len);
-  memcpy(sf->args + sf->args_len, so->spill_fn, fl);
-  sf->fn = (const char *)sf->args + sf->args_len;
-  return sf;
-}
-
-/* do_spill writes a submission to the overflow store: it encodes the
-** record on the calling thread, accepts the op as SPILLING and hands the
-** record to the store's thread; the handle resolves later. */
-static tt_handle *do_spill(tt_pool *p, tt_ctx *parent,
-                           const tt_submit_opts *so, const sub *s,
-                           int *err) {
-  tt_record r;
-  tt_buf b = TT_BUF_INIT;
-  op *o;
-  int rc;
-  if (so->spill_args == NULL ||
-      tt_wire_check(so->spill_args, so->spill_args_len, NULL, NULL, 0) !=
-          TT_OK)
-    return refused(err, TT_EINVAL);
-  record_base(&r, p, s->name, s->tenant, s->tenant_len, parent);
-  r.fn = so->spill_fn;
-  r.args = so->spill_args;
-  r.args_len = so->spill_args_len;
-  r.priority = so->priority;
-  r.retry = s->retry;
-  r.timeout = s->timeout > 0 ? s->timeout : 0;
-  r.deadline = wall_deadline(parent);
-  if (tt_record_encode(&r, &b) != TT_OK) {
-    tt_buf_free(&b);
-    return refused(err, TT_ENOMEM);
-  }
-  o = b.len <= tt_store_max_payload(p->overflow)
-          ? op_new(p, s->name, NULL, s->ci, s->tenant, s->tenant_len, NULL,
-                   &s->retry, s->timeout)
-          : NULL;
-  if (o == NULL && b.len <= tt_store_max_payload(p->overflow)) {
-    tt_buf_free(&b);
-    return refused(err, TT_ENOMEM);
-  }
-  tt__lock(&p->mu);
-  if (o == NULL)
-    rc = TT_EQUEUE_FULL;  /* too large to spill */
-  else if (p->closed)
-    rc = TT_ECLOSED;
-  else
-    rc = quota_ok(p, s->tenant, s->tenant_len) ? TT_OK : TT_EQUOTA;
-  if (rc != TT_OK) {
-    reject_locked(p, rc, s);
-  } else {
-    o->id = ++p->next_id;
-    idle_disarm(p);
-    if (p->idle_reported) {
-      p->idle_reported = false;
-      emit(p, NULL, (tt_event){.kind = TT_EV_RESUMING});
-    }
-    p->st.submitted++;
-    p->st.queued++;
-    o->where = OP_SPILLING;
-    o->spill_until = tt_now() + p->spill_timeout;
-    tt_list_push(&p->spilling, &o->link);
-    tt_ref(&o->h);  /* the pool's */
-    tt_ref(&o->h);  /* the store callback's */
-    emit(p, o, (tt_event){.kind = TT_EV_SUBMITTED});
-    spill_arm_locked(p);
-  }
-  tt__unlock(&p->mu);
-  deliver(p);
-  if (rc != TT_OK) {
-    tt_buf_free(&b);
-    if (o != NULL) tt_unref(&o->h);
-    return refused(err, rc);
-  }
-  rc = tt_store_put(p->overflow, p->name, b.data, b.len,
-                    tt_now() + p->spill_timeout, spill_done, o);
-  tt_buf_free(&b);
-  if (rc != TT_OK)
-    spill_done(o, TT_ESTORE, rc == TT_ECLOSED ? "the store is closed"
-                                              : tt_strerror(rc));
-  if (err != NULL) *err = TT_OK;
-  return &o->h;
-}
-
-tt_handle *tt_pool_spill(tt_pool *p, tt_ctx *parent,
-                         const tt_submit_opts *so, int *err) {
-  sub s;
-  tt_handle *h;
-  int rc;
-  if (p == NULL || !can_spill(p, so) || so->spill_args == NULL)
-    return refused(err, TT_EINVAL);
-  rc = settle_sub(p, parent, so, &s);
-  h = rc == TT_OK ? do_spill(p, parent, so, &s, err) : refused(err, rc);
-  tt_unref(s.thold);
-  return h;
-}
-
-tt_store *tt_pool_overflow(tt_pool *p) { return p->overflow; }
-
-/* respill writes 'o', a queued op with a spill form that its caller took
-** off its queue (OP_FINISHING, still counted as queued), to the store, as
-** do_spill would have: from here on it is SPILLING and ends when the
-** store answers.  A record that cannot be made (no memory, over the
-** store's max_payload) puts the op back in its queue; false then. */
-static bool respill(tt_pool *p, op *o) {
-  const spillform *sf = o->sf;
-  tt_record r;
-  tt_buf b = TT_BUF_INIT;
-  int rc;
-  /* Nobody else touches an op off every list: its fields are stable. */
-  record_base(&r, p, o->h.name, o->tenant, o->tenant_len, o->base);
-  r.fn = sf->fn;
-  r.args = sf->args;
-  r.args_len = sf->args_len;
-  r.priority = p->ncls > 1 ? p->cls[o->cls].name : NULL;
-  r.retry = o->retry;
-  r.timeout = o->timeout > 0 ? o->timeout : 0;
-  r.deadline = sf->deadline;
-  r.attempt = o->attempt;
-  if (tt_record_encode(&r, &b) != TT_OK ||
-      b.len > tt_store_max_payload(p->overflow)) {
-    tt_buf_free(&b);
-    tt__lock(&p->mu);
-    push_ready(p, o);
-    tt__unlock(&p->mu);
-    return false;
-  }
-  /* As for any op that leaves, the argument goes before the handle
-  ** resolves. */
-  tt__handle_drop_arg(&o->h);
-  tt__lock(&p->mu);
-  tenant_dec(p, o->tenant, o->tenant_len);
-  o->where = OP_SPILLING;
-  o->spill_until = tt_now() + p->spill_timeout;
-  tt_list_push(&p->spilling, &o->link);  /* keeps the pool's reference */
-  tt_ref(&o->h);  /* the store callback's */
-  spill_arm_locked(p);
-  tt__unlock(&p->mu);
-  rc = tt_store_put(p->overflow, p->name, b.data, b.len,
-                    tt_now() + p->spill_timeout, spill_done, o);
-  tt_buf_free(&b);
-  if (rc != TT_OK)
-    spill_done(o, TT_ESTORE, rc == TT_ECLOSED ? "the store is closed"
-                                              : tt_strerror(rc));
-  return true;
-}
-
-/* take_spillable moves the ops of 'from' that keep a spill form to the
-** private list 'to' (under 'mu'). */
-static void take_spillable(tt_pool *p, tt_list *from, tt_list *to) {
-  tt_list *l = from->next;
-  while (l != from) {
-    op *o = tt_container_of(l, op, link);
-    l = l->next;
-    if (o->sf == NULL) continue;
-    unqueue_locked(p, o);
-    tt_list_push(to, &o->clink);
-  }
-}
-
-size_t tt__pool_spill_queued(tt_pool *p) {
-  tt_list mine, *l;
-  size_t n = 0;
-  int k;
-  if (p->overflow == NULL) return 0;
-  tt_list_init(&mine);
-  tt__lock(&p->mu);
-  for (k = 0; k < p->ncls; k++) take_spillable(p, &p->cls[k].ready, &mine);
-  take_spillable(p, &p->waiting, &mine);
-  tt__unlock(&p->mu);
-  while ((l = tt_list_shift(&mine)) != NULL)
-    if (respill(p, tt_container_of(l, op, clink))) n++;
-  return n;
-}
-
-bool tt__pool_wait_spills(tt_pool *p) {
-  double until = tt_now() + p->spill_timeout + 1;
-  for (;;) {
-    tt_case c;
-    op *o;
-    bool done;
-    double left;
-    tt__lock(&p->mu);
-    if (tt_list_empty(&p->spilling)) {
-      tt__unlock(&p->mu);
-      flush_events(p);
-      return true;
-    }
-    o = tt_container_of(p->spilling.next, op, link);
-    tt_ref(&o->h);
-    tt__unlock(&p->mu);
-    left = until - tt_now();
-    if (left > 0) {
-      memset(&c, 0, sizeof c);
-      c.kind = TT_CASE_LATCH;
-      c.latch = &o->h.done;
-      (void)tt_select(&c, 1, false, left);
-    }
-    done = tt_latch_is_set(&o->h.done);
-    tt_unref(&o->h);
-    if (!done) return false;
-  }
-}
-
-/* }==================================================================== */
 
 /* A drainer's hooks for one submission (tt__pool_submit_hooked). */
 typedef struct hooks {
@@ -2469,16 +1117,16 @@ static tt_handle *submit_sub(tt_pool *p, tt_ctx *parent,
       /* It would spill, but did not bring its arguments as wire values:
       ** a plain refusal. */
       tt__lock(&p->mu);
-      reject_locked(p, TT_EQUEUE_FULL, s);
+      tt__pool_reject_locked(p, TT_EQUEUE_FULL, s);
       tt__unlock(&p->mu);
-      deliver(p);
-      return refused(err, TT_EQUEUE_FULL);
+      pool_deliver(p);
+      return pool_refused(err, TT_EQUEUE_FULL);
     }
-    h = do_spill(p, parent, so, s, err);
+    h = tt__pool_do_spill(p, parent, so, s, err);
     if (h != NULL && drop != NULL) drop(arg);  /* it never runs here */
     return h;
   }
-  if (rc != TT_OK) return refused(err, rc);
+  if (rc != TT_OK) return pool_refused(err, rc);
   if (so != NULL && so->attached) {
     /* An attached op runs with its submitter's context itself: one
     ** attempt, no timeout of the pool's. */
@@ -2488,16 +1136,17 @@ static tt_handle *submit_sub(tt_pool *p, tt_ctx *parent,
   } else {
     base = tt_ref(parent);
   }
-  o = op_new(p, s->name, fn, s->ci, s->tenant, s->tenant_len, base,
-             &s->retry, s->timeout);
+  o = tt__pool_op_new(p, s->name, fn, s->ci, s->tenant, s->tenant_len, base,
+                      &s->retry, s->timeout);
   if (o == NULL) {
     tt_unref(base);
-    return refused(err, TT_ENOMEM);
+    return pool_refused(err, TT_ENOMEM);
   }
   o->attached = so != NULL && so->attached;
   /* A named op of a pool with a store keeps its spill form: the exit
   ** drain may write it to the store. */
-  if (can_spill(p, so) && !o->attached) o->sf = spillform_new(so, parent);
+  if (pool_can_spill(p, so) && !o->attached)
+    o->sf = tt__pool_spillform_new(so, parent);
   if (hk != NULL) {
     o->no_dead = true;
     o->end = hk->end;
@@ -2505,32 +1154,32 @@ static tt_handle *submit_sub(tt_pool *p, tt_ctx *parent,
   }
   /* Look again: others may have taken the room meanwhile. */
   tt__lock(&p->mu);
-  rc = admit(p, &p->cls[s->ci], o->tenant, o->tenant_len, s->until);
+  rc = tt__pool_admit(p, &p->cls[s->ci], o->tenant, o->tenant_len, s->until);
   if (rc == TT_OK) {
     o->h.arg = arg;
     o->h.drop = drop;
-    rc = accept_locked(p, o);
+    rc = tt__pool_accept_locked(p, o);
     if (rc != TT_OK) {
       o->h.arg = NULL;
       o->h.drop = NULL;
     }
-  } else if (!(rc == TT_EQUEUE_FULL && can_spill(p, so) &&
+  } else if (!(rc == TT_EQUEUE_FULL && pool_can_spill(p, so) &&
                so->spill_args != NULL)) {
-    reject_locked(p, rc, s);
+    tt__pool_reject_locked(p, rc, s);
   }
   tt__unlock(&p->mu);
-  deliver(p);
-  if (rc == TT_EQUEUE_FULL && can_spill(p, so) && so->spill_args != NULL) {
+  pool_deliver(p);
+  if (rc == TT_EQUEUE_FULL && pool_can_spill(p, so) && so->spill_args != NULL) {
     tt_handle *h;
     tt_unref(&o->h);  /* holds no argument */
-    h = do_spill(p, parent, so, s, err);
+    h = tt__pool_do_spill(p, parent, so, s, err);
     if (h != NULL && drop != NULL) drop(arg);
     return h;
   }
   if (rc != TT_OK) {
     o->end = NULL;    /* the caller keeps its hooks */
     tt_unref(&o->h);  /* holds no argument: the caller keeps it */
-    return refused(err, rc);
+    return pool_refused(err, rc);
   }
   /* Set only now: a refused op must not free the caller's 'ud'. */
   if (hk != NULL) o->end_free = hk->end_free;
@@ -2545,7 +1194,7 @@ static tt_handle *submit(tt_pool *p, tt_ctx *parent,
   sub s;
   tt_handle *h;
   s.thold = NULL;
-  if (fn == NULL) return refused(err, TT_EINVAL);
+  if (fn == NULL) return pool_refused(err, TT_EINVAL);
   h = submit_sub(p, parent, so, fn, arg, drop, hk, &s, err);
   tt_unref(s.thold);
   return h;
@@ -2606,11 +1255,11 @@ void tt_pool_close(tt_pool *p) {
   if (!p->closed) {
     p->closed = true;
     idle_disarm(p);
-    wake_all(p);  /* submitters waiting for room get TT_ECLOSED */
+    tt__pool_wake_all(p);  /* submitters waiting for room get TT_ECLOSED */
     settle(p);
   }
   tt__unlock(&p->mu);
-  deliver(p);
+  pool_deliver(p);
 }
 
 tt_latch *tt_pool_drained(tt_pool *p) { return &p->drained_latch; }
@@ -2640,7 +1289,7 @@ int tt_pool_drain(tt_pool *p, tt_ctx *ctx, double timeout) {
                                           : tt_select(cs, n, false, timeout);
   /* Drained wins a tie with the context. */
   if (r == 0 || tt_latch_is_set(&p->drained_latch)) {
-    flush_events(p);
+    tt__pool_flush_events(p);
     return TT_OK;
   }
   if (r == 1) return tt_ctx_err(ctx) != 0 ? tt_ctx_err(ctx) : TT_CANCELED;
@@ -2660,7 +1309,7 @@ int tt_pool_wait_idle(tt_pool *p, tt_ctx *ctx, double timeout) {
   tt__lock(&p->mu);
   if (p->st.queued == 0 && p->st.inflight == 0) {
     tt__unlock(&p->mu);
-    flush_events(p);
+    tt__pool_flush_events(p);
     return TT_OK;
   }
   if (p->idle_w == NULL) {
@@ -2687,7 +1336,7 @@ int tt_pool_wait_idle(tt_pool *p, tt_ctx *ctx, double timeout) {
   if (tt_latch_is_set(&iw->l)) r = 0;
   tt_unref(iw);
   if (r == 0) {
-    flush_events(p);
+    tt__pool_flush_events(p);
     return TT_OK;
   }
   if (r == 1) return tt_ctx_err(ctx) != 0 ? tt_ctx_err(ctx) : TT_CANCELED;
@@ -2715,7 +1364,7 @@ size_t tt_pool_abandon(tt_pool *p) {
   if (!p->closed) {
     p->closed = true;
     idle_disarm(p);
-    wake_all(p);
+    tt__pool_wake_all(p);
   }
   cap = (size_t)(p->st.queued + p->st.inflight);
   if (cap > 0) gs = calloc(cap, sizeof *gs);
@@ -2725,13 +1374,13 @@ size_t tt_pool_abandon(tt_pool *p) {
   for (k = 0; k < p->ncls && ng < cap; k++) {
     while (!tt_list_empty(&p->cls[k].ready) && ng < cap) {
       op *o = tt_container_of(p->cls[k].ready.next, op, link);
-      unqueue_locked(p, o);
+      tt__pool_unqueue_locked(p, o);
       gs[ng++].o = o;  /* takes over the queue's reference */
     }
   }
   while (!tt_list_empty(&p->waiting) && ng < cap) {
     op *o = tt_container_of(p->waiting.next, op, link);
-    unqueue_locked(p, o);
+    tt__pool_unqueue_locked(p, o);
     gs[ng++].o = o;
   }
   /* Running ops are given up on at once; their workers go on. */
@@ -2741,10 +1390,10 @@ size_t tt_pool_abandon(tt_pool *p) {
     o->abandoned = true;
     p->st.inflight--;
     p->st.abandoned++;
-    tenant_dec(p, o->tenant, o->tenant_len);
+    pool_tenant_dec(p, o->tenant, o->tenant_len);
     tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(err));
-    emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
-                          .error = err, .ctx = o->ctx, .running = true});
+    pool_emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
+                               .error = err, .ctx = o->ctx, .running = true});
     tt_ref(&o->h);
     gs[ng].o = o;
     gs[ng].ctx = tt_ref(o->ctx);
@@ -2761,14 +1410,14 @@ size_t tt_pool_abandon(tt_pool *p) {
     o->where = OP_GONE;
     p->st.queued--;
     p->st.abandoned++;
-    tenant_dec(p, o->tenant, o->tenant_len);
+    pool_tenant_dec(p, o->tenant, o->tenant_len);
     tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(err));
-    emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
-                          .error = err});
+    pool_emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
+                               .error = err});
     settle(p);
     tt__unlock(&p->mu);
   }
-  deliver(p);
+  pool_deliver(p);
   for (i = 0; i < ng; i++) {
     if (gs[i].running) tt_cancel(gs[i].ctx, err);
     tt_unref(gs[i].ctx);
@@ -2777,379 +1426,6 @@ size_t tt_pool_abandon(tt_pool *p) {
   free(gs);
   tt_unref(err);
   return ng;
-}
-
-/* }==================================================================== */
-
-
-/* {====================================================================
-** Introspection and dead letters
-** ===================================================================== */
-
-void tt_pool_stats_get(tt_pool *p, tt_pool_stats *out) {
-  tt__lock(&p->mu);
-  *out = p->st;
-  tt__unlock(&p->mu);
-}
-
-static void copy_str(char *dst, size_t n, const char *src) {
-  snprintf(dst, n, "%s", src != NULL ? src : "");
-}
-
-size_t tt_pool_inflight(tt_pool *p, tt_inflight *out, size_t max) {
-  size_t n = 0;
-  tt_list *l;
-  tt__lock(&p->mu);
-  for (l = p->running.next; l != &p->running; l = l->next) {
-    op *o = tt_container_of(l, op, link);
-    tt_inflight *r;
-    if (o->abandoned) continue;
-    if (n++ >= max || out == NULL) continue;
-    r = &out[n - 1];
-    r->id = o->id;
-    copy_str(r->name, sizeof r->name, o->h.name);
-    copy_str(r->tenant, sizeof r->tenant, o->tenant);
-    copy_str(r->priority, sizeof r->priority, p->cls[o->cls].name);
-    r->started = o->started;
-    r->attempt = o->attempt;
-  }
-  tt__unlock(&p->mu);
-  return n;
-}
-
-static void copy_failure(tt_failure *d, const tt_failure *s) {
-  *d = *s;
-  d->name = tt__strdup(s->name);
-  d->tenant = dup_name(s->tenant, s->tenant_len);
-  tt_ref(d->error);
-  tt_ref(d->cause);
-}
-
-tt_failure *tt_pool_failures(tt_pool *p, size_t *n) {
-  tt_failure *a = NULL;
-  size_t i, len;
-  tt__lock(&p->mu);
-  len = p->ring_len;
-  if (len > 0) a = calloc(len, sizeof *a);
-  if (a != NULL) {
-    for (i = 0; i < len; i++)
-      copy_failure(&a[i],
-                   &p->ring[(p->ring_head + i) % (size_t)p->failures_cap]);
-  }
-  tt__unlock(&p->mu);
-  *n = a != NULL ? len : 0;
-  return a;
-}
-
-tt_failure *tt_pool_dead_letters(tt_pool *p, size_t *n) {
-  tt_failure *a = NULL;
-  size_t i = 0, len;
-  tt_list *l;
-  tt__lock(&p->mu);
-  len = (size_t)p->st.dead_held;
-  if (len > 0) a = calloc(len, sizeof *a);
-  if (a != NULL) {
-    for (l = p->dead.next; l != &p->dead; l = l->next, i++) {
-      op *o = tt_container_of(l, op, link);
-      tt_failure f;
-      f.id = o->id;
-      f.name = o->h.name;
-      f.tenant = o->tenant;
-      f.tenant_len = o->tenant_len;
-      f.error = o->err;
-      f.cause = o->cause;
-      f.code = o->code;
-      f.attempts = o->attempt;
-      f.at = o->dead_at;
-      copy_failure(&a[i], &f);
-    }
-  }
-  tt__unlock(&p->mu);
-  *n = a != NULL ? len : 0;
-  return a;
-}
-
-void tt_failures_free(tt_failure *f, size_t n) {
-  size_t i;
-  if (f == NULL) return;
-  for (i = 0; i < n; i++) {
-    free(f[i].name);
-    free(f[i].tenant);
-    tt_unref(f[i].error);
-    tt_unref(f[i].cause);
-  }
-  free(f);
-}
-
-static op *find_dead(tt_pool *p, uint64_t id) {
-  tt_list *l;
-  for (l = p->dead.next; l != &p->dead; l = l->next) {
-    op *o = tt_container_of(l, op, link);
-    if (o->id == id) return o;
-  }
-  return NULL;
-}
-
-tt_handle *tt_pool_retry_dead(tt_pool *p, uint64_t id, int *err) {
-  op *old, *o;
-  int rc;
-  tt__lock(&p->mu);
-  old = find_dead(p, id);
-  if (old != NULL) tt_ref(&old->h);
-  tt__unlock(&p->mu);
-  if (old == NULL) return refused(err, TT_EINVAL);
-  o = op_new(p, old->h.name, old->h.fn, old->cls, old->tenant,
-             old->tenant_len, tt_ref(old->base), &old->retry, old->timeout);
-  if (o == NULL) {
-    tt_unref(old->base);
-    tt_unref(&old->h);
-    return refused(err, TT_ENOMEM);
-  }
-  tt__lock(&p->mu);
-  if (old->where != OP_DEAD) {
-    rc = TT_EINVAL;  /* dropped or retried meanwhile */
-  } else {
-    rc = admit(p, &p->cls[old->cls], old->tenant, old->tenant_len, -1);
-    if (rc == TT_OK) {
-      o->h.arg = old->h.arg;
-      o->h.drop = old->h.drop;
-      rc = accept_locked(p, o);
-      if (rc == TT_OK) {
-        /* The argument moved to the new op; the old record goes. */
-        old->h.arg = NULL;
-        old->h.drop = NULL;
-        o->sf = old->sf;
-        old->sf = NULL;
-        tt_list_remove(&old->link);
-        old->where = OP_GONE;
-        p->st.dead_held--;
-      } else {
-        o->h.arg = NULL;
-        o->h.drop = NULL;
-      }
-    } else {
-      p->st.rejected++;
-      emit_rejected(p, rc, old->h.name, old->tenant, old->tenant_len,
-                    old->cls);
-    }
-  }
-  tt__unlock(&p->mu);
-  deliver(p);
-  if (rc == TT_OK) tt_unref(&old->h);  /* the dead list's reference */
-  tt_unref(&old->h);
-  if (rc != TT_OK) {
-    tt_unref(&o->h);
-    return refused(err, rc);
-  }
-  if (err != NULL) *err = TT_OK;
-  return &o->h;
-}
-
-bool tt_pool_drop_dead(tt_pool *p, uint64_t id) {
-  op *o;
-  tt__lock(&p->mu);
-  o = find_dead(p, id);
-  if (o != NULL) {
-    tt_list_remove(&o->link);
-    o->where = OP_GONE;
-    p->st.dead_held--;
-  }
-  tt__unlock(&p->mu);
-  if (o == NULL) return false;
-  release_op(o);
-  return true;
-}
-
-/* }==================================================================== */
-
-
-/* {====================================================================
-** Snapshots for an operator's view (the admin page)
-** ===================================================================== */
-
-uint64_t tt_pool_op_id(tt_handle *h) {
-  /* The id is fixed once the op was accepted, before its handle is
-  ** returned. */
-  return h != NULL && h->vt == &op_vt ? ((op *)h)->id : 0;
-}
-
-size_t tt_pool_snapshot(tt_pool *p, tt_pool_info *info,
-                        tt_pool_class_info *cls, size_t max) {
-  size_t i, ready = 0;
-  memset(info, 0, sizeof *info);
-  tt__lock(&p->mu);
-  info->stats = p->st;
-  for (i = 0; i < (size_t)p->ncls; i++) {
-    pclass *c = &p->cls[i];
-    ready += c->nready;
-    if (i >= max || cls == NULL) continue;
-    cls[i].name = c->name;
-    cls[i].workers = c->workers;
-    cls[i].busy = c->busy;
-    cls[i].idle = c->idle + c->spinning;  /* spinning: waiting too */
-    cls[i].queued = c->nready;
-    cls[i].lend = c->lend;
-  }
-  info->waiting = (size_t)p->st.queued > ready
-                      ? (size_t)p->st.queued - ready : 0;
-  info->closed = p->closed;
-  info->drained = p->drained;
-  info->idle = p->st.queued == 0 && p->st.inflight == 0;
-  tt__unlock(&p->mu);
-  /* Fixed at creation. */
-  info->nclasses = p->ncls;
-  info->queue_cap = p->queue_cap;
-  info->quotas = p->quotas_on;
-  info->timeout = p->timeout > 0 ? p->timeout : 0;
-  info->dead_cap = p->dead_cap > 0 ? p->dead_cap : 0;
-  info->failures_cap = p->failures_cap > 0 ? p->failures_cap : 0;
-  return (size_t)p->ncls;
-}
-
-/* A tenant bucket and its count, as tt_pool_tenants sorts them. */
-typedef struct tcount {
-  const tenant_ent *t;
-  int count;
-} tcount;
-
-static int tcount_cmp(const void *a, const void *b) {
-  const tcount *x = a, *y = b;
-  size_t n = x->t->len < y->t->len ? x->t->len : y->t->len;
-  int c;
-  if (x->count != y->count) return x->count > y->count ? -1 : 1;
-  c = memcmp(x->t->name, y->t->name, n);
-  if (c != 0) return c;
-  return x->t->len < y->t->len ? -1 : x->t->len > y->t->len;
-}
-
-tt_pool_tenant *tt_pool_tenants(tt_pool *p, size_t max, size_t *n,
-                                size_t *total) {
-  tcount *all = NULL;
-  tt_pool_tenant *out = NULL;
-  size_t cnt = 0, cap = 0, i, k = 0;
-  *n = 0;
-  *total = 0;
-  tt__lock(&p->mu);
-  for (i = 0; i < TENANT_BUCKETS; i++) {
-    const tenant_ent *t;
-    for (t = p->tenants[i]; t != NULL; t = t->next) {
-      if (cnt == cap) {
-        size_t ncap = cap > 0 ? cap * 2 : 16;
-        tcount *na = realloc(all, ncap * sizeof *na);
-        if (na == NULL) goto out;
-        all = na;
-        cap = ncap;
-      }
-      all[cnt].t = t;
-      all[cnt].count = t->count;
-      cnt++;
-    }
-  }
-  *total = cnt;
-  if (cnt == 0 || max == 0) goto out;
-  /* The busiest first: those are the ones near their limit. */
-  qsort(all, cnt, sizeof *all, tcount_cmp);
-  if (max > cnt) max = cnt;
-  out = calloc(max, sizeof *out);
-  if (out == NULL) goto out;
-  for (k = 0; k < max; k++) {
-    const tenant_ent *t = all[k].t;
-    out[k].name = dup_name(t->name, t->len);
-    if (out[k].name == NULL) break;
-    out[k].len = t->len;
-    out[k].active = all[k].count;
-    out[k].limit = quota_limit(p, t->name, t->len);
-    if (out[k].limit < 0) out[k].limit = 0;
-  }
-out:
-  tt__unlock(&p->mu);
-  free(all);
-  if (out != NULL && k == 0) {
-    free(out);
-    out = NULL;
-  }
-  *n = out != NULL ? k : 0;
-  return out;
-}
-
-void tt_pool_tenants_free(tt_pool_tenant *t, size_t n) {
-  size_t i;
-  if (t == NULL) return;
-  for (i = 0; i < n; i++) free(t[i].name);
-  free(t);
-}
-
-/* dead_record fills a failure record of dead letter 'o' (borrowed
-** fields, for copy_failure). */
-static void dead_record(op *o, tt_failure *f) {
-  f->id = o->id;
-  f->name = o->h.name;
-  f->tenant = o->tenant;
-  f->tenant_len = o->tenant_len;
-  f->error = o->err;
-  f->cause = o->cause;
-  f->code = o->code;
-  f->attempts = o->attempt;
-  f->at = o->dead_at;
-}
-
-tt_failure *tt_pool_dead_page(tt_pool *p, size_t offset, size_t max,
-                              size_t *n, size_t *total) {
-  tt_failure *a = NULL;
-  size_t len, count = 0, i;
-  tt_list *l;
-  *n = 0;
-  tt__lock(&p->mu);
-  len = (size_t)p->st.dead_held;
-  *total = len;
-  if (offset < len && max > 0) {
-    count = len - offset < max ? len - offset : max;
-    a = calloc(count, sizeof *a);
-  }
-  if (a != NULL) {
-    /* Newest first: the page starts 'offset' records from the newest
-    ** end.  A far page is reached from the oldest end, so that no walk
-    ** is longer than half the list. */
-    if (offset <= len / 2) {
-      l = p->dead.prev;
-      for (i = 0; i < offset; i++) l = l->prev;
-    } else {
-      l = p->dead.next;
-      for (i = 0; i < len - offset - 1; i++) l = l->next;
-    }
-    for (i = 0; i < count; i++, l = l->prev) {
-      tt_failure f;
-      dead_record(tt_container_of(l, op, link), &f);
-      copy_failure(&a[i], &f);
-    }
-  }
-  tt__unlock(&p->mu);
-  *n = a != NULL ? count : 0;
-  return a;
-}
-
-tt_failure *tt_pool_failures_page(tt_pool *p, size_t offset, size_t max,
-                                  size_t *n, size_t *total) {
-  tt_failure *a = NULL;
-  size_t len, count = 0, i;
-  *n = 0;
-  tt__lock(&p->mu);
-  len = p->ring_len;
-  *total = len;
-  if (offset < len && max > 0) {
-    count = len - offset < max ? len - offset : max;
-    a = calloc(count, sizeof *a);
-  }
-  if (a != NULL) {
-    for (i = 0; i < count; i++) {
-      size_t k = (p->ring_head + len - 1 - offset - i) %
-                 (size_t)p->failures_cap;
-      copy_failure(&a[i], &p->ring[k]);
-    }
-  }
-  tt__unlock(&p->mu);
-  *n = a != NULL ? count : 0;
-  return a;
 }
 
 /* }==================================================================== */

@@ -243,8 +243,8 @@ static int l_test_fail_threads(lua_State *L) {
 
 /* tether.threads() -> integer | nil: how many threads the process has,
 ** read from Linux's /proc/self/status, for programs that check they
-** leave none behind; nil (fail) where the file cannot be opened, and -1
-** when it has no "Threads:" line. */
+** leave none behind; nil (fail) where the file cannot be read or has no
+** "Threads:" line. */
 static int l_threads(lua_State *L) {
   FILE *f = fopen("/proc/self/status", "r");
   char line[256];
@@ -256,7 +256,10 @@ static int l_threads(lua_State *L) {
   while (fgets(line, sizeof line, f) != NULL)
     if (strncmp(line, "Threads:", 8) == 0) n = atoi(line + 8);
   fclose(f);
-  lua_pushinteger(L, n);
+  if (n < 0)
+    luaL_pushfail(L);
+  else
+    lua_pushinteger(L, n);
   return 1;
 }
 

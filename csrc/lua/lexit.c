@@ -100,11 +100,6 @@ static int l_drain_all(lua_State *L) {
   return 1;
 }
 
-static void set_int(lua_State *L, const char *k, unsigned long long v) {
-  lua_pushinteger(L, (lua_Integer)v);
-  lua_setfield(L, -2, k);
-}
-
 /* tether.pool_totals() -> {pools, submitted, completed, ...}: the stats
 ** of every pool the process would drain at exit, added up field by field
 ** as pool:stats() names them, plus 'pools', their number: what the
@@ -113,21 +108,8 @@ static void set_int(lua_State *L, const char *k, unsigned long long v) {
 static int l_pool_totals(lua_State *L) {
   tt_pool_stats s;
   size_t n = tt_exit_stats(NULL, true, &s);
-  lua_createtable(L, 0, 14);
-  set_int(L, "pools", n);
-  set_int(L, "submitted", s.submitted);
-  set_int(L, "completed", s.completed);
-  set_int(L, "failed", s.failed);
-  set_int(L, "retried", s.retried);
-  set_int(L, "stopped", s.stopped);
-  set_int(L, "dead", s.dead);
-  set_int(L, "rejected", s.rejected);
-  set_int(L, "queued", s.queued);
-  set_int(L, "inflight", s.inflight);
-  set_int(L, "spilled", s.spilled);
-  set_int(L, "abandoned", s.abandoned);
-  set_int(L, "dead_held", s.dead_held);
-  set_int(L, "dead_dropped", s.dead_dropped);
+  lt_push_pool_stats(L, &s, 1);
+  lt_setint(L, "pools", (lua_Integer)n);
   return 1;
 }
 

@@ -770,11 +770,6 @@ static int srv_shutdown(lua_State *L) {
   return 2;
 }
 
-static void set_int(lua_State *L, const char *k, uint64_t v) {
-  lua_pushinteger(L, (lua_Integer)v);
-  lua_setfield(L, -2, k);
-}
-
 /* server:stats() -> {requests, dispatched, rejected, client_gone,
 ** active, suspended, handlers}: the counters of requests received,
 ** dispatched to a handler, answered 503 and whose client hung up, and
@@ -784,13 +779,13 @@ static int srv_stats(lua_State *L) {
   tt_http_stats st;
   tt_http_stats_get(check_server(L), &st);
   lua_createtable(L, 0, 7);
-  set_int(L, "requests", st.requests);
-  set_int(L, "dispatched", st.dispatched);
-  set_int(L, "rejected", st.rejected);
-  set_int(L, "client_gone", st.client_gone);
-  set_int(L, "active", st.active);
-  set_int(L, "suspended", st.suspended);
-  set_int(L, "handlers", st.handlers);
+  lt_setint(L, "requests", st.requests);
+  lt_setint(L, "dispatched", st.dispatched);
+  lt_setint(L, "rejected", st.rejected);
+  lt_setint(L, "client_gone", st.client_gone);
+  lt_setint(L, "active", st.active);
+  lt_setint(L, "suspended", st.suspended);
+  lt_setint(L, "handlers", st.handlers);
   return 1;
 }
 

@@ -159,7 +159,7 @@ void *lt_checkobj(lua_State *L, int arg, const tt_type *t) {
   return *box;
 }
 
-/* lt_checkseconds and lt_optseconds: see ltether.h. */
+/* lt_checkseconds, lt_optseconds and lt_setint: see ltether.h. */
 double lt_checkseconds(lua_State *L, int arg) {
   double s = luaL_checknumber(L, arg);
   luaL_argcheck(L, !isnan(s) && s >= 0, arg,
@@ -170,6 +170,11 @@ double lt_checkseconds(lua_State *L, int arg) {
 double lt_optseconds(lua_State *L, int arg, double def) {
   if (lua_isnoneornil(L, arg)) return def;
   return lt_checkseconds(L, arg);
+}
+
+void lt_setint(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
 }
 
 /* }==================================================================== */

@@ -1035,9 +1035,22 @@ static int m_id(lua_State *L) {
   return 1;
 }
 
-static void set_int(lua_State *L, const char *k, unsigned long long v) {
-  lua_pushinteger(L, (lua_Integer)v);
-  lua_setfield(L, -2, k);
+/* lt_push_pool_stats: see ltether.h. */
+void lt_push_pool_stats(lua_State *L, const tt_pool_stats *st, int extra) {
+  lua_createtable(L, 0, 13 + extra);
+  lt_setint(L, "submitted", st->submitted);
+  lt_setint(L, "completed", st->completed);
+  lt_setint(L, "failed", st->failed);
+  lt_setint(L, "retried", st->retried);
+  lt_setint(L, "stopped", st->stopped);
+  lt_setint(L, "dead", st->dead);
+  lt_setint(L, "rejected", st->rejected);
+  lt_setint(L, "queued", st->queued);
+  lt_setint(L, "inflight", st->inflight);
+  lt_setint(L, "spilled", st->spilled);
+  lt_setint(L, "abandoned", st->abandoned);
+  lt_setint(L, "dead_held", st->dead_held);
+  lt_setint(L, "dead_dropped", st->dead_dropped);
 }
 
 /* pool:stats() -> table: the pool's counters (submitted, completed, failed,
@@ -1049,21 +1062,8 @@ static void set_int(lua_State *L, const char *k, unsigned long long v) {
 static int m_stats(lua_State *L) {
   tt_pool_stats s;
   tt_pool_stats_get(check_pool(L)->pool, &s);
-  lua_createtable(L, 0, 13);
-  set_int(L, "submitted", s.submitted);
-  set_int(L, "completed", s.completed);
-  set_int(L, "failed", s.failed);
-  set_int(L, "retried", s.retried);
-  set_int(L, "stopped", s.stopped);
-  set_int(L, "dead", s.dead);
-  set_int(L, "rejected", s.rejected);
-  set_int(L, "queued", s.queued);
-  set_int(L, "inflight", s.inflight);
-  set_int(L, "spilled", s.spilled);
-  set_int(L, "abandoned", s.abandoned);
-  set_int(L, "dead_held", s.dead_held);
-  set_int(L, "dead_dropped", s.dead_dropped);
-  set_int(L, "events_dropped",
+  lt_push_pool_stats(L, &s, 1);
+  lt_setint(L, "events_dropped",
           atomic_load(&check_pool(L)->evc->dropped));
   return 1;
 }
@@ -1081,7 +1081,7 @@ static int m_inflight(lua_State *L) {
   lua_createtable(L, (int)n, 0);
   for (i = 0; i < n; i++) {
     lua_createtable(L, 0, 6);
-    set_int(L, "id", buf[i].id);
+    lt_setint(L, "id", buf[i].id);
     lua_pushstring(L, buf[i].name);
     lua_setfield(L, -2, "name");
     if (buf[i].tenant[0] != '\0') {
@@ -1092,7 +1092,7 @@ static int m_inflight(lua_State *L) {
     lua_setfield(L, -2, "priority");
     lua_pushnumber(L, buf[i].started);
     lua_setfield(L, -2, "started");
-    set_int(L, "attempt", (unsigned long long)buf[i].attempt);
+    lt_setint(L, "attempt", (unsigned long long)buf[i].attempt);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   return 1;
@@ -1111,7 +1111,7 @@ static void push_failure(lua_State *L, const tt_failure *f) {
   tt_error *e = (f->error != NULL && f->error->type == &tt_error_type)
                     ? (tt_error *)f->error : NULL;
   lua_createtable(L, 0, 10);
-  set_int(L, "id", f->id);
+  lt_setint(L, "id", f->id);
   lua_pushstring(L, f->name);
   lua_setfield(L, -2, "name");
   if (f->tenant != NULL) {
@@ -1126,7 +1126,7 @@ static void push_failure(lua_State *L, const tt_failure *f) {
   lua_setfield(L, -2, "code");
   push_cause(L, f->cause);
   lua_setfield(L, -2, "cause");
-  set_int(L, "attempts", (unsigned long long)f->attempts);
+  lt_setint(L, "attempts", (unsigned long long)f->attempts);
   lua_pushnumber(L, f->at);
   lua_setfield(L, -2, "at");
 }

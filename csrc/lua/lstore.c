@@ -335,11 +335,6 @@ static void set_num(lua_State *L, const char *k, double v) {
   lua_setfield(L, -2, k);
 }
 
-static void set_int(lua_State *L, const char *k, lua_Integer v) {
-  lua_pushinteger(L, v);
-  lua_setfield(L, -2, k);
-}
-
 /* store:stats([pool]) -> {depth, leased, dead, oldest_age} | nil, err:
 ** the store's counts, for the ops of one pool name or of all: records
 ** not yet acknowledged (leased ones included), leased now, dead letters,
@@ -354,9 +349,9 @@ static int m_stats(lua_State *L) {
   int rc = tt_store_stats_get(s, pool, &st);
   if (rc != TT_OK) return store_error(L, s, rc);
   lua_createtable(L, 0, 4);
-  set_int(L, "depth", (lua_Integer)st.depth);
-  set_int(L, "leased", (lua_Integer)st.leased);
-  set_int(L, "dead", (lua_Integer)st.dead);
+  lt_setint(L, "depth", (lua_Integer)st.depth);
+  lt_setint(L, "leased", (lua_Integer)st.leased);
+  lt_setint(L, "dead", (lua_Integer)st.dead);
   set_num(L, "oldest_age", st.oldest_age);
   return 1;
 }
@@ -392,7 +387,7 @@ static void push_dead(lua_State *L, const tt_store_dead *d) {
   lua_pushstring(L, d->reason);
   lua_setfield(L, -2, "reason");
   set_num(L, "at", d->at);
-  set_int(L, "deliveries", d->deliveries);
+  lt_setint(L, "deliveries", d->deliveries);
   if (r != NULL) {
     lua_pushstring(L, r->name != NULL ? r->name : "op");
     lua_setfield(L, -2, "name");
@@ -658,10 +653,10 @@ static int prepare(void *ud, const tt_record *r, const tt_claim *c,
 ** refused}. */
 static void push_report(lua_State *L, const tt_drain_report *rep) {
   lua_createtable(L, 0, 4);
-  set_int(L, "claimed", (lua_Integer)rep->claimed);
-  set_int(L, "completed", (lua_Integer)rep->completed);
-  set_int(L, "failed", (lua_Integer)rep->failed);
-  set_int(L, "refused", (lua_Integer)rep->refused);
+  lt_setint(L, "claimed", (lua_Integer)rep->claimed);
+  lt_setint(L, "completed", (lua_Integer)rep->completed);
+  lt_setint(L, "failed", (lua_Integer)rep->failed);
+  lt_setint(L, "refused", (lua_Integer)rep->refused);
 }
 
 /* lt_drain_store is pool:drain_store(store [, ctx [, {pool, allow,

@@ -68,6 +68,10 @@ int lt_pusherror(lua_State *L, int code, const char *message);
 double lt_checkseconds(lua_State *L, int arg);
 double lt_optseconds(lua_State *L, int arg, double def);
 
+/* lt_setint sets t[k] = v in the table on top of the stack, for the
+** binding's tables of counts. */
+void lt_setint(lua_State *L, const char *k, lua_Integer v);
+
 /* }==================================================================== */
 
 
@@ -263,6 +267,10 @@ tt_http_req *lt_http_res_req(lua_State *L, int idx);
 ** tether.admin.serve). */
 void lt_server_options(lua_State *L, tt_ctx **shutdown, const char **cert,
                        const char **key);
+
+/* lpool.c: pushes a table of the counters of 's', named as pool:stats()
+** names them, with room for 'extra' more fields the caller adds. */
+void lt_push_pool_stats(lua_State *L, const tt_pool_stats *s, int extra);
 
 /* lexec.c: one structured log line on stderr for a failed task. */
 void lt_log_failure(const char *what, const char *name, tt_obj *err);

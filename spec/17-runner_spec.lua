@@ -106,6 +106,7 @@ describe("tether run's command line", function()
 
   it("refuses an admin page off loopback without a token, with the hint",
      function()
+    -- Every address, on purpose: refused before anything is bound.
     local p = io.popen("TETHER_ADMIN_TOKEN= LUA_CPATH_5_4='./build/?.so;;' "
                        .. "lua5.4 bin/tether run --admin 0.0.0.0:0 "
                        .. "examples/01-detach.lua 2>&1")

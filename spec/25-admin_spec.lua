@@ -574,6 +574,8 @@ describe("tether.admin: security", function()
 
   it("refuses to bind off loopback without a token; off loopback every "
      .. "route needs it", function()
+    -- Every address, on purpose: without a token it is refused before
+    -- anything is bound.
     local ok, err = pcall(tether.admin.serve, { addr = "0.0.0.0:0" })
     assert.is_false(ok)
     assert.matches("not loopback%) needs a token", err)

@@ -256,6 +256,8 @@ TEST(read_only_without_a_token_and_loopback_only) {
   o.admin.npools = 1;
   /* The environment may not hold a token for this test. */
   unsetenv("TETHER_ADMIN_TOKEN");
+  /* Every address, on purpose: without a token it must be refused before
+  ** anything is bound. */
   o.addr = "0.0.0.0:0";
   CHECK(tt_admin_serve(&o, &err, msg, sizeof msg) == NULL);
   CHECK_EQ(err, TT_EINVAL);

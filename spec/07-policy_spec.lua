@@ -101,19 +101,20 @@ describe("retries", function()
   it("bad policies are refused in Lua's words", function()
     assert.has_error(function()
       tether.pool { retry = { attempts = -1 } } end,
-      "bad argument #1 to 'pool' (field 'attempts' must be between 1 and "
-      .. "1000000)")
+      "bad argument #1 to 'pool' (field 'retry.attempts' must be between 1 "
+      .. "and 1000000)")
     assert.has_error(function()
       tether.pool { retry = { jitter = 2 } } end,
-      "bad argument #1 to 'pool' (field 'jitter' must be between 0 and 1)")
+      "bad argument #1 to 'pool' (field 'retry.jitter' must be between 0 "
+      .. "and 1)")
     assert.has_error(function()
       tether.pool { retry = { backoff = "x" } } end,
-      "bad argument #1 to 'pool' (field 'backoff' must be a number, got "
-      .. "string)")
+      "bad argument #1 to 'pool' (field 'retry.backoff' must be a number, "
+      .. "got string)")
     local pool = tether.pool { name = "x", workers = 1 }
     assert.has_error(function()
       pool:submit(bg, { name = "y", retry = { factor = 0.5 } }, print) end,
-      "bad argument #2 to 'submit' (field 'factor' must be at least 1)")
+      "bad argument #2 to 'submit' (field 'retry.factor' must be at least 1)")
   end)
 end)
 

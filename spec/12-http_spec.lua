@@ -382,6 +382,9 @@ describe("tether.http", function()
           res:header("Content-Length", "9") end))
         res:send("ok")
         r.again = select(2, pcall(function() res:send("twice") end))
+        r.late_status = select(2, pcall(function() res:status(500) end))
+        r.late_header = select(2, pcall(function()
+          res:header("X-Late", "1") end))
         seen:send(r)
       end,
     }
@@ -400,6 +403,10 @@ describe("tether.http", function()
       .. "expected%)", r.status)
     assert.matches("header set by the server", r.length)
     assert.matches("http: send after the response was sent", r.again)
+    assert.matches("http: status after the response was sent",
+                   r.late_status)
+    assert.matches("http: header after the response was sent",
+                   r.late_header)
     srv:close()
   end)
 
@@ -806,7 +813,16 @@ describe("tether.http", function()
       .. "'key')")
     assert.has_error(function()
       tether.http.server { handler = h, routes = nil, max_body = -1 }
-    end)
+    end, "bad argument #1 to 'server' (field 'max_body' must be between 1 "
+      .. "and 1073741824)")
+    assert.has_error(function()
+      tether.http.server { handler = h, max_body = 10.5 }
+    end, "bad argument #1 to 'server' (field 'max_body' must be an "
+      .. "integer, got number)")
+    assert.has_error(function()
+      tether.http.server { handler = h, max_body = math.huge }
+    end, "bad argument #1 to 'server' (field 'max_body' must be an "
+      .. "integer, got number)")
     local ok, err = pcall(tether.http.server,
                           { handler = h, addr = srv:addr() })
     assert.is_false(ok)

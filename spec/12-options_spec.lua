@@ -91,17 +91,35 @@ describe("strict options", function()
       .. "boolean, got number)")
   end)
 
+  it("a nested table's field errors name the field by its whole path",
+     function()
+    assert.has_error(function()
+      tether.pool { metrics = { max_tenants = 0 } } end,
+      "bad argument #1 to 'pool' (field 'metrics.max_tenants' must be "
+      .. "between 1 and 100000)")
+    assert.has_error(function()
+      tether.pool { metrics = { tenant = 1 } } end,
+      "bad argument #1 to 'pool' (field 'metrics.tenant' must be a boolean, "
+      .. "got number)")
+    assert.has_error(function()
+      tether.http.server { handler = function() end,
+                           tls = { cert = 1, key = "k.pem" } } end,
+      "bad argument #1 to 'server' (field 'tls.cert' must be a string, "
+      .. "got number)")
+  end)
+
   it("one retry reader: pools, submissions and sagas take the same "
      .. "fields with the same limits and say so in the same words",
      function()
     local pool = tether.pool { name = "r", workers = 1 }
     local cases = {
-      { { attempts = 0 }, "field 'attempts' must be between 1 and 1000000" },
-      { { jitter = 2 }, "field 'jitter' must be between 0 and 1" },
-      { { factor = 0.5 }, "field 'factor' must be at least 1" },
-      { { backoff = -1 }, "field 'backoff' must be at least 0" },
-      { { max_backoff = "1" }, "field 'max_backoff' must be a number, got "
-                               .. "string" },
+      { { attempts = 0 },
+        "field 'retry.attempts' must be between 1 and 1000000" },
+      { { jitter = 2 }, "field 'retry.jitter' must be between 0 and 1" },
+      { { factor = 0.5 }, "field 'retry.factor' must be at least 1" },
+      { { backoff = -1 }, "field 'retry.backoff' must be at least 0" },
+      { { max_backoff = "1" },
+        "field 'retry.max_backoff' must be a number, got string" },
     }
     for _, c in ipairs(cases) do
       assert.has_error(function() tether.pool { retry = c[1] } end,

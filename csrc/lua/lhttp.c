@@ -489,8 +489,8 @@ void lt_server_options(lua_State *L, tt_ctx **shutdown, const char **cert,
     if (!lua_istable(L, tls))
       lt_fielderror(L, 1, "tls", "must be a table {cert = ..., key = ...}");
     lt_checkopts(L, 1, tls, "tls", tls_options, false);
-    *cert = lt_optstring(L, 1, tls, "cert", NULL);
-    *key = lt_optstring(L, 1, tls, "key", NULL);
+    *cert = lt_optstring(L, 1, tls, "tls.cert", NULL);
+    *key = lt_optstring(L, 1, tls, "tls.key", NULL);
     if (*cert == NULL || *key == NULL)
       lt_fielderror(L, 1, "tls", "needs both 'cert' and 'key'");
   } else {
@@ -632,7 +632,9 @@ static int l_server(lua_State *L) {
   memset(&o, 0, sizeof o);
   o.name = lt_optstring(L, 1, 1, "name", "http");
   o.addr = lt_optstring(L, 1, 1, "addr", "127.0.0.1:0");
-  o.max_body = (size_t)lt_optnumber(L, 1, 1, "max_body", 1 << 20, 1);
+  /* A whole number of bytes: a fraction or math.huge is a mistake, and
+  ** 1 GiB is the same ceiling as a store's max_payload. */
+  o.max_body = (size_t)lt_optint(L, 1, 1, "max_body", 1 << 20, 1, 1 << 30);
   o.max_inflight = lt_optint(L, 1, 1, "max_inflight", 1024, 1, 1 << 24);
   o.request_timeout = lt_optnumber(L, 1, 1, "request_timeout", 30, 0);
   if (o.request_timeout == 0) o.request_timeout = -1;  /* 0: none */

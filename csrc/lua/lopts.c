@@ -104,15 +104,25 @@ int lt_fielderror(lua_State *L, int arg, const char *field,
                                                what));
 }
 
+/* leaf is the key a field name reads: the part after its last dot, so
+** that a nested table's reader can pass "retry.jitter" and have errors
+** name the field as the user wrote it, while the key read is "jitter". */
+static const char *leaf(const char *field) {
+  const char *dot = strrchr(field, '.');
+  return dot != NULL ? dot + 1 : field;
+}
+
 /* lt_optnumber reads t[field] of the table at 'idx' as a number: nil
 ** gives 'def'; a value that is not a number (a numeric string included)
 ** raises "field 'f' must be a number, got string"; NaN or a value below
 ** 'min' raises "field 'f' must be at least min" (min printed as an
-** integer).  Infinity passes. */
+** integer).  Infinity passes.  Here and in the readers below, a 'field'
+** with dots ("retry.jitter") reads the key after the last dot and names
+** the whole path in its errors. */
 double lt_optnumber(lua_State *L, int arg, int idx, const char *field,
                     double def, double min) {
   double v;
-  int t = lua_getfield(L, idx, field);
+  int t = lua_getfield(L, idx, leaf(field));
   if (t == LUA_TNIL) {
     lua_pop(L, 1);
     return def;
@@ -136,7 +146,7 @@ double lt_optnumber(lua_State *L, int arg, int idx, const char *field,
 ** range raises "field 'f' must be between min and max". */
 int lt_optint(lua_State *L, int arg, int idx, const char *field, int def,
               int min, int max) {
-  int isint, t = lua_getfield(L, idx, field);
+  int isint, t = lua_getfield(L, idx, leaf(field));
   lua_Integer v;
   if (t == LUA_TNIL) {
     lua_pop(L, 1);
@@ -159,7 +169,7 @@ int lt_optint(lua_State *L, int arg, int idx, const char *field, int def,
 ** caller packs or references it from there); any other type raises
 ** "field 'f' must be a function, got T". */
 bool lt_optfunction(lua_State *L, int arg, int idx, const char *field) {
-  int t = lua_getfield(L, idx, field);
+  int t = lua_getfield(L, idx, leaf(field));
   if (t == LUA_TNIL) {
     lua_pop(L, 1);
     return false;
@@ -176,7 +186,7 @@ bool lt_optfunction(lua_State *L, int arg, int idx, const char *field) {
 ** "yes" is a mistake, not true). */
 bool lt_optboolean(lua_State *L, int arg, int idx, const char *field,
                    bool def) {
-  int t = lua_getfield(L, idx, field);
+  int t = lua_getfield(L, idx, leaf(field));
   bool v = def;
   if (t == LUA_TBOOLEAN)
     v = lua_toboolean(L, -1);
@@ -194,7 +204,7 @@ bool lt_optboolean(lua_State *L, int arg, int idx, const char *field,
 ** long as the table holds it. */
 const char *lt_optstring(lua_State *L, int arg, int idx, const char *field,
                          const char *def) {
-  int t = lua_getfield(L, idx, field);
+  int t = lua_getfield(L, idx, leaf(field));
   const char *v = def;
   if (t == LUA_TSTRING)
     v = lua_tostring(L, -1);  /* the table keeps it alive */
@@ -212,8 +222,8 @@ const char *lt_optstring(lua_State *L, int arg, int idx, const char *field,
 ** >= 0 (0.1 s), factor >= 1 (2), max_backoff >= 0 (3600 s), jitter 0 to 1
 ** (0).  A value that is not a table raises "field 'retry' must be a
 ** table, got T"; an unknown key raises "unknown option 'retry.attempt';
-** did you mean 'retry.attempts'?".  The field errors of its keys name
-** the key without the 'retry.' prefix ("field 'jitter' must be between 0
+** did you mean 'retry.attempts'?", and the field errors of its keys name
+** the key with the same prefix ("field 'retry.jitter' must be between 0
 ** and 1"). */
 void lt_checkretry(lua_State *L, int arg, int idx, tt_retry *r) {
   static const char *const known[] = {"attempts", "backoff", "factor",
@@ -224,11 +234,11 @@ void lt_checkretry(lua_State *L, int arg, int idx, tt_retry *r) {
                                                       "got %s",
                                                    luaL_typename(L, idx)));
   lt_checkopts(L, arg, idx, "retry", known, false);
-  r->attempts = lt_optint(L, arg, idx, "attempts", 1, 1, 1000000);
-  r->backoff = lt_optnumber(L, arg, idx, "backoff", 0.1, 0);
-  r->factor = lt_optnumber(L, arg, idx, "factor", 2, 1);
-  r->max_backoff = lt_optnumber(L, arg, idx, "max_backoff", 3600, 0);
-  r->jitter = lt_optnumber(L, arg, idx, "jitter", 0, 0);
+  r->attempts = lt_optint(L, arg, idx, "retry.attempts", 1, 1, 1000000);
+  r->backoff = lt_optnumber(L, arg, idx, "retry.backoff", 0.1, 0);
+  r->factor = lt_optnumber(L, arg, idx, "retry.factor", 2, 1);
+  r->max_backoff = lt_optnumber(L, arg, idx, "retry.max_backoff", 3600, 0);
+  r->jitter = lt_optnumber(L, arg, idx, "retry.jitter", 0, 0);
   if (r->jitter > 1)
-    lt_fielderror(L, arg, "jitter", "must be between 0 and 1");
+    lt_fielderror(L, arg, "retry.jitter", "must be between 0 and 1");
 }

@@ -371,9 +371,10 @@ static bool check_metrics(lua_State *L, tt_pool_metrics_opts *mo) {
     case LUA_TBOOLEAN: on = lua_toboolean(L, -1); break;
     case LUA_TTABLE:
       lt_checkopts(L, 1, -1, "metrics", known, false);
-      mo->tenant = lt_optboolean(L, 1, lua_gettop(L), "tenant", false);
-      mo->max_tenants = lt_optint(L, 1, lua_gettop(L), "max_tenants", 100,
-                                  1, 100000);
+      mo->tenant = lt_optboolean(L, 1, lua_gettop(L), "metrics.tenant",
+                                 false);
+      mo->max_tenants = lt_optint(L, 1, lua_gettop(L),
+                                  "metrics.max_tenants", 100, 1, 100000);
       break;
     default:
       lt_fielderror(L, 1, "metrics", "must be a boolean or a table");

@@ -300,9 +300,47 @@ static void settle(tt_pool *p) {
 /* tt__pool_settle is settle for the pool's other files (see above). */
 void tt__pool_settle(tt_pool *p) { settle(p); }
 
-/* take gives worker class 'ci' its next op, moved to RUNNING. */
-static op *take(tt_pool *p, int ci) {
-  int k;
+/* begin_locked starts the attempt of 'o', just taken by worker 'w', in
+** the same hold of 'mu' as the take: its context (bound from the blank
+** the worker made ahead, when it has one) is published for the shutdown
+** to cancel, and the op becomes RUNNING with its STARTED event.  A pool
+** hook must see the context before STARTED and runs without the lock,
+** so with a hook (and when no blank was at hand) only the context is
+** made here, and run_op does the rest (w->begun false).  Nothing here
+** may be the last reference of anything: the op's previous 'actx' goes
+** to w->actx_old, to release after unlocking. */
+static void begin_locked(tt_pool *p, worker *w, op *o) {
+  tt_ctx *ctx = NULL;
+  w->begun = false;
+  w->shut = false;
+  w->cause = NULL;
+  w->actx_old = NULL;
+  if (o->attached) {
+    ctx = tt_ref(o->base);
+  } else if (w->blank != NULL) {
+    ctx = w->blank;
+    w->blank = NULL;
+    tt__detached_bind(ctx, o->base, o->timeout);
+  } else {
+    return;  /* run_op makes it (or fails the attempt) */
+  }
+  o->ctx = ctx;
+  if (p->hook.begin != NULL && !o->attached) return;
+  w->actx_old = o->actx;
+  o->actx = tt_ref(ctx);
+  w->shut = p->shut;
+  if (w->shut) w->cause = tt_ref(p->shut_cause);
+  /* Taken in this hold: it cannot have been abandoned yet. */
+  tt__handle_set_state(&o->h, TT_H_RUNNING);
+  pool_emit(p, o, (tt_event){.kind = TT_EV_STARTED});
+  w->begun = true;
+}
+
+/* take gives worker 'w' its next op, moved to RUNNING (see
+** begin_locked), and makes sure another worker looks at what it leaves
+** queued. */
+static op *take(tt_pool *p, worker *w) {
+  int k, ci = w->cls;
   for (k = ci; k < p->ncls; k++) {
     pclass *c = &p->cls[k];
     tt_list *l;
@@ -319,6 +357,11 @@ static op *take(tt_pool *p, int ci) {
     p->st.queued--;
     p->st.inflight++;
     tt_list_push(&p->running, &o->link);
+    /* More queued than this worker takes now: another should look. */
+    if (atomic_load_explicit(&c->nready, memory_order_relaxed) > 0)
+      wake_for(p, k);
+    p->cls[ci].busy++;
+    begin_locked(p, w, o);
     return o;
   }
   return NULL;
@@ -416,12 +459,21 @@ static void release_op(op *o) {
 /* tt__pool_release_op is release_op for the pool's other files (see above). */
 void tt__pool_release_op(op *o) { release_op(o); }
 
-static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
+/* op_completed ends an attempt of 'o' that succeeded, on worker 'w', and
+** in the same hold of 'mu' takes the worker's next op (returned; NULL
+** when none was queued): a worker that keeps up with its queue takes the
+** lock once per op. */
+static op *op_completed(tt_pool *p, worker *w, op *o, tt_obj *out,
+                        double dur) {
   tt_ctx *ctx;
+  op *next;
   /* The argument goes before the handle resolves, so that a waiter (and
   ** a drain) sees the op entirely finished. */
   tt__handle_drop_arg(&o->h);
+  /* The next attempt's context, made before the lock is taken. */
+  if (w->blank == NULL) w->blank = tt__detached_blank();
   tt__lock(&p->mu);
+  p->cls[w->cls].busy--;
   ctx = o->ctx;
   o->ctx = NULL;
   tt_list_remove(&o->link);
@@ -433,7 +485,7 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
     tt_cancel(ctx, NULL);
     tt_unref(ctx);
     tt_unref(&o->h);
-    return;
+    return NULL;
   }
   p->st.inflight--;
   p->st.completed++;
@@ -442,6 +494,7 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   resolve(o, TT_H_DONE, out);
   pool_emit(p, o, (tt_event){.kind = TT_EV_COMPLETED, .duration = dur});
   settle(p);
+  next = take(p, w);
   tt__unlock(&p->mu);
   /* The attempt is over: end its context, as Go's "defer cancel()" does,
   ** so its deadline leaves the timer heap now rather than when it
@@ -450,6 +503,7 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   tt_unref(ctx);
   pool_deliver(p);
   tt_unref(&o->h);  /* the running list's reference */
+  return next;
 }
 
 /* to_dead_locked makes 'o', which failed for good and is out of every
@@ -504,7 +558,8 @@ static void finish_failed(tt_pool *p, op *o, bool queued) {
   tt_unref(&o->h);  /* the pool's reference */
 }
 
-static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
+static void op_failed(tt_pool *p, worker *w, op *o, tt_obj *err,
+                      double dur) {
   tt_ctx *ctx = o->ctx;  /* only this thread changes it while running */
   tt_obj *cause, *old_err, *old_cause;
   tt_obj *rec_err = NULL, *rec_cause = NULL;
@@ -518,6 +573,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
   else
     cause = tt_ref(err);
   tt__lock(&p->mu);
+  p->cls[w->cls].busy--;
   o->ctx = NULL;
   tt_list_remove(&o->link);
   if (o->abandoned) {
@@ -602,39 +658,51 @@ static tt_ctx *hook_begin(tt_pool *p, op *o, tt_ctx *ctx, void **state) {
   return actx != NULL ? actx : tt_ref(ctx);
 }
 
-/* run_op runs one attempt of 'o', taken by this worker. */
-static void run_op(tt_pool *p, op *o) {
-  tt_ctx *ctx, *actx, *old_actx;
-  tt_obj *out = NULL, *cause = NULL, *err;
-  void *hstate;
-  bool shut;
+/* run_op runs one attempt of 'o', taken by worker 'w' (see take), and
+** ends it; it returns the worker's next op when the end took one (see
+** op_completed), else NULL. */
+static op *run_op(tt_pool *p, worker *w, op *o) {
+  tt_ctx *ctx, *actx;
+  tt_obj *out = NULL, *cause, *err;
+  void *hstate = NULL;
+  bool shut, hooked = p->hook.begin != NULL && !o->attached;
   double t0, dur;
   int rc;
-  /* A fresh context per attempt, made now so that time spent queued or
-  ** waiting for a retry does not count against the timeout. */
-  if (o->attached)
-    ctx = tt_ref(o->base);
-  else
-    ctx = tt__detached(o->base, o->timeout);
-  actx = hook_begin(p, o, ctx, &hstate);
-  tt__lock(&p->mu);
-  o->ctx = ctx;
-  old_actx = o->actx;
-  o->actx = actx;
-  shut = p->shut;
-  if (shut) cause = tt_ref(p->shut_cause);
-  if (o->abandoned) {
-    /* Abandoned between its take and now: its handle is resolved (its
-    ** state stays final), and its context ends at once. */
-    shut = true;
-    tt_unref(cause);
-    cause = (tt_obj *)tt_error_for(TT_EABANDONED);
+  /* Only this thread changes o->ctx while the op runs. */
+  ctx = o->ctx;
+  if (ctx != NULL && !o->attached) tt__detached_arm(ctx);
+  if (w->begun) {
+    /* Started in take's hold. */
+    actx = ctx;
+    shut = w->shut;
+    cause = w->cause;
+    tt_unref(w->actx_old);
   } else {
-    tt__handle_set_state(&o->h, TT_H_RUNNING);
-    pool_emit(p, o, (tt_event){.kind = TT_EV_STARTED});
+    tt_ctx *old_actx;
+    /* A fresh context per attempt, made as the attempt starts so that
+    ** time spent queued or waiting for a retry does not count against
+    ** the timeout: by take when the worker had a blank, else now. */
+    if (ctx == NULL) ctx = tt__detached(o->base, o->timeout);
+    actx = hook_begin(p, o, ctx, &hstate);
+    tt__lock(&p->mu);
+    o->ctx = ctx;
+    old_actx = o->actx;
+    o->actx = actx;
+    shut = p->shut;
+    cause = shut ? tt_ref(p->shut_cause) : NULL;
+    if (o->abandoned) {
+      /* Abandoned between its take and now: its handle is resolved (its
+      ** state stays final), and its context ends at once. */
+      shut = true;
+      tt_unref(cause);
+      cause = (tt_obj *)tt_error_for(TT_EABANDONED);
+    } else {
+      tt__handle_set_state(&o->h, TT_H_RUNNING);
+      pool_emit(p, o, (tt_event){.kind = TT_EV_STARTED});
+    }
+    tt__unlock(&p->mu);
+    tt_unref(old_actx);
   }
-  tt__unlock(&p->mu);
-  tt_unref(old_actx);
   pool_deliver(p);
   /* The after_func may not have run yet: look at the context itself. */
   if (!shut && p->shutdown != NULL && tt_ctx_err(p->shutdown) != 0) {
@@ -643,7 +711,8 @@ static void run_op(tt_pool *p, op *o) {
   }
   if (shut && ctx != NULL && !o->attached) tt_cancel(ctx, cause);
   tt_unref(cause);
-  t0 = tt_now();
+  /* Without a hook, the take's clock reading serves as the start. */
+  t0 = hooked ? tt_now() : o->started;
   tl_running = p;
   if (actx != NULL)
     rc = o->h.fn(actx, o->h.arg, &out);
@@ -654,10 +723,9 @@ static void run_op(tt_pool *p, op *o) {
   err = rc == TT_OK ? NULL : tt__task_error(rc, out);
   if (p->hook.end != NULL && ctx != NULL && !o->attached)
     p->hook.end(hstate, rc, err, p->hook.ud);
-  if (rc == TT_OK)
-    op_completed(p, o, out, dur);
-  else
-    op_failed(p, o, err, dur);
+  if (rc == TT_OK) return op_completed(p, w, o, out, dur);
+  op_failed(p, w, o, err, dur);
+  return NULL;
 }
 
 /* work_visible tells, without the lock, whether a worker of class 'ci'
@@ -709,19 +777,16 @@ void *tt__pool_worker_main(void *arg) {
   pclass *c = &p->cls[w->cls];
   bool spun = false;      /* spun in vain since the last op or wake */
   w->spin = SPIN_MAX;
+  w->blank = tt__detached_blank();
   tt__lock(&p->mu);
   for (;;) {
-    op *o = take(p, w->cls);
+    op *o = take(p, w);
     if (o != NULL) {
-      /* More queued than this worker takes now: another should look. */
-      if (atomic_load_explicit(&p->cls[o->cls].nready,
-                               memory_order_relaxed) > 0)
-        wake_for(p, o->cls);
-      c->busy++;
       tt__unlock(&p->mu);
-      run_op(p, o);
+      /* Each end of an op may take the next one in its hold of 'mu'. */
+      do o = run_op(p, w, o); while (o != NULL);
+      if (w->blank == NULL) w->blank = tt__detached_blank();
       tt__lock(&p->mu);
-      c->busy--;
       spun = false;
       continue;
     }
@@ -734,6 +799,7 @@ void *tt__pool_worker_main(void *arg) {
       c->spinning++;
       tt__unlock(&p->mu);
       spun = !spin_for_work(p, w);
+      if (w->blank == NULL) w->blank = tt__detached_blank();
       tt__lock(&p->mu);
       c->spinning--;
       tt__spin_exit();
@@ -747,6 +813,8 @@ void *tt__pool_worker_main(void *arg) {
     if (c->wakes > c->idle) c->wakes = c->idle;
   }
   tt__unlock(&p->mu);
+  tt_unref(w->blank);
+  w->blank = NULL;
   tt__thread_exit_hook();
   pool_release(p);
   return NULL;

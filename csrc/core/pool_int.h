@@ -143,6 +143,14 @@ typedef struct worker {
   int cls;
   double spin;             /* how long it spins before parking (s);
                            ** only its own thread uses it */
+  /* The attempt this worker starts, prepared by take under 'mu' and used
+  ** by run_op; only the worker's own thread uses these. */
+  tt_ctx *blank;           /* made ahead (tt__detached_blank) for the
+                           ** next attempt's context, or NULL */
+  tt_ctx *actx_old;        /* the op's previous 'actx', to release */
+  tt_obj *cause;           /* the shutdown's cause, when 'shut' */
+  bool shut;               /* taken after the shutdown context ended */
+  bool begun;              /* RUNNING and STARTED done in take's hold */
 } worker;
 
 typedef struct observer {

@@ -32,7 +32,13 @@
 ** could take it is spinning or already woken, and a worker that takes an
 ** op and leaves more queued makes sure another one looks (wake_for): a
 ** steady stream of submissions is taken by an awake worker with no futex
-** wake, and a burst still wakes as many workers as it keeps busy.
+** wake, and a burst still wakes as many workers as it keeps busy.  When
+** the class's ops are short and its running workers already fill the
+** CPUs but one, the worker that leaves work queued takes it itself
+** instead, and a late check (a timer, armed at most once a millisecond)
+** wakes another worker for work still queued if nothing was taken
+** meanwhile (see wake_more).  A worker that ends an op takes its next one
+** in the same hold of 'mu', and starts it there (see begin_locked).
 **
 ** An op's life.  Submitted ops wait in their class's ready queue (READY),
 ** run on a worker (RUNNING), and then complete, fail for good, become a
@@ -192,6 +198,58 @@ static void wake_for(tt_pool *p, int ci) {
   }
 }
 
+/* The late check.  A worker that takes an op and leaves more queued
+** wakes another (wake_for) only when a second worker can help: when the
+** class's ops run long (LATE_LONG on average, so that a wake costs less
+** than the wait), or when fewer of its workers run ops than there are
+** CPUs besides one for the submitter.  Otherwise this worker is back at
+** the queue in a moment, and a woken worker would only take a CPU from
+** it or from the submitter; the late check makes sure that an op that
+** runs long after all does not keep queued work from idle workers: armed
+** then, it fires LATE_AFTER later and wakes a worker for each class that
+** still holds queued work and took none meanwhile. */
+#define LATE_LONG 20e-6
+#define LATE_AFTER 1e-3
+
+/* late_arm arms the late check unless it is armed already. */
+static void late_arm(tt_pool *p) {
+  int k;
+  if (p->late_armed || p->dying) return;
+  for (k = 0; k < p->ncls; k++) p->cls[k].late_mark = p->cls[k].takes;
+  pool_hold(p);
+  if (tt__timer_add(&p->late_te, tt_now() + LATE_AFTER) == TT_OK) {
+    p->late_armed = true;
+  } else {
+    /* No timer thread: wake at once, as if ops were long. */
+    pool_release_held(p);
+    for (k = 0; k < p->ncls; k++)
+      if (p->cls[k].nready > 0) wake_for(p, k);
+  }
+}
+
+void tt__pool_late_fire(tt_tentry *te) {
+  tt_pool *p = tt_container_of(te, tt_pool, late_te);
+  int k;
+  tt__lock(&p->mu);
+  p->late_armed = false;
+  for (k = 0; k < p->ncls; k++) {
+    pclass *c = &p->cls[k];
+    if (c->nready > 0 && c->takes == c->late_mark) wake_for(p, k);
+  }
+  tt__unlock(&p->mu);
+  pool_release(p);
+}
+
+/* wake_more is wake_for for work a worker leaves queued as it takes an
+** op of class 'ci' (see "The late check"). */
+static void wake_more(tt_pool *p, int ci) {
+  pclass *c = &p->cls[ci];
+  if (c->avg_dur >= LATE_LONG || c->busy + c->spinning < tt__ncpu() - 1)
+    wake_for(p, ci);
+  else
+    late_arm(p);
+}
+
 /* wake_space wakes the first submitter waiting for room in 'c' (pool mu
 ** held; the latch's lock nests inside it). */
 static void wake_space(pclass *c) {
@@ -278,6 +336,11 @@ void tt__pool_idle_fire(tt_tentry *te) {
 ** is drained once closed, and otherwise may report idle later. */
 static void settle(tt_pool *p) {
   if (p->st.queued != 0 || p->st.inflight != 0) return;
+  /* Nothing queued: no late check needed (nor a timer thread kept). */
+  if (p->late_armed && tt__timer_del(&p->late_te)) {
+    p->late_armed = false;
+    pool_release_held(p);
+  }
   if (p->idle_w != NULL) {
     /* Not the last reference while a waiter holds one; else plain
     ** memory, safe to free under 'mu'. */
@@ -350,6 +413,7 @@ static op *take(tt_pool *p, worker *w) {
     if (l == NULL) continue;
     o = tt_container_of(l, op, link);
     atomic_fetch_sub_explicit(&c->nready, 1, memory_order_relaxed);
+    c->takes++;
     wake_space(c);
     o->where = OP_RUNNING;
     o->attempt++;
@@ -357,10 +421,10 @@ static op *take(tt_pool *p, worker *w) {
     p->st.queued--;
     p->st.inflight++;
     tt_list_push(&p->running, &o->link);
-    /* More queued than this worker takes now: another should look. */
-    if (atomic_load_explicit(&c->nready, memory_order_relaxed) > 0)
-      wake_for(p, k);
     p->cls[ci].busy++;
+    /* More queued than this worker takes now: another may look. */
+    if (atomic_load_explicit(&c->nready, memory_order_relaxed) > 0)
+      wake_more(p, k);
     begin_locked(p, w, o);
     return o;
   }
@@ -459,6 +523,12 @@ static void release_op(op *o) {
 /* tt__pool_release_op is release_op for the pool's other files (see above). */
 void tt__pool_release_op(op *o) { release_op(o); }
 
+/* note_dur adds an attempt's run time to its class's average (an
+** exponential one, weighing the last eight or so). */
+static void note_dur(pclass *c, double dur) {
+  c->avg_dur += (dur - c->avg_dur) * 0.125;
+}
+
 /* op_completed ends an attempt of 'o' that succeeded, on worker 'w', and
 ** in the same hold of 'mu' takes the worker's next op (returned; NULL
 ** when none was queued): a worker that keeps up with its queue takes the
@@ -491,6 +561,7 @@ static op *op_completed(tt_pool *p, worker *w, op *o, tt_obj *out,
   p->st.completed++;
   pool_tenant_dec(p, o->tenant, o->tenant_len);
   o->dur = dur;
+  note_dur(&p->cls[o->cls], dur);
   resolve(o, TT_H_DONE, out);
   pool_emit(p, o, (tt_event){.kind = TT_EV_COMPLETED, .duration = dur});
   settle(p);
@@ -588,6 +659,7 @@ static void op_failed(tt_pool *p, worker *w, op *o, tt_obj *err,
     tt_unref(&o->h);
     return;
   }
+  note_dur(&p->cls[o->cls], dur);
   tt__pool_record_failure(p, o, err, cause, code, &rec_err, &rec_cause);
   old_err = o->err;
   old_cause = o->cause;

@@ -1202,11 +1202,21 @@ void tt__pool_reject_locked(tt_pool *p, int rc, const sub *s) {
 /* first_look resolves a submission's settings and takes the cheap first
 ** look at the pool (closed, queue room, quota), so that a refusal
 ** allocates nothing; a refusal is counted and emitted here.  A
-** submission that would spill gets TT_ESPILLED (counted later). */
+** submission that would spill gets TT_ESPILLED (counted later).  With
+** 'quick', a queue with room in sight (read without the lock) is taken
+** as a yes, and the look under the lock that accepts the op decides. */
 static int first_look(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
-                      sub *s) {
+                      sub *s, bool quick) {
   int rc = tt__pool_settle_sub(p, parent, so, s);
   if (rc != TT_OK) return rc;
+  /* Room in sight: the look under the lock that accepts the op decides
+  ** (and refuses, counts and emits as this one would), so that an
+  ** accepted submission takes the lock once.  Only a refusal seen here
+  ** spares the op's record. */
+  if (quick && atomic_load_explicit(&p->cls[s->ci].nready,
+                                    memory_order_relaxed) <
+                   (size_t)p->queue_cap)
+    return TT_OK;
   tt__lock(&p->mu);
   rc = tt__pool_admit(p, &p->cls[s->ci], s->tenant, s->tenant_len, s->until);
   if (rc == TT_EQUEUE_FULL && pool_can_spill(p, so))
@@ -1222,7 +1232,7 @@ int tt_pool_precheck(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so) {
   int rc;
   /* A bounded wait for room is the submission's own business. */
   if (so != NULL && so->wait > 0) return TT_OK;
-  rc = first_look(p, parent, so, &s);
+  rc = first_look(p, parent, so, &s, false);
   tt_unref(s.thold);
   return rc;
 }
@@ -1250,7 +1260,7 @@ static tt_handle *submit_sub(tt_pool *p, tt_ctx *parent,
     plain.spill_fn = NULL;
     so = &plain;
   }
-  rc = first_look(p, parent, so, s);
+  rc = first_look(p, parent, so, s, true);
   if (rc == TT_ESPILLED) {
     tt_handle *h;
     if (so->spill_args == NULL) {

@@ -37,7 +37,7 @@
 ** CPUs but one, the worker that leaves work queued takes it itself
 ** instead, and a late check (a timer, armed at most once a millisecond)
 ** wakes another worker for work still queued if nothing was taken
-** meanwhile (see wake_more).  A worker that ends an op takes its next one
+** meanwhile, and looks again while work stays queued (see wake_more).  A worker that ends an op takes its next one
 ** in the same hold of 'mu', and starts it there (see begin_locked).
 **
 ** An op's life.  Submitted ops wait in their class's ready queue (READY),
@@ -206,8 +206,9 @@ static void wake_for(tt_pool *p, int ci) {
 ** the queue in a moment, and a woken worker would only take a CPU from
 ** it or from the submitter; the late check makes sure that an op that
 ** runs long after all does not keep queued work from idle workers: armed
-** then, it fires LATE_AFTER later and wakes a worker for each class that
-** still holds queued work and took none meanwhile. */
+** then, it fires LATE_AFTER later and, for each class that still holds
+** queued work and took none meanwhile, wakes as many workers as that
+** work needs; it stays armed while work is queued. */
 #define LATE_LONG 20e-6
 #define LATE_AFTER 1e-3
 
@@ -229,13 +230,26 @@ static void late_arm(tt_pool *p) {
 
 void tt__pool_late_fire(tt_tentry *te) {
   tt_pool *p = tt_container_of(te, tt_pool, late_te);
+  bool queued = false;
   int k;
   tt__lock(&p->mu);
   p->late_armed = false;
   for (k = 0; k < p->ncls; k++) {
     pclass *c = &p->cls[k];
-    if (c->nready > 0 && c->takes == c->late_mark) wake_for(p, k);
+    size_t n = c->nready;
+    if (n == 0) continue;
+    queued = true;
+    if (c->takes != c->late_mark) continue;
+    /* Nothing taken for a while: every running worker is held by an op
+    ** that runs long.  Wake as many as the queue holds work for. */
+    wake_for(p, k);
+    while (--n > 0 && c->idle > c->wakes) {
+      c->wakes++;
+      TT_CHECK(pthread_cond_signal(&c->cv));
+    }
   }
+  /* Work still queued: look again later. */
+  if (queued) late_arm(p);
   tt__unlock(&p->mu);
   pool_release(p);
 }

@@ -417,6 +417,26 @@ void tt__detached_bind(tt_ctx *c, tt_ctx *parent, double timeout) {
   }
 }
 
+/* tt__detached_reuse: see internal.h.  With the last reference in the
+** caller's hands (an acquire: every other holder's use is done), no
+** descendant, waiter, after_func or timer entry can see the context
+** again: ending it would change nothing anyone can observe. */
+bool tt__detached_reuse(tt_ctx *c) {
+  if (!cancelable(c) || !c->detached ||
+      atomic_load_explicit(&c->hdr.refs, memory_order_acquire) != 1 ||
+      atomic_load(&c->err) != 0 ||
+      atomic_load_explicit(&c->had_afs, memory_order_relaxed))
+    return false;
+  tt_unref(c->parent);
+  c->parent = &background_ctx;
+  c->kind = K_CANCEL;
+  c->deadline = -1.0;
+  c->timer.when = 0;
+  c->timer.idx = 0;
+  c->timer.fire = NULL;
+  return true;
+}
+
 /* tt__detached_arm: see internal.h. */
 void tt__detached_arm(tt_ctx *c) {
   if (c->kind == K_DEADLINE) arm(c, c->deadline, NULL);

@@ -549,7 +549,7 @@ static void note_dur(pclass *c, double dur) {
 ** lock once per op. */
 static op *op_completed(tt_pool *p, worker *w, op *o, tt_obj *out,
                         double dur) {
-  tt_ctx *ctx;
+  tt_ctx *ctx, *actx;
   op *next;
   /* The argument goes before the handle resolves, so that a waiter (and
   ** a drain) sees the op entirely finished. */
@@ -578,14 +578,26 @@ static op *op_completed(tt_pool *p, worker *w, op *o, tt_obj *out,
   note_dur(&p->cls[o->cls], dur);
   resolve(o, TT_H_DONE, out);
   pool_emit(p, o, (tt_event){.kind = TT_EV_COMPLETED, .duration = dur});
+  /* Its last event is out: the op needs its attempt's context no more. */
+  actx = o->actx;
+  o->actx = NULL;
   settle(p);
   next = take(p, w);
   tt__unlock(&p->mu);
+  tt_unref(actx);
   /* The attempt is over: end its context, as Go's "defer cancel()" does,
   ** so its deadline leaves the timer heap now rather than when it
-  ** passes.  An attached op's context is its submitter's to end. */
-  if (!o->attached) tt_cancel(ctx, NULL);
-  tt_unref(ctx);
+  ** passes; or, when nothing else holds it, keep it as the worker's next
+  ** blank (ending it would change nothing anyone can see).  An attached
+  ** op's context is its submitter's to end. */
+  if (o->attached) {
+    tt_unref(ctx);
+  } else if (w->blank == NULL && tt__detached_reuse(ctx)) {
+    w->blank = ctx;
+  } else {
+    tt_cancel(ctx, NULL);
+    tt_unref(ctx);
+  }
   pool_deliver(p);
   tt_unref(&o->h);  /* the running list's reference */
   return next;

@@ -36,9 +36,10 @@
 ** the class's ops are short and its running workers already fill the
 ** CPUs but one, the worker that leaves work queued takes it itself
 ** instead, and a late check (a timer, armed at most once a millisecond)
-** wakes another worker for work still queued if nothing was taken
-** meanwhile, and looks again while work stays queued (see wake_more).  A worker that ends an op takes its next one
-** in the same hold of 'mu', and starts it there (see begin_locked).
+** wakes workers for work still queued if nothing was taken meanwhile,
+** and looks again while work stays queued (see wake_more).  A worker
+** that ends an op takes its next one in the same hold of 'mu', and
+** starts it there (see begin_locked).
 **
 ** An op's life.  Submitted ops wait in their class's ready queue (READY),
 ** run on a worker (RUNNING), and then complete, fail for good, become a
@@ -122,12 +123,11 @@
 ** it reaches zero, pool_free closes the pool, stops queued ops, drops dead
 ** letters and joins the workers, or, while an op still runs, detaches
 ** them all (each ends on its own once the queue is empty and its op is
-** done).  The memory lives
-** on while internal references ('irefs') remain: the users' share (one),
-** each worker, each op record, the idle timer and the spill timer while
-** queued, the shutdown after_func while registered, and a thread
-** delivering events.  This lets
-** a handle outlive its pool and lets the last user reference go on one of
+** done).  The memory lives on while internal references ('irefs')
+** remain: the users' share (one), each worker, each op record, the idle
+** timer, the late check and the spill timer while queued, the shutdown
+** after_func while registered, and a thread delivering events.  This
+** lets a handle outlive its pool and lets the last user reference go on one of
 ** the pool's own workers (that worker is detached instead of joined).
 **
 ** Records.  An op is one allocation: the handle, the pool's part and the

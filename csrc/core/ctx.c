@@ -396,6 +396,52 @@ tt_ctx *tt__detached(tt_ctx *parent, double timeout) {
   return c;
 }
 
+/* tt__detached_blank: see internal.h.  Until it is bound, the context
+** hangs under the background, which holds nothing. */
+tt_ctx *tt__detached_blank(void) {
+  tt_ctx *c = ctx_alloc(&background_ctx, K_CANCEL);
+  if (c != NULL) c->detached = true;
+  return c;
+}
+
+/* tt__detached_bind: see internal.h.  The context is still private to
+** its maker, so plain stores suffice; whoever it is handed to next gets
+** it under a lock. */
+void tt__detached_bind(tt_ctx *c, tt_ctx *parent, double timeout) {
+  c->parent = tt_ref(parent);  /* replaces the background: no reference */
+  c->deadline = -1.0;
+  if (timeout > 0) {
+    c->kind = K_DEADLINE;
+    c->deadline = tt_now() + timeout;
+    c->timer.fire = deadline_fire;
+  }
+}
+
+/* tt__detached_reuse: see internal.h.  With the last reference in the
+** caller's hands (an acquire: every other holder's use is done), no
+** descendant, waiter, after_func or timer entry can see the context
+** again: ending it would change nothing anyone can observe. */
+bool tt__detached_reuse(tt_ctx *c) {
+  if (!cancelable(c) || !c->detached ||
+      atomic_load_explicit(&c->hdr.refs, memory_order_acquire) != 1 ||
+      atomic_load(&c->err) != 0 ||
+      atomic_load_explicit(&c->had_afs, memory_order_relaxed))
+    return false;
+  tt_unref(c->parent);
+  c->parent = &background_ctx;
+  c->kind = K_CANCEL;
+  c->deadline = -1.0;
+  c->timer.when = 0;
+  c->timer.idx = 0;
+  c->timer.fire = NULL;
+  return true;
+}
+
+/* tt__detached_arm: see internal.h. */
+void tt__detached_arm(tt_ctx *c) {
+  if (c->kind == K_DEADLINE) arm(c, c->deadline, NULL);
+}
+
 tt_ctx *tt_with_timeout(tt_ctx *parent, double seconds, tt_obj *cause) {
   return tt_with_deadline(parent, tt_now() + seconds, cause);
 }

@@ -169,6 +169,25 @@ static inline double tt__deadline(double timeout) {
 ** Pool attempts and flight runs are made this way. */
 tt_ctx *tt__detached(tt_ctx *parent, double timeout);
 
+/* tt__detached is also made in steps, so that a pool's worker can
+** allocate the context before it knows its op and finish it under the
+** pool's lock as it takes one: tt__detached_blank allocates it (NULL when
+** out of memory), tt__detached_bind gives it its parent and its deadline
+** (allocating nothing, taking no lock, canceling nothing), and
+** tt__detached_arm, called without the pool's lock, queues that deadline
+** on the timer thread (nothing without a timeout).  A blank never bound
+** may simply be released. */
+tt_ctx *tt__detached_blank(void);
+void tt__detached_bind(tt_ctx *c, tt_ctx *parent, double timeout);
+void tt__detached_arm(tt_ctx *c);
+
+/* tt__detached_reuse turns a context made by tt__detached (or bound from
+** a blank) back into a blank, when the caller holds its only reference
+** and it was never canceled nor given an after_func: true if it did
+** (call it where the context would be canceled and released, with no
+** lock held: it releases the parent). */
+bool tt__detached_reuse(tt_ctx *c);
+
 /* tt__after_func_now is tt_after_func whose function runs on the thread
 ** that cancels the context (or registers it, when it is done already),
 ** right after the cancel and with no lock held, instead of on an executor

@@ -32,7 +32,14 @@
 ** could take it is spinning or already woken, and a worker that takes an
 ** op and leaves more queued makes sure another one looks (wake_for): a
 ** steady stream of submissions is taken by an awake worker with no futex
-** wake, and a burst still wakes as many workers as it keeps busy.
+** wake, and a burst still wakes as many workers as it keeps busy.  When
+** the class's ops are short and its running workers already fill the
+** CPUs but one, the worker that leaves work queued takes it itself
+** instead, and a late check (a timer, armed at most once a millisecond)
+** wakes workers for work still queued if nothing was taken meanwhile,
+** and looks again while work stays queued (see wake_more).  A worker
+** that ends an op takes its next one in the same hold of 'mu', and
+** starts it there (see begin_locked).
 **
 ** An op's life.  Submitted ops wait in their class's ready queue (READY),
 ** run on a worker (RUNNING), and then complete, fail for good, become a
@@ -116,12 +123,11 @@
 ** it reaches zero, pool_free closes the pool, stops queued ops, drops dead
 ** letters and joins the workers, or, while an op still runs, detaches
 ** them all (each ends on its own once the queue is empty and its op is
-** done).  The memory lives
-** on while internal references ('irefs') remain: the users' share (one),
-** each worker, each op record, the idle timer and the spill timer while
-** queued, the shutdown after_func while registered, and a thread
-** delivering events.  This lets
-** a handle outlive its pool and lets the last user reference go on one of
+** done).  The memory lives on while internal references ('irefs')
+** remain: the users' share (one), each worker, each op record, the idle
+** timer, the late check and the spill timer while queued, the shutdown
+** after_func while registered, and a thread delivering events.  This
+** lets a handle outlive its pool and lets the last user reference go on one of
 ** the pool's own workers (that worker is detached instead of joined).
 **
 ** Records.  An op is one allocation: the handle, the pool's part and the
@@ -190,6 +196,72 @@ static void wake_for(tt_pool *p, int ci) {
       return;
     }
   }
+}
+
+/* The late check.  A worker that takes an op and leaves more queued
+** wakes another (wake_for) only when a second worker can help: when the
+** class's ops run long (LATE_LONG on average, so that a wake costs less
+** than the wait), or when fewer of its workers run ops than there are
+** CPUs besides one for the submitter.  Otherwise this worker is back at
+** the queue in a moment, and a woken worker would only take a CPU from
+** it or from the submitter; the late check makes sure that an op that
+** runs long after all does not keep queued work from idle workers: armed
+** then, it fires LATE_AFTER later and, for each class that still holds
+** queued work and took none meanwhile, wakes as many workers as that
+** work needs; it stays armed while work is queued. */
+#define LATE_LONG 20e-6
+#define LATE_AFTER 1e-3
+
+/* late_arm arms the late check unless it is armed already. */
+static void late_arm(tt_pool *p) {
+  int k;
+  if (p->late_armed || p->dying) return;
+  for (k = 0; k < p->ncls; k++) p->cls[k].late_mark = p->cls[k].takes;
+  pool_hold(p);
+  if (tt__timer_add(&p->late_te, tt_now() + LATE_AFTER) == TT_OK) {
+    p->late_armed = true;
+  } else {
+    /* No timer thread: wake at once, as if ops were long. */
+    pool_release_held(p);
+    for (k = 0; k < p->ncls; k++)
+      if (p->cls[k].nready > 0) wake_for(p, k);
+  }
+}
+
+void tt__pool_late_fire(tt_tentry *te) {
+  tt_pool *p = tt_container_of(te, tt_pool, late_te);
+  bool queued = false;
+  int k;
+  tt__lock(&p->mu);
+  p->late_armed = false;
+  for (k = 0; k < p->ncls; k++) {
+    pclass *c = &p->cls[k];
+    size_t n = c->nready;
+    if (n == 0) continue;
+    queued = true;
+    if (c->takes != c->late_mark) continue;
+    /* Nothing taken for a while: every running worker is held by an op
+    ** that runs long.  Wake as many as the queue holds work for. */
+    wake_for(p, k);
+    while (--n > 0 && c->idle > c->wakes) {
+      c->wakes++;
+      TT_CHECK(pthread_cond_signal(&c->cv));
+    }
+  }
+  /* Work still queued: look again later. */
+  if (queued) late_arm(p);
+  tt__unlock(&p->mu);
+  pool_release(p);
+}
+
+/* wake_more is wake_for for work a worker leaves queued as it takes an
+** op of class 'ci' (see "The late check"). */
+static void wake_more(tt_pool *p, int ci) {
+  pclass *c = &p->cls[ci];
+  if (c->avg_dur >= LATE_LONG || c->busy + c->spinning < tt__ncpu() - 1)
+    wake_for(p, ci);
+  else
+    late_arm(p);
 }
 
 /* wake_space wakes the first submitter waiting for room in 'c' (pool mu
@@ -278,6 +350,11 @@ void tt__pool_idle_fire(tt_tentry *te) {
 ** is drained once closed, and otherwise may report idle later. */
 static void settle(tt_pool *p) {
   if (p->st.queued != 0 || p->st.inflight != 0) return;
+  /* Nothing queued: no late check needed (nor a timer thread kept). */
+  if (p->late_armed && tt__timer_del(&p->late_te)) {
+    p->late_armed = false;
+    pool_release_held(p);
+  }
   if (p->idle_w != NULL) {
     /* Not the last reference while a waiter holds one; else plain
     ** memory, safe to free under 'mu'. */
@@ -300,9 +377,47 @@ static void settle(tt_pool *p) {
 /* tt__pool_settle is settle for the pool's other files (see above). */
 void tt__pool_settle(tt_pool *p) { settle(p); }
 
-/* take gives worker class 'ci' its next op, moved to RUNNING. */
-static op *take(tt_pool *p, int ci) {
-  int k;
+/* begin_locked starts the attempt of 'o', just taken by worker 'w', in
+** the same hold of 'mu' as the take: its context (bound from the blank
+** the worker made ahead, when it has one) is published for the shutdown
+** to cancel, and the op becomes RUNNING with its STARTED event.  A pool
+** hook must see the context before STARTED and runs without the lock,
+** so with a hook (and when no blank was at hand) only the context is
+** made here, and run_op does the rest (w->begun false).  Nothing here
+** may be the last reference of anything: the op's previous 'actx' goes
+** to w->actx_old, to release after unlocking. */
+static void begin_locked(tt_pool *p, worker *w, op *o) {
+  tt_ctx *ctx = NULL;
+  w->begun = false;
+  w->shut = false;
+  w->cause = NULL;
+  w->actx_old = NULL;
+  if (o->attached) {
+    ctx = tt_ref(o->base);
+  } else if (w->blank != NULL) {
+    ctx = w->blank;
+    w->blank = NULL;
+    tt__detached_bind(ctx, o->base, o->timeout);
+  } else {
+    return;  /* run_op makes it (or fails the attempt) */
+  }
+  o->ctx = ctx;
+  if (p->hook.begin != NULL && !o->attached) return;
+  w->actx_old = o->actx;
+  o->actx = tt_ref(ctx);
+  w->shut = p->shut;
+  if (w->shut) w->cause = tt_ref(p->shut_cause);
+  /* Taken in this hold: it cannot have been abandoned yet. */
+  tt__handle_set_state(&o->h, TT_H_RUNNING);
+  pool_emit(p, o, (tt_event){.kind = TT_EV_STARTED});
+  w->begun = true;
+}
+
+/* take gives worker 'w' its next op, moved to RUNNING (see
+** begin_locked), and makes sure another worker looks at what it leaves
+** queued. */
+static op *take(tt_pool *p, worker *w) {
+  int k, ci = w->cls;
   for (k = ci; k < p->ncls; k++) {
     pclass *c = &p->cls[k];
     tt_list *l;
@@ -312,6 +427,7 @@ static op *take(tt_pool *p, int ci) {
     if (l == NULL) continue;
     o = tt_container_of(l, op, link);
     atomic_fetch_sub_explicit(&c->nready, 1, memory_order_relaxed);
+    c->takes++;
     wake_space(c);
     o->where = OP_RUNNING;
     o->attempt++;
@@ -319,6 +435,11 @@ static op *take(tt_pool *p, int ci) {
     p->st.queued--;
     p->st.inflight++;
     tt_list_push(&p->running, &o->link);
+    p->cls[ci].busy++;
+    /* More queued than this worker takes now: another may look. */
+    if (atomic_load_explicit(&c->nready, memory_order_relaxed) > 0)
+      wake_more(p, k);
+    begin_locked(p, w, o);
     return o;
   }
   return NULL;
@@ -416,12 +537,27 @@ static void release_op(op *o) {
 /* tt__pool_release_op is release_op for the pool's other files (see above). */
 void tt__pool_release_op(op *o) { release_op(o); }
 
-static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
-  tt_ctx *ctx;
+/* note_dur adds an attempt's run time to its class's average (an
+** exponential one, weighing the last eight or so). */
+static void note_dur(pclass *c, double dur) {
+  c->avg_dur += (dur - c->avg_dur) * 0.125;
+}
+
+/* op_completed ends an attempt of 'o' that succeeded, on worker 'w', and
+** in the same hold of 'mu' takes the worker's next op (returned; NULL
+** when none was queued): a worker that keeps up with its queue takes the
+** lock once per op. */
+static op *op_completed(tt_pool *p, worker *w, op *o, tt_obj *out,
+                        double dur) {
+  tt_ctx *ctx, *actx;
+  op *next;
   /* The argument goes before the handle resolves, so that a waiter (and
   ** a drain) sees the op entirely finished. */
   tt__handle_drop_arg(&o->h);
+  /* The next attempt's context, made before the lock is taken. */
+  if (w->blank == NULL) w->blank = tt__detached_blank();
   tt__lock(&p->mu);
+  p->cls[w->cls].busy--;
   ctx = o->ctx;
   o->ctx = NULL;
   tt_list_remove(&o->link);
@@ -433,23 +569,38 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
     tt_cancel(ctx, NULL);
     tt_unref(ctx);
     tt_unref(&o->h);
-    return;
+    return NULL;
   }
   p->st.inflight--;
   p->st.completed++;
   pool_tenant_dec(p, o->tenant, o->tenant_len);
   o->dur = dur;
+  note_dur(&p->cls[o->cls], dur);
   resolve(o, TT_H_DONE, out);
   pool_emit(p, o, (tt_event){.kind = TT_EV_COMPLETED, .duration = dur});
+  /* Its last event is out: the op needs its attempt's context no more. */
+  actx = o->actx;
+  o->actx = NULL;
   settle(p);
+  next = take(p, w);
   tt__unlock(&p->mu);
+  tt_unref(actx);
   /* The attempt is over: end its context, as Go's "defer cancel()" does,
   ** so its deadline leaves the timer heap now rather than when it
-  ** passes.  An attached op's context is its submitter's to end. */
-  if (!o->attached) tt_cancel(ctx, NULL);
-  tt_unref(ctx);
+  ** passes; or, when nothing else holds it, keep it as the worker's next
+  ** blank (ending it would change nothing anyone can see).  An attached
+  ** op's context is its submitter's to end. */
+  if (o->attached) {
+    tt_unref(ctx);
+  } else if (w->blank == NULL && tt__detached_reuse(ctx)) {
+    w->blank = ctx;
+  } else {
+    tt_cancel(ctx, NULL);
+    tt_unref(ctx);
+  }
   pool_deliver(p);
   tt_unref(&o->h);  /* the running list's reference */
+  return next;
 }
 
 /* to_dead_locked makes 'o', which failed for good and is out of every
@@ -504,7 +655,8 @@ static void finish_failed(tt_pool *p, op *o, bool queued) {
   tt_unref(&o->h);  /* the pool's reference */
 }
 
-static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
+static void op_failed(tt_pool *p, worker *w, op *o, tt_obj *err,
+                      double dur) {
   tt_ctx *ctx = o->ctx;  /* only this thread changes it while running */
   tt_obj *cause, *old_err, *old_cause;
   tt_obj *rec_err = NULL, *rec_cause = NULL;
@@ -518,6 +670,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
   else
     cause = tt_ref(err);
   tt__lock(&p->mu);
+  p->cls[w->cls].busy--;
   o->ctx = NULL;
   tt_list_remove(&o->link);
   if (o->abandoned) {
@@ -532,6 +685,7 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
     tt_unref(&o->h);
     return;
   }
+  note_dur(&p->cls[o->cls], dur);
   tt__pool_record_failure(p, o, err, cause, code, &rec_err, &rec_cause);
   old_err = o->err;
   old_cause = o->cause;
@@ -602,39 +756,51 @@ static tt_ctx *hook_begin(tt_pool *p, op *o, tt_ctx *ctx, void **state) {
   return actx != NULL ? actx : tt_ref(ctx);
 }
 
-/* run_op runs one attempt of 'o', taken by this worker. */
-static void run_op(tt_pool *p, op *o) {
-  tt_ctx *ctx, *actx, *old_actx;
-  tt_obj *out = NULL, *cause = NULL, *err;
-  void *hstate;
-  bool shut;
+/* run_op runs one attempt of 'o', taken by worker 'w' (see take), and
+** ends it; it returns the worker's next op when the end took one (see
+** op_completed), else NULL. */
+static op *run_op(tt_pool *p, worker *w, op *o) {
+  tt_ctx *ctx, *actx;
+  tt_obj *out = NULL, *cause, *err;
+  void *hstate = NULL;
+  bool shut, hooked = p->hook.begin != NULL && !o->attached;
   double t0, dur;
   int rc;
-  /* A fresh context per attempt, made now so that time spent queued or
-  ** waiting for a retry does not count against the timeout. */
-  if (o->attached)
-    ctx = tt_ref(o->base);
-  else
-    ctx = tt__detached(o->base, o->timeout);
-  actx = hook_begin(p, o, ctx, &hstate);
-  tt__lock(&p->mu);
-  o->ctx = ctx;
-  old_actx = o->actx;
-  o->actx = actx;
-  shut = p->shut;
-  if (shut) cause = tt_ref(p->shut_cause);
-  if (o->abandoned) {
-    /* Abandoned between its take and now: its handle is resolved (its
-    ** state stays final), and its context ends at once. */
-    shut = true;
-    tt_unref(cause);
-    cause = (tt_obj *)tt_error_for(TT_EABANDONED);
+  /* Only this thread changes o->ctx while the op runs. */
+  ctx = o->ctx;
+  if (ctx != NULL && !o->attached) tt__detached_arm(ctx);
+  if (w->begun) {
+    /* Started in take's hold. */
+    actx = ctx;
+    shut = w->shut;
+    cause = w->cause;
+    tt_unref(w->actx_old);
   } else {
-    tt__handle_set_state(&o->h, TT_H_RUNNING);
-    pool_emit(p, o, (tt_event){.kind = TT_EV_STARTED});
+    tt_ctx *old_actx;
+    /* A fresh context per attempt, made as the attempt starts so that
+    ** time spent queued or waiting for a retry does not count against
+    ** the timeout: by take when the worker had a blank, else now. */
+    if (ctx == NULL) ctx = tt__detached(o->base, o->timeout);
+    actx = hook_begin(p, o, ctx, &hstate);
+    tt__lock(&p->mu);
+    o->ctx = ctx;
+    old_actx = o->actx;
+    o->actx = actx;
+    shut = p->shut;
+    cause = shut ? tt_ref(p->shut_cause) : NULL;
+    if (o->abandoned) {
+      /* Abandoned between its take and now: its handle is resolved (its
+      ** state stays final), and its context ends at once. */
+      shut = true;
+      tt_unref(cause);
+      cause = (tt_obj *)tt_error_for(TT_EABANDONED);
+    } else {
+      tt__handle_set_state(&o->h, TT_H_RUNNING);
+      pool_emit(p, o, (tt_event){.kind = TT_EV_STARTED});
+    }
+    tt__unlock(&p->mu);
+    tt_unref(old_actx);
   }
-  tt__unlock(&p->mu);
-  tt_unref(old_actx);
   pool_deliver(p);
   /* The after_func may not have run yet: look at the context itself. */
   if (!shut && p->shutdown != NULL && tt_ctx_err(p->shutdown) != 0) {
@@ -643,7 +809,8 @@ static void run_op(tt_pool *p, op *o) {
   }
   if (shut && ctx != NULL && !o->attached) tt_cancel(ctx, cause);
   tt_unref(cause);
-  t0 = tt_now();
+  /* Without a hook, the take's clock reading serves as the start. */
+  t0 = hooked ? tt_now() : o->started;
   tl_running = p;
   if (actx != NULL)
     rc = o->h.fn(actx, o->h.arg, &out);
@@ -654,10 +821,9 @@ static void run_op(tt_pool *p, op *o) {
   err = rc == TT_OK ? NULL : tt__task_error(rc, out);
   if (p->hook.end != NULL && ctx != NULL && !o->attached)
     p->hook.end(hstate, rc, err, p->hook.ud);
-  if (rc == TT_OK)
-    op_completed(p, o, out, dur);
-  else
-    op_failed(p, o, err, dur);
+  if (rc == TT_OK) return op_completed(p, w, o, out, dur);
+  op_failed(p, w, o, err, dur);
+  return NULL;
 }
 
 /* work_visible tells, without the lock, whether a worker of class 'ci'
@@ -709,19 +875,16 @@ void *tt__pool_worker_main(void *arg) {
   pclass *c = &p->cls[w->cls];
   bool spun = false;      /* spun in vain since the last op or wake */
   w->spin = SPIN_MAX;
+  w->blank = tt__detached_blank();
   tt__lock(&p->mu);
   for (;;) {
-    op *o = take(p, w->cls);
+    op *o = take(p, w);
     if (o != NULL) {
-      /* More queued than this worker takes now: another should look. */
-      if (atomic_load_explicit(&p->cls[o->cls].nready,
-                               memory_order_relaxed) > 0)
-        wake_for(p, o->cls);
-      c->busy++;
       tt__unlock(&p->mu);
-      run_op(p, o);
+      /* Each end of an op may take the next one in its hold of 'mu'. */
+      do o = run_op(p, w, o); while (o != NULL);
+      if (w->blank == NULL) w->blank = tt__detached_blank();
       tt__lock(&p->mu);
-      c->busy--;
       spun = false;
       continue;
     }
@@ -734,6 +897,7 @@ void *tt__pool_worker_main(void *arg) {
       c->spinning++;
       tt__unlock(&p->mu);
       spun = !spin_for_work(p, w);
+      if (w->blank == NULL) w->blank = tt__detached_blank();
       tt__lock(&p->mu);
       c->spinning--;
       tt__spin_exit();
@@ -747,6 +911,8 @@ void *tt__pool_worker_main(void *arg) {
     if (c->wakes > c->idle) c->wakes = c->idle;
   }
   tt__unlock(&p->mu);
+  tt_unref(w->blank);
+  w->blank = NULL;
   tt__thread_exit_hook();
   pool_release(p);
   return NULL;
@@ -1062,11 +1228,21 @@ void tt__pool_reject_locked(tt_pool *p, int rc, const sub *s) {
 /* first_look resolves a submission's settings and takes the cheap first
 ** look at the pool (closed, queue room, quota), so that a refusal
 ** allocates nothing; a refusal is counted and emitted here.  A
-** submission that would spill gets TT_ESPILLED (counted later). */
+** submission that would spill gets TT_ESPILLED (counted later).  With
+** 'quick', a queue with room in sight (read without the lock) is taken
+** as a yes, and the look under the lock that accepts the op decides. */
 static int first_look(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so,
-                      sub *s) {
+                      sub *s, bool quick) {
   int rc = tt__pool_settle_sub(p, parent, so, s);
   if (rc != TT_OK) return rc;
+  /* Room in sight: the look under the lock that accepts the op decides
+  ** (and refuses, counts and emits as this one would), so that an
+  ** accepted submission takes the lock once.  Only a refusal seen here
+  ** spares the op's record. */
+  if (quick && atomic_load_explicit(&p->cls[s->ci].nready,
+                                    memory_order_relaxed) <
+                   (size_t)p->queue_cap)
+    return TT_OK;
   tt__lock(&p->mu);
   rc = tt__pool_admit(p, &p->cls[s->ci], s->tenant, s->tenant_len, s->until);
   if (rc == TT_EQUEUE_FULL && pool_can_spill(p, so))
@@ -1082,7 +1258,7 @@ int tt_pool_precheck(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so) {
   int rc;
   /* A bounded wait for room is the submission's own business. */
   if (so != NULL && so->wait > 0) return TT_OK;
-  rc = first_look(p, parent, so, &s);
+  rc = first_look(p, parent, so, &s, false);
   tt_unref(s.thold);
   return rc;
 }
@@ -1110,7 +1286,7 @@ static tt_handle *submit_sub(tt_pool *p, tt_ctx *parent,
     plain.spill_fn = NULL;
     so = &plain;
   }
-  rc = first_look(p, parent, so, s);
+  rc = first_look(p, parent, so, s, true);
   if (rc == TT_ESPILLED) {
     tt_handle *h;
     if (so->spill_args == NULL) {

@@ -122,6 +122,10 @@ typedef struct pclass {
   int busy;                /* workers running an op; under pool mu */
   int wakes;               /* signals sent and not yet taken; pool mu */
   int spinning;            /* workers spinning for work; under pool mu */
+  double avg_dur;          /* a moving average of its ops' run times
+                           ** (s); under pool mu */
+  uint64_t takes;          /* ops taken off 'ready'; under pool mu */
+  uint64_t late_mark;      /* 'takes' when the late check was armed */
   tt_list space;           /* of swaiter: submitters with a 'wait',
                               FIFO; under pool mu */
   pthread_cond_t cv;       /* idle workers of the class wait here */
@@ -143,6 +147,14 @@ typedef struct worker {
   int cls;
   double spin;             /* how long it spins before parking (s);
                            ** only its own thread uses it */
+  /* The attempt this worker starts, prepared by take under 'mu' and used
+  ** by run_op; only the worker's own thread uses these. */
+  tt_ctx *blank;           /* made ahead (tt__detached_blank) for the
+                           ** next attempt's context, or NULL */
+  tt_ctx *actx_old;        /* the op's previous 'actx', to release */
+  tt_obj *cause;           /* the shutdown's cause, when 'shut' */
+  bool shut;               /* taken after the shutdown context ended */
+  bool begun;              /* RUNNING and STARTED done in take's hold */
 } worker;
 
 typedef struct observer {
@@ -215,6 +227,10 @@ struct tt_pool {
   tt_failure *ring;        /* recent failures, 'failures_cap' slots */
   size_t ring_head, ring_len;
   tt_tentry idle_te;       /* holds an internal reference while queued */
+  tt_tentry late_te;       /* the late check of queued work (pool.c's
+                           ** "Handoff"); holds an internal reference
+                           ** while queued */
+  bool late_armed;         /* 'late_te' is queued or firing */
   bool idle_want;          /* an idle report is due at 'idle_at' */
   bool idle_queued;        /* 'idle_te' is queued or firing */
   bool idle_reported;      /* IDLE sent, RESUMING not yet */
@@ -307,6 +323,7 @@ void tt__pool_push_ready(tt_pool *p, op *o);
 void tt__pool_idle_arm(tt_pool *p);
 void tt__pool_idle_disarm(tt_pool *p);
 void tt__pool_idle_fire(tt_tentry *te);
+void tt__pool_late_fire(tt_tentry *te);
 void tt__pool_settle(tt_pool *p);
 void tt__pool_record_failure(tt_pool *p, op *o, tt_obj *err, tt_obj *cause,
                              int code, tt_obj **old_err, tt_obj **old_cause);

@@ -106,6 +106,7 @@ static tt_pool *pool_alloc(const tt_pool_opts *o) {
   tt_list_init(&p->dead);
   tt_list_init(&p->evq);
   p->idle_te.fire = tt__pool_idle_fire;
+  p->late_te.fire = tt__pool_late_fire;
   p->spill_te.fire = tt__pool_spill_fire;
   tt_list_init(&p->spilling);
   p->queue_cap = o->queue > 0 ? o->queue : 64;

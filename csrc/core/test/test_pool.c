@@ -1068,6 +1068,54 @@ TEST(stats_add_up_under_load) {
   tt_unref(p);
 }
 
+/* fn_release cancels the gate context given as its argument. */
+static int fn_release(tt_ctx *ctx, void *arg, tt_obj **out) {
+  (void)ctx;
+  (void)out;
+  tt_cancel(arg, NULL);
+  return TT_OK;
+}
+
+/* A worker that runs short ops leaves queued work to itself instead of
+** waking another (see pool.c's "The late check"); an op that then runs
+** long must still not hold the work queued behind it while another
+** worker is idle.  Each round queues a gate op that waits (10 s at most)
+** for the op queued after it: that one must run meanwhile, on the other
+** worker. */
+TEST(long_op_after_short_ones_does_not_hold_queued_work) {
+  tt_pool_opts o;
+  tt_pool *p;
+  int r, i;
+  memset(&o, 0, sizeof o);
+  o.workers = 2;
+  o.queue = 64;
+  p = tt_pool_new(&o, NULL);
+  for (r = 0; r < 20; r++) {
+    tt_handle *ha, *hb;
+    tt_ctx *gate = tt_with_cancel(tt_background());
+    /* Short ops first: the class's ops are short on average. */
+    for (i = 0; i < 50; i++) {
+      tt_handle *h = tt_pool_submit(p, tt_background(), NULL, fn_ok, NULL,
+                                    NULL, NULL);
+      if (i == 49) CHECK(wait_handle(h));
+      tt_unref(h);
+    }
+    ha = tt_pool_submit(p, tt_background(), NULL, fn_gate, gate, NULL,
+                        NULL);
+    hb = tt_pool_submit(p, tt_background(), NULL, fn_release, gate, NULL,
+                        NULL);
+    CHECK(wait_handle(hb));
+    CHECK(wait_handle(ha));
+    /* The gate opened because the second op ran, not by its timeout. */
+    CHECK_EQ(tt_ctx_err(gate), TT_CANCELED);
+    tt_unref(ha);
+    tt_unref(hb);
+    tt_unref(gate);
+  }
+  CHECK_EQ(tt_pool_drain(p, NULL, -1), TT_OK);
+  tt_unref(p);
+}
+
 /* Scenario 21: idle and resume. */
 TEST(idle_then_resuming) {
   tt_pool_opts o;

@@ -26,11 +26,12 @@
 ** them while an op still runs (see "Lifetime").
 **
 ** Handoff.  A worker that finds nothing to take spins a moment (a bounded,
-** adaptive spin that yields the CPU; at most half the CPUs spin at once,
-** process-wide, see internal.h) before it parks on its class's condition
-** variable.  A submission wakes a parked worker only when no worker that
-** could take it is spinning or already woken, and a worker that takes an
-** op and leaves more queued makes sure another one looks (wake_for): a
+** adaptive spin that yields the CPU; at most as many threads as there are
+** CPUs spin at once, process-wide, and none on one CPU, see internal.h)
+** before it parks on its class's condition variable.  A submission
+** wakes a parked worker only when no worker that could take it is
+** spinning or already woken, and a worker that takes an op and leaves
+** more queued makes sure another one looks (wake_for): a
 ** steady stream of submissions is taken by an awake worker with no futex
 ** wake, and a burst still wakes as many workers as it keeps busy.  When
 ** the class's ops are short and its running workers already fill the

@@ -48,9 +48,10 @@
 **
 ** Locks.  'tmu' guards the exporter's state, flush generations and the
 ** current configuration (spans read what they need of it from atomics);
-** it is a leaf (nothing is called under it but malloc and thread
-** creation).  A span's 'mu' guards its record while it is open; it is
-** taken alone.
+** nothing is called under it but malloc and thread creation, and 'smu'
+** (the spare records' lock, a leaf) only when a forked child frees what
+** it inherited.  A span's 'mu' guards its record while it is open; it
+** is taken alone.
 */
 #include <ctype.h>
 #include <errno.h>
@@ -570,12 +571,78 @@ struct tt_span {
   bool ended;
 };
 
-static void rec_free(srec *r) {
-  if (r == NULL) return;
+/* Spare records.  A record is allocated on the thread that starts its
+** span and released on the exporter's, at the rate ops run: through
+** malloc, every span paid for an allocation on one thread and a free on
+** another (the allocator's slow paths: the worker's arena, which the
+** exporter's frees shrink, grows again a page at a time).  Released
+** records are kept instead, with their text buffers, up to SPARE_MAX of
+** them, and the next spans reuse them.  'smu' guards the list; it is a
+** leaf, held for a few pointer moves (a span takes it once to get a
+** record, the exporter once per batch to give them back). */
+#define SPARE_MAX 4096
+#define SPARE_TEXT 1024     /* a spare keeps a text buffer up to this */
+
+static pthread_mutex_t smu = PTHREAD_MUTEX_INITIALIZER;
+static srec *spares;         /* under smu, linked by 'next' */
+static size_t nspares;       /* under smu */
+
+/* rec_alloc gives a record whose text is empty, or NULL. */
+static srec *rec_alloc(void) {
+  srec *r;
+  tt__lock(&smu);
+  r = spares;
+  if (r != NULL) {
+    spares = r->next;
+    nspares--;
+  }
+  tt__unlock(&smu);
+  if (r == NULL) {
+    r = malloc(sizeof *r);
+    if (r != NULL) tt_buf_init(&r->text);
+  } else {
+    r->text.len = 0;
+    r->text.failed = false;
+  }
+  return r;
+}
+
+/* rec_clear frees what a record holds past itself, but a text buffer of
+** a spare's size. */
+static void rec_clear(srec *r) {
   if (r->attrs != r->small) free(r->attrs);
   if (r->links != r->small_links) free(r->links);
-  tt_buf_free(&r->text);
-  free(r);
+  if (r->text.failed || r->text.cap > SPARE_TEXT) tt_buf_free(&r->text);
+}
+
+/* rec_release gives back the 'n' records of the chain 'head'...'tail'
+** (linked by 'next'): kept as spares while there is room, freed
+** otherwise. */
+static void rec_release(srec *head, srec *tail, size_t n) {
+  size_t room;
+  if (head == NULL) return;
+  tt__lock(&smu);
+  room = nspares < SPARE_MAX ? SPARE_MAX - nspares : 0;
+  if (room >= n) {
+    tail->next = spares;
+    spares = head;
+    nspares += n;
+    head = NULL;
+  }
+  tt__unlock(&smu);
+  while (head != NULL) {
+    srec *next = head->next;
+    tt_buf_free(&head->text);
+    free(head);
+    head = next;
+  }
+}
+
+static void rec_free(srec *r) {
+  if (r == NULL) return;
+  rec_clear(r);
+  r->next = NULL;
+  rec_release(r, r, 1);
 }
 
 /* rec_str returns the bytes of a string of the record. */
@@ -774,7 +841,7 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
   s->sc.remote = false;
   if ((s->sc.flags & 1) &&
       atomic_load_explicit(&trace_on, memory_order_relaxed)) {
-    r = malloc(sizeof *r);
+    r = rec_alloc();
     if (r != NULL) {
       /* Only what needs a value: the arrays' unused slots stay as they
       ** are, to save zeroing them for every span. */
@@ -786,7 +853,6 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
       r->links = r->small_links;
       r->link_cap = 2;
       r->end_ns = 0;
-      tt_buf_init(&r->text);
       r->value_limit = atomic_load_explicit(&lim_value,
                                             memory_order_relaxed);
       r->attr_limit = atomic_load_explicit(&lim_attrs, memory_order_relaxed);
@@ -920,11 +986,20 @@ static void cv_init(void) {
 /* A forked child has no exporter thread (only the forking thread
 ** survives a fork): it forgets the parent's, and what it had queued, so
 ** that its first span starts one of its own and a flush never waits for
-** a thread that is not there.  'tmu' is held across the fork. */
-static void fork_prepare(void) { tt__lock(&tmu); }
-static void fork_parent(void) { tt__unlock(&tmu); }
+** a thread that is not there.  'tmu' and then 'smu' are held across
+** the fork. */
+static void fork_prepare(void) {
+  tt__lock(&tmu);
+  tt__lock(&smu);
+}
+
+static void fork_parent(void) {
+  tt__unlock(&smu);
+  tt__unlock(&tmu);
+}
 
 static void fork_child(void) {
+  tt__unlock(&smu);
   srec *r = atomic_exchange(&queue, NULL);
   while (r != NULL) {
     srec *next = r->next;
@@ -1247,6 +1322,7 @@ static bool write_line(const tcfg *c, tt_buf *body) {
 static void export_batch(CURL **h, tt_buf *body, tcfg *c, tt_list *batch,
                          size_t n) {
   tt_list *l;
+  srec *head = NULL, *tail = NULL;
   bool ok = false;
   /* The body's buffer is the exporter's, kept from batch to batch. */
   body->len = 0;
@@ -1266,8 +1342,14 @@ static void export_batch(CURL **h, tt_buf *body, tcfg *c, tt_list *batch,
     atomic_fetch_add(&n_dropped, n);
     atomic_fetch_add(&n_failed, 1);
   }
-  while ((l = tt_list_shift(batch)) != NULL)
-    rec_free(tt_container_of(l, srec, link));
+  while ((l = tt_list_shift(batch)) != NULL) {
+    srec *r = tt_container_of(l, srec, link);
+    rec_clear(r);
+    r->next = head;
+    if (head == NULL) tail = r;
+    head = r;
+  }
+  rec_release(head, tail, n);
 }
 
 /* }====== */

@@ -6,8 +6,8 @@
 ** DESIGN.
 **
 ** Spans.  tt_span_start always gives a span with ids (16 random bytes of
-** trace id for a new trace, 8 of span id, from tt_random_bytes through a
-** small per-thread buffer) and a child context that carries them, so
+** trace id for a new trace, 8 of span id, from a per-thread generator
+** seeded from tt_random_bytes) and a child context that carries them, so
 ** that a traceparent propagates whether or not anything is recorded.  A
 ** span is recorded only when tracing is on (an exporter is configured)
 ** and the sampler says so: parent-based by default (a child follows its
@@ -669,30 +669,68 @@ static int span_describe(tt_obj *o, char *buf, size_t n) {
 const tt_type tt_span_type = {"tether.Span", span_free, span_describe,
                               NULL};
 
-/* random_id fills 'p' with 'n' random bytes, not all zero, from a
-** per-thread buffer refilled by tt_random_bytes (one system call per 32
-** spans instead of two per span). */
+/* Ids come from a per-thread xoshiro256** generator, seeded once per
+** thread from the kernel (tt_random_bytes): 32 random bytes of seed give
+** ids no other process or thread can predict or repeat, and an id then
+** costs a few arithmetic instructions instead of a share of a system
+** call.  A forked child would continue its parent's sequences, so every
+** thread reseeds once the fork generation it was seeded in has passed. */
+typedef struct idgen {
+  uint64_t s[4];
+  unsigned gen;            /* fork generation of the seed */
+  bool seeded;
+} idgen;
+
+static _Atomic unsigned fork_gen;
+static pthread_once_t idgen_once = PTHREAD_ONCE_INIT;
+
+static void idgen_forked(void) { atomic_fetch_add(&fork_gen, 1); }
+
+static void idgen_init(void) {
+  TT_CHECK(pthread_atfork(NULL, NULL, idgen_forked));
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static void idgen_seed(idgen *g, unsigned gen) {
+  int i;
+  if (tt_random_bytes(g->s, sizeof g->s) != TT_OK) {
+    /* No kernel randomness: a weaker seed beats none. */
+    for (i = 0; i < 4; i++) g->s[i] = tt__random();
+  }
+  if ((g->s[0] | g->s[1] | g->s[2] | g->s[3]) == 0)
+    g->s[0] = 0x9e3779b97f4a7c15ULL;  /* the one state it cannot leave */
+  g->gen = gen;
+  g->seeded = true;
+}
+
+static uint64_t idgen_next(idgen *g) {
+  uint64_t r = rotl(g->s[1] * 5, 7) * 9, t = g->s[1] << 17;
+  g->s[2] ^= g->s[0];
+  g->s[3] ^= g->s[1];
+  g->s[1] ^= g->s[2];
+  g->s[0] ^= g->s[3];
+  g->s[2] ^= t;
+  g->s[3] = rotl(g->s[3], 45);
+  return r;
+}
+
+/* random_id fills 'p' with 'n' (8 or 16) random bytes, not all zero. */
 static void random_id(uint8_t *p, size_t n) {
-  static _Thread_local uint8_t buf[768];
-  static _Thread_local size_t avail;
+  static _Thread_local idgen g;
+  unsigned gen;
   size_t i;
   bool zero;
+  TT_CHECK(pthread_once(&idgen_once, idgen_init));
+  gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
+  if (!g.seeded || g.gen != gen) idgen_seed(&g, gen);
   do {
-    if (avail < n) {
-      if (tt_random_bytes(buf, sizeof buf) != TT_OK) {
-        /* No kernel randomness: a weaker id beats none. */
-        for (i = 0; i < sizeof buf; i += 8) {
-          uint64_t r = tt__random();
-          memcpy(buf + i, &r, 8);
-        }
-      }
-      avail = sizeof buf;
-    }
-    memcpy(p, buf + sizeof buf - avail, n);
-    avail -= n;
     zero = true;
-    for (i = 0; i < n; i++)
-      if (p[i] != 0) zero = false;
+    for (i = 0; i < n; i += 8) {
+      uint64_t r = idgen_next(&g);
+      memcpy(p + i, &r, n - i < 8 ? n - i : 8);
+      if (r != 0) zero = false;
+    }
   } while (zero);
 }
 

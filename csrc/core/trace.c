@@ -1122,13 +1122,27 @@ static void p_add(piece *p, const char *s, size_t n) {
   p->n += n;
 }
 
+/* p_u64 writes 'v' in decimal, two digits at a time (a span has two
+** 19-digit times). */
 static void p_u64(piece *p, uint64_t v) {
+  static const char pairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233"
+    "34353637383940414243444546474849505152535455565758596061626364656667"
+    "6869707172737475767778798081828384858687888990919293949596979899";
   char d[24];
   int i = (int)sizeof d;
-  do {
-    d[--i] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
+  while (v >= 100) {
+    unsigned k = (unsigned)(v % 100) * 2;
+    v /= 100;
+    d[--i] = pairs[k + 1];
+    d[--i] = pairs[k];
+  }
+  if (v >= 10) {
+    d[--i] = pairs[v * 2 + 1];
+    d[--i] = pairs[v * 2];
+  } else {
+    d[--i] = (char)('0' + v);
+  }
   p_add(p, d + i, sizeof d - (size_t)i);
 }
 

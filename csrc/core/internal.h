@@ -190,6 +190,12 @@ char *tt__strdup(const char *s);
 void tt__set_msg(char *msg, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* tt__buf_room makes room for 'n' more bytes (and the NUL) at the end of
+** 'b' and returns where they go, or NULL ('failed' set): a writer that
+** knows a bound on what it writes fills the room, then sets 'len' and
+** the NUL itself (text.c). */
+char *tt__buf_room(tt_buf *b, size_t n);
+
 /* tt__metrics_store_closed takes a store out of the metrics as it closes
 ** (metrics.c; it never waits). */
 void tt__metrics_store_closed(const tt_store *s);

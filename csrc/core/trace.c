@@ -1105,26 +1105,46 @@ drop:
 
 /* {====== OTLP JSON ====== */
 
-/* The JSON of a span is written in a few appends: the parts of known
-** size (ids, numbers, the words between them) are put together in a
-** small buffer on the stack first ('piece'), since a span is exported
-** at the rate ops run. */
-typedef struct piece {
-  char d[320];
-  size_t n;
-} piece;
+/* The JSON of a span is written straight into the body's buffer: room
+** for a bound on what it takes is reserved once (SPAN_ROOM, plus the
+** strings and each attribute and link), and the parts are copied into
+** it without a call per part, since a span is exported at the rate ops
+** run.  Only a string that needs escapes and a fractional number go
+** through text.c's writers (the room is reserved again after them). */
+#define SPAN_ROOM 512     /* the fixed parts, numbers and ids included */
+#define ATTR_ROOM 96      /* an attribute but its strings */
+#define LINK_ROOM 128
 
-/* P_LIT appends a string literal (only a literal: its size is taken). */
-#define P_LIT(p, s) p_add((p), ("" s ""), sizeof(s) - 1)
+typedef struct jw {
+  tt_buf *b;
+  char *p;                 /* the end of what is written, in the room */
+  size_t room;             /* what each reservation asks for */
+} jw;
 
-static void p_add(piece *p, const char *s, size_t n) {
-  memcpy(p->d + p->n, s, n);
-  p->n += n;
+/* jw_reserve reserves the room again at the end of what is written;
+** false when memory runs out (the buffer is marked failed). */
+static bool jw_reserve(jw *w) {
+  w->p = tt__buf_room(w->b, w->room);
+  return w->p != NULL;
 }
 
-/* p_u64 writes 'v' in decimal, two digits at a time (a span has two
+/* jw_commit makes what is written part of the buffer. */
+static void jw_commit(jw *w) {
+  w->b->len = (size_t)(w->p - w->b->data);
+  w->b->data[w->b->len] = '\0';
+}
+
+/* W_LIT writes a string literal (only a literal: its size is taken). */
+#define W_LIT(w, s) w_add((w), ("" s ""), sizeof(s) - 1)
+
+static void w_add(jw *w, const char *s, size_t n) {
+  memcpy(w->p, s, n);
+  w->p += n;
+}
+
+/* w_u64 writes 'v' in decimal, two digits at a time (a span has two
 ** 19-digit times). */
-static void p_u64(piece *p, uint64_t v) {
+static void w_u64(jw *w, uint64_t v) {
   static const char pairs[] =
     "00010203040506070809101112131415161718192021222324252627282930313233"
     "34353637383940414243444546474849505152535455565758596061626364656667"
@@ -1143,30 +1163,63 @@ static void p_u64(piece *p, uint64_t v) {
   } else {
     d[--i] = (char)('0' + v);
   }
-  p_add(p, d + i, sizeof d - (size_t)i);
+  w_add(w, d + i, sizeof d - (size_t)i);
 }
 
-static void p_i64(piece *p, long long v) {
+static void w_i64(jw *w, long long v) {
   if (v < 0) {
-    P_LIT(p, "-");
-    p_u64(p, (uint64_t)0 - (uint64_t)v);
+    W_LIT(w, "-");
+    w_u64(w, (uint64_t)0 - (uint64_t)v);
   } else {
-    p_u64(p, (uint64_t)v);
+    w_u64(w, (uint64_t)v);
   }
 }
 
-/* p_hex writes "<hex of n bytes>" with its quotes. */
-static void p_hex(piece *p, const uint8_t *b, size_t n) {
-  p->d[p->n++] = '"';
-  tt_hex(b, n, p->d + p->n);
-  p->n += 2 * n;
-  p->d[p->n++] = '"';
+/* w_hex writes "<hex of n bytes>" with its quotes. */
+static void w_hex(jw *w, const uint8_t *b, size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  size_t i;
+  char *p = w->p;
+  *p++ = '"';
+  for (i = 0; i < n; i++) {
+    *p++ = digits[b[i] >> 4];
+    *p++ = digits[b[i] & 15];
+  }
+  *p++ = '"';
+  w->p = p;
 }
 
-/* p_flush appends the piece to the buffer and empties it. */
-static void p_flush(tt_buf *b, piece *p) {
-  tt_buf_add(b, p->d, p->n);
-  p->n = 0;
+/* plain tells the bytes a JSON string holds as they are: printable
+** ASCII but the quote and the backslash. */
+static bool plain(const char *s, size_t n) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i;
+  for (i = 0; i < n; i++)
+    if (p[i] < 0x20 || p[i] >= 0x7f || p[i] == '"' || p[i] == '\\')
+      return false;
+  return true;
+}
+
+/* w_str writes a string of the record as a JSON string (its length is
+** counted in the room); false when memory runs out. */
+static bool w_str(jw *w, const char *s, size_t n) {
+  if (plain(s, n)) {
+    *w->p++ = '"';
+    memcpy(w->p, s, n);
+    w->p += n;
+    *w->p++ = '"';
+    return true;
+  }
+  jw_commit(w);
+  tt_buf_json_str(w->b, s, n);
+  return jw_reserve(w);
+}
+
+/* w_num writes a finite number as JSON, through text.c's writer. */
+static bool w_num(jw *w, double v) {
+  jw_commit(w);
+  tt_buf_json_num(w->b, v);
+  return jw_reserve(w);
 }
 
 static void json_attr_str(tt_buf *b, const char *k, const char *v) {
@@ -1177,105 +1230,107 @@ static void json_attr_str(tt_buf *b, const char *k, const char *v) {
   tt_buf_adds(b, "}}");
 }
 
-static void json_attrs(tt_buf *b, piece *p, const srec *r) {
+static bool json_attrs(jw *w, const srec *r) {
   const sattr *a = r->attrs;
   int i, n = r->nattrs;
-  P_LIT(p, "[");
+  W_LIT(w, "[");
   for (i = 0; i < n; i++) {
-    if (i > 0) P_LIT(p, ",");
-    P_LIT(p, "{\"key\":");
-    p_flush(b, p);
-    tt_buf_json_str(b, rec_str(r, a[i].key), a[i].key.len);
-    P_LIT(p, ",\"value\":{");
+    if (i > 0) W_LIT(w, ",");
+    W_LIT(w, "{\"key\":");
+    if (!w_str(w, rec_str(r, a[i].key), a[i].key.len)) return false;
+    W_LIT(w, ",\"value\":{");
     switch (a[i].kind) {
       case TT_F_INT:
-        P_LIT(p, "\"intValue\":\"");
-        p_i64(p, a[i].i);
-        P_LIT(p, "\"}}");
+        W_LIT(w, "\"intValue\":\"");
+        w_i64(w, a[i].i);
+        W_LIT(w, "\"}}");
         break;
       case TT_F_NUM:
         /* JSON has no NaN or infinities; OTLP JSON spells them so. */
         if (isnan(a[i].n)) {
-          P_LIT(p, "\"doubleValue\":\"NaN\"}}");
+          W_LIT(w, "\"doubleValue\":\"NaN\"}}");
         } else if (isinf(a[i].n)) {
-          if (a[i].n > 0) P_LIT(p, "\"doubleValue\":\"Infinity\"}}");
-          else P_LIT(p, "\"doubleValue\":\"-Infinity\"}}");
+          if (a[i].n > 0) W_LIT(w, "\"doubleValue\":\"Infinity\"}}");
+          else W_LIT(w, "\"doubleValue\":\"-Infinity\"}}");
         } else {
-          P_LIT(p, "\"doubleValue\":");
-          p_flush(b, p);
-          tt_buf_json_num(b, a[i].n);
-          P_LIT(p, "}}");
+          W_LIT(w, "\"doubleValue\":");
+          if (!w_num(w, a[i].n)) return false;
+          W_LIT(w, "}}");
         }
         break;
       case TT_F_BOOL:
-        if (a[i].i) P_LIT(p, "\"boolValue\":true}}");
-        else P_LIT(p, "\"boolValue\":false}}");
+        if (a[i].i) W_LIT(w, "\"boolValue\":true}}");
+        else W_LIT(w, "\"boolValue\":false}}");
         break;
       default:
-        P_LIT(p, "\"stringValue\":");
-        p_flush(b, p);
-        tt_buf_json_str(b, rec_str(r, a[i].s), a[i].s.len);
-        P_LIT(p, "}}");
+        W_LIT(w, "\"stringValue\":");
+        if (!w_str(w, rec_str(r, a[i].s), a[i].s.len)) return false;
+        W_LIT(w, "}}");
     }
   }
-  P_LIT(p, "]");
+  W_LIT(w, "]");
+  return true;
 }
 
-static void json_span(tt_buf *b, const srec *r) {
-  piece p;
+/* json_span writes one span; false when memory runs out. */
+static bool json_span(tt_buf *b, const srec *r) {
+  jw w;
   int i;
-  p.n = 0;
-  P_LIT(&p, "{\"traceId\":");
-  p_hex(&p, r->sc.trace_id, 16);
-  P_LIT(&p, ",\"spanId\":");
-  p_hex(&p, r->sc.span_id, 8);
+  /* The record's text holds every string it writes, each once, and
+  ** each gets its two quotes. */
+  w.b = b;
+  w.room = SPAN_ROOM + r->text.len + 2 * (2 * (size_t)r->nattrs + 2) +
+           (size_t)r->nattrs * ATTR_ROOM + (size_t)r->nlinks * LINK_ROOM;
+  if (!jw_reserve(&w)) return false;
+  W_LIT(&w, "{\"traceId\":");
+  w_hex(&w, r->sc.trace_id, 16);
+  W_LIT(&w, ",\"spanId\":");
+  w_hex(&w, r->sc.span_id, 8);
   if (r->has_parent) {
-    P_LIT(&p, ",\"parentSpanId\":");
-    p_hex(&p, r->parent, 8);
+    W_LIT(&w, ",\"parentSpanId\":");
+    w_hex(&w, r->parent, 8);
   }
   /* The trace flags, and whether the parent is remote (bit 9), which
   ** bit 8 says is known. */
-  P_LIT(&p, ",\"flags\":");
-  p_u64(&p, 0x100u | (r->parent_remote ? 0x200u : 0) | r->sc.flags);
-  P_LIT(&p, ",\"name\":");
-  p_flush(b, &p);
-  tt_buf_json_str(b, rec_str(r, r->name), r->name.len);
-  P_LIT(&p, ",\"kind\":");
-  p_u64(&p, (uint64_t)r->kind);
-  P_LIT(&p, ",\"startTimeUnixNano\":\"");
-  p_u64(&p, r->start_ns);
-  P_LIT(&p, "\",\"endTimeUnixNano\":\"");
-  p_u64(&p, r->end_ns);
-  P_LIT(&p, "\",\"attributes\":");
-  json_attrs(b, &p, r);
+  W_LIT(&w, ",\"flags\":");
+  w_u64(&w, 0x100u | (r->parent_remote ? 0x200u : 0) | r->sc.flags);
+  W_LIT(&w, ",\"name\":");
+  if (!w_str(&w, rec_str(r, r->name), r->name.len)) return false;
+  W_LIT(&w, ",\"kind\":");
+  w_u64(&w, (uint64_t)r->kind);
+  W_LIT(&w, ",\"startTimeUnixNano\":\"");
+  w_u64(&w, r->start_ns);
+  W_LIT(&w, "\",\"endTimeUnixNano\":\"");
+  w_u64(&w, r->end_ns);
+  W_LIT(&w, "\",\"attributes\":");
+  if (!json_attrs(&w, r)) return false;
   if (r->dropped_attrs > 0) {
-    P_LIT(&p, ",\"droppedAttributesCount\":");
-    p_u64(&p, (uint64_t)r->dropped_attrs);
+    W_LIT(&w, ",\"droppedAttributesCount\":");
+    w_u64(&w, (uint64_t)r->dropped_attrs);
   }
-  P_LIT(&p, ",\"links\":[");
+  W_LIT(&w, ",\"links\":[");
   for (i = 0; i < r->nlinks; i++) {
-    if (p.n > sizeof p.d - 128) p_flush(b, &p);
-    if (i > 0) P_LIT(&p, ",");
-    P_LIT(&p, "{\"traceId\":");
-    p_hex(&p, r->links[i].trace_id, 16);
-    P_LIT(&p, ",\"spanId\":");
-    p_hex(&p, r->links[i].span_id, 8);
-    P_LIT(&p, ",\"attributes\":[]}");
+    if (i > 0) W_LIT(&w, ",");
+    W_LIT(&w, "{\"traceId\":");
+    w_hex(&w, r->links[i].trace_id, 16);
+    W_LIT(&w, ",\"spanId\":");
+    w_hex(&w, r->links[i].span_id, 8);
+    W_LIT(&w, ",\"attributes\":[]}");
   }
-  P_LIT(&p, "]");
+  W_LIT(&w, "]");
   if (r->dropped_links > 0) {
-    P_LIT(&p, ",\"droppedLinksCount\":");
-    p_u64(&p, (uint64_t)r->dropped_links);
+    W_LIT(&w, ",\"droppedLinksCount\":");
+    w_u64(&w, (uint64_t)r->dropped_links);
   }
   if (r->status == 2) {
-    P_LIT(&p, ",\"status\":{\"code\":2,\"message\":");
-    p_flush(b, &p);
-    tt_buf_json_str(b, rec_str(r, r->message), r->message.len);
-    P_LIT(&p, "}}");
+    W_LIT(&w, ",\"status\":{\"code\":2,\"message\":");
+    if (!w_str(&w, rec_str(r, r->message), r->message.len)) return false;
+    W_LIT(&w, "}}");
   } else {
-    P_LIT(&p, ",\"status\":{\"code\":0}}");
+    W_LIT(&w, ",\"status\":{\"code\":0}}");
   }
-  p_flush(b, &p);
+  jw_commit(&w);
+  return true;
 }
 
 /* json_request writes one ExportTraceServiceRequest of the spans of
@@ -1297,7 +1352,7 @@ static void json_request(tt_buf *b, const tcfg *c, tt_list *batch) {
                  "\"version\":\"" TT_TRACE_SDK_VERSION "\"},\"spans\":[");
   for (l = batch->next; l != batch; l = l->next) {
     if (l != batch->next) tt_buf_addc(b, ',');
-    json_span(b, tt_container_of(l, srec, link));
+    if (!json_span(b, tt_container_of(l, srec, link))) break;
   }
   tt_buf_adds(b, "]}]}]}");
 }

@@ -761,6 +761,16 @@ static uint64_t wall_ns(void) {
                                          memory_order_relaxed));
 }
 
+/* wall_of_mono converts a time of tt_now (the monotonic clock, in
+** seconds) to Unix nanoseconds, as wall_ns would have read it then. */
+static uint64_t wall_of_mono(double at) {
+  if (!atomic_load_explicit(&wall_known, memory_order_acquire))
+    measure_offset();
+  return (uint64_t)((int64_t)(at * 1e9 + 0.5) +
+                    atomic_load_explicit(&wall_offset,
+                                         memory_order_relaxed));
+}
+
 /* sample decides a new span's sampled flag. */
 static bool sample(const tt_span_context *parent, const uint8_t *trace_id) {
   int k = atomic_load_explicit(&samp_kind, memory_order_relaxed);
@@ -856,20 +866,20 @@ static void rec_attr(srec *r, const tt_field *f) {
     a->s = text_add(r, f->s, f->len == (size_t)-1 ? strlen(f->s) : f->len);
 }
 
-tt_span *tt_span_start(tt_ctx *parent, const char *name,
-                       const tt_span_opts *o, tt_ctx **child) {
-  tt_span_context psc, *pp = NULL;
+/* span_start is tt_span_start, for a parent whose span context the
+** caller has read ('pp', NULL for none), starting at 'start_ns' (Unix
+** nanoseconds; 0: now). */
+static tt_span *span_start(tt_ctx *parent, const tt_span_context *pp,
+                           const char *name, const tt_span_opts *o,
+                           tt_ctx **child, uint64_t start_ns) {
   tt_span *s;
   srec *r = NULL;
   size_t i;
-  ensure_init();
   if (child != NULL) *child = NULL;
-  if (parent == NULL) return NULL;
   s = calloc(1, sizeof *s);
   if (s == NULL) return NULL;
   tt_obj_init(&s->hdr, &tt_span_type);
   TT_CHECK(pthread_mutex_init(&s->mu, NULL));
-  if (tt_ctx_span_context(parent, &psc)) pp = &psc;
   if (pp != NULL) memcpy(s->sc.trace_id, pp->trace_id, 16);
   else if (o != NULL && o->trace_id != NULL)
     memcpy(s->sc.trace_id, o->trace_id, 16);
@@ -906,7 +916,7 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
       if (name == NULL) name = "span";
       r->name = text_add(r, name, strlen(name));
       r->kind = o != NULL && o->kind > 0 ? o->kind : TT_SPAN_INTERNAL;
-      r->start_ns = wall_ns();
+      r->start_ns = start_ns != 0 ? start_ns : wall_ns();
       if (o != NULL) {
         for (i = 0; i < o->nattrs; i++) rec_attr(r, &o->attrs[i]);
         if (o->link_parent && pp != NULL) rec_link(r, pp);
@@ -925,6 +935,16 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
     }
   }
   return s;
+}
+
+tt_span *tt_span_start(tt_ctx *parent, const char *name,
+                       const tt_span_opts *o, tt_ctx **child) {
+  tt_span_context psc;
+  ensure_init();
+  if (child != NULL) *child = NULL;
+  if (parent == NULL) return NULL;
+  return span_start(parent, tt_ctx_span_context(parent, &psc) ? &psc : NULL,
+                    name, o, child, 0);
 }
 
 void tt_span_context_of(tt_span *s, tt_span_context *out) {
@@ -1622,7 +1642,7 @@ static uint64_t mix(uint64_t x) {
 
 static tt_ctx *pool_begin(const tt_event *ev, void **state, void *ud) {
   tt_span_opts so;
-  tt_span_context sc;
+  tt_span_context sc, *psc = NULL;
   tt_ctx *child = NULL;
   uint8_t tid[16];
   uint64_t salt = (uint64_t)(uintptr_t)ud, hi, lo;
@@ -1642,7 +1662,9 @@ static tt_ctx *pool_begin(const tt_event *ev, void **state, void *ud) {
   so.nattrs = ev->tenant != NULL ? 4 : 3;
   /* An op is detached from its submitter: parent and link. */
   so.link_parent = true;
-  if (!tt_ctx_span_context(ev->ctx, &sc)) {
+  if (tt_ctx_span_context(ev->ctx, &sc)) {
+    psc = &sc;
+  } else {
     /* No submitter's span: the attempts of the op still share one
     ** trace, whose id comes from the pool's salt and the op's id. */
     hi = mix(salt ^ mix(ev->id));
@@ -1653,7 +1675,9 @@ static tt_ctx *pool_begin(const tt_event *ev, void **state, void *ud) {
     }
     so.trace_id = tid;
   }
-  *state = tt_span_start(ev->ctx, ev->name, &so, &child);
+  /* The pool read the clock for the event: the span starts then. */
+  *state = span_start(ev->ctx, psc, ev->name, &so, &child,
+                      ev->at > 0 ? wall_of_mono(ev->at) : 0);
   return child;
 }
 

@@ -576,12 +576,12 @@ struct tt_span {
 ** malloc, every span paid for an allocation on one thread and a free on
 ** another (the allocator's slow paths: the worker's arena, which the
 ** exporter's frees shrink, grows again a page at a time).  Released
-** records are kept instead, with their text buffers, up to SPARE_MAX of
-** them, and the next spans reuse them.  'smu' guards the list; it is a
-** leaf, held for a few pointer moves (a span takes it once to get a
-** record, the exporter once per batch to give them back). */
-#define SPARE_MAX 4096
-#define SPARE_TEXT 1024     /* a spare keeps a text buffer up to this */
+** records are kept instead, with their text buffers, and the next spans
+** reuse them: at most as many as the export queue may hold (its bound
+** already lets that many records live at once).  'smu' guards the list;
+** it is a leaf, held for a few pointer moves (a span takes it once to
+** get a record, the exporter once per batch to give them back). */
+#define SPARE_TEXT 512      /* a spare keeps a text buffer up to this */
 
 static pthread_mutex_t smu = PTHREAD_MUTEX_INITIALIZER;
 static srec *spares;         /* under smu, linked by 'next' */
@@ -615,31 +615,39 @@ static void rec_clear(srec *r) {
   if (r->text.failed || r->text.cap > SPARE_TEXT) tt_buf_free(&r->text);
 }
 
-/* rec_release gives back the 'n' records of the chain 'head'...'tail'
-** (linked by 'next'): kept as spares while there is room, freed
-** otherwise. */
+static void rec_destroy(srec *r) {
+  rec_clear(r);
+  tt_buf_free(&r->text);
+  free(r);
+}
+
+/* spare_room tells how many more spares may be kept. */
+static size_t spare_room(void) {
+  size_t cap = (size_t)atomic_load_explicit(&lim_queue,
+                                            memory_order_relaxed), n;
+  tt__lock(&smu);
+  n = nspares;
+  tt__unlock(&smu);
+  return n < cap ? cap - n : 0;
+}
+
+/* rec_release keeps the 'n' records of the chain 'head'...'tail'
+** (linked by 'next') as spares; the caller has checked the room. */
 static void rec_release(srec *head, srec *tail, size_t n) {
-  size_t room;
   if (head == NULL) return;
   tt__lock(&smu);
-  room = nspares < SPARE_MAX ? SPARE_MAX - nspares : 0;
-  if (room >= n) {
-    tail->next = spares;
-    spares = head;
-    nspares += n;
-    head = NULL;
-  }
+  tail->next = spares;
+  spares = head;
+  nspares += n;
   tt__unlock(&smu);
-  while (head != NULL) {
-    srec *next = head->next;
-    tt_buf_free(&head->text);
-    free(head);
-    head = next;
-  }
 }
 
 static void rec_free(srec *r) {
   if (r == NULL) return;
+  if (spare_room() == 0) {
+    rec_destroy(r);
+    return;
+  }
   rec_clear(r);
   r->next = NULL;
   rec_release(r, r, 1);
@@ -1450,6 +1458,7 @@ static void export_batch(CURL **h, tt_buf *body, tcfg *c, tt_list *batch,
                          size_t n) {
   tt_list *l;
   srec *head = NULL, *tail = NULL;
+  size_t room, kept = 0;
   bool ok = false;
   /* The body's buffer is the exporter's, kept from batch to batch. */
   body->len = 0;
@@ -1469,14 +1478,21 @@ static void export_batch(CURL **h, tt_buf *body, tcfg *c, tt_list *batch,
     atomic_fetch_add(&n_dropped, n);
     atomic_fetch_add(&n_failed, 1);
   }
+  /* The records go back as spares, as many as there is room for. */
+  room = spare_room();
   while ((l = tt_list_shift(batch)) != NULL) {
     srec *r = tt_container_of(l, srec, link);
+    if (kept == room) {
+      rec_destroy(r);
+      continue;
+    }
     rec_clear(r);
     r->next = head;
     if (head == NULL) tail = r;
     head = r;
+    kept++;
   }
-  rec_release(head, tail, n);
+  rec_release(head, tail, kept);
 }
 
 /* }====== */

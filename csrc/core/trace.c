@@ -1170,26 +1170,44 @@ static void w_add(jw *w, const char *s, size_t n) {
   w->p += n;
 }
 
-/* w_u64 writes 'v' in decimal, two digits at a time (a span has two
+static const char pairs[] =
+  "00010203040506070809101112131415161718192021222324252627282930313233"
+  "34353637383940414243444546474849505152535455565758596061626364656667"
+  "6869707172737475767778798081828384858687888990919293949596979899";
+
+/* put8 writes 'v' (below 10^8) as 8 digits at 'd': two independent
+** halves of two pairs each, in 32-bit arithmetic. */
+static void put8(char *d, uint32_t v) {
+  uint32_t a = v / 10000, b = v % 10000;
+  memcpy(d, pairs + a / 100 * 2, 2);
+  memcpy(d + 2, pairs + a % 100 * 2, 2);
+  memcpy(d + 4, pairs + b / 100 * 2, 2);
+  memcpy(d + 6, pairs + b % 100 * 2, 2);
+}
+
+/* w_u64 writes 'v' in decimal, 8 digits at a time (a span has two
 ** 19-digit times). */
 static void w_u64(jw *w, uint64_t v) {
-  static const char pairs[] =
-    "00010203040506070809101112131415161718192021222324252627282930313233"
-    "34353637383940414243444546474849505152535455565758596061626364656667"
-    "6869707172737475767778798081828384858687888990919293949596979899";
   char d[24];
   int i = (int)sizeof d;
-  while (v >= 100) {
-    unsigned k = (unsigned)(v % 100) * 2;
-    v /= 100;
-    d[--i] = pairs[k + 1];
-    d[--i] = pairs[k];
+  uint32_t x;
+  while (v >= 100000000) {
+    uint64_t q = v / 100000000;
+    i -= 8;
+    put8(d + i, (uint32_t)(v - q * 100000000));
+    v = q;
   }
-  if (v >= 10) {
-    d[--i] = pairs[v * 2 + 1];
-    d[--i] = pairs[v * 2];
+  x = (uint32_t)v;
+  while (x >= 100) {
+    i -= 2;
+    memcpy(d + i, pairs + x % 100 * 2, 2);
+    x /= 100;
+  }
+  if (x >= 10) {
+    i -= 2;
+    memcpy(d + i, pairs + x * 2, 2);
   } else {
-    d[--i] = (char)('0' + v);
+    d[--i] = (char)('0' + x);
   }
   w_add(w, d + i, sizeof d - (size_t)i);
 }

@@ -444,6 +444,12 @@ tt_span *tt__span_work(tt_ctx *ctx, const char *name, bool detached,
 ** NULL is ignored. */
 void tt__span_finish(tt_span *s, int rc, tt_obj *err);
 
+/* tt__pool_fn_returned is the time (tt_now) at which the function of
+** the attempt this worker ran last returned, 0 on other threads
+** (pool.c): a pool hook's 'end' runs right after, and the span of the
+** attempt ends then, without reading the clock again. */
+double tt__pool_fn_returned(void);
+
 /* }==================================================================== */
 
 

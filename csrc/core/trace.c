@@ -986,7 +986,9 @@ void tt_span_add_link(tt_span *s, const tt_span_context *sc) {
 
 static void enqueue(srec *r);
 
-bool tt_span_end(tt_span *s, const char *error, size_t len) {
+/* span_end is tt_span_end at 'end_ns' (Unix nanoseconds; 0: now). */
+static bool span_end(tt_span *s, const char *error, size_t len,
+                     uint64_t end_ns) {
   srec *r;
   if (s == NULL) return false;
   tt__lock(&s->mu);
@@ -999,7 +1001,7 @@ bool tt_span_end(tt_span *s, const char *error, size_t len) {
   s->rec = NULL;
   tt__unlock(&s->mu);
   if (r == NULL) return true;
-  r->end_ns = wall_ns();
+  r->end_ns = end_ns != 0 ? end_ns : wall_ns();
   if (r->end_ns < r->start_ns) r->end_ns = r->start_ns;
   if (error != NULL) {
     r->status = 2;
@@ -1007,6 +1009,10 @@ bool tt_span_end(tt_span *s, const char *error, size_t len) {
   }
   enqueue(r);
   return true;
+}
+
+bool tt_span_end(tt_span *s, const char *error, size_t len) {
+  return span_end(s, error, len, 0);
 }
 
 /* }==================================================================== */
@@ -1715,7 +1721,8 @@ static tt_ctx *pool_begin(const tt_event *ev, void **state, void *ud) {
   return child;
 }
 
-void tt__span_finish(tt_span *s, int rc, tt_obj *err) {
+/* span_finish is tt__span_finish at 'end_ns' (0: now). */
+static void span_finish(tt_span *s, int rc, tt_obj *err, uint64_t end_ns) {
   const char *msg = NULL;
   char desc[512];
   if (s == NULL) return;
@@ -1727,8 +1734,12 @@ void tt__span_finish(tt_span *s, int rc, tt_obj *err) {
     if (msg == NULL) msg = tt_strerror(rc > 0 && rc < TT_NERRORS ? rc
                                                                   : TT_EFAILED);
   }
-  tt_span_end(s, msg, (size_t)-1);
+  span_end(s, msg, (size_t)-1, end_ns);
   tt_unref(s);
+}
+
+void tt__span_finish(tt_span *s, int rc, tt_obj *err) {
+  span_finish(s, rc, err, 0);
 }
 
 tt_span *tt__span_work(tt_ctx *ctx, const char *name, bool detached,
@@ -1746,8 +1757,10 @@ tt_span *tt__span_work(tt_ctx *ctx, const char *name, bool detached,
 }
 
 static void pool_end(void *state, int rc, tt_obj *err, void *ud) {
+  /* The pool read the clock as the attempt's function returned. */
+  double at = state != NULL ? tt__pool_fn_returned() : 0;
   (void)ud;
-  tt__span_finish(state, rc, err);
+  span_finish(state, rc, err, at > 0 ? wall_of_mono(at) : 0);
 }
 
 tt_pool_hook tt_trace_pool_hook(void) {

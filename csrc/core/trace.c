@@ -1026,10 +1026,15 @@ bool tt_span_end(tt_span *s, const char *error, size_t len) {
 ** first, and count them; the exporter takes them all at once (an
 ** exchange) and puts them back in order.  So ending a span takes no lock,
 ** except to wake the exporter when the queue stops being empty or fills
-** a batch.  'qlen' and 'qbytes' count the spans queued or being exported,
-** against the bounds. */
+** a batch.  'qstate' counts the spans queued or being exported and
+** their bytes, against the bounds: one word, so that a span's end
+** changes both with one atomic add (the count in the high half, the
+** bytes, far below 4 GiB, in the low one). */
 static srec *_Atomic queue;
-static _Atomic size_t qlen, qbytes;
+static _Atomic uint64_t qstate;
+#define Q_ONE ((uint64_t)1 << 32)
+#define Q_LEN(q) ((size_t)((q) >> 32))
+#define Q_BYTES(q) ((size_t)((q) & 0xffffffffu))
 static _Atomic double first_at;           /* when the queue was last empty */
 static _Atomic bool running;              /* the exporter; set under tmu */
 static bool stopping;                     /* under tmu */
@@ -1080,8 +1085,7 @@ static void fork_child(void) {
   }
   atomic_store(&running, false);
   stopping = false;
-  atomic_store(&qlen, 0);
-  atomic_store(&qbytes, 0);
+  atomic_store(&qstate, 0);
   flush_done = flush_asked;
   tt__unlock(&tmu);
 }
@@ -1104,15 +1108,18 @@ static void enqueue(srec *r) {
                                             memory_order_relaxed);
   size_t batch = (size_t)atomic_load_explicit(&lim_batch,
                                               memory_order_relaxed);
-  size_t n, bytes;
+  uint64_t add = Q_ONE + r->bytes, q;
+  size_t n;
   srec *head;
   TT_CHECK(pthread_once(&cv_once, cv_init));
   if (!atomic_load(&running) && !start()) goto drop;
-  n = atomic_fetch_add(&qlen, 1) + 1;
-  bytes = atomic_fetch_add(&qbytes, r->bytes) + r->bytes;
-  if (n > cap || bytes > MAX_QUEUED_BYTES) {
-    atomic_fetch_sub(&qlen, 1);
-    atomic_fetch_sub(&qbytes, r->bytes);
+  /* A record past the bound alone never counts (nor carries into the
+  ** count's half). */
+  if (r->bytes > MAX_QUEUED_BYTES) goto drop;
+  q = atomic_fetch_add(&qstate, add) + add;
+  n = Q_LEN(q);
+  if (n > cap || Q_BYTES(q) > MAX_QUEUED_BYTES) {
+    atomic_fetch_sub(&qstate, add);
     goto drop;
   }
   if (n == 1) atomic_store(&first_at, tt_now());
@@ -1555,8 +1562,7 @@ static void export_all(CURL **h, tt_buf *body, tt_list *list) {
     }
     export_batch(h, body, c, &batch, n);
     cfg_unref(c);
-    atomic_fetch_sub(&qbytes, bytes);
-    atomic_fetch_sub(&qlen, n);
+    atomic_fetch_sub(&qstate, Q_ONE * n + bytes);
   }
 }
 
@@ -1567,7 +1573,7 @@ static void *exporter_main(void *arg) {
   tt__lock(&tmu);
   for (;;) {
     tt_list list;
-    size_t n = atomic_load(&qlen);
+    size_t n = Q_LEN(atomic_load(&qstate));
     size_t want = (size_t)atomic_load(&lim_batch);
     double delay = cfg != NULL ? cfg->delay : DEF_DELAY;
     uint64_t asked = flush_asked;
@@ -1662,7 +1668,7 @@ void tt_trace_stats_get(tt_trace_stats *out) {
   out->exported = atomic_load(&n_exported);
   out->dropped = atomic_load(&n_dropped);
   out->failed_exports = atomic_load(&n_failed);
-  out->queued = atomic_load(&qlen);
+  out->queued = Q_LEN(atomic_load(&qstate));
 }
 
 /* }==================================================================== */

@@ -49,9 +49,9 @@
 ** Locks.  'tmu' guards the exporter's state, flush generations and the
 ** current configuration (spans read what they need of it from atomics);
 ** nothing is called under it but malloc and thread creation, and 'smu'
-** (the spare records' lock, a leaf) only when a forked child frees what
-** it inherited.  A span's 'mu' guards its record while it is open; it
-** is taken alone.
+** (the spare records' lock, a leaf) only around a fork: the handlers
+** hold both across it, and a forked child frees what it inherited.  A
+** span's 'mu' guards its record while it is open; it is taken alone.
 */
 #include <ctype.h>
 #include <errno.h>

@@ -209,6 +209,12 @@ char *tt__strdup(const char *s);
 void tt__set_msg(char *msg, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* tt__buf_room makes room for 'n' more bytes (and the NUL) at the end of
+** 'b' and returns where they go, or NULL ('failed' set): a writer that
+** knows a bound on what it writes fills the room, then sets 'len' and
+** the NUL itself (text.c). */
+char *tt__buf_room(tt_buf *b, size_t n);
+
 /* tt__metrics_store_closed takes a store out of the metrics as it closes
 ** (metrics.c; it never waits). */
 void tt__metrics_store_closed(const tt_store *s);
@@ -456,6 +462,12 @@ tt_span *tt__span_work(tt_ctx *ctx, const char *name, bool detached,
 ** the error's message unless rc is TT_OK) and drops the reference;
 ** NULL is ignored. */
 void tt__span_finish(tt_span *s, int rc, tt_obj *err);
+
+/* tt__pool_fn_returned is the time (tt_now) at which the function of
+** the attempt this worker ran last returned, 0 on other threads
+** (pool.c): a pool hook's 'end' runs right after, and the span of the
+** attempt ends then, without reading the clock again. */
+double tt__pool_fn_returned(void);
 
 /* }==================================================================== */
 

@@ -161,6 +161,10 @@ static const tt_type idlewait_type = {"tether.PoolIdle", idlewait_free,
 
 static _Thread_local tt_pool *tl_running;     /* pool of the op this
                                               ** worker runs, if any */
+static _Thread_local double tl_returned;      /* when its function last
+                                              ** returned (tt_now) */
+
+double tt__pool_fn_returned(void) { return tl_returned; }
 
 
 /* {====================================================================
@@ -818,7 +822,8 @@ static op *run_op(tt_pool *p, worker *w, op *o) {
   else
     rc = TT_ENOMEM;
   tl_running = NULL;
-  dur = tt_now() - t0;
+  tl_returned = tt_now();
+  dur = tl_returned - t0;
   err = rc == TT_OK ? NULL : tt__task_error(rc, out);
   if (p->hook.end != NULL && ctx != NULL && !o->attached)
     p->hook.end(hstate, rc, err, p->hook.ud);

@@ -63,6 +63,10 @@ static bool reserve(tt_buf *b, size_t n) {
   return true;
 }
 
+char *tt__buf_room(tt_buf *b, size_t n) {
+  return reserve(b, n) ? b->data + b->len : NULL;
+}
+
 void tt_buf_add(tt_buf *b, const void *p, size_t n) {
   if (!reserve(b, n)) return;
   if (n > 0) memcpy(b->data + b->len, p, n);

@@ -6,8 +6,8 @@
 ** DESIGN.
 **
 ** Spans.  tt_span_start always gives a span with ids (16 random bytes of
-** trace id for a new trace, 8 of span id, from tt_random_bytes through a
-** small per-thread buffer) and a child context that carries them, so
+** trace id for a new trace, 8 of span id, from a per-thread generator
+** seeded from tt_random_bytes) and a child context that carries them, so
 ** that a traceparent propagates whether or not anything is recorded.  A
 ** span is recorded only when tracing is on (an exporter is configured)
 ** and the sampler says so: parent-based by default (a child follows its
@@ -48,9 +48,10 @@
 **
 ** Locks.  'tmu' guards the exporter's state, flush generations and the
 ** current configuration (spans read what they need of it from atomics);
-** it is a leaf (nothing is called under it but malloc and thread
-** creation).  A span's 'mu' guards its record while it is open; it is
-** taken alone.
+** nothing is called under it but malloc and thread creation, and 'smu'
+** (the spare records' lock, a leaf) only around a fork: the handlers
+** hold both across it, and a forked child frees what it inherited.  A
+** span's 'mu' guards its record while it is open; it is taken alone.
 */
 #include <ctype.h>
 #include <errno.h>
@@ -570,12 +571,86 @@ struct tt_span {
   bool ended;
 };
 
-static void rec_free(srec *r) {
-  if (r == NULL) return;
+/* Spare records.  A record is allocated on the thread that starts its
+** span and released on the exporter's, at the rate ops run: through
+** malloc, every span paid for an allocation on one thread and a free on
+** another (the allocator's slow paths: the worker's arena, which the
+** exporter's frees shrink, grows again a page at a time).  Released
+** records are kept instead, with their text buffers, and the next spans
+** reuse them: at most as many as the export queue may hold (its bound
+** already lets that many records live at once).  'smu' guards the list;
+** it is a leaf, held for a few pointer moves (a span takes it once to
+** get a record, the exporter once per batch to give them back). */
+#define SPARE_TEXT 512      /* a spare keeps a text buffer up to this */
+
+static pthread_mutex_t smu = PTHREAD_MUTEX_INITIALIZER;
+static srec *spares;         /* under smu, linked by 'next' */
+static size_t nspares;       /* under smu */
+
+/* rec_alloc gives a record whose text is empty, or NULL. */
+static srec *rec_alloc(void) {
+  srec *r;
+  tt__lock(&smu);
+  r = spares;
+  if (r != NULL) {
+    spares = r->next;
+    nspares--;
+  }
+  tt__unlock(&smu);
+  if (r == NULL) {
+    r = malloc(sizeof *r);
+    if (r != NULL) tt_buf_init(&r->text);
+  } else {
+    r->text.len = 0;
+    r->text.failed = false;
+  }
+  return r;
+}
+
+/* rec_clear frees what a record holds past itself, but a text buffer of
+** a spare's size. */
+static void rec_clear(srec *r) {
   if (r->attrs != r->small) free(r->attrs);
   if (r->links != r->small_links) free(r->links);
+  if (r->text.failed || r->text.cap > SPARE_TEXT) tt_buf_free(&r->text);
+}
+
+static void rec_destroy(srec *r) {
+  rec_clear(r);
   tt_buf_free(&r->text);
   free(r);
+}
+
+/* spare_room tells how many more spares may be kept. */
+static size_t spare_room(void) {
+  size_t cap = (size_t)atomic_load_explicit(&lim_queue,
+                                            memory_order_relaxed), n;
+  tt__lock(&smu);
+  n = nspares;
+  tt__unlock(&smu);
+  return n < cap ? cap - n : 0;
+}
+
+/* rec_release keeps the 'n' records of the chain 'head'...'tail'
+** (linked by 'next') as spares; the caller has checked the room. */
+static void rec_release(srec *head, srec *tail, size_t n) {
+  if (head == NULL) return;
+  tt__lock(&smu);
+  tail->next = spares;
+  spares = head;
+  nspares += n;
+  tt__unlock(&smu);
+}
+
+static void rec_free(srec *r) {
+  if (r == NULL) return;
+  if (spare_room() == 0) {
+    rec_destroy(r);
+    return;
+  }
+  rec_clear(r);
+  r->next = NULL;
+  rec_release(r, r, 1);
 }
 
 /* rec_str returns the bytes of a string of the record. */
@@ -602,30 +677,68 @@ static int span_describe(tt_obj *o, char *buf, size_t n) {
 const tt_type tt_span_type = {"tether.Span", span_free, span_describe,
                               NULL};
 
-/* random_id fills 'p' with 'n' random bytes, not all zero, from a
-** per-thread buffer refilled by tt_random_bytes (one system call per 32
-** spans instead of two per span). */
+/* Ids come from a per-thread xoshiro256** generator, seeded once per
+** thread from the kernel (tt_random_bytes): 32 random bytes of seed give
+** ids no other process or thread can predict or repeat, and an id then
+** costs a few arithmetic instructions instead of a share of a system
+** call.  A forked child would continue its parent's sequences, so every
+** thread reseeds once the fork generation it was seeded in has passed. */
+typedef struct idgen {
+  uint64_t s[4];
+  unsigned gen;            /* fork generation of the seed */
+  bool seeded;
+} idgen;
+
+static _Atomic unsigned fork_gen;
+static pthread_once_t idgen_once = PTHREAD_ONCE_INIT;
+
+static void idgen_forked(void) { atomic_fetch_add(&fork_gen, 1); }
+
+static void idgen_init(void) {
+  TT_CHECK(pthread_atfork(NULL, NULL, idgen_forked));
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static void idgen_seed(idgen *g, unsigned gen) {
+  int i;
+  if (tt_random_bytes(g->s, sizeof g->s) != TT_OK) {
+    /* No kernel randomness: a weaker seed beats none. */
+    for (i = 0; i < 4; i++) g->s[i] = tt__random();
+  }
+  if ((g->s[0] | g->s[1] | g->s[2] | g->s[3]) == 0)
+    g->s[0] = 0x9e3779b97f4a7c15ULL;  /* the one state it cannot leave */
+  g->gen = gen;
+  g->seeded = true;
+}
+
+static uint64_t idgen_next(idgen *g) {
+  uint64_t r = rotl(g->s[1] * 5, 7) * 9, t = g->s[1] << 17;
+  g->s[2] ^= g->s[0];
+  g->s[3] ^= g->s[1];
+  g->s[1] ^= g->s[2];
+  g->s[0] ^= g->s[3];
+  g->s[2] ^= t;
+  g->s[3] = rotl(g->s[3], 45);
+  return r;
+}
+
+/* random_id fills 'p' with 'n' (8 or 16) random bytes, not all zero. */
 static void random_id(uint8_t *p, size_t n) {
-  static _Thread_local uint8_t buf[768];
-  static _Thread_local size_t avail;
+  static _Thread_local idgen g;
+  unsigned gen;
   size_t i;
   bool zero;
+  TT_CHECK(pthread_once(&idgen_once, idgen_init));
+  gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
+  if (!g.seeded || g.gen != gen) idgen_seed(&g, gen);
   do {
-    if (avail < n) {
-      if (tt_random_bytes(buf, sizeof buf) != TT_OK) {
-        /* No kernel randomness: a weaker id beats none. */
-        for (i = 0; i < sizeof buf; i += 8) {
-          uint64_t r = tt__random();
-          memcpy(buf + i, &r, 8);
-        }
-      }
-      avail = sizeof buf;
-    }
-    memcpy(p, buf + sizeof buf - avail, n);
-    avail -= n;
     zero = true;
-    for (i = 0; i < n; i++)
-      if (p[i] != 0) zero = false;
+    for (i = 0; i < n; i += 8) {
+      uint64_t r = idgen_next(&g);
+      memcpy(p + i, &r, n - i < 8 ? n - i : 8);
+      if (r != 0) zero = false;
+    }
   } while (zero);
 }
 
@@ -652,6 +765,16 @@ static uint64_t wall_ns(void) {
   if (!atomic_load_explicit(&wall_known, memory_order_acquire))
     measure_offset();
   return (uint64_t)(clock_ns(CLOCK_MONOTONIC) +
+                    atomic_load_explicit(&wall_offset,
+                                         memory_order_relaxed));
+}
+
+/* wall_of_mono converts a time of tt_now (the monotonic clock, in
+** seconds) to Unix nanoseconds, as wall_ns would have read it then. */
+static uint64_t wall_of_mono(double at) {
+  if (!atomic_load_explicit(&wall_known, memory_order_acquire))
+    measure_offset();
+  return (uint64_t)((int64_t)(at * 1e9 + 0.5) +
                     atomic_load_explicit(&wall_offset,
                                          memory_order_relaxed));
 }
@@ -751,20 +874,20 @@ static void rec_attr(srec *r, const tt_field *f) {
     a->s = text_add(r, f->s, f->len == (size_t)-1 ? strlen(f->s) : f->len);
 }
 
-tt_span *tt_span_start(tt_ctx *parent, const char *name,
-                       const tt_span_opts *o, tt_ctx **child) {
-  tt_span_context psc, *pp = NULL;
+/* span_start is tt_span_start, for a parent whose span context the
+** caller has read ('pp', NULL for none), starting at 'start_ns' (Unix
+** nanoseconds; 0: now). */
+static tt_span *span_start(tt_ctx *parent, const tt_span_context *pp,
+                           const char *name, const tt_span_opts *o,
+                           tt_ctx **child, uint64_t start_ns) {
   tt_span *s;
   srec *r = NULL;
   size_t i;
-  ensure_init();
   if (child != NULL) *child = NULL;
-  if (parent == NULL) return NULL;
   s = calloc(1, sizeof *s);
   if (s == NULL) return NULL;
   tt_obj_init(&s->hdr, &tt_span_type);
   TT_CHECK(pthread_mutex_init(&s->mu, NULL));
-  if (tt_ctx_span_context(parent, &psc)) pp = &psc;
   if (pp != NULL) memcpy(s->sc.trace_id, pp->trace_id, 16);
   else if (o != NULL && o->trace_id != NULL)
     memcpy(s->sc.trace_id, o->trace_id, 16);
@@ -774,7 +897,7 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
   s->sc.remote = false;
   if ((s->sc.flags & 1) &&
       atomic_load_explicit(&trace_on, memory_order_relaxed)) {
-    r = malloc(sizeof *r);
+    r = rec_alloc();
     if (r != NULL) {
       /* Only what needs a value: the arrays' unused slots stay as they
       ** are, to save zeroing them for every span. */
@@ -786,7 +909,6 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
       r->links = r->small_links;
       r->link_cap = 2;
       r->end_ns = 0;
-      tt_buf_init(&r->text);
       r->value_limit = atomic_load_explicit(&lim_value,
                                             memory_order_relaxed);
       r->attr_limit = atomic_load_explicit(&lim_attrs, memory_order_relaxed);
@@ -802,7 +924,7 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
       if (name == NULL) name = "span";
       r->name = text_add(r, name, strlen(name));
       r->kind = o != NULL && o->kind > 0 ? o->kind : TT_SPAN_INTERNAL;
-      r->start_ns = wall_ns();
+      r->start_ns = start_ns != 0 ? start_ns : wall_ns();
       if (o != NULL) {
         for (i = 0; i < o->nattrs; i++) rec_attr(r, &o->attrs[i]);
         if (o->link_parent && pp != NULL) rec_link(r, pp);
@@ -821,6 +943,16 @@ tt_span *tt_span_start(tt_ctx *parent, const char *name,
     }
   }
   return s;
+}
+
+tt_span *tt_span_start(tt_ctx *parent, const char *name,
+                       const tt_span_opts *o, tt_ctx **child) {
+  tt_span_context psc;
+  ensure_init();
+  if (child != NULL) *child = NULL;
+  if (parent == NULL) return NULL;
+  return span_start(parent, tt_ctx_span_context(parent, &psc) ? &psc : NULL,
+                    name, o, child, 0);
 }
 
 void tt_span_context_of(tt_span *s, tt_span_context *out) {
@@ -854,7 +986,9 @@ void tt_span_add_link(tt_span *s, const tt_span_context *sc) {
 
 static void enqueue(srec *r);
 
-bool tt_span_end(tt_span *s, const char *error, size_t len) {
+/* span_end is tt_span_end at 'end_ns' (Unix nanoseconds; 0: now). */
+static bool span_end(tt_span *s, const char *error, size_t len,
+                     uint64_t end_ns) {
   srec *r;
   if (s == NULL) return false;
   tt__lock(&s->mu);
@@ -867,7 +1001,7 @@ bool tt_span_end(tt_span *s, const char *error, size_t len) {
   s->rec = NULL;
   tt__unlock(&s->mu);
   if (r == NULL) return true;
-  r->end_ns = wall_ns();
+  r->end_ns = end_ns != 0 ? end_ns : wall_ns();
   if (r->end_ns < r->start_ns) r->end_ns = r->start_ns;
   if (error != NULL) {
     r->status = 2;
@@ -875,6 +1009,10 @@ bool tt_span_end(tt_span *s, const char *error, size_t len) {
   }
   enqueue(r);
   return true;
+}
+
+bool tt_span_end(tt_span *s, const char *error, size_t len) {
+  return span_end(s, error, len, 0);
 }
 
 /* }==================================================================== */
@@ -888,10 +1026,15 @@ bool tt_span_end(tt_span *s, const char *error, size_t len) {
 ** first, and count them; the exporter takes them all at once (an
 ** exchange) and puts them back in order.  So ending a span takes no lock,
 ** except to wake the exporter when the queue stops being empty or fills
-** a batch.  'qlen' and 'qbytes' count the spans queued or being exported,
-** against the bounds. */
+** a batch.  'qstate' counts the spans queued or being exported and
+** their bytes, against the bounds: one word, so that a span's end
+** changes both with one atomic add (the count in the high half, the
+** bytes, far below 4 GiB, in the low one). */
 static srec *_Atomic queue;
-static _Atomic size_t qlen, qbytes;
+static _Atomic uint64_t qstate;
+#define Q_ONE ((uint64_t)1 << 32)
+#define Q_LEN(q) ((size_t)((q) >> 32))
+#define Q_BYTES(q) ((size_t)((q) & 0xffffffffu))
 static _Atomic double first_at;           /* when the queue was last empty */
 static _Atomic bool running;              /* the exporter; set under tmu */
 static bool stopping;                     /* under tmu */
@@ -920,11 +1063,20 @@ static void cv_init(void) {
 /* A forked child has no exporter thread (only the forking thread
 ** survives a fork): it forgets the parent's, and what it had queued, so
 ** that its first span starts one of its own and a flush never waits for
-** a thread that is not there.  'tmu' is held across the fork. */
-static void fork_prepare(void) { tt__lock(&tmu); }
-static void fork_parent(void) { tt__unlock(&tmu); }
+** a thread that is not there.  'tmu' and then 'smu' are held across
+** the fork. */
+static void fork_prepare(void) {
+  tt__lock(&tmu);
+  tt__lock(&smu);
+}
+
+static void fork_parent(void) {
+  tt__unlock(&smu);
+  tt__unlock(&tmu);
+}
 
 static void fork_child(void) {
+  tt__unlock(&smu);
   srec *r = atomic_exchange(&queue, NULL);
   while (r != NULL) {
     srec *next = r->next;
@@ -933,8 +1085,7 @@ static void fork_child(void) {
   }
   atomic_store(&running, false);
   stopping = false;
-  atomic_store(&qlen, 0);
-  atomic_store(&qbytes, 0);
+  atomic_store(&qstate, 0);
   flush_done = flush_asked;
   tt__unlock(&tmu);
 }
@@ -957,15 +1108,18 @@ static void enqueue(srec *r) {
                                             memory_order_relaxed);
   size_t batch = (size_t)atomic_load_explicit(&lim_batch,
                                               memory_order_relaxed);
-  size_t n, bytes;
+  uint64_t add = Q_ONE + r->bytes, q;
+  size_t n;
   srec *head;
   TT_CHECK(pthread_once(&cv_once, cv_init));
   if (!atomic_load(&running) && !start()) goto drop;
-  n = atomic_fetch_add(&qlen, 1) + 1;
-  bytes = atomic_fetch_add(&qbytes, r->bytes) + r->bytes;
-  if (n > cap || bytes > MAX_QUEUED_BYTES) {
-    atomic_fetch_sub(&qlen, 1);
-    atomic_fetch_sub(&qbytes, r->bytes);
+  /* A record past the bound alone never counts (nor carries into the
+  ** count's half). */
+  if (r->bytes > MAX_QUEUED_BYTES) goto drop;
+  q = atomic_fetch_add(&qstate, add) + add;
+  n = Q_LEN(q);
+  if (n > cap || Q_BYTES(q) > MAX_QUEUED_BYTES) {
+    atomic_fetch_sub(&qstate, add);
     goto drop;
   }
   if (n == 1) atomic_store(&first_at, tt_now());
@@ -992,54 +1146,146 @@ drop:
 
 /* {====== OTLP JSON ====== */
 
-/* The JSON of a span is written in a few appends: the parts of known
-** size (ids, numbers, the words between them) are put together in a
-** small buffer on the stack first ('piece'), since a span is exported
-** at the rate ops run. */
-typedef struct piece {
-  char d[320];
-  size_t n;
-} piece;
+/* The JSON of a span is written straight into the body's buffer: room
+** for a bound on what it takes is reserved once (SPAN_ROOM, plus the
+** strings and each attribute and link), and the parts are copied into
+** it without a call per part, since a span is exported at the rate ops
+** run.  Only a string that needs escapes and a fractional number go
+** through text.c's writers (the room is reserved again after them). */
+#define SPAN_ROOM 512     /* the fixed parts, numbers and ids included */
+#define ATTR_ROOM 96      /* an attribute but its strings */
+#define LINK_ROOM 128
 
-/* P_LIT appends a string literal (only a literal: its size is taken). */
-#define P_LIT(p, s) p_add((p), ("" s ""), sizeof(s) - 1)
+typedef struct jw {
+  tt_buf *b;
+  char *p;                 /* the end of what is written, in the room */
+  size_t room;             /* what each reservation asks for */
+} jw;
 
-static void p_add(piece *p, const char *s, size_t n) {
-  memcpy(p->d + p->n, s, n);
-  p->n += n;
+/* jw_reserve reserves the room again at the end of what is written;
+** false when memory runs out (the buffer is marked failed). */
+static bool jw_reserve(jw *w) {
+  w->p = tt__buf_room(w->b, w->room);
+  return w->p != NULL;
 }
 
-static void p_u64(piece *p, uint64_t v) {
+/* jw_commit makes what is written part of the buffer. */
+static void jw_commit(jw *w) {
+  w->b->len = (size_t)(w->p - w->b->data);
+  w->b->data[w->b->len] = '\0';
+}
+
+/* W_LIT writes a string literal (only a literal: its size is taken). */
+#define W_LIT(w, s) w_add((w), ("" s ""), sizeof(s) - 1)
+
+static void w_add(jw *w, const char *s, size_t n) {
+  memcpy(w->p, s, n);
+  w->p += n;
+}
+
+static const char pairs[] =
+  "00010203040506070809101112131415161718192021222324252627282930313233"
+  "34353637383940414243444546474849505152535455565758596061626364656667"
+  "6869707172737475767778798081828384858687888990919293949596979899";
+
+/* put8 writes 'v' (below 10^8) as 8 digits at 'd': two independent
+** halves of two pairs each, in 32-bit arithmetic. */
+static void put8(char *d, uint32_t v) {
+  uint32_t a = v / 10000, b = v % 10000;
+  memcpy(d, pairs + a / 100 * 2, 2);
+  memcpy(d + 2, pairs + a % 100 * 2, 2);
+  memcpy(d + 4, pairs + b / 100 * 2, 2);
+  memcpy(d + 6, pairs + b % 100 * 2, 2);
+}
+
+/* w_u64 writes 'v' in decimal, 8 digits at a time (a span has two
+** 19-digit times). */
+static void w_u64(jw *w, uint64_t v) {
   char d[24];
   int i = (int)sizeof d;
-  do {
-    d[--i] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
-  p_add(p, d + i, sizeof d - (size_t)i);
+  uint32_t x;
+  while (v >= 100000000) {
+    uint64_t q = v / 100000000;
+    i -= 8;
+    put8(d + i, (uint32_t)(v - q * 100000000));
+    v = q;
+  }
+  x = (uint32_t)v;
+  while (x >= 100) {
+    i -= 2;
+    memcpy(d + i, pairs + x % 100 * 2, 2);
+    x /= 100;
+  }
+  if (x >= 10) {
+    i -= 2;
+    memcpy(d + i, pairs + x * 2, 2);
+  } else {
+    d[--i] = (char)('0' + x);
+  }
+  w_add(w, d + i, sizeof d - (size_t)i);
 }
 
-static void p_i64(piece *p, long long v) {
+static void w_i64(jw *w, long long v) {
   if (v < 0) {
-    P_LIT(p, "-");
-    p_u64(p, (uint64_t)0 - (uint64_t)v);
+    W_LIT(w, "-");
+    w_u64(w, (uint64_t)0 - (uint64_t)v);
   } else {
-    p_u64(p, (uint64_t)v);
+    w_u64(w, (uint64_t)v);
   }
 }
 
-/* p_hex writes "<hex of n bytes>" with its quotes. */
-static void p_hex(piece *p, const uint8_t *b, size_t n) {
-  p->d[p->n++] = '"';
-  tt_hex(b, n, p->d + p->n);
-  p->n += 2 * n;
-  p->d[p->n++] = '"';
+/* w_hex writes "<hex of n bytes>" with its quotes. */
+static void w_hex(jw *w, const uint8_t *b, size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  size_t i;
+  char *p = w->p;
+  *p++ = '"';
+  for (i = 0; i < n; i++) {
+    *p++ = digits[b[i] >> 4];
+    *p++ = digits[b[i] & 15];
+  }
+  *p++ = '"';
+  w->p = p;
 }
 
-/* p_flush appends the piece to the buffer and empties it. */
-static void p_flush(tt_buf *b, piece *p) {
-  tt_buf_add(b, p->d, p->n);
-  p->n = 0;
+/* plain tells the bytes a JSON string holds as they are: printable
+** ASCII but the quote and the backslash (one table look-up a byte). */
+static bool plain(const char *s, size_t n) {
+  static const uint8_t ok[256] = {
+    ['\x20'] = 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,    /* '"' */
+    ['0'] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ['@'] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ['P'] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,        /* '\\' */
+    ['`'] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ['p'] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0,        /* DEL */
+  };
+  const unsigned char *p = (const unsigned char *)s;
+  unsigned all = 1;
+  size_t i;
+  for (i = 0; i < n; i++) all &= ok[p[i]];
+  return all != 0;
+}
+
+/* w_str writes a string of the record as a JSON string (its length is
+** counted in the room); false when memory runs out. */
+static bool w_str(jw *w, const char *s, size_t n) {
+  if (plain(s, n)) {
+    *w->p++ = '"';
+    memcpy(w->p, s, n);
+    w->p += n;
+    *w->p++ = '"';
+    return true;
+  }
+  jw_commit(w);
+  tt_buf_json_str(w->b, s, n);
+  return jw_reserve(w);
+}
+
+/* w_num writes a finite number as JSON, through text.c's writer. */
+static bool w_num(jw *w, double v) {
+  jw_commit(w);
+  tt_buf_json_num(w->b, v);
+  return jw_reserve(w);
 }
 
 static void json_attr_str(tt_buf *b, const char *k, const char *v) {
@@ -1050,105 +1296,107 @@ static void json_attr_str(tt_buf *b, const char *k, const char *v) {
   tt_buf_adds(b, "}}");
 }
 
-static void json_attrs(tt_buf *b, piece *p, const srec *r) {
+static bool json_attrs(jw *w, const srec *r) {
   const sattr *a = r->attrs;
   int i, n = r->nattrs;
-  P_LIT(p, "[");
+  W_LIT(w, "[");
   for (i = 0; i < n; i++) {
-    if (i > 0) P_LIT(p, ",");
-    P_LIT(p, "{\"key\":");
-    p_flush(b, p);
-    tt_buf_json_str(b, rec_str(r, a[i].key), a[i].key.len);
-    P_LIT(p, ",\"value\":{");
+    if (i > 0) W_LIT(w, ",");
+    W_LIT(w, "{\"key\":");
+    if (!w_str(w, rec_str(r, a[i].key), a[i].key.len)) return false;
+    W_LIT(w, ",\"value\":{");
     switch (a[i].kind) {
       case TT_F_INT:
-        P_LIT(p, "\"intValue\":\"");
-        p_i64(p, a[i].i);
-        P_LIT(p, "\"}}");
+        W_LIT(w, "\"intValue\":\"");
+        w_i64(w, a[i].i);
+        W_LIT(w, "\"}}");
         break;
       case TT_F_NUM:
         /* JSON has no NaN or infinities; OTLP JSON spells them so. */
         if (isnan(a[i].n)) {
-          P_LIT(p, "\"doubleValue\":\"NaN\"}}");
+          W_LIT(w, "\"doubleValue\":\"NaN\"}}");
         } else if (isinf(a[i].n)) {
-          if (a[i].n > 0) P_LIT(p, "\"doubleValue\":\"Infinity\"}}");
-          else P_LIT(p, "\"doubleValue\":\"-Infinity\"}}");
+          if (a[i].n > 0) W_LIT(w, "\"doubleValue\":\"Infinity\"}}");
+          else W_LIT(w, "\"doubleValue\":\"-Infinity\"}}");
         } else {
-          P_LIT(p, "\"doubleValue\":");
-          p_flush(b, p);
-          tt_buf_json_num(b, a[i].n);
-          P_LIT(p, "}}");
+          W_LIT(w, "\"doubleValue\":");
+          if (!w_num(w, a[i].n)) return false;
+          W_LIT(w, "}}");
         }
         break;
       case TT_F_BOOL:
-        if (a[i].i) P_LIT(p, "\"boolValue\":true}}");
-        else P_LIT(p, "\"boolValue\":false}}");
+        if (a[i].i) W_LIT(w, "\"boolValue\":true}}");
+        else W_LIT(w, "\"boolValue\":false}}");
         break;
       default:
-        P_LIT(p, "\"stringValue\":");
-        p_flush(b, p);
-        tt_buf_json_str(b, rec_str(r, a[i].s), a[i].s.len);
-        P_LIT(p, "}}");
+        W_LIT(w, "\"stringValue\":");
+        if (!w_str(w, rec_str(r, a[i].s), a[i].s.len)) return false;
+        W_LIT(w, "}}");
     }
   }
-  P_LIT(p, "]");
+  W_LIT(w, "]");
+  return true;
 }
 
-static void json_span(tt_buf *b, const srec *r) {
-  piece p;
+/* json_span writes one span; false when memory runs out. */
+static bool json_span(tt_buf *b, const srec *r) {
+  jw w;
   int i;
-  p.n = 0;
-  P_LIT(&p, "{\"traceId\":");
-  p_hex(&p, r->sc.trace_id, 16);
-  P_LIT(&p, ",\"spanId\":");
-  p_hex(&p, r->sc.span_id, 8);
+  /* The record's text holds every string it writes, each once, and
+  ** each gets its two quotes. */
+  w.b = b;
+  w.room = SPAN_ROOM + r->text.len + 2 * (2 * (size_t)r->nattrs + 2) +
+           (size_t)r->nattrs * ATTR_ROOM + (size_t)r->nlinks * LINK_ROOM;
+  if (!jw_reserve(&w)) return false;
+  W_LIT(&w, "{\"traceId\":");
+  w_hex(&w, r->sc.trace_id, 16);
+  W_LIT(&w, ",\"spanId\":");
+  w_hex(&w, r->sc.span_id, 8);
   if (r->has_parent) {
-    P_LIT(&p, ",\"parentSpanId\":");
-    p_hex(&p, r->parent, 8);
+    W_LIT(&w, ",\"parentSpanId\":");
+    w_hex(&w, r->parent, 8);
   }
   /* The trace flags, and whether the parent is remote (bit 9), which
   ** bit 8 says is known. */
-  P_LIT(&p, ",\"flags\":");
-  p_u64(&p, 0x100u | (r->parent_remote ? 0x200u : 0) | r->sc.flags);
-  P_LIT(&p, ",\"name\":");
-  p_flush(b, &p);
-  tt_buf_json_str(b, rec_str(r, r->name), r->name.len);
-  P_LIT(&p, ",\"kind\":");
-  p_u64(&p, (uint64_t)r->kind);
-  P_LIT(&p, ",\"startTimeUnixNano\":\"");
-  p_u64(&p, r->start_ns);
-  P_LIT(&p, "\",\"endTimeUnixNano\":\"");
-  p_u64(&p, r->end_ns);
-  P_LIT(&p, "\",\"attributes\":");
-  json_attrs(b, &p, r);
+  W_LIT(&w, ",\"flags\":");
+  w_u64(&w, 0x100u | (r->parent_remote ? 0x200u : 0) | r->sc.flags);
+  W_LIT(&w, ",\"name\":");
+  if (!w_str(&w, rec_str(r, r->name), r->name.len)) return false;
+  W_LIT(&w, ",\"kind\":");
+  w_u64(&w, (uint64_t)r->kind);
+  W_LIT(&w, ",\"startTimeUnixNano\":\"");
+  w_u64(&w, r->start_ns);
+  W_LIT(&w, "\",\"endTimeUnixNano\":\"");
+  w_u64(&w, r->end_ns);
+  W_LIT(&w, "\",\"attributes\":");
+  if (!json_attrs(&w, r)) return false;
   if (r->dropped_attrs > 0) {
-    P_LIT(&p, ",\"droppedAttributesCount\":");
-    p_u64(&p, (uint64_t)r->dropped_attrs);
+    W_LIT(&w, ",\"droppedAttributesCount\":");
+    w_u64(&w, (uint64_t)r->dropped_attrs);
   }
-  P_LIT(&p, ",\"links\":[");
+  W_LIT(&w, ",\"links\":[");
   for (i = 0; i < r->nlinks; i++) {
-    if (p.n > sizeof p.d - 128) p_flush(b, &p);
-    if (i > 0) P_LIT(&p, ",");
-    P_LIT(&p, "{\"traceId\":");
-    p_hex(&p, r->links[i].trace_id, 16);
-    P_LIT(&p, ",\"spanId\":");
-    p_hex(&p, r->links[i].span_id, 8);
-    P_LIT(&p, ",\"attributes\":[]}");
+    if (i > 0) W_LIT(&w, ",");
+    W_LIT(&w, "{\"traceId\":");
+    w_hex(&w, r->links[i].trace_id, 16);
+    W_LIT(&w, ",\"spanId\":");
+    w_hex(&w, r->links[i].span_id, 8);
+    W_LIT(&w, ",\"attributes\":[]}");
   }
-  P_LIT(&p, "]");
+  W_LIT(&w, "]");
   if (r->dropped_links > 0) {
-    P_LIT(&p, ",\"droppedLinksCount\":");
-    p_u64(&p, (uint64_t)r->dropped_links);
+    W_LIT(&w, ",\"droppedLinksCount\":");
+    w_u64(&w, (uint64_t)r->dropped_links);
   }
   if (r->status == 2) {
-    P_LIT(&p, ",\"status\":{\"code\":2,\"message\":");
-    p_flush(b, &p);
-    tt_buf_json_str(b, rec_str(r, r->message), r->message.len);
-    P_LIT(&p, "}}");
+    W_LIT(&w, ",\"status\":{\"code\":2,\"message\":");
+    if (!w_str(&w, rec_str(r, r->message), r->message.len)) return false;
+    W_LIT(&w, "}}");
   } else {
-    P_LIT(&p, ",\"status\":{\"code\":0}}");
+    W_LIT(&w, ",\"status\":{\"code\":0}}");
   }
-  p_flush(b, &p);
+  jw_commit(&w);
+  return true;
 }
 
 /* json_request writes one ExportTraceServiceRequest of the spans of
@@ -1170,7 +1418,7 @@ static void json_request(tt_buf *b, const tcfg *c, tt_list *batch) {
                  "\"version\":\"" TT_TRACE_SDK_VERSION "\"},\"spans\":[");
   for (l = batch->next; l != batch; l = l->next) {
     if (l != batch->next) tt_buf_addc(b, ',');
-    json_span(b, tt_container_of(l, srec, link));
+    if (!json_span(b, tt_container_of(l, srec, link))) break;
   }
   tt_buf_adds(b, "]}]}]}");
 }
@@ -1247,6 +1495,8 @@ static bool write_line(const tcfg *c, tt_buf *body) {
 static void export_batch(CURL **h, tt_buf *body, tcfg *c, tt_list *batch,
                          size_t n) {
   tt_list *l;
+  srec *head = NULL, *tail = NULL;
+  size_t room, kept = 0;
   bool ok = false;
   /* The body's buffer is the exporter's, kept from batch to batch. */
   body->len = 0;
@@ -1266,8 +1516,21 @@ static void export_batch(CURL **h, tt_buf *body, tcfg *c, tt_list *batch,
     atomic_fetch_add(&n_dropped, n);
     atomic_fetch_add(&n_failed, 1);
   }
-  while ((l = tt_list_shift(batch)) != NULL)
-    rec_free(tt_container_of(l, srec, link));
+  /* The records go back as spares, as many as there is room for. */
+  room = spare_room();
+  while ((l = tt_list_shift(batch)) != NULL) {
+    srec *r = tt_container_of(l, srec, link);
+    if (kept == room) {
+      rec_destroy(r);
+      continue;
+    }
+    rec_clear(r);
+    r->next = head;
+    if (head == NULL) tail = r;
+    head = r;
+    kept++;
+  }
+  rec_release(head, tail, kept);
 }
 
 /* }====== */
@@ -1306,8 +1569,7 @@ static void export_all(CURL **h, tt_buf *body, tt_list *list) {
     }
     export_batch(h, body, c, &batch, n);
     cfg_unref(c);
-    atomic_fetch_sub(&qbytes, bytes);
-    atomic_fetch_sub(&qlen, n);
+    atomic_fetch_sub(&qstate, Q_ONE * n + bytes);
   }
 }
 
@@ -1318,7 +1580,7 @@ static void *exporter_main(void *arg) {
   tt__lock(&tmu);
   for (;;) {
     tt_list list;
-    size_t n = atomic_load(&qlen);
+    size_t n = Q_LEN(atomic_load(&qstate));
     size_t want = (size_t)atomic_load(&lim_batch);
     double delay = cfg != NULL ? cfg->delay : DEF_DELAY;
     uint64_t asked = flush_asked;
@@ -1413,7 +1675,7 @@ void tt_trace_stats_get(tt_trace_stats *out) {
   out->exported = atomic_load(&n_exported);
   out->dropped = atomic_load(&n_dropped);
   out->failed_exports = atomic_load(&n_failed);
-  out->queued = atomic_load(&qlen);
+  out->queued = Q_LEN(atomic_load(&qstate));
 }
 
 /* }==================================================================== */
@@ -1433,7 +1695,7 @@ static uint64_t mix(uint64_t x) {
 
 static tt_ctx *pool_begin(const tt_event *ev, void **state, void *ud) {
   tt_span_opts so;
-  tt_span_context sc;
+  tt_span_context sc, *psc = NULL;
   tt_ctx *child = NULL;
   uint8_t tid[16];
   uint64_t salt = (uint64_t)(uintptr_t)ud, hi, lo;
@@ -1453,7 +1715,9 @@ static tt_ctx *pool_begin(const tt_event *ev, void **state, void *ud) {
   so.nattrs = ev->tenant != NULL ? 4 : 3;
   /* An op is detached from its submitter: parent and link. */
   so.link_parent = true;
-  if (!tt_ctx_span_context(ev->ctx, &sc)) {
+  if (tt_ctx_span_context(ev->ctx, &sc)) {
+    psc = &sc;
+  } else {
     /* No submitter's span: the attempts of the op still share one
     ** trace, whose id comes from the pool's salt and the op's id. */
     hi = mix(salt ^ mix(ev->id));
@@ -1464,11 +1728,14 @@ static tt_ctx *pool_begin(const tt_event *ev, void **state, void *ud) {
     }
     so.trace_id = tid;
   }
-  *state = tt_span_start(ev->ctx, ev->name, &so, &child);
+  /* The pool read the clock for the event: the span starts then. */
+  *state = span_start(ev->ctx, psc, ev->name, &so, &child,
+                      ev->at > 0 ? wall_of_mono(ev->at) : 0);
   return child;
 }
 
-void tt__span_finish(tt_span *s, int rc, tt_obj *err) {
+/* span_finish is tt__span_finish at 'end_ns' (0: now). */
+static void span_finish(tt_span *s, int rc, tt_obj *err, uint64_t end_ns) {
   const char *msg = NULL;
   char desc[512];
   if (s == NULL) return;
@@ -1480,8 +1747,12 @@ void tt__span_finish(tt_span *s, int rc, tt_obj *err) {
     if (msg == NULL) msg = tt_strerror(rc > 0 && rc < TT_NERRORS ? rc
                                                                   : TT_EFAILED);
   }
-  tt_span_end(s, msg, (size_t)-1);
+  span_end(s, msg, (size_t)-1, end_ns);
   tt_unref(s);
+}
+
+void tt__span_finish(tt_span *s, int rc, tt_obj *err) {
+  span_finish(s, rc, err, 0);
 }
 
 tt_span *tt__span_work(tt_ctx *ctx, const char *name, bool detached,
@@ -1499,8 +1770,10 @@ tt_span *tt__span_work(tt_ctx *ctx, const char *name, bool detached,
 }
 
 static void pool_end(void *state, int rc, tt_obj *err, void *ud) {
+  /* The pool read the clock as the attempt's function returned. */
+  double at = state != NULL ? tt__pool_fn_returned() : 0;
   (void)ud;
-  tt__span_finish(state, rc, err);
+  span_finish(state, rc, err, at > 0 ? wall_of_mono(at) : 0);
 }
 
 tt_pool_hook tt_trace_pool_hook(void) {

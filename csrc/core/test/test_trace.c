@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -131,6 +132,43 @@ TEST(off_spans_still_propagate) {
   tt_unref(b);
   tt_unref(ca);
   tt_unref(cb);
+}
+
+/* A forked child must not repeat its parent's ids: each thread's
+** generator is seeded again after a fork. */
+TEST(a_forked_child_makes_other_ids) {
+  tt_span *a, *b;
+  tt_span_context sa, sb, sc;
+  int fds[2], status;
+  pid_t pid;
+  a = tt_span_start(tt_background(), "a", NULL, NULL);  /* seeds */
+  CHECK(a != NULL);
+  CHECK_EQ(pipe(fds), 0);
+  pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    /* The verdict leaves through an exec, as a child's life usually
+    ** goes on (and valgrind checks no leaks of a forked copy then). */
+    tt_span *c = tt_span_start(tt_background(), "c", NULL, NULL);
+    bool ok;
+    tt_span_context_of(c, &sc);
+    ok = write(fds[1], &sc, sizeof sc) == (ssize_t)sizeof sc;
+    execl("/bin/sh", "sh", "-c", ok ? "exit 0" : "exit 1", (char *)NULL);
+    _exit(2);
+  }
+  close(fds[1]);
+  b = tt_span_start(tt_background(), "b", NULL, NULL);
+  tt_span_context_of(a, &sa);
+  tt_span_context_of(b, &sb);
+  CHECK_EQ(read(fds[0], &sc, sizeof sc), (ssize_t)sizeof sc);
+  CHECK_EQ(waitpid(pid, &status, 0), pid);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  close(fds[0]);
+  CHECK(memcmp(sb.trace_id, sc.trace_id, 16) != 0);
+  CHECK(memcmp(sb.span_id, sc.span_id, 8) != 0);
+  CHECK(memcmp(sa.span_id, sb.span_id, 8) != 0);
+  tt_unref(a);
+  tt_unref(b);
 }
 
 TEST(sampler_decisions) {

@@ -968,10 +968,10 @@ int tt__pool_admit(tt_pool *p, pclass *c, const char *tenant,
   return TT_EQUOTA;
 }
 
-/* accept puts op 'o' (its argument already in place) into the pool,
+/* accept_op puts op 'o' (its argument already in place) into the pool,
 ** waking a worker for it if 'wake' (a batch wakes once for all its ops);
 ** it fails only for want of memory, and then changes nothing. */
-static int accept(tt_pool *p, op *o, bool wake) {
+static int accept_op(tt_pool *p, op *o, bool wake) {
   if (!pool_tenant_inc(p, o->tenant, o->tenant_len)) return TT_ENOMEM;
   o->id = ++p->next_id;
   idle_disarm(p);
@@ -994,9 +994,9 @@ static int accept(tt_pool *p, op *o, bool wake) {
   return TT_OK;
 }
 
-/* tt__pool_accept_locked is accept, with its wake, for the pool's other
+/* tt__pool_accept_locked is accept_op, with its wake, for the pool's other
 ** files. */
-int tt__pool_accept_locked(tt_pool *p, op *o) { return accept(p, o, true); }
+int tt__pool_accept_locked(tt_pool *p, op *o) { return accept_op(p, o, true); }
 
 /* tt__pool_op_new makes an op that holds no argument yet; it takes over 'base'
 ** on success only. */
@@ -1335,7 +1335,7 @@ size_t tt_pool_submit_many(tt_pool *p, tt_ctx *parent,
       if (rc == TT_OK) {
         o->h.arg = ops[done + i].arg;
         o->h.drop = drop;
-        rc = accept(p, o, false);
+        rc = accept_op(p, o, false);
         if (rc != TT_OK) {
           o->h.arg = NULL;
           o->h.drop = NULL;

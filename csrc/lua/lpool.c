@@ -1102,6 +1102,7 @@ static int m_submit_many(lua_State *L) {
   lt_wait w;
   bool interrupted;
   batch *b;
+  memset(&w, 0, sizeof w);
   read_submit(L, p, &so, &retry);
   luaL_checktype(L, 5, LUA_TTABLE);
   lua_settop(L, 5);
@@ -1189,10 +1190,10 @@ static void map_put(lua_State *L, mapstate *ms, size_t i, int nv) {
   if (nv >= 2 && !lua_isnil(L, -1)) {
     ms->failed = true;
     lua_rawseti(L, ms->errors, at);
-    lua_pop(L, nv - 1);
+    lua_pop(L, 1);  /* the result, nil */
     return;
   }
-  lua_pop(L, nv - 1);
+  if (nv >= 2) lua_pop(L, 1);  /* no error */
   lua_rawseti(L, ms->results, at);
 }
 

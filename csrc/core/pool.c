@@ -33,6 +33,12 @@
 ** op and leaves more queued makes sure another one looks (wake_for): a
 ** steady stream of submissions is taken by an awake worker with no futex
 ** wake, and a burst still wakes as many workers as it keeps busy.
+** A batch (tt_pool_submit_many) queues its ops under one hold of 'mu'
+** without waking anyone and then calls wake_for once: the chain above
+** wakes as many workers as the batch keeps busy.  Each of its ops is
+** otherwise accepted as a single submission is (id, counts, quota,
+** SUBMITTED event); its end report ('bend') is called under 'mu' as the
+** handle resolves, like a drainer's 'end' hook.
 **
 ** An op's life.  Submitted ops wait in their class's ready queue (READY),
 ** run on a worker (RUNNING), and then complete, fail for good, become a

@@ -31,9 +31,10 @@ print("map: results[2] = " .. results[2] .. ", errors[3] = "
       .. errors[3].message)
 
 -- A map bounded by a context: what did not run gets its error.
-local ctx, cancel <close> = tether.with_timeout(bg, 0)
+local ctx, cancel = tether.with_timeout(bg, 0)
 local _, late = tether.map(pool, ctx, function() return true end, { 1, 2 })
 print("map after its deadline: " .. late[1].code)
+cancel()
 
 assert(pool:drain())
 local s = pool:stats()

@@ -168,6 +168,9 @@ typedef struct tt_error {
   tt_obj *cause;
   char *traceback;         /* may be NULL: where a task failed */
   tt_obj *value;           /* may be NULL: the value a task raised */
+  size_t index;            /* 0, or the position (from 1) of the item a
+                           ** batch's refusal is about (set by its
+                           ** maker before it is shared) */
 } tt_error;
 
 extern const tt_type tt_error_type;

@@ -1080,6 +1080,13 @@ static batch *push_batch(lua_State *L, lp_pool *p, int fn, int list,
   return b;
 }
 
+/* set_index gives the refusal on the top of the stack, new and not yet
+** shared, the position of the item it refused (err.index). */
+static void set_index(lua_State *L, size_t i) {
+  tt_error *e = lt_checkobj(L, -1, &tt_error_type);
+  e->index = i;
+}
+
 /* pool:submit_many(parent, name_or_opts, fn, list) -> handles [, err]:
 ** submits fn(ctx, item) for each item of the sequence 'list', in order, as
 ** pool:submit(parent, name_or_opts, fn, item) would, with the function
@@ -1087,7 +1094,7 @@ static batch *push_batch(lua_State *L, lp_pool *p, int fn, int list,
 ** the pool's lock, one wake of its workers).  It stops at the first
 ** refusal: 'handles' holds the handles of the items submitted (a prefix
 ** of the list: handles[i] is list[i]'s) and 'err' the refusal of item
-** #handles + 1 (nil when all went in).  With an overflow store, an item
+** #handles + 1 (err.index; nil when all went in).  With an overflow store, an item
 ** of a named op that finds the queue full spills to it, as pool:submit's
 ** would.  Raises as pool:submit does, and for an item that cannot cross,
 ** before any is submitted; a 'wait' bounds the whole call. */
@@ -1127,6 +1134,7 @@ static int m_submit_many(lua_State *L) {
   if (k == n) return 1;
   if (err == TT_EINVAL && so.priority != NULL) return no_class(L, &so);
   refuse(L, p, tenant, tenant + 1, err);  /* nil, err */
+  set_index(L, k + 1);
   lua_pushvalue(L, handles);
   lua_replace(L, -3);
   return 2;
@@ -1344,6 +1352,7 @@ static int l_map(lua_State *L) {
       if (err == TT_EINVAL || err == TT_ENOMEM)
         return luaL_error(L, "tether.map: %s", tt_strerror(err));
       refuse(L, p, tenant, tenant + 1, err);  /* nil, err */
+      set_index(L, next + 1);
       map_put(L, &ms, next, 2);
       next++;
     }

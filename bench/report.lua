@@ -210,6 +210,12 @@ local rows = {
    goal = {impl = "lua", bound = 10, unit = "ms"}},
   {shape = "SIGUSR1 → its `signal_context` done, `ctx:wait()` back",
    metric = "sigctx_wake_ms", noc = true},
+  {shape = "batches: 10,000 no-op closure tasks, 2 workers, `pool:submit` "
+     .. "in a loop", metric = "batch_loop_per_s", noc = true},
+  {shape = "the same with one `pool:submit_many`",
+   metric = "batch_many_per_s", vs = "batch_loop_per_s", noc = true},
+  {shape = "the same with one `tether.map` (waits for the results)",
+   metric = "batch_map_per_s", vs = "batch_loop_per_s", noc = true},
   {shape = "observability off: seed pool (C), closure tasks on 2 workers "
      .. "(Lua)", metric = "obs_none_per_s"},
   {shape = "the same with metrics", metric = "obs_metrics_per_s",
@@ -289,6 +295,11 @@ for _, row in ipairs(rows) do
   local lb = row.base and ("lua." .. row.base)
   local c = row.noc and "—" or cell("c." .. row.metric, pk, pname, cb)
   local l = cell("lua." .. row.metric, pk, pname, lb)
+  local x, v = value("lua." .. row.metric), row.vs and value("lua." .. row.vs)
+  if x and v and v ~= 0 then
+    -- A rate against another way of doing the same in the same run.
+    l = l .. string.format(" (%s× the loop)", sig(x / v))
+  end
   local p = "—"
   if row.peer then
     p = cell(row.peer .. "." .. row.metric) .. ", " .. row.peer_label

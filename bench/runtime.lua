@@ -163,6 +163,51 @@ local function interrupt_timeout()
   B.report("lua", "interrupt_timeout_us", B.median(us))
 end
 
+-- Batches: 10,000 no-op closure tasks on a fresh pool of 2 workers whose
+-- queue holds them all, submitted by pool:submit in a loop, by one
+-- pool:submit_many, and run by one tether.map; tasks per second up to
+-- the end of the drain (or of the map).  The three take turns in each
+-- of 7 rounds, so that the machine's noise falls on all of them alike;
+-- the median of each is reported.
+local function batch()
+  local n = 10000
+  local fn = function(_, i) return i end
+  local items = {}
+  for i = 1, n do items[i] = i end
+  local ways = {
+    loop = function(p)
+      for i = 1, n do assert(p:submit(bg, "task", fn, i)) end
+      assert(p:drain())
+    end,
+    many = function(p)
+      local hs, err = p:submit_many(bg, "task", fn, items)
+      assert(err == nil and #hs == n, tostring(err))
+      assert(p:drain())
+    end,
+    map = function(p)
+      local _, errs = tether.map(p, bg, fn, items)
+      assert(errs == nil, "map failed")
+      assert(p:drain())
+    end,
+  }
+  local rates = {loop = {}, many = {}, map = {}}
+  for _ = 1, 7 do
+    for _, way in ipairs {"loop", "many", "map"} do
+      local p = tether.pool { name = "two", workers = 2, queue = n }
+      B.warm(tether, p, 2)
+      collectgarbage()
+      local t0 = now()
+      ways[way](p)
+      local rate = n / (now() - t0)
+      assert(p:stats().completed == n + 2, "tasks were lost")
+      table.insert(rates[way], rate)
+    end
+  end
+  B.report("lua", "batch_loop_per_s", B.median(rates.loop))
+  B.report("lua", "batch_many_per_s", B.median(rates.many))
+  B.report("lua", "batch_map_per_s", B.median(rates.map))
+end
+
 -- Every benchmark here needs tether.pool.
 local function entry(name, metric, fn)
   return B.needs(tether, {"pool"}, {name, {metric}, fn})
@@ -176,4 +221,6 @@ B.run {
   entry("rss", "rss_worker_kib", rss),
   entry("interrupt_cancel", "interrupt_cancel_us", interrupt_cancel),
   entry("interrupt_timeout", "interrupt_timeout_us", interrupt_timeout),
+  B.needs(tether, {"pool", "map"}, {"batch", {"batch_loop_per_s",
+    "batch_many_per_s", "batch_map_per_s"}, batch}),
 }

@@ -117,7 +117,7 @@ static void wake_slot(tt_group *g) {
 ** that a failure is never lost for want of memory. */
 static tt_error nomem_error = {{-1, &tt_error_type}, TT_ENOMEM,
                                "errgroup: not enough memory", NULL, NULL,
-                               NULL};
+                               NULL, 0};
 
 static void group_free(tt_obj *o) {
   tt_group *g = (tt_group *)o;

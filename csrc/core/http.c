@@ -108,7 +108,7 @@
 
 /* The sentinel cause of a request whose client hung up. */
 tt_error tt_http_client_gone = {{-1, &tt_error_type}, TT_ECLIENT_GONE,
-                                "client gone", NULL, NULL, NULL};
+                                "client gone", NULL, NULL, NULL, 0};
 
 const tt_key tt_http_request_id_key = {NULL, "request_id", 10};
 

@@ -494,9 +494,9 @@ const tt_type tt_error_type = {"tether.Error", error_free, error_describe,
                                error_traverse};
 
 tt_error tt_canceled = {{-1, &tt_error_type}, TT_CANCELED,
-                        "context canceled", NULL, NULL, NULL};
+                        "context canceled", NULL, NULL, NULL, 0};
 tt_error tt_deadline = {{-1, &tt_error_type}, TT_DEADLINE,
-                        "context deadline exceeded", NULL, NULL, NULL};
+                        "context deadline exceeded", NULL, NULL, NULL, 0};
 
 tt_error *tt_error_new(int code, const char *message, tt_obj *cause) {
   tt_error *e = calloc(1, sizeof *e);

@@ -40,7 +40,13 @@
 ** wakes workers for work still queued if nothing was taken meanwhile,
 ** and looks again while work stays queued (see wake_more).  A worker
 ** that ends an op takes its next one in the same hold of 'mu', and
-** starts it there (see begin_locked).
+** starts it there (see begin_locked).  A batch (tt_pool_submit_many)
+** queues its ops under one hold of 'mu' without waking anyone and then
+** calls wake_for once: the chain above (wake_more) wakes the workers the
+** batch needs.  Each of its ops is
+** otherwise accepted as a single submission is (id, counts, quota,
+** SUBMITTED event); its end report ('bend') is called under 'mu' as the
+** handle resolves, like a drainer's 'end' hook.
 **
 ** An op's life.  Submitted ops wait in their class's ready queue (READY),
 ** run on a worker (RUNNING), and then complete, fail for good, become a
@@ -513,6 +519,7 @@ static bool shut_now(tt_pool *p) {
 static void resolve(op *o, int state, tt_obj *result) {
   tt__handle_resolve(&o->h, state, result);
   if (o->end != NULL) o->end(o->end_ud, &o->h);
+  if (o->bend != NULL) o->bend(o->bend_ud, o->bend_i, &o->h);
 }
 
 /* tt__pool_resolve is resolve for the pool's other files (see above). */
@@ -984,6 +991,7 @@ static void op_fini(tt_handle *h) {
   free(o->tenant);
   free(o->sf);
   if (o->end_free != NULL) o->end_free(o->end_ud);
+  tt_unref(o->bend_ud);
 }
 
 /* op_release keeps the freed record for the pool's next op (or frees it)
@@ -1138,9 +1146,10 @@ int tt__pool_admit(tt_pool *p, pclass *c, const char *tenant,
   return TT_EQUOTA;
 }
 
-/* tt__pool_accept_locked puts op 'o' (its argument already in place) into the
-** pool; it fails only for want of memory, and then changes nothing. */
-int tt__pool_accept_locked(tt_pool *p, op *o) {
+/* accept_op puts op 'o' (its argument already in place) into the pool,
+** waking a worker for it if 'wake' (a batch wakes once for all its ops);
+** it fails only for want of memory, and then changes nothing. */
+static int accept_op(tt_pool *p, op *o, bool wake) {
   if (!pool_tenant_inc(p, o->tenant, o->tenant_len)) return TT_ENOMEM;
   o->id = ++p->next_id;
   idle_disarm(p);
@@ -1152,9 +1161,20 @@ int tt__pool_accept_locked(tt_pool *p, op *o) {
   p->st.queued++;
   tt_ref(&o->h);  /* the pool's */
   pool_emit(p, o, (tt_event){.kind = TT_EV_SUBMITTED});
-  push_ready(p, o);
+  if (wake) {
+    push_ready(p, o);
+  } else {
+    pclass *c = &p->cls[o->cls];
+    o->where = OP_READY;
+    tt_list_push(&c->ready, &o->link);
+    atomic_fetch_add_explicit(&c->nready, 1, memory_order_relaxed);
+  }
   return TT_OK;
 }
+
+/* tt__pool_accept_locked is accept_op, with its wake, for the pool's other
+** files. */
+int tt__pool_accept_locked(tt_pool *p, op *o) { return accept_op(p, o, true); }
 
 /* tt__pool_op_new makes an op that holds no argument yet; it takes over 'base'
 ** on success only. */
@@ -1401,6 +1421,146 @@ tt_handle *tt__pool_submit_hooked(tt_pool *p, tt_ctx *parent,
   return submit(p, parent, so, fn, arg, drop, &hk, err);
 }
 
+/* batch_records makes up to 'want' op records for ops[0..] of a batch
+** (no argument in them yet; NULL-free prefix), each with its spill form
+** and end report; it returns how many it made (0: out of memory). */
+static size_t batch_records(tt_pool *p, tt_ctx *parent,
+                            const tt_submit_opts *so, tt_fn fn,
+                            const tt_batch_op *ops, size_t want,
+                            const tt_batch_end *be, size_t at, sub *s,
+                            op **recs) {
+  bool attached = so != NULL && so->attached;
+  size_t k;
+  for (k = 0; k < want; k++) {
+    op *o = tt__pool_op_new(p, s->name, fn, s->ci, s->tenant, s->tenant_len,
+                            parent, &s->retry, s->timeout);
+    if (o == NULL) break;
+    tt_ref(parent);  /* taken over by the op */
+    o->attached = attached;
+    if (pool_can_spill(p, so) && !attached && be == NULL) {
+      tt_submit_opts one = *so;
+      one.spill_args = ops[k].spill_args;
+      one.spill_args_len = ops[k].spill_args_len;
+      o->sf = tt__pool_spillform_new(&one, parent);
+    }
+    if (be != NULL) {
+      o->bend = be->end;
+      o->bend_ud = tt_ref(be->ud);
+      o->bend_i = be->index0 + at + k;
+    }
+    recs[k] = o;
+  }
+  return k;
+}
+
+/* batch_spill writes op 'b' of a batch, which found the queue full, to
+** the overflow store as submit_sub would; its handle or NULL. */
+static tt_handle *batch_spill(tt_pool *p, tt_ctx *parent,
+                              const tt_submit_opts *so, tt_drop drop,
+                              const tt_batch_op *b, const sub *s, int *err) {
+  tt_submit_opts one = *so;
+  tt_handle *h;
+  one.spill_args = b->spill_args;
+  one.spill_args_len = b->spill_args_len;
+  h = tt__pool_do_spill(p, parent, &one, s, err);
+  if (h != NULL && drop != NULL) drop(b->arg);  /* it never runs here */
+  return h;
+}
+
+/* tt_pool_submit_many: see tether.h.  Per chunk, the records are made
+** without the lock (no more than the queue has room for, at least one),
+** then each op is admitted and accepted under one hold of 'mu' without a
+** wake, and one wake_for follows: a worker that takes an op and leaves
+** more queued wakes the next (see "Handoff"), so the batch costs the
+** submitter one signal.  Before an admission that may wait for room,
+** the ops already queued get their wake, or nobody would make room. */
+size_t tt_pool_submit_many(tt_pool *p, tt_ctx *parent,
+                           const tt_submit_opts *so, tt_fn fn,
+                           tt_drop drop, const tt_batch_op *ops, size_t n,
+                           const tt_batch_end *be, tt_handle **hs,
+                           int *err) {
+  op *recs[TT_BATCH_CHUNK];
+  size_t done = 0;
+  sub s;
+  int rc;
+  bool spill_ok;
+  s.thold = NULL;
+  if (err != NULL) *err = TT_OK;
+  if (n == 0) return 0;
+  if (p == NULL || fn == NULL || ops == NULL || hs == NULL) {
+    (void)pool_refused(err, TT_EINVAL);
+    return 0;
+  }
+  rc = tt__pool_settle_sub(p, parent, so, &s);
+  if (so != NULL && so->attached) {
+    s.retry.attempts = 1;  /* as submit_sub: one attempt, no timeout */
+    s.timeout = 0;
+  }
+  spill_ok = be == NULL && pool_can_spill(p, so);
+  while (rc == TT_OK && done < n) {
+    pclass *c = &p->cls[s.ci];
+    size_t want = n - done, made, got = 0, i, nr;
+    bool spill = false;
+    nr = atomic_load_explicit(&c->nready, memory_order_relaxed);
+    if (want > TT_BATCH_CHUNK) want = TT_BATCH_CHUNK;
+    if (nr < (size_t)p->queue_cap && want > (size_t)p->queue_cap - nr)
+      want = (size_t)p->queue_cap - nr;
+    else if (nr >= (size_t)p->queue_cap)
+      want = 1;  /* full now: it waits, spills or is refused */
+    made = batch_records(p, parent, so, fn, ops + done, want, be, done, &s,
+                         recs);
+    if (made == 0) {
+      rc = TT_ENOMEM;
+      break;
+    }
+    tt__lock(&p->mu);
+    for (i = 0; i < made; i++) {
+      op *o = recs[i];
+      if (got > 0 && atomic_load_explicit(&c->nready, memory_order_relaxed) >=
+                         (size_t)p->queue_cap)
+        wake_for(p, s.ci);
+      rc = tt__pool_admit(p, c, o->tenant, o->tenant_len, s.until);
+      if (rc == TT_OK) {
+        o->h.arg = ops[done + i].arg;
+        o->h.drop = drop;
+        rc = accept_op(p, o, false);
+        if (rc != TT_OK) {
+          o->h.arg = NULL;
+          o->h.drop = NULL;
+          break;
+        }
+        hs[done + i] = &o->h;
+        recs[i] = NULL;
+        got++;
+        continue;
+      }
+      if (rc == TT_EQUEUE_FULL && spill_ok &&
+          ops[done + i].spill_args != NULL) {
+        spill = true;
+        rc = TT_OK;
+      } else {
+        tt__pool_reject_locked(p, rc, &s);
+      }
+      break;
+    }
+    if (got > 0) wake_for(p, s.ci);
+    tt__unlock(&p->mu);
+    pool_deliver(p);
+    /* Records not used hold no argument: the caller keeps those. */
+    for (i = got; i < made; i++) tt_unref(&recs[i]->h);
+    done += got;
+    if (spill) {
+      tt_handle *h = batch_spill(p, parent, so, drop, &ops[done], &s, &rc);
+      if (h == NULL) break;
+      hs[done++] = h;
+      rc = TT_OK;
+    }
+  }
+  tt_unref(s.thold);
+  if (err != NULL) *err = rc;
+  return done;
+}
+
 int tt__pool_room(tt_pool *p, int *capacity) {
   int i, cap = p->queue_cap, room;
   long busy, free_q;
@@ -1574,6 +1734,7 @@ size_t tt_pool_abandon(tt_pool *p) {
     p->st.abandoned++;
     pool_tenant_dec(p, o->tenant, o->tenant_len);
     tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(err));
+    if (o->bend != NULL) o->bend(o->bend_ud, o->bend_i, &o->h);
     pool_emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
                                .error = err, .ctx = o->ctx, .running = true});
     tt_ref(&o->h);
@@ -1594,6 +1755,7 @@ size_t tt_pool_abandon(tt_pool *p) {
     p->st.abandoned++;
     pool_tenant_dec(p, o->tenant, o->tenant_len);
     tt__handle_resolve(&o->h, TT_H_FAILED, tt_ref(err));
+    if (o->bend != NULL) o->bend(o->bend_ud, o->bend_i, &o->h);
     pool_emit(p, o, (tt_event){.kind = TT_EV_ABANDONED, .code = TT_EABANDONED,
                                .error = err});
     settle(p);

@@ -96,6 +96,11 @@ typedef struct op {
   void (*end_free)(void *ud);
   void *end_ud;
   bool no_dead;            /* fixed: never a dead letter of the pool */
+  /* A batch's end report (tt_pool_submit_many): 'bend' runs under 'mu'
+  ** as the handle resolves; 'bend_ud' is referenced; fixed. */
+  void (*bend)(tt_obj *ud, size_t i, tt_handle *h);
+  tt_obj *bend_ud;
+  size_t bend_i;
   spillform *sf;           /* NULL, or owned; fixed once accepted (a
                            ** retried dead letter hands it on) */
   struct op *spare_next;   /* on the pool's list of spare records */

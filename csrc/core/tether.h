@@ -168,6 +168,9 @@ typedef struct tt_error {
   tt_obj *cause;
   char *traceback;         /* may be NULL: where a task failed */
   tt_obj *value;           /* may be NULL: the value a task raised */
+  size_t index;            /* 0, or the position (from 1) of the item a
+                           ** batch's refusal is about (set by its
+                           ** maker before it is shared) */
 } tt_error;
 
 extern const tt_type tt_error_type;
@@ -875,6 +878,53 @@ tt_handle *tt_pool_submit(tt_pool *p, tt_ctx *parent,
 ** after one; TT_OK promises nothing (another submitter may take the room
 ** first, and tt_pool_submit looks again). */
 int tt_pool_precheck(tt_pool *p, tt_ctx *parent, const tt_submit_opts *so);
+
+/* One op of a batch (tt_pool_submit_many): its argument and, for a pool
+** with an overflow store and a batch with opts->spill_fn, the op's
+** arguments as wire values (tt_submit_opts' 'spill_args'; NULL: this op
+** cannot travel). */
+typedef struct tt_batch_op {
+  void *arg;
+  const void *spill_args;
+  size_t spill_args_len;
+} tt_batch_op;
+
+/* What a batch's submitter learns as its ops end: 'end' is called as the
+** handle of each accepted op resolves (whatever its final state, even
+** when the pool abandons it at exit), with 'index0' plus the op's
+** position in the batch.  It runs under the pool's lock and may only
+** take leaf locks (set a latch, tt_chan_try_send); the pool never calls
+** it for a refused op.  Each accepted op holds a reference to 'ud'. */
+typedef struct tt_batch_end {
+  void (*end)(tt_obj *ud, size_t i, tt_handle *h);
+  tt_obj *ud;
+  size_t index0;
+} tt_batch_end;
+
+/* tt_pool_submit_many submits the 'n' ops of 'ops', in order, each as
+** tt_pool_submit(p, parent, opts, fn, ops[i].arg, drop) would, and
+** returns how many it accepted: ops 0..k-1, whose handles are in
+** hs[0..k-1] (new references), and whose arguments are the pool's.  It
+** stops at the first refusal, whose code goes to '*err' (TT_OK when all
+** were accepted); the caller keeps the arguments of ops k..n-1.  Unlike n
+** calls of tt_pool_submit, the ops are queued under one hold of the
+** pool's lock (per up to TT_BATCH_CHUNK ops) and the workers are woken
+** once for them, not once per op; everything else is the same: each op
+** has its own id, counts in every stat, emits its own SUBMITTED event,
+** is checked against the queue's capacity, the tenant's quota and a
+** 'wait' for room (which bounds the whole call), and, with an overflow
+** store, an op that finds the queue full spills to it when it brought
+** spill_args (its argument is then dropped and its handle resolves
+** when the store answers), else is refused TT_EQUEUE_FULL.  'be' (may be
+** NULL) reports each accepted op's end; a batch with 'be' never spills. */
+size_t tt_pool_submit_many(tt_pool *p, tt_ctx *parent,
+                           const tt_submit_opts *opts, tt_fn fn,
+                           tt_drop drop, const tt_batch_op *ops, size_t n,
+                           const tt_batch_end *be, tt_handle **hs,
+                           int *err);
+
+/* How many ops tt_pool_submit_many queues per hold of the pool's lock. */
+#define TT_BATCH_CHUNK 256
 
 /* With an overflow store, a submission that finds its class's queue full
 ** goes to the store instead of being refused, if it can travel

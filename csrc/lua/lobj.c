@@ -232,6 +232,8 @@ static int err_index(lua_State *L) {
                     ((tt_bytes *)e->value)->len);  /* "INT" */
   else if (strcmp(k, "id") == 0 && e->code == TT_ESPILLED)
     push_field_obj(L, e->value);  /* a spill names the store's id */
+  else if (strcmp(k, "index") == 0 && e->index > 0)
+    lua_pushinteger(L, (lua_Integer)e->index);  /* a batch's item */
   else
     lua_pushnil(L);
   return 1;

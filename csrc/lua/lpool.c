@@ -857,6 +857,44 @@ static int spill(lua_State *L, lp_pool *p, tt_ctx *parent,
   return 1;
 }
 
+/* read_submit reads what pool:submit and pool:submit_many share:
+** argument 3, the op's name or a table of submit_options[] (its strings
+** stay anchored in it), into '*so' (and '*retry', which so->retry may
+** point to), and checks argument 4, a function or "module:function",
+** which, with an overflow store, makes the op one that may spill. */
+static void read_submit(lua_State *L, lp_pool *p, tt_submit_opts *so,
+                        tt_retry *retry) {
+  memset(so, 0, sizeof *so);
+  if (lua_type(L, 3) == LUA_TSTRING) {
+    so->name = lua_tostring(L, 3);
+  } else if (lua_istable(L, 3)) {
+    lt_checkopts(L, 3, 3, NULL, submit_options, false);
+    so->name = lt_optstring(L, 3, 3, "name", NULL);
+    if (lua_getfield(L, 3, "retry") != LUA_TNIL) {
+      lt_checkretry(L, 3, -1, retry);
+      so->retry = retry;
+    }
+    lua_pop(L, 1);
+    so->priority = lt_optstring(L, 3, 3, "priority", NULL);
+    so->timeout = lt_optnumber(L, 3, 3, "timeout", 0, 0);
+    so->wait = lt_optnumber(L, 3, 3, "wait", 0, 0);
+  } else {
+    const char *msg = lua_pushfstring(L, "string or table expected, got %s",
+                                      luaL_typename(L, 3));
+    luaL_argerror(L, 3, msg);
+  }
+  if (lua_type(L, 4) != LUA_TSTRING) luaL_checktype(L, 4, LUA_TFUNCTION);
+  /* A named op may travel to the overflow store when the queue is full. */
+  if (p->overflow && lua_type(L, 4) == LUA_TSTRING)
+    so->spill_fn = lua_tostring(L, 4);
+}
+
+/* no_class raises for a priority class the pool does not have. */
+static int no_class(lua_State *L, const tt_submit_opts *so) {
+  return luaL_argerror(L, 3, lua_pushfstring(L, "unknown priority class "
+                                                "'%s'", so->priority));
+}
+
 /* pool:submit(parent, name_or_opts, fn, ...) -> h | nil, err: runs fn(ctx, ...)
 ** on a worker of the pool, where ctx is with_timeout(without_cancel(parent),
 ** timeout), made afresh for each attempt and also canceled when the pool's
@@ -884,31 +922,8 @@ static int m_submit(lua_State *L) {
   tt_handle *h;
   lt_wait w;
   bool interrupted;
-  memset(&so, 0, sizeof so);
   if (nargs < 0) nargs = 0;
-  if (lua_type(L, 3) == LUA_TSTRING) {
-    so.name = lua_tostring(L, 3);
-  } else if (lua_istable(L, 3)) {
-    lt_checkopts(L, 3, 3, NULL, submit_options, false);
-    /* The strings stay anchored in the options table. */
-    so.name = lt_optstring(L, 3, 3, "name", NULL);
-    if (lua_getfield(L, 3, "retry") != LUA_TNIL) {
-      lt_checkretry(L, 3, -1, &retry);
-      so.retry = &retry;
-    }
-    lua_pop(L, 1);
-    so.priority = lt_optstring(L, 3, 3, "priority", NULL);
-    so.timeout = lt_optnumber(L, 3, 3, "timeout", 0, 0);
-    so.wait = lt_optnumber(L, 3, 3, "wait", 0, 0);
-  } else {
-    const char *msg = lua_pushfstring(L, "string or table expected, got %s",
-                                      luaL_typename(L, 3));
-    return luaL_argerror(L, 3, msg);
-  }
-  if (lua_type(L, 4) != LUA_TSTRING) luaL_checktype(L, 4, LUA_TFUNCTION);
-  /* A named op may travel to the overflow store when the queue is full. */
-  if (p->overflow && lua_type(L, 4) == LUA_TSTRING)
-    so.spill_fn = lua_tostring(L, 4);
+  read_submit(L, p, &so, &retry);
   /* The tenant and its name go on top of the task's arguments, which
   ** lt_task_new reads by position. */
   read_tenant(L, p, parent, &so);
@@ -949,16 +964,448 @@ static int m_submit(lua_State *L) {
     h = NULL;
   }
   if (h == NULL) {
-    if (err == TT_EINVAL && so.priority != NULL) {
-      const char *msg = lua_pushfstring(L, "unknown priority class '%s'",
-                                        so.priority);
-      return luaL_argerror(L, 3, msg);
-    }
+    if (err == TT_EINVAL && so.priority != NULL) return no_class(L, &so);
     return refuse(L, p, tenant, tenant + 1, err);
   }
   lt_pushnew(L, h);
   return 1;
 }
+
+/* {====================================================================
+** Batches: pool:submit_many and tether.map
+** ===================================================================== */
+
+/* A batch is the tasks of one call (the function packed once and shared,
+** each item packed on its own), their spill forms and their ops'
+** handles, in C arrays owned by one userdata per call (not one per
+** item), whose __gc releases what is left in them when the call returns
+** or raises.  ops[i].arg is the task of item i + 1 until the pool takes
+** it (then NULL). */
+typedef struct batch {
+  tt_obj *fn;              /* the packed function */
+  tt_batch_op *ops;        /* 'n' */
+  tt_buf *wire;            /* 'n' spill forms, or NULL */
+  tt_handle **hs;          /* 'n' handles (NULL: none) */
+  size_t n;
+  tt_obj *ends;            /* tether.map's end report, or NULL */
+  tt_ctx *mctx;            /* tether.map's context for its ops, or NULL:
+                           ** canceled when the call ends */
+} batch;
+
+#define BATCH_T "tether.batch"
+
+static int batch_gc(lua_State *L) {
+  batch *b = luaL_checkudata(L, 1, BATCH_T);
+  size_t i;
+  for (i = 0; i < b->n; i++) {
+    if (b->ops != NULL) lt_task_drop(b->ops[i].arg);
+    if (b->hs != NULL) tt_unref(b->hs[i]);
+    if (b->wire != NULL) tt_buf_free(&b->wire[i]);
+  }
+  free(b->ops);
+  free(b->hs);
+  free(b->wire);
+  tt_unref(b->fn);
+  tt_unref(b->ends);
+  if (b->mctx != NULL) tt_cancel(b->mctx, NULL);
+  tt_unref(b->mctx);
+  memset(b, 0, sizeof *b);
+  return 0;
+}
+
+/* item_what writes "item #I of WHAT" into 'buf'. */
+static void item_what(char *buf, size_t size, size_t i, const char *what) {
+  char num[24];
+  size_t k = 0, len, wl = strlen(what);
+  do {
+    num[k++] = (char)('0' + i % 10);
+    i /= 10;
+  } while (i > 0 && k < sizeof num);
+  memcpy(buf, "item #", 6);
+  len = 6;
+  while (k > 0) buf[len++] = num[--k];
+  memcpy(buf + len, " of ", 4);
+  len += 4;
+  if (wl > size - len - 1) wl = size - len - 1;
+  memcpy(buf + len, what, wl);
+  buf[len + wl] = '\0';
+}
+
+/* push_batch packs the function at 'fn' once and each element of the
+** sequence at 'list' (1..n) on its own into the tasks of a new batch,
+** left on the stack: an item that cannot cross raises before anything
+** is submitted ("cannot transfer item #3 of task 'x' (thread)").  With
+** 'wire', each item that is plain data also gets its spill form, the
+** wire values pool:submit would give the same item as its argument. */
+static batch *push_batch(lua_State *L, lp_pool *p, int fn, int list,
+                         size_t n, const char *what, bool wire) {
+  batch *b = lua_newuserdatauv(L, sizeof *b, 0);
+  char iwhat[200], why[200];
+  size_t i;
+  memset(b, 0, sizeof *b);
+  if (luaL_newmetatable(L, BATCH_T)) {
+    lua_pushcfunction(L, batch_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  if (n == 0) return b;
+  b->ops = calloc(n, sizeof *b->ops);
+  b->hs = calloc(n, sizeof *b->hs);
+  b->wire = wire ? calloc(n, sizeof *b->wire) : NULL;
+  if (b->ops == NULL || b->hs == NULL || (wire && b->wire == NULL)) {
+    free(b->ops);
+    free(b->hs);
+    free(b->wire);
+    b->ops = NULL;
+    b->hs = NULL;
+    b->wire = NULL;
+    luaL_error(L, "not enough memory");
+  }
+  b->n = n;
+  b->fn = lt_pack_one(L, fn, what);
+  for (i = 0; i < n; i++) {
+    tt_obj *v;
+    item_what(iwhat, sizeof iwhat, i + 1, what);
+    lua_rawgeti(L, list, (lua_Integer)i + 1);
+    v = lt_pack_one(L, -1, iwhat);
+    b->ops[i].arg = lt_task_of(p->env, b->fn, v, what);
+    tt_unref(v);
+    if (b->ops[i].arg == NULL) luaL_error(L, "not enough memory");
+    if (wire && lt_wire_args(L, lua_gettop(L), 1, &b->wire[i], why,
+                             sizeof why)) {
+      b->ops[i].spill_args = b->wire[i].data;
+      b->ops[i].spill_args_len = b->wire[i].len;
+    }
+    lua_pop(L, 1);
+  }
+  return b;
+}
+
+/* set_index gives the refusal on the top of the stack, new and not yet
+** shared, the position of the item it refused (err.index). */
+static void set_index(lua_State *L, size_t i) {
+  tt_error *e = lt_checkobj(L, -1, &tt_error_type);
+  e->index = i;
+}
+
+/* pool:submit_many(parent, name_or_opts, fn, list) -> handles [, err]:
+** submits fn(ctx, item) for each item of the sequence 'list', in order, as
+** pool:submit(parent, name_or_opts, fn, item) would, with the function
+** packed once for all of them and the ops queued together (one hold of
+** the pool's lock, one wake of its workers).  It stops at the first
+** refusal: 'handles' holds the handles of the items submitted (a prefix
+** of the list: handles[i] is list[i]'s) and 'err' the refusal of item
+** #handles + 1 (err.index; nil when all went in).  With an overflow store, an item
+** of a named op that finds the queue full spills to it, as pool:submit's
+** would.  Raises as pool:submit does, and for an item that cannot cross,
+** before any is submitted; a 'wait' bounds the whole call. */
+static int m_submit_many(lua_State *L) {
+  lp_pool *p = check_pool(L);
+  tt_ctx *parent = lt_checkobj(L, 2, &tt_ctx_type);
+  tt_submit_opts so;
+  tt_retry retry;
+  char what[160];
+  size_t n, k, i;
+  int err = TT_OK, tenant, handles;
+  lt_wait w;
+  bool interrupted;
+  batch *b;
+  memset(&w, 0, sizeof w);
+  read_submit(L, p, &so, &retry);
+  luaL_checktype(L, 5, LUA_TTABLE);
+  lua_settop(L, 5);
+  n = (size_t)lua_rawlen(L, 5);
+  task_what(what, sizeof what, so.name != NULL ? so.name : "op");
+  b = push_batch(L, p, 4, 5, n, what, so.spill_fn != NULL);
+  read_tenant(L, p, parent, &so);
+  tenant = lua_gettop(L) - 1;
+  lua_createtable(L, n > INT32_MAX ? INT32_MAX : (int)n, 0);
+  handles = lua_gettop(L);
+  if (so.wait > 0) lt_wait_begin(L, &w);
+  k = tt_pool_submit_many(p->pool, parent, &so, lt_task_run, lt_task_drop,
+                          b->ops, n, NULL, b->hs, &err);
+  interrupted = so.wait > 0 && lt_wait_end(L, &w) && err == TT_EINTR;
+  for (i = 0; i < k; i++) {
+    b->ops[i].arg = NULL;  /* the pool's now */
+    lt_pushnew(L, b->hs[i]);
+    b->hs[i] = NULL;
+    lua_rawseti(L, handles, (lua_Integer)i + 1);
+  }
+  if (interrupted) return lt_interrupted(L);
+  if (k == n) return 1;
+  if (err == TT_EINVAL && so.priority != NULL) return no_class(L, &so);
+  refuse(L, p, tenant, tenant + 1, err);  /* nil, err */
+  set_index(L, k + 1);
+  lua_pushvalue(L, handles);
+  lua_replace(L, -3);
+  return 2;
+}
+
+/* What tether.map waits on: the items whose ops ended, in the order
+** they ended, appended by the pool as each op's handle resolves (under
+** the pool's lock, which orders the ends; a channel's lock, which the
+** lock order allows under it, wakes the map's loop).  A slot is taken
+** with an atomic count and then published: an unpublished slot reads
+** NOEND, and its writer's send, which comes after, wakes the loop
+** again. */
+#define NOEND ((size_t)-1)
+
+typedef struct mapends {
+  tt_obj hdr;
+  tt_chan *wake;           /* one NULL item: something ended */
+  _Atomic size_t n;        /* slots taken */
+  _Atomic size_t *at;      /* item indices (0-based) in end order */
+} mapends;
+
+static void mapends_free(tt_obj *o) {
+  mapends *m = (mapends *)o;
+  tt_unref(m->wake);
+  free(m->at);
+  free(m);
+}
+
+static const tt_type mapends_type = {"tether.MapEnds", mapends_free, NULL,
+                                     NULL};
+
+static void map_end(tt_obj *ud, size_t i, tt_handle *h) {
+  mapends *m = (mapends *)ud;
+  size_t k = atomic_fetch_add(&m->n, 1);
+  (void)h;
+  atomic_store_explicit(&m->at[k], i, memory_order_release);
+  (void)tt_chan_try_send(m->wake, NULL);
+}
+
+/* The whole set of tether.map's options. */
+static const char *const map_options[] = {"ordered", NULL};
+
+/* A tether.map in progress (the Lua stack holds its tables). */
+typedef struct mapstate {
+  bool ordered;
+  int results, errors, index;  /* stack indices */
+  size_t k;                    /* outcomes stored so far */
+  bool failed;
+} mapstate;
+
+/* map_put stores the outcome of item 'i' (0-based) from the values on
+** the top of the stack: 'nv' values, a result and, if 'err', an error
+** on top (nil or an error); it pops them. */
+static void map_put(lua_State *L, mapstate *ms, size_t i, int nv) {
+  lua_Integer at = ms->ordered ? (lua_Integer)i + 1
+                               : (lua_Integer)++ms->k;
+  if (!ms->ordered) {
+    lua_pushinteger(L, (lua_Integer)i + 1);
+    lua_rawseti(L, ms->index, at);
+  }
+  if (nv >= 2 && !lua_isnil(L, -1)) {
+    ms->failed = true;
+    lua_rawseti(L, ms->errors, at);
+    lua_pop(L, 1);  /* the result, nil */
+    return;
+  }
+  if (nv >= 2) lua_pop(L, 1);  /* no error */
+  lua_rawseti(L, ms->results, at);
+}
+
+/* map_take stores the outcome of the ended op of item 'i'. */
+static void map_take(lua_State *L, mapstate *ms, tt_handle *h, size_t i) {
+  int top = lua_gettop(L), n = lt_push_results(L, h);
+  if (tt_handle_state(h) == TT_H_DONE) {
+    lua_settop(L, top + (n >= 1 ? 1 : 0));
+    if (n < 1) lua_pushnil(L);
+    map_put(L, ms, i, 1);
+  } else {
+    lua_settop(L, top + 2);  /* nil, err */
+    map_put(L, ms, i, 2);
+  }
+}
+
+/* map_fail stores 'code' (a context's error) as the error of item 'i'. */
+static void map_fail(lua_State *L, mapstate *ms, size_t i, int code) {
+  lua_pushnil(L);
+  lt_pushnew(L, tt_error_for(code));
+  map_put(L, ms, i, 2);
+}
+
+/* map_wait waits until an op ends, 'ctx' ends (NULL: not watched) or a
+** Ctrl-C (then true). */
+static bool map_wait(lua_State *L, mapends *m, tt_ctx *ctx) {
+  tt_case cs[2];
+  lt_wait w;
+  int r;
+  memset(cs, 0, sizeof cs);
+  cs[0].kind = TT_CASE_RECV;
+  cs[0].chan = m->wake;
+  cs[1].latch = ctx != NULL ? tt_ctx_done(ctx) : NULL;
+  cs[1].kind = cs[1].latch != NULL ? TT_CASE_LATCH : TT_CASE_NIL;
+  lt_wait_begin(L, &w);
+  r = tt_select(cs, 2, false, -1);
+  return lt_wait_end(L, &w) && r == TT_SELECT_INTERRUPTED;
+}
+
+/* tether.map(pool, ctx, fn, list [, {ordered = true}]) -> results, errors
+** [, index]: runs fn(opctx, item) on the pool for each item of the
+** sequence 'list', with the function packed once, and waits for all of
+** them.  The ops are attached to a child of 'ctx' (opctx; its end
+** cancels them, as an errgroup's), run one attempt each, and never more
+** of them are outstanding than the pool's queue holds, so that the map
+** alone never finds it full; it submits more as they end.  results[i] is
+** the first value fn returned for list[i], errors[i] its error (the op's
+** failure, or a refusal that waiting does not lift: closed, over quota);
+** 'errors' is nil when no item failed.  With ordered = false, results
+** and errors are instead in the order the ops ended and index[k] is the
+** item of the k-th.  When 'ctx' ends first, the ops still queued are
+** stopped, map waits for those running (their context is canceled), and
+** every item that did not complete or fail before gets ctx's error.
+** Raises for bad arguments, an unknown option, an item that cannot
+** cross, and 'interrupted!' on Ctrl-C (the map's ops are then canceled
+** and stopped). */
+static int l_map(lua_State *L) {
+  lp_pool *p = check_pool(L);
+  tt_ctx *ctx = lt_checkobj(L, 2, &tt_ctx_type), *mctx;
+  tt_submit_opts so;
+  tt_batch_end be;
+  tt_pool_info info;
+  mapstate ms;
+  mapends *m;
+  char what[160];
+  size_t n, next = 0, out = 0, seen = 0, cap, i;
+  int err, tenant;
+  bool ended = false;
+  batch *b;
+  if (lua_type(L, 3) != LUA_TSTRING) luaL_checktype(L, 3, LUA_TFUNCTION);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  memset(&ms, 0, sizeof ms);
+  ms.ordered = true;
+  if (!lua_isnoneornil(L, 5)) {
+    luaL_checktype(L, 5, LUA_TTABLE);
+    lt_checkopts(L, 5, 5, NULL, map_options, false);
+    ms.ordered = lt_optboolean(L, 5, 5, "ordered", true);
+  }
+  lua_settop(L, 5);
+  n = (size_t)lua_rawlen(L, 4);
+  task_what(what, sizeof what, "map");
+  b = push_batch(L, p, 3, 4, n, what, false);          /* 6 */
+  memset(&so, 0, sizeof so);
+  read_tenant(L, p, ctx, &so);                          /* 7, 8 */
+  tenant = 7;
+  lua_createtable(L, n > INT32_MAX ? INT32_MAX : (int)n, 0);
+  ms.results = lua_gettop(L);
+  lua_newtable(L);
+  ms.errors = lua_gettop(L);
+  lua_newtable(L);
+  ms.index = lua_gettop(L);
+  /* The end report and the ops' context belong to the batch. */
+  m = calloc(1, sizeof *m);
+  if (m == NULL) return luaL_error(L, "not enough memory");
+  tt_obj_init(&m->hdr, &mapends_type);
+  b->ends = &m->hdr;
+  m->wake = tt_chan_new(1);
+  m->at = malloc((n > 0 ? n : 1) * sizeof *m->at);
+  if (m->wake == NULL || m->at == NULL)
+    return luaL_error(L, "not enough memory");
+  for (i = 0; i < n; i++) atomic_init(&m->at[i], NOEND);
+  mctx = b->mctx = tt_with_cancel(ctx);
+  if (mctx == NULL) return luaL_error(L, "not enough memory");
+  so.attached = true;
+  be.end = map_end;
+  be.ud = &m->hdr;
+  tt_pool_snapshot(p->pool, &info, NULL, 0);
+  cap = info.queue_cap > 0 ? (size_t)info.queue_cap : 1;
+  ended = tt_ctx_err(ctx) != TT_OK;
+  for (;;) {
+    /* Feed: at most 'cap' outstanding. */
+    while (!ended && next < n && out < cap) {
+      size_t want = n - next, k;
+      if (want > cap - out) want = cap - out;
+      be.index0 = next;
+      k = tt_pool_submit_many(p->pool, mctx, &so, lt_task_run, lt_task_drop,
+                              b->ops + next, want, &be, b->hs + next, &err);
+      for (i = next; i < next + k; i++) b->ops[i].arg = NULL;
+      next += k;
+      out += k;
+      if (err == TT_OK) continue;
+      if (err == TT_EQUEUE_FULL && out > 0) break;  /* room comes */
+      if (err == TT_EQUEUE_FULL) {
+        /* Others fill the queue: wait for room a moment, then look
+        ** again (ctx and Ctrl-C end the wait). */
+        tt_submit_opts wso = so;
+        lt_wait w;
+        bool intr;
+        wso.wait = 0.05;
+        be.index0 = next;
+        lt_wait_begin(L, &w);
+        k = tt_pool_submit_many(p->pool, mctx, &wso, lt_task_run,
+                                lt_task_drop, b->ops + next, 1, &be,
+                                b->hs + next, &err);
+        intr = lt_wait_end(L, &w) && err == TT_EINTR;
+        if (k == 1) {
+          b->ops[next].arg = NULL;
+          next++;
+          out++;
+        } else if (intr) {
+          tt_cancel(mctx, NULL);
+          return lt_interrupted(L);
+        }
+        if (tt_ctx_err(ctx) != TT_OK) ended = true;
+        continue;
+      }
+      /* A refusal that waiting does not lift is the item's error. */
+      if (err == TT_EINVAL || err == TT_ENOMEM)
+        return luaL_error(L, "tether.map: %s", tt_strerror(err));
+      refuse(L, p, tenant, tenant + 1, err);  /* nil, err */
+      set_index(L, next + 1);
+      map_put(L, &ms, next, 2);
+      next++;
+    }
+    if (out == 0 && (next >= n || ended)) break;
+    if (out > 0 &&
+        atomic_load_explicit(&m->at[seen], memory_order_acquire) == NOEND &&
+        map_wait(L, m, ended ? NULL : ctx)) {
+      /* Ctrl-C: the map's ops end with it. */
+      tt_cancel(mctx, NULL);
+      for (i = 0; i < next; i++)
+        if (b->hs[i] != NULL) (void)tt_handle_stop(b->hs[i]);
+      return lt_interrupted(L);
+    }
+    /* Take what ended, in the order it ended. */
+    while (seen < n) {
+      size_t at = atomic_load_explicit(&m->at[seen], memory_order_acquire);
+      if (at == NOEND) break;
+      seen++;
+      out--;
+      if (ended && tt_handle_state(b->hs[at]) != TT_H_DONE)
+        map_fail(L, &ms, at, tt_ctx_err(ctx));
+      else
+        map_take(L, &ms, b->hs[at], at);
+      tt_unref(b->hs[at]);
+      b->hs[at] = NULL;
+    }
+    if (!ended && tt_ctx_err(ctx) != TT_OK) {
+      /* ctx ended: stop what is queued, cancel what runs (their
+      ** context is a child of ctx's), and wait for them. */
+      ended = true;
+      tt_cancel(mctx, NULL);
+      for (i = 0; i < next; i++)
+        if (b->hs[i] != NULL) (void)tt_handle_stop(b->hs[i]);
+    }
+  }
+  if (ended) {
+    /* The items never submitted. */
+    for (i = next; i < n; i++) map_fail(L, &ms, i, tt_ctx_err(ctx));
+  }
+  tt_cancel(mctx, NULL);
+  lua_pushvalue(L, ms.results);
+  if (ms.failed)
+    lua_pushvalue(L, ms.errors);
+  else
+    lua_pushnil(L);
+  if (ms.ordered) return 2;
+  lua_pushvalue(L, ms.index);
+  return 3;
+}
+
+/* }==================================================================== */
+
 
 /* pool:drain([ctx]) -> true | nil, err: closes the pool to new work and waits
 ** until every queued, retrying and running op has ended.  Only the context
@@ -1369,6 +1816,7 @@ static int m_drained(lua_State *L) {
 void lt_open_pool(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"submit", m_submit},
+    {"submit_many", m_submit_many},
     {"drain", m_drain},
     {"wait_idle", m_wait_idle},
     {"close", m_close},
@@ -1389,4 +1837,6 @@ void lt_open_pool(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_pool);
   lua_setfield(L, -2, "pool");
+  lua_pushcfunction(L, l_map);
+  lua_setfield(L, -2, "map");
 }

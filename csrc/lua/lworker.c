@@ -155,6 +155,7 @@ void lt_env_watch(lt_env *e, tt_ctx *stop) {
 struct lt_task {
   lt_env *env;          /* one reference */
   tt_obj *call;         /* packed function and arguments */
+  tt_obj *more;         /* packed arguments after those, or NULL */
   bool pass_ctx;
   char what[];          /* "task 'audit'" */
 };
@@ -197,7 +198,20 @@ lt_task *lt_task_new(lua_State *L, lt_env *env, int fn_idx, int first_arg,
   }
   t->env = own != NULL ? own : tt_ref(env);
   t->call = call;
+  t->more = NULL;
   t->pass_ctx = pass_ctx;
+  return t;
+}
+
+/* lt_task_of: see lworker.h. */
+lt_task *lt_task_of(lt_env *env, tt_obj *fn, tt_obj *args,
+                    const char *what) {
+  lt_task *t = task_alloc(what);
+  if (t == NULL) return NULL;
+  t->env = tt_ref(env);
+  t->call = tt_ref(fn);
+  t->more = tt_ref(args);
+  t->pass_ctx = true;
   return t;
 }
 
@@ -208,6 +222,7 @@ void lt_task_drop(void *arg) {
   if (t == NULL) return;
   tt_unref(t->env);
   tt_unref(t->call);
+  tt_unref(t->more);
   free(t);
 }
 
@@ -586,6 +601,7 @@ static int run_body(lua_State *L) {
   lua_pushcfunction(L, msgh);               /* 2 */
   n = lt_unpack(L, t->call);                /* 3: fn, 4..: args */
   if (n < 1) return luaL_error(L, "%s has no function", t->what);
+  if (t->more != NULL) n += lt_unpack(L, t->more);
   if (lua_type(L, 3) == LUA_TSTRING) resolve_named(L, 3);
   if (t->pass_ctx) {
     luaL_checkstack(L, 2, NULL);
@@ -675,6 +691,7 @@ lt_task *lt_task_clone(const lt_task *t) {
   if (c == NULL) return NULL;
   c->env = tt_ref(t->env);
   c->call = tt_ref(t->call);
+  c->more = tt_ref(t->more);
   c->pass_ctx = t->pass_ctx;
   return c;
 }

@@ -54,6 +54,14 @@ typedef struct lt_task lt_task;
 lt_task *lt_task_new(lua_State *L, lt_env *env, int fn_idx, int first_arg,
                      int nargs, bool pass_ctx, const char *what);
 
+/* lt_task_of makes a task of an already packed function 'fn' (a value
+** of one function, or of one "module:function" string) and packed
+** arguments 'args' (may be NULL), under 'env', passing the context first;
+** both are shared by reference, so that many tasks of one function pack
+** it once (pool:submit_many, tether.map).  NULL when out of memory. */
+lt_task *lt_task_of(lt_env *env, tt_obj *fn, tt_obj *args,
+                    const char *what);
+
 /* lt_task_run is the tt_fn of a Lua task.  It never raises and never ends
 ** the process: on success it stores the packed results (an lt_value of as
 ** many values as the function returned, possibly 0) in '*out' and returns

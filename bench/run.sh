@@ -168,6 +168,8 @@ fi
 if [[ " ${cflags[*]} " != *" -DHAVE_TT_FLIGHT "* ]]; then
   echo "1 c.sf_wall_ms missing not built" >>"$results"
   echo "1 c.sf_calls missing not built" >>"$results"
+  echo "1 c.sf_async_wall_ms missing not built" >>"$results"
+  echo "1 c.sf_async_ctx_wall_ms missing not built" >>"$results"
 fi
 
 # The HTTP rows (bench/http.sh): wrk against tether.http, nginx with

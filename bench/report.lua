@@ -146,9 +146,10 @@ end
 -- differs: one Go shape is the peer of several of tether's), the peer's
 -- label in the ratios, whether it has no C ('noc') or no Lua ('nolua')
 -- figure, and its goals: who must compare how with the peer (or with a
--- bound, or equal a count).  A goal is better when lower (times, memory) unless it
--- says 'higher' (rates).  The goals are those of the issue on the fast
--- path where it set one for the row, else the benchmarks' first ones.
+-- bound, or equal a count).  A goal is better when lower (times, memory)
+-- unless it says 'higher' (rates).  The goals are those of the issue on
+-- the fast path where it set one for the row, else the benchmarks' first
+-- ones.
 local rows = {
   {shape = "with_cancel + cancel", metric = "with_cancel_ns",
    peer = "go", peer_label = "Go `context.WithCancel`",
@@ -294,8 +295,9 @@ local function put(s) out[#out + 1] = s end
 put("| shape | tether (C API) | tether (Lua API) | peer | goal |")
 put("|---|---|---|---|---|")
 for _, row in ipairs(rows) do
-  local pk = row.peer and not row.noratio
-             and (row.peer .. "." .. (row.peer_metric or row.metric)) or nil
+  local pmetric = row.peer_metric or row.metric
+  local pk = row.peer and not row.noratio and (row.peer .. "." .. pmetric)
+             or nil
   local pname = row.peer == "go" and "Go" or "luv"
   local cb = row.base and ("c." .. row.base)
   local lb = row.base and ("lua." .. row.base)
@@ -303,8 +305,7 @@ for _, row in ipairs(rows) do
   local l = row.nolua and "—" or cell("lua." .. row.metric, pk, pname, lb)
   local p = "—"
   if row.peer then
-    p = cell(row.peer .. "." .. (row.peer_metric or row.metric)) .. ", "
-        .. row.peer_label
+    p = cell(row.peer .. "." .. pmetric) .. ", " .. row.peer_label
   end
   put(string.format("| %s | %s | %s | %s | %s |", row.shape, c, l, p,
                     goal_cell(row)))

@@ -1211,14 +1211,17 @@ typedef void (*tt_flight_cb)(void *cbarg, int rc, tt_obj *result,
 ** that ran fn, or the caller's when the run could not be started), after
 ** the outcome is published to every caller and with no lock of the
 ** engine held.  If ctx ends first, cb is called instead, on an executor
-** thread, with 'rc' tt_ctx_err(ctx), 'result' NULL and 'shared' false:
-** the caller has then left the run, as a tt_flight_call whose ctx ended
-** (when every caller has left, a run started with 'cancel_when_abandoned'
-** is canceled).  'result' is lent for the duration of cb (it may be
-** NULL); take a reference with tt_ref to keep it.  cb must not block, and
-** must not wait for the run it belongs to: the callbacks of a run's async
-** callers are called one after another on one thread.  It may call into
-** the flight again (a new call for the key starts a new run). */
+** thread (as tt_after_func's functions are), with 'rc' tt_ctx_err(ctx),
+** 'result' NULL and 'shared' false: the caller has then left the run, as
+** a tt_flight_call whose ctx ended (when every caller has left, a run
+** started with 'cancel_when_abandoned' is canceled).
+**
+** 'result' is lent for the duration of cb (it may be NULL): take a
+** reference with tt_ref to keep it.  cb must not block: the callbacks of
+** a run's async callers are called one after another on one thread, and
+** the executor's threads are shared.  It may call into the flight again
+** without blocking (tt_flight_call_async for the same key then starts a
+** new run). */
 int tt_flight_call_async(tt_flight *sf, tt_ctx *ctx, const char *key,
                          size_t keylen, tt_fn fn, void *arg, tt_drop drop,
                          double timeout, bool cancel_when_abandoned,

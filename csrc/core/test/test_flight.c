@@ -785,6 +785,52 @@ TEST(flight_async_refusals_call_nothing) {
   tt_unref(sf);
 }
 
+/* A callback that calls again for its key starts a new run: the ended
+** run is no longer in the table when the callbacks come. */
+typedef struct again {
+  tt_flight *sf;
+  atomic_int runs;
+  got second;
+  int first_rc;
+} again;
+
+static int count_run(tt_ctx *ctx, void *arg, tt_obj **out) {
+  again *a = arg;
+  (void)ctx;
+  atomic_fetch_add(&a->runs, 1);
+  *out = val_new();
+  return TT_OK;
+}
+
+static void call_again(void *p, int rc, tt_obj *result, bool shared) {
+  again *a = p;
+  (void)result;
+  (void)shared;
+  a->first_rc = rc;
+  CHECK_EQ(tt_flight_call_async(a->sf, tt_background(), "k", 1, count_run,
+                                a, NULL, -1, false, on_result, &a->second),
+           TT_OK);
+}
+
+TEST(flight_async_callback_calls_again) {
+  again a;
+  memset(&a, 0, sizeof a);
+  a.sf = tt_flight_new();
+  atomic_init(&a.runs, 0);
+  a.first_rc = -1;
+  got_init(&a.second);
+  CHECK_EQ(tt_flight_call_async(a.sf, tt_background(), "k", 1, count_run,
+                                &a, NULL, -1, false, call_again, &a),
+           TT_OK);
+  CHECK(got_wait(&a.second));
+  CHECK_EQ(a.first_rc, TT_OK);
+  CHECK_EQ(a.second.rc, TT_OK);
+  CHECK(a.second.result != NULL);
+  CHECK_EQ(atomic_load(&a.runs), 2);
+  got_fini(&a.second);
+  tt_unref(a.sf);
+}
+
 /* A context canceled while the run ends: each caller gets one callback,
 ** the value or the context's error, never both. */
 typedef struct race {

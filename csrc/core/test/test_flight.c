@@ -73,8 +73,10 @@ typedef struct loader {
   pthread_mutex_t mu;      /* protects what runs record (two may overlap) */
   atomic_int runs;
   atomic_int finished;
-  tt_ctx *release;         /* wait for it (at most 5 s) if not NULL */
-  bool wait_work;          /* wait (at most 5 s) for the work context */
+  tt_ctx *release;         /* wait for it (at most 5 s times th_slow)
+                           ** if not NULL */
+  bool wait_work;          /* wait (at most 5 s times th_slow) for
+                           ** the work context */
   bool fail;               /* fail with 'error' instead of 'value' */
   tt_obj *value;
   tt_obj *error;
@@ -100,8 +102,8 @@ static int load(tt_ctx *ctx, void *arg, tt_obj **out) {
   l->had_value = tt_ctx_value(ctx, &k, NULL);
   CHECK_EQ(pthread_mutex_unlock(&l->mu), 0);
   atomic_fetch_add(&l->runs, 1);
-  if (l->release != NULL) tt_ctx_wait(l->release, 5);
-  if (l->wait_work) tt_ctx_wait(ctx, 5);
+  if (l->release != NULL) tt_ctx_wait(l->release, 5 * th_slow());
+  if (l->wait_work) tt_ctx_wait(ctx, 5 * th_slow());
   CHECK_EQ(pthread_mutex_lock(&l->mu), 0);
   atomic_store(&l->work_err, tt_ctx_err(ctx));
   tt_unref(l->work_cause);

@@ -521,7 +521,74 @@ static void bench_singleflight(void) {
   report("sf_calls", median(calls, SF_ROUNDS));
 }
 
-#define FLIGHT_BENCHES {"singleflight", bench_singleflight},
+/* The state one round of the asynchronous singleflight benchmark shares
+** with its callbacks, which all run on the thread that ends the run. */
+typedef struct sf_async_round {
+  sf_round base;              /* 'sf' and 'calls', for sf_fn */
+  int results;                /* callbacks so far */
+  double last;                /* when the last one came */
+  tt_ctx *all;                /* canceled by the last one */
+} sf_async_round;
+
+static void sf_async_cb(void *p, int rc, tt_obj *result, bool shared) {
+  sf_async_round *r = p;
+  (void)result;
+  if (rc != TT_OK || !shared) die("singleflight async: wrong result");
+  if (++r->results == SF_CALLERS) {
+    r->last = now_ns();
+    tt_cancel(r->all, NULL);
+  }
+}
+
+/* sf_async_rounds runs the rounds of the asynchronous shape with every
+** caller on 'ctx' and returns the median wall time in milliseconds. */
+static double sf_async_rounds(tt_ctx *ctx) {
+  static sf_async_round round;
+  double walls[SF_ROUNDS];
+  int r, i;
+  for (r = -1; r < SF_ROUNDS; r++) {  /* one round to warm up */
+    double t0;
+    round.base.sf = tt_flight_new();
+    round.all = tt_with_cancel(tt_background());
+    if (round.base.sf == NULL || round.all == NULL)
+      die("singleflight async: out of memory");
+    atomic_store(&round.base.calls, 0);
+    round.results = 0;
+    t0 = now_ns();
+    for (i = 0; i < SF_CALLERS; i++)
+      if (tt_flight_call_async(round.base.sf, ctx, "key", 3, sf_fn,
+                               &round.base, NULL, 1.0, false, sf_async_cb,
+                               &round) != TT_OK)
+        die("singleflight async: the call failed");
+    tt_ctx_wait(round.all, -1);
+    if (atomic_load(&round.base.calls) != 1)
+      die("singleflight async: the function ran more than once");
+    if (r >= 0) walls[r] = (round.last - t0) / 1e6;
+    tt_unref(round.all);
+    tt_unref(round.base.sf);
+  }
+  return median(walls, SF_ROUNDS);
+}
+
+/* Singleflight with 1,000 asynchronous callers (tt_flight_call_async) of
+** one key, joined one after another from this thread; the function
+** returns once all of them have joined its run, as in the threaded
+** shape.  Reported: the wall time from the first join until the last
+** callback (median over the rounds), with callers on the background
+** context (nothing to watch), and on a context that can be canceled
+** (each caller's context is watched, and the watch stopped when the
+** result comes). */
+static void bench_singleflight_async(void) {
+  tt_ctx *ctx = tt_with_cancel(tt_background());
+  if (ctx == NULL) die("singleflight async: out of memory");
+  report("sf_async_wall_ms", sf_async_rounds(tt_background()));
+  report("sf_async_ctx_wall_ms", sf_async_rounds(ctx));
+  tt_cancel(ctx, NULL);
+  tt_unref(ctx);
+}
+
+#define FLIGHT_BENCHES {"singleflight", bench_singleflight}, \
+  {"singleflight_async", bench_singleflight_async},
 #else
 #define FLIGHT_BENCHES
 #endif

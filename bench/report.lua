@@ -142,11 +142,14 @@ end
 -- The rows
 -- =====================================================================
 
--- Each row names its metric, its peer, the peer's label in the ratios,
--- and its goals: who must compare how with the peer (or with a bound, or
--- equal a count).  A goal is better when lower (times, memory) unless it
--- says 'higher' (rates).  The goals are those of the issue on the fast
--- path where it set one for the row, else the benchmarks' first ones.
+-- Each row names its metric, its peer (and the peer's metric when it
+-- differs: one Go shape is the peer of several of tether's), the peer's
+-- label in the ratios, whether it has no C ('noc') or no Lua ('nolua')
+-- figure, and its goals: who must compare how with the peer (or with a
+-- bound, or equal a count).  A goal is better when lower (times, memory)
+-- unless it says 'higher' (rates).  The goals are those of the issue on
+-- the fast path where it set one for the row, else the benchmarks' first
+-- ones.
 local rows = {
   {shape = "with_cancel + cancel", metric = "with_cancel_ns",
    peer = "go", peer_label = "Go `context.WithCancel`",
@@ -172,13 +175,23 @@ local rows = {
    peer_label = "Go, the same pool (goroutines + buffered channel)",
    goals = {{impl = "c", factor = 0.25, higher = true}}},
   {shape = "singleflight, 1,000 callers already waiting on one key (fn "
-     .. "returns only after the last has joined): wall time per burst",
+     .. "returns only after the last has joined): wall time per burst, "
+     .. "each caller a thread (C) or a pool task (Lua)",
    metric = "sf_wall_ms", peer = "go",
-   peer_label = "Go x/sync `singleflight`",
-   goals = {{impl = "c", factor = 10}}},
+   peer_label = "Go x/sync `singleflight`"},
   {shape = "singleflight, the same: calls of fn", metric = "sf_calls",
    peer = "go", peer_label = "Go x/sync `singleflight`", noratio = true,
    goals = {{impl = "c", equal = 1}, {impl = "lua", equal = 1}}},
+  {shape = "singleflight, 1,000 callbacks (C): the same burst with "
+     .. "`tt_flight_call_async` from one thread, first join → last "
+     .. "callback", metric = "sf_async_wall_ms", peer = "go",
+   peer_metric = "sf_wall_ms", nolua = true,
+   peer_label = "Go x/sync `singleflight` (goroutines)",
+   goals = {{impl = "c", factor = 10}}},
+  {shape = "singleflight, 1,000 callbacks (C), each caller on a context "
+     .. "that can be canceled (watched until the result comes)",
+   metric = "sf_async_ctx_wall_ms", peer = "go", peer_metric = "sf_wall_ms",
+   nolua = true, peer_label = "Go x/sync `singleflight` (goroutines)"},
   {shape = "errgroup with 2 no-op tasks + wait", metric = "group2_ns",
    peer = "go", peer_label = "Go x/sync `errgroup.WithContext`",
    goals = {{impl = "c", factor = 10}}},
@@ -260,7 +273,7 @@ local function one_goal(row, g)
     want = string.format("%s ≤ %d %s", who, g.bound, g.unit)
     ok = x and x <= g.bound
   else
-    local p = value(row.peer .. "." .. row.metric)
+    local p = value(row.peer .. "." .. (row.peer_metric or row.metric))
     local f = g.factor or 1
     local rel = g.higher and "≥" or "≤"
     want = f == 1 and string.format("%s %s %s", who, rel, peer_name)
@@ -288,13 +301,14 @@ local function put(s) out[#out + 1] = s end
 put("| shape | tether (C API) | tether (Lua API) | peer | goal |")
 put("|---|---|---|---|---|")
 for _, row in ipairs(rows) do
-  local pk = row.peer and not row.noratio
-             and (row.peer .. "." .. row.metric) or nil
+  local pmetric = row.peer_metric or row.metric
+  local pk = row.peer and not row.noratio and (row.peer .. "." .. pmetric)
+             or nil
   local pname = row.peer == "go" and "Go" or "luv"
   local cb = row.base and ("c." .. row.base)
   local lb = row.base and ("lua." .. row.base)
   local c = row.noc and "—" or cell("c." .. row.metric, pk, pname, cb)
-  local l = cell("lua." .. row.metric, pk, pname, lb)
+  local l = row.nolua and "—" or cell("lua." .. row.metric, pk, pname, lb)
   local x, v = value("lua." .. row.metric), row.vs and value("lua." .. row.vs)
   if x and v and v ~= 0 then
     -- A rate against another way of doing the same in the same run.
@@ -302,7 +316,7 @@ for _, row in ipairs(rows) do
   end
   local p = "—"
   if row.peer then
-    p = cell(row.peer .. "." .. row.metric) .. ", " .. row.peer_label
+    p = cell(row.peer .. "." .. pmetric) .. ", " .. row.peer_label
   end
   put(string.format("| %s | %s | %s | %s | %s |", row.shape, c, l, p,
                     goal_cell(row)))

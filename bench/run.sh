@@ -166,8 +166,9 @@ if [[ " ${cflags[*]} " != *" -DHAVE_TT_GROUP "* ]]; then
   echo "1 c.group2_ns missing not built" >>"$results"
 fi
 if [[ " ${cflags[*]} " != *" -DHAVE_TT_FLIGHT "* ]]; then
-  echo "1 c.sf_wall_ms missing not built" >>"$results"
-  echo "1 c.sf_calls missing not built" >>"$results"
+  for key in sf_wall_ms sf_calls sf_async_wall_ms sf_async_ctx_wall_ms; do
+    echo "1 c.$key missing not built"
+  done >>"$results"
 fi
 
 # The HTTP rows (bench/http.sh): wrk against tether.http, nginx with

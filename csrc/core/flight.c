@@ -20,14 +20,31 @@
 ** canceled and the record leaves the table at once, so that the next
 ** caller starts afresh instead of joining a run that is being stopped.
 **
+** An asynchronous caller (tt_flight_call_async) waits without a thread: a
+** 'join' record on the call's 'joins' list, counted in 'waiters' like a
+** waiting thread.  The run's end takes every join off the list under
+** 'mu' (they are then counted in 'delivered'), sets the latch (one
+** broadcast for the threads), and calls the joins' callbacks one after
+** another on its own thread with no lock held.  A join whose context can
+** end also has an after_func on that context; whichever comes first
+** under 'mu' decides: the run's end takes the join off the list and stops
+** the after_func, or the after_func (on an executor thread) takes it off,
+** counts the caller out of 'waiters' with the same abandonment rule as a
+** thread that leaves, and calls the callback with the context's error.
+** The after_func is registered after the join is on the list (so that a
+** context that ends early finds it), and stored in the join under 'mu'
+** only if the join still waits; otherwise the caller stops it itself.
+**
 ** Results are never cached: the record leaves the table when its run
 ** completes (Go's doCall deletes g.m[key] if it still maps to the call),
 ** or earlier through tt_flight_forget.
 **
 ** Lock order: 'mu' is taken first.  Under it, only a new work context is
-** made (which may take the timer heap's lock); the executor, latches and
-** cancellation are reached after it is released.
+** made (which may take the timer heap's lock); the executor, latches,
+** cancellation, after_func registrations (a context's 'mu', then
+** 'af_mu') and callbacks are reached after it is released.
 */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -54,7 +71,9 @@ typedef struct call {
   tt_fn fn;                /* immutable; 'arg' and 'drop' are the run's */
   void *arg;
   tt_drop drop;
-  int waiters;             /* callers waiting now, under sf->mu */
+  int waiters;             /* callers waiting now (threads and async
+                           ** joins), under sf->mu */
+  tt_list joins;           /* async joins waiting, under sf->mu */
   int delivered;           /* 'waiters' when the run ended, under sf->mu */
   bool completed;          /* set once by the run, under sf->mu */
   int rc;                  /* TT_OK or TT_EFAILED, set before 'completed' */
@@ -188,18 +207,76 @@ static void unlink_call(tt_flight *sf, call *c) {
 ** Runs and callers
 ** ===================================================================== */
 
+/* A join is one asynchronous caller (tt_flight_call_async) waiting for a
+** call.  References: its place on the call's 'joins' (taken over by
+** whoever takes it off: the run's end, or its context's end) and its
+** after_func's argument (released when that function has run or is
+** stopped). */
+typedef struct join {
+  _Atomic int refs;
+  call *c;                 /* a reference */
+  tt_ctx *ctx;             /* a reference: the caller's context */
+  tt_flight_cb cb;         /* immutable */
+  void *cbarg;
+  tt_list link;            /* in c->joins while 'waiting', under sf->mu;
+                           ** then on the list of the run delivering */
+  bool waiting;            /* on c->joins, under sf->mu */
+  tt_afterfunc *af;        /* the context's registration (a reference),
+                           ** or NULL: written under sf->mu while
+                           ** 'waiting', then owned by who took it off */
+} join;
+
+static void join_unref(void *p) {
+  join *j = p;
+  if (atomic_fetch_sub(&j->refs, 1) != 1) return;
+  tt_unref(j->ctx);
+  tt_unref(j->c);
+  free(j);
+}
+
+/* stop_af stops and releases a join's after_func, taken off the join
+** (under sf->mu) by the caller; outside sf->mu, since a stop drops the
+** join's reference. */
+static void stop_af(tt_afterfunc *af) {
+  if (af == NULL) return;
+  tt_afterfunc_stop(af);
+  tt_unref(af);
+}
+
 /* finish publishes a run's outcome ('rc' and 'result', a reference taken
-** over) to every waiting caller and unlinks the call. */
+** over) to every waiting caller and unlinks the call.  Threads waiting
+** on the latch are woken by one broadcast; async joins get their
+** callbacks here, on this thread, after the latch is set. */
 static void finish(call *c, int rc, tt_obj *result) {
   tt_flight *sf = c->sf;
+  tt_list joins, *l;
+  bool shared;
+  tt_list_init(&joins);
   tt__lock(&sf->mu);
   c->rc = rc;
   c->result = result;
   c->completed = true;
   c->delivered = c->waiters;
   unlink_call(sf, c);
+  /* Every join still waiting receives the outcome: take them over with
+  ** their after_funcs, which can no longer make them leave. */
+  while ((l = tt_list_shift(&c->joins)) != NULL) {
+    tt_container_of(l, join, link)->waiting = false;
+    tt_list_push(&joins, l);
+  }
   tt__unlock(&sf->mu);
   tt__latch_set(&c->done);
+  shared = c->delivered > 1;
+  while ((l = tt_list_shift(&joins)) != NULL) {
+    join *j = tt_container_of(l, join, link);
+    /* The caller that registered 'af' stored it under sf->mu only while
+    ** the join was waiting (else it stops it itself), so it is final
+    ** now. */
+    stop_af(j->af);
+    j->af = NULL;
+    j->cb(j->cbarg, c->rc, c->result, shared);
+    join_unref(j);
+  }
 }
 
 static void run_call(void *p) {
@@ -251,6 +328,7 @@ static call *new_call(tt_flight *sf, tt_ctx *ctx, uint64_t h,
   tt_obj_init(&c->hdr, &call_type);
   c->sf = tt_ref(sf);
   tt__latch_init(&c->done);
+  tt_list_init(&c->joins);
   c->cancel_abandoned = cancel_abandoned;
   c->fn = fn;
   c->arg = arg;
@@ -274,13 +352,72 @@ static int deliver(call *c, tt_obj **result, bool *shared) {
   return c->rc;
 }
 
+/* enter finds the call in flight for a key, or makes one, and counts the
+** caller in; with sf->mu held.  It returns the call with a reference for
+** the caller ('*started' true when this caller made it, with the run's
+** reference too), or NULL when out of memory. */
+static call *enter(tt_flight *sf, tt_ctx *ctx, const char *key,
+                   size_t keylen, tt_fn fn, void *arg, tt_drop drop,
+                   double timeout, bool cancel_when_abandoned,
+                   bool *started) {
+  uint64_t h = hash_key(key, keylen);
+  call *c = lookup(sf, h, key, keylen);
+  *started = false;
+  if (c == NULL) {
+    c = new_call(sf, ctx, h, key, keylen, fn, arg, drop, timeout,
+                 cancel_when_abandoned);
+    if (c == NULL) return NULL;
+    *started = true;
+  }
+  /* A new call's first reference is the run's; this is the caller's. */
+  tt_ref(c);
+  c->waiters++;
+  return c;
+}
+
+/* start hands a new call's run to the executor, outside sf->mu, or drops
+** the argument of a caller that joined a run already in flight. */
+static void start(call *c, bool started, void *arg, tt_drop drop) {
+  int rc;
+  if (!started) {
+    if (drop != NULL) drop(arg);
+  } else if ((rc = tt_exec(run_call, c)) != TT_OK) {
+    /* No thread to run it: the run fails at once, for every caller that
+    ** has joined meanwhile too. */
+    if (c->drop != NULL) c->drop(c->arg);
+    c->arg = NULL;
+    c->drop = NULL;
+    tt_cancel(c->work, NULL);
+    finish(c, TT_EFAILED, (tt_obj *)tt_error_new(rc, NULL, NULL));
+    tt_unref(c);
+  }
+}
+
+/* leave counts a caller out of an unfinished run; with sf->mu held.  It
+** returns true when the run was abandoned and must be canceled (by
+** cancel_abandoned, outside the lock). */
+static bool leave(tt_flight *sf, call *c) {
+  c->waiters--;
+  if (c->waiters == 0 && c->cancel_abandoned) {
+    unlink_call(sf, c);
+    return true;
+  }
+  return false;
+}
+
+static void cancel_abandoned(call *c) {
+  tt_error *why = tt_error_new(TT_CANCELED,
+                               "singleflight: every caller left", NULL);
+  tt_cancel(c->work, (tt_obj *)why);
+  tt_unref(why);
+}
+
 int tt_flight_call(tt_flight *sf, tt_ctx *ctx, const char *key,
                    size_t keylen, tt_fn fn, void *arg, tt_drop drop,
                    double timeout, bool cancel_when_abandoned,
                    tt_obj **result, bool *shared) {
-  uint64_t h;
   call *c;
-  bool started = false, cancel = false, interrupted = false;
+  bool started, cancel = false, interrupted = false;
   tt_case cases[2];
   int rc;
 
@@ -294,37 +431,15 @@ int tt_flight_call(tt_flight *sf, tt_ctx *ctx, const char *key,
   /* A caller that is already gone starts nothing and joins nothing. */
   if ((rc = tt_ctx_err(ctx)) != TT_OK) goto unused;
 
-  h = hash_key(key, keylen);
   tt__lock(&sf->mu);
-  c = lookup(sf, h, key, keylen);
-  if (c == NULL) {
-    c = new_call(sf, ctx, h, key, keylen, fn, arg, drop, timeout,
-                 cancel_when_abandoned);
-    if (c == NULL) {
-      tt__unlock(&sf->mu);
-      rc = TT_ENOMEM;
-      goto unused;
-    }
-    started = true;
-    tt_ref(c);  /* the run's reference; the caller's is the first */
-  } else {
-    tt_ref(c);
-  }
-  c->waiters++;
+  c = enter(sf, ctx, key, keylen, fn, arg, drop, timeout,
+            cancel_when_abandoned, &started);
   tt__unlock(&sf->mu);
-
-  if (!started) {
-    if (drop != NULL) drop(arg);
-  } else if ((rc = tt_exec(run_call, c)) != TT_OK) {
-    /* No thread to run it: the run fails at once, for every caller that
-    ** has joined meanwhile too. */
-    if (c->drop != NULL) c->drop(c->arg);
-    c->arg = NULL;
-    c->drop = NULL;
-    tt_cancel(c->work, NULL);
-    finish(c, TT_EFAILED, (tt_obj *)tt_error_new(rc, NULL, NULL));
-    tt_unref(c);
+  if (c == NULL) {
+    rc = TT_ENOMEM;
+    goto unused;
   }
+  start(c, started, arg, drop);
 
   memset(cases, 0, sizeof cases);
   cases[0].kind = TT_CASE_LATCH;
@@ -349,20 +464,131 @@ int tt_flight_call(tt_flight *sf, tt_ctx *ctx, const char *key,
   } else {
     /* The caller leaves: its context ended, or an interrupt came. */
     rc = interrupted ? TT_EINTR : tt_ctx_err(ctx);
-    c->waiters--;
-    if (c->waiters == 0 && c->cancel_abandoned) {
-      unlink_call(sf, c);
-      cancel = true;
-    }
+    cancel = leave(sf, c);
   }
   tt__unlock(&sf->mu);
-  if (cancel) {
-    tt_error *why = tt_error_new(TT_CANCELED,
-                                 "singleflight: every caller left", NULL);
-    tt_cancel(c->work, (tt_obj *)why);
-    tt_unref(why);
-  }
+  if (cancel) cancel_abandoned(c);
   tt_unref(c);
+  return rc;
+
+unused:
+  if (drop != NULL) drop(arg);
+  return rc;
+}
+
+/* join_ctx_done runs (on an executor thread) once the context of an async
+** join has ended: if the join still waits, it leaves the run and gets
+** its callback with the context's error. */
+static void join_ctx_done(void *p) {
+  join *j = p;
+  call *c = j->c;
+  tt_flight *sf = c->sf;
+  tt_afterfunc *af = NULL;
+  bool left = false, cancel = false;
+  tt__lock(&sf->mu);
+  if (j->waiting) {
+    tt_list_remove(&j->link);
+    j->waiting = false;
+    left = true;
+    af = j->af;
+    j->af = NULL;
+    cancel = leave(sf, c);
+  }
+  tt__unlock(&sf->mu);
+  if (left) {
+    if (cancel) cancel_abandoned(c);
+    tt_unref(af);  /* running now: nothing to stop */
+    j->cb(j->cbarg, tt_ctx_err(j->ctx), NULL, false);
+    join_unref(j);  /* the reference of its place on c->joins */
+  }
+  join_unref(j);  /* the after_func's */
+}
+
+int tt_flight_call_async(tt_flight *sf, tt_ctx *ctx, const char *key,
+                         size_t keylen, tt_fn fn, void *arg, tt_drop drop,
+                         double timeout, bool cancel_when_abandoned,
+                         tt_flight_cb cb, void *cbarg) {
+  call *c;
+  join *j;
+  tt_afterfunc *af;
+  bool started, stop = false, cancel = false, waiting;
+  int rc;
+
+  if (sf == NULL || ctx == NULL || fn == NULL || cb == NULL ||
+      (key == NULL && keylen > 0)) {
+    rc = TT_EINVAL;
+    goto unused;
+  }
+  if ((rc = tt_ctx_err(ctx)) != TT_OK) goto unused;
+  if ((j = calloc(1, sizeof *j)) == NULL) {
+    rc = TT_ENOMEM;
+    goto unused;
+  }
+  /* Two references: its place on c->joins, and this call's own, so that
+  ** the join outlives a run or a context that ends on another thread
+  ** while this call still looks at it. */
+  atomic_init(&j->refs, 2);
+  j->ctx = tt_ref(ctx);
+  j->cb = cb;
+  j->cbarg = cbarg;
+  tt__lock(&sf->mu);
+  c = enter(sf, ctx, key, keylen, fn, arg, drop, timeout,
+            cancel_when_abandoned, &started);
+  if (c != NULL) {
+    j->c = c;  /* the caller's reference */
+    j->waiting = true;
+    tt_list_push(&c->joins, &j->link);
+  }
+  tt__unlock(&sf->mu);
+  if (c == NULL) {
+    tt_unref(j->ctx);
+    free(j);
+    rc = TT_ENOMEM;
+    goto unused;
+  }
+  start(c, started, arg, drop);
+  /* A context that can never end needs no watch. */
+  if (tt_ctx_done(ctx) == NULL) {
+    join_unref(j);
+    return TT_OK;
+  }
+
+  /* Watch the caller's context.  The run may have ended meanwhile (then
+  ** the callback ran or runs on the run's thread, and the watch is
+  ** stopped here), and the context may end before the watch is stored in
+  ** the join (then its function finds the join, takes it off and
+  ** releases the watch itself). */
+  atomic_fetch_add(&j->refs, 1);  /* the after_func's */
+  af = tt_after_func(ctx, join_ctx_done, j, join_unref);
+  tt__lock(&sf->mu);
+  waiting = j->waiting;
+  if (af == NULL) {
+    /* Out of memory: the caller cannot be told when its context ends, so
+    ** it leaves now, without a callback, if the run has not ended. */
+    if (waiting) {
+      tt_list_remove(&j->link);
+      j->waiting = false;
+      cancel = leave(sf, c);
+    }
+  } else if (waiting) {
+    j->af = af;
+  } else {
+    stop = true;
+  }
+  tt__unlock(&sf->mu);
+  rc = TT_OK;
+  if (af == NULL) {
+    join_unref(j);  /* the after_func's, never made */
+    if (waiting) {
+      /* It left: no callback will come. */
+      if (cancel) cancel_abandoned(c);
+      join_unref(j);  /* its place on c->joins */
+      rc = TT_ENOMEM;
+    }
+  } else if (stop) {
+    stop_af(af);
+  }
+  join_unref(j);  /* this call's own */
   return rc;
 
 unused:

@@ -1237,6 +1237,46 @@ int tt_flight_call(tt_flight *sf, tt_ctx *ctx, const char *key,
                    double timeout, bool cancel_when_abandoned,
                    tt_obj **result, bool *shared);
 
+/* A tt_flight_cb receives the outcome of an asynchronous singleflight
+** call (tt_flight_call_async): 'rc' and 'result' as tt_flight_call would
+** return them, and 'shared'. */
+typedef void (*tt_flight_cb)(void *cbarg, int rc, tt_obj *result,
+                             bool shared);
+
+/* tt_flight_call_async is tt_flight_call without a waiting thread: the
+** caller joins the run for 'key' (or starts it, on the default executor,
+** exactly as tt_flight_call does, with the same 'fn', 'arg', 'drop',
+** 'timeout' and 'cancel_when_abandoned' rules) and returns at once;
+** cb(cbarg, rc, result, shared) then tells the outcome.  An async caller
+** counts in tt_flight_waiting and in 'shared' like a waiting thread, and
+** results are not cached either.
+**
+** It returns TT_OK when the caller joined a run: cb is then called
+** exactly once, possibly before tt_flight_call_async returns.  Otherwise
+** cb is never called and it returns TT_EINVAL (NULL 'sf', 'ctx', 'fn' or
+** 'cb'), TT_ENOMEM, or tt_ctx_err(ctx) when ctx was already done.
+**
+** cb is called with 'rc' TT_OK or TT_EFAILED and the run's value or error
+** when the run ends: on the thread that ended it (the executor thread
+** that ran fn, or the caller's when the run could not be started), after
+** the outcome is published to every caller and with no lock of the
+** engine held.  If ctx ends first, cb is called instead, on an executor
+** thread (as tt_after_func's functions are), with 'rc' tt_ctx_err(ctx),
+** 'result' NULL and 'shared' false: the caller has then left the run, as
+** a tt_flight_call whose ctx ended (when every caller has left, a run
+** started with 'cancel_when_abandoned' is canceled).
+**
+** 'result' is lent for the duration of cb (it may be NULL): take a
+** reference with tt_ref to keep it.  cb must not block: the callbacks of
+** a run's async callers are called one after another on one thread, and
+** the executor's threads are shared.  It may call into the flight again
+** without blocking (tt_flight_call_async for the same key then starts a
+** new run). */
+int tt_flight_call_async(tt_flight *sf, tt_ctx *ctx, const char *key,
+                         size_t keylen, tt_fn fn, void *arg, tt_drop drop,
+                         double timeout, bool cancel_when_abandoned,
+                         tt_flight_cb cb, void *cbarg);
+
 /* tt_flight_forget makes later calls for 'key' start a new run even if
 ** one is in flight, as x/sync's Forget.  Callers already waiting for the
 ** old run keep waiting for it.  Forgetting a key not in flight does
@@ -1247,8 +1287,8 @@ void tt_flight_forget(tt_flight *sf, const char *key, size_t keylen);
 size_t tt_flight_inflight(tt_flight *sf);
 
 /* tt_flight_waiting returns how many callers wait for the run in flight
-** for 'key' (0 when none is): each of them will get its result, unless
-** its own context ends first. */
+** for 'key' (0 when none is), threads and async callers alike: each of
+** them will get its result, unless its own context ends first. */
 int tt_flight_waiting(tt_flight *sf, const char *key, size_t keylen);
 
 /* A tt_saga_step is one step of a saga: its name (copied by tt_saga_new;

@@ -73,8 +73,10 @@ typedef struct loader {
   pthread_mutex_t mu;      /* protects what runs record (two may overlap) */
   atomic_int runs;
   atomic_int finished;
-  tt_ctx *release;         /* wait for it (at most 5 s) if not NULL */
-  bool wait_work;          /* wait (at most 5 s) for the work context */
+  tt_ctx *release;         /* wait for it (at most 5 s times th_slow)
+                           ** if not NULL */
+  bool wait_work;          /* wait (at most 5 s times th_slow) for
+                           ** the work context */
   bool fail;               /* fail with 'error' instead of 'value' */
   tt_obj *value;
   tt_obj *error;
@@ -100,8 +102,8 @@ static int load(tt_ctx *ctx, void *arg, tt_obj **out) {
   l->had_value = tt_ctx_value(ctx, &k, NULL);
   CHECK_EQ(pthread_mutex_unlock(&l->mu), 0);
   atomic_fetch_add(&l->runs, 1);
-  if (l->release != NULL) tt_ctx_wait(l->release, 5);
-  if (l->wait_work) tt_ctx_wait(ctx, 5);
+  if (l->release != NULL) tt_ctx_wait(l->release, 5 * th_slow());
+  if (l->wait_work) tt_ctx_wait(ctx, 5 * th_slow());
   CHECK_EQ(pthread_mutex_lock(&l->mu), 0);
   atomic_store(&l->work_err, tt_ctx_err(ctx));
   tt_unref(l->work_cause);
@@ -498,6 +500,383 @@ TEST(flight_many_keys) {
     loader_fini(cs[i].l);
     free(cs[i].l);
   }
+  tt_unref(sf);
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** Asynchronous callers
+** ===================================================================== */
+
+/* What one async caller's callback received.  'called' is canceled by the
+** first call, so that a test waits on it rather than for a while. */
+typedef struct got {
+  atomic_int calls;
+  int rc;
+  tt_obj *result;          /* a reference taken in the callback */
+  bool shared;
+  pthread_t thread;
+  tt_ctx *called;
+} got;
+
+static void got_init(got *g) {
+  memset(g, 0, sizeof *g);
+  atomic_init(&g->calls, 0);
+  g->rc = -1;
+  g->called = tt_with_cancel(tt_background());
+}
+
+static void got_fini(got *g) {
+  tt_unref(g->result);
+  tt_unref(g->called);
+}
+
+/* cancel_held cancels a context that the waiting test frees as soon as
+** it is done: the reference keeps it alive until the cancel returns. */
+static void cancel_held(tt_ctx *ctx) {
+  tt_ref(ctx);
+  tt_cancel(ctx, NULL);
+  tt_unref(ctx);
+}
+
+static void on_result(void *p, int rc, tt_obj *result, bool shared) {
+  got *g = p;
+  if (atomic_load(&g->calls) == 0) {
+    g->rc = rc;
+    g->result = tt_ref(result);
+    g->shared = shared;
+    g->thread = pthread_self();
+  }
+  atomic_fetch_add(&g->calls, 1);
+  cancel_held(g->called);
+}
+
+/* got_wait waits (at most 5 s) for the callback. */
+static bool got_wait(got *g) {
+  return tt_ctx_wait(g->called, 5 * th_slow());
+}
+
+static int call_async(tt_flight *sf, tt_ctx *ctx, const char *key,
+                      loader *l, bool cancel_abandoned, got *g) {
+  return tt_flight_call_async(sf, ctx, key, strlen(key), load, l,
+                              count_drop, -1, cancel_abandoned, on_result,
+                              g);
+}
+
+#define NASYNC 5
+
+TEST(flight_async_and_threads_share_one_run) {
+  tt_flight *sf = tt_flight_new();
+  caller cs[3];
+  got gs[NASYNC];
+  atomic_int entered;
+  loader l;
+  int i;
+  loader_init(&l);
+  l.release = tt_with_cancel(tt_background());
+  l.value = val_new();
+  atomic_init(&entered, 0);
+  atomic_store(&drops, 0);
+  /* An async caller starts the run; threads and more async callers join
+  ** it, and all of them count as waiting. */
+  for (i = 0; i < NASYNC; i++) got_init(&gs[i]);
+  CHECK_EQ(call_async(sf, tt_background(), "k", &l, false, &gs[0]), TT_OK);
+  for (i = 0; i < 3; i++)
+    caller_start(&cs[i], sf, tt_background(), &l, "k", &entered);
+  for (i = 1; i < NASYNC; i++) {
+    tt_ctx *ctx = tt_with_cancel(tt_background());
+    CHECK_EQ(call_async(sf, ctx, "k", &l, false, &gs[i]), TT_OK);
+    tt_unref(ctx);  /* the join keeps what it needs */
+  }
+  WAIT_FOR(tt_flight_waiting(sf, "k", 1) == 3 + NASYNC, 5);
+  CHECK_EQ(tt_flight_waiting(sf, "k", 1), 3 + NASYNC);
+  for (i = 0; i < NASYNC; i++) CHECK_EQ(atomic_load(&gs[i].calls), 0);
+  tt_cancel(l.release, NULL);
+  for (i = 0; i < 3; i++) {
+    caller_join(&cs[i]);
+    CHECK_EQ(cs[i].rc, TT_OK);
+    CHECK(cs[i].result == l.value);
+    CHECK(cs[i].shared);
+    tt_unref(cs[i].result);
+  }
+  for (i = 0; i < NASYNC; i++) {
+    CHECK(got_wait(&gs[i]));
+    CHECK_EQ(gs[i].rc, TT_OK);
+    CHECK(gs[i].result == l.value);
+    CHECK(gs[i].shared);
+    /* On the thread that ran the function, after it returned. */
+    CHECK(pthread_equal(gs[i].thread, l.thread));
+  }
+  CHECK_EQ(atomic_load(&l.runs), 1);
+  CHECK_EQ(atomic_load(&drops), 3 + NASYNC);
+  CHECK_EQ(tt_flight_inflight(sf), 0);
+  CHECK_EQ(tt_flight_waiting(sf, "k", 1), 0);
+  tt_unref(sf);
+  /* Exactly once: nothing more comes once the flight is gone. */
+  for (i = 0; i < NASYNC; i++) {
+    CHECK_EQ(atomic_load(&gs[i].calls), 1);
+    got_fini(&gs[i]);
+  }
+  loader_fini(&l);
+}
+
+TEST(flight_async_error_is_shared) {
+  tt_flight *sf = tt_flight_new();
+  got a, b;
+  loader l;
+  loader_init(&l);
+  l.release = tt_with_cancel(tt_background());
+  l.fail = true;
+  l.error = (tt_obj *)tt_error_new(TT_EFAILED, "db down", NULL);
+  got_init(&a);
+  got_init(&b);
+  CHECK_EQ(call_async(sf, tt_background(), "k", &l, false, &a), TT_OK);
+  CHECK_EQ(call_async(sf, tt_background(), "k", &l, false, &b), TT_OK);
+  CHECK_EQ(tt_flight_waiting(sf, "k", 1), 2);
+  tt_cancel(l.release, NULL);
+  CHECK(got_wait(&a));
+  CHECK(got_wait(&b));
+  CHECK_EQ(a.rc, TT_EFAILED);
+  CHECK_EQ(b.rc, TT_EFAILED);
+  CHECK(a.result == l.error && b.result == l.error);
+  CHECK(a.shared && b.shared);
+  CHECK_EQ(atomic_load(&l.runs), 1);
+  got_fini(&a);
+  got_fini(&b);
+  loader_fini(&l);
+  tt_unref(sf);
+}
+
+/* An async caller whose context ends leaves with its error; the others
+** still get the value. */
+TEST(flight_async_ctx_ends_first) {
+  tt_flight *sf = tt_flight_new();
+  tt_ctx *actx = tt_with_cancel(tt_background());
+  got a, b;
+  caller t;
+  loader l;
+  loader_init(&l);
+  l.release = tt_with_cancel(tt_background());
+  l.value = val_new();
+  got_init(&a);
+  got_init(&b);
+  CHECK_EQ(call_async(sf, actx, "k", &l, false, &a), TT_OK);
+  CHECK_EQ(call_async(sf, tt_background(), "k", &l, false, &b), TT_OK);
+  caller_start(&t, sf, tt_background(), &l, "k", NULL);
+  WAIT_FOR(tt_flight_waiting(sf, "k", 1) == 3, 5);
+  CHECK_EQ(tt_flight_waiting(sf, "k", 1), 3);
+  tt_cancel(actx, NULL);
+  CHECK(got_wait(&a));
+  CHECK_EQ(a.rc, TT_CANCELED);
+  CHECK(a.result == NULL);
+  CHECK(!a.shared);
+  /* It left while the run goes on. */
+  CHECK_EQ(atomic_load(&l.finished), 0);
+  CHECK_EQ(tt_flight_waiting(sf, "k", 1), 2);
+  CHECK_EQ(atomic_load(&b.calls), 0);
+  tt_cancel(l.release, NULL);
+  caller_join(&t);
+  CHECK(got_wait(&b));
+  CHECK_EQ(t.rc, TT_OK);
+  CHECK_EQ(b.rc, TT_OK);
+  CHECK(b.result == l.value && t.result == l.value);
+  CHECK(b.shared && t.shared);  /* delivered to two callers */
+  tt_unref(t.result);
+  CHECK_EQ(atomic_load(&l.runs), 1);
+  CHECK_EQ(atomic_load(&l.work_err), 0);
+  CHECK_EQ(atomic_load(&a.calls), 1);
+  got_fini(&a);
+  got_fini(&b);
+  loader_fini(&l);
+  tt_unref(actx);
+  tt_unref(sf);
+}
+
+TEST(flight_async_cancel_when_abandoned) {
+  tt_flight *sf = tt_flight_new();
+  tt_ctx *actx = tt_with_cancel(tt_background());
+  tt_ctx *bctx = tt_with_cancel(tt_background());
+  got a, b;
+  loader l;
+  loader_init(&l);
+  l.wait_work = true;
+  got_init(&a);
+  got_init(&b);
+  CHECK_EQ(call_async(sf, actx, "k", &l, true, &a), TT_OK);
+  CHECK_EQ(call_async(sf, bctx, "k", &l, false, &b), TT_OK);
+  CHECK(until(&l.runs, 1));
+  tt_cancel(actx, NULL);
+  CHECK(got_wait(&a));
+  CHECK_EQ(a.rc, TT_CANCELED);
+  /* One caller is still there: the run goes on. */
+  CHECK_EQ(tt_flight_inflight(sf), 1);
+  CHECK_EQ(tt_flight_waiting(sf, "k", 1), 1);
+  CHECK_EQ(atomic_load(&l.finished), 0);
+  tt_cancel(bctx, NULL);
+  CHECK(got_wait(&b));
+  CHECK_EQ(b.rc, TT_CANCELED);
+  CHECK(b.result == NULL);
+  /* Every caller left: the run left the table and was canceled. */
+  CHECK_EQ(tt_flight_inflight(sf), 0);
+  CHECK(until(&l.finished, 1));
+  CHECK_EQ(atomic_load(&l.work_err), TT_CANCELED);
+  CHECK(strcmp(message_of(l.work_cause), "singleflight: every caller left")
+        == 0);
+  CHECK_EQ(atomic_load(&a.calls), 1);
+  CHECK_EQ(atomic_load(&b.calls), 1);
+  got_fini(&a);
+  got_fini(&b);
+  loader_fini(&l);
+  tt_unref(actx);
+  tt_unref(bctx);
+  tt_unref(sf);
+}
+
+TEST(flight_async_forget) {
+  tt_flight *sf = tt_flight_new();
+  got a, b;
+  loader l;
+  loader_init(&l);
+  l.release = tt_with_cancel(tt_background());
+  l.value = val_new();
+  got_init(&a);
+  got_init(&b);
+  CHECK_EQ(call_async(sf, tt_background(), "k", &l, false, &a), TT_OK);
+  tt_flight_forget(sf, "k", 1);
+  CHECK_EQ(tt_flight_inflight(sf), 0);
+  CHECK_EQ(tt_flight_waiting(sf, "k", 1), 0);
+  CHECK_EQ(call_async(sf, tt_background(), "k", &l, false, &b), TT_OK);
+  CHECK(until(&l.runs, 2));
+  tt_cancel(l.release, NULL);
+  CHECK(got_wait(&a));
+  CHECK(got_wait(&b));
+  CHECK_EQ(a.rc, TT_OK);
+  CHECK_EQ(b.rc, TT_OK);
+  CHECK(!a.shared && !b.shared);  /* each run had one caller */
+  CHECK_EQ(atomic_load(&l.runs), 2);
+  got_fini(&a);
+  got_fini(&b);
+  loader_fini(&l);
+  tt_unref(sf);
+}
+
+TEST(flight_async_refusals_call_nothing) {
+  tt_flight *sf = tt_flight_new();
+  tt_ctx *done = tt_with_cancel(tt_background());
+  got g;
+  loader l;
+  loader_init(&l);
+  got_init(&g);
+  tt_cancel(done, NULL);
+  atomic_store(&drops, 0);
+  CHECK_EQ(call_async(sf, done, "k", &l, false, &g), TT_CANCELED);
+  CHECK_EQ(tt_flight_call_async(sf, tt_background(), "k", 1, load, &l,
+                                count_drop, -1, false, NULL, &g),
+           TT_EINVAL);
+  CHECK_EQ(tt_flight_call_async(sf, tt_background(), "k", 1, NULL, &l,
+                                count_drop, -1, false, on_result, &g),
+           TT_EINVAL);
+  CHECK_EQ(atomic_load(&drops), 3);
+  CHECK_EQ(atomic_load(&l.runs), 0);
+  CHECK_EQ(tt_flight_inflight(sf), 0);
+  CHECK_EQ(atomic_load(&g.calls), 0);
+  got_fini(&g);
+  loader_fini(&l);
+  tt_unref(done);
+  tt_unref(sf);
+}
+
+/* A callback that calls again for its key starts a new run: the ended
+** run is no longer in the table when the callbacks come. */
+typedef struct again {
+  tt_flight *sf;
+  atomic_int runs;
+  got second;
+  int first_rc;
+} again;
+
+static int count_run(tt_ctx *ctx, void *arg, tt_obj **out) {
+  again *a = arg;
+  (void)ctx;
+  atomic_fetch_add(&a->runs, 1);
+  *out = val_new();
+  return TT_OK;
+}
+
+static void call_again(void *p, int rc, tt_obj *result, bool shared) {
+  again *a = p;
+  (void)result;
+  (void)shared;
+  a->first_rc = rc;
+  CHECK_EQ(tt_flight_call_async(a->sf, tt_background(), "k", 1, count_run,
+                                a, NULL, -1, false, on_result, &a->second),
+           TT_OK);
+}
+
+TEST(flight_async_callback_calls_again) {
+  again a;
+  memset(&a, 0, sizeof a);
+  a.sf = tt_flight_new();
+  atomic_init(&a.runs, 0);
+  a.first_rc = -1;
+  got_init(&a.second);
+  CHECK_EQ(tt_flight_call_async(a.sf, tt_background(), "k", 1, count_run,
+                                &a, NULL, -1, false, call_again, &a),
+           TT_OK);
+  CHECK(got_wait(&a.second));
+  CHECK_EQ(a.first_rc, TT_OK);
+  CHECK_EQ(a.second.rc, TT_OK);
+  CHECK(a.second.result != NULL);
+  CHECK_EQ(atomic_load(&a.runs), 2);
+  got_fini(&a.second);
+  tt_unref(a.sf);
+}
+
+/* A context canceled while the run ends: each caller gets one callback,
+** the value or the context's error, never both. */
+typedef struct race {
+  atomic_int calls;
+  atomic_int oks;
+  tt_ctx *all;             /* canceled by the last callback */
+  int want;
+} race;
+
+static void on_race(void *p, int rc, tt_obj *result, bool shared) {
+  race *r = p;
+  (void)shared;
+  if (rc == TT_OK) {
+    CHECK(result != NULL);
+    atomic_fetch_add(&r->oks, 1);
+  } else {
+    CHECK_EQ(rc, TT_CANCELED);
+    CHECK(result == NULL);
+  }
+  if (atomic_fetch_add(&r->calls, 1) + 1 == r->want) cancel_held(r->all);
+}
+
+TEST(flight_async_cancel_races_the_run) {
+  enum { N = 300 };
+  tt_flight *sf = tt_flight_new();
+  race r;
+  int i;
+  atomic_init(&r.calls, 0);
+  atomic_init(&r.oks, 0);
+  r.all = tt_with_cancel(tt_background());
+  r.want = N;
+  for (i = 0; i < N; i++) {
+    tt_ctx *ctx = tt_with_cancel(tt_background());
+    char key[16];
+    snprintf(key, sizeof key, "k%d", i % 4);
+    CHECK_EQ(tt_flight_call_async(sf, ctx, key, strlen(key), ok_value, NULL,
+                                  NULL, -1, i % 2 == 0, on_race, &r),
+             TT_OK);
+    tt_cancel(ctx, NULL);
+    tt_unref(ctx);
+  }
+  CHECK(tt_ctx_wait(r.all, 30 * th_slow()));
+  CHECK_EQ(atomic_load(&r.calls), N);
+  tt_unref(r.all);
   tt_unref(sf);
 }
 

@@ -445,8 +445,9 @@ static void op_completed(tt_pool *p, op *o, tt_obj *out, double dur) {
   tt__unlock(&p->mu);
   /* The attempt is over: end its context, as Go's "defer cancel()" does,
   ** so its deadline leaves the timer heap now rather than when it
-  ** passes.  An attached op's context is its submitter's to end. */
-  if (!o->attached) tt_cancel(ctx, NULL);
+  ** passes (or with TT_DEADLINE if it has passed: tt__ctx_end).  An
+  ** attached op's context is its submitter's to end. */
+  if (!o->attached) tt__ctx_end(ctx);
   tt_unref(ctx);
   pool_deliver(p);
   tt_unref(&o->h);  /* the running list's reference */
@@ -571,7 +572,10 @@ static void op_failed(tt_pool *p, op *o, tt_obj *err, double dur) {
   tt_unref(old_cause);
   tt_unref(rec_err);
   tt_unref(rec_cause);
-  if (!attached) tt_cancel(ctx, NULL);  /* as in op_completed */
+  /* As in op_completed.  An attempt stopped by its deadline before the
+  ** timer thread woke (an interrupt hook reads the clock itself) ends
+  ** its context with TT_DEADLINE here, as the timer would have. */
+  if (!attached) tt__ctx_end(ctx);
   tt_unref(ctx);
   if (plain)
     finish_failed(p, o, false);

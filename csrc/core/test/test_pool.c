@@ -1468,6 +1468,7 @@ TEST(deadline_stop_without_the_timer_thread) {
   tt_retry twice = {.attempts = 2, .backoff = 0.001};
   tt_submit_opts so;
   tt_ctx *hold;
+  tt_afterfunc *af;
   tt_pool *p;
   tt_handle *h, *r;
   tt_obj *res = NULL;
@@ -1477,7 +1478,8 @@ TEST(deadline_stop_without_the_timer_thread) {
   timer_held = tt_with_cancel(tt_background());
   timer_release = tt_with_cancel(tt_background());
   hold = tt_with_timeout(tt_background(), 0.001, NULL);
-  CHECK(tt__after_func_now(hold, hold_timer, NULL, NULL) != NULL);
+  af = tt__after_func_now(hold, hold_timer, NULL, NULL);
+  CHECK(af != NULL);
   CHECK(tt_ctx_wait(timer_held, 10));  /* the timer thread is held now */
   memset(&o, 0, sizeof o);
   o.workers = 1;
@@ -1529,6 +1531,7 @@ TEST(deadline_stop_without_the_timer_thread) {
   tt_unref(h);
   tt_unref(r);
   tt_unref(p);
+  tt_unref(af);
   tt_unref(hold);
   tt_unref(timer_held);
   tt_unref(timer_release);

@@ -42,7 +42,10 @@
 ** with_timeout(without_cancel(parent), timeout), or with_cancel of the
 ** detached parent when there is no timeout, so that the pool can always
 ** cancel it when its shutdown context ends; both are made as one
-** context (tt__detached).
+** context (tt__detached).  The worker ends it when the attempt ends
+** (tt__ctx_end: with TT_DEADLINE once its deadline has passed, as its
+** timer would, so that a task stopped at its deadline before the timer
+** thread woke leaves no context that says 'canceled').
 **
 ** Attached ops (tt_submit_opts.attached) are the exception: their
 ** context is the submitter's own, given as the parent, so the pool makes

@@ -189,8 +189,9 @@ describe("interrupts", function()
      .. "deadline_exceeded, however late the timer thread wakes", function()
     -- The hook reads the clock itself and the pool ends the attempt's
     -- context as its timer would, so what holds the context (here the
-    -- main state) never sees it merely canceled.  Several rounds: before
-    -- that, the timer thread won the race only now and then.
+    -- main state) never sees it merely canceled.  Several rounds: the
+    -- worker and the timer thread race to end it, and either way the
+    -- error must be the same.
     local pool = tether.pool { name = "deadline", workers = 1,
                                interrupt = true, quiet = true,
                                timeout = 0.01, retry = { attempts = 2 } }

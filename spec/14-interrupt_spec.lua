@@ -3,6 +3,7 @@
 -- is raised again, debug.sethook cannot remove the hook, and __close
 -- handlers run to completion within a grace period (DESIGN section 2).
 local tether = require "tether"
+local accounting = require "spec.support.accounting"
 
 local bg = tether.background()
 
@@ -182,6 +183,39 @@ describe("interrupts", function()
       while true do end
     end, closing))
     assert.equal("closing", closing:try_recv())
+  end)
+
+  it("stop a busy loop at its deadline: the op and its context end with "
+     .. "deadline_exceeded, however late the timer thread wakes", function()
+    -- The hook reads the clock itself and the pool ends the attempt's
+    -- context as its timer would, so what holds the context (here the
+    -- main state) never sees it merely canceled.  Several rounds: the
+    -- worker and the timer thread race to end it, and either way the
+    -- error must be the same.
+    local pool = tether.pool { name = "deadline", workers = 1,
+                               interrupt = true, quiet = true,
+                               timeout = 0.01, retry = { attempts = 2 } }
+    for _ = 1, 5 do
+      local got = tether.chan(2)
+      local h = assert(pool:submit(bg, "spin", function(ctx, out)
+        out:send(ctx)
+        while true do end
+      end, got))
+      local _, err = h:wait(tether.with_timeout(bg, 5))
+      assert.equal(tether.deadline_exceeded, err)
+      assert.equal("failed", h:state())
+      for _ = 1, 2 do    -- each attempt's context
+        local ctx = got:recv(tether.with_timeout(bg, 5))
+        assert.is_true(ctx:wait(5))
+        assert.equal(tether.deadline_exceeded, ctx:err())
+      end
+    end
+    assert.is_true(pool:drain())
+    local st = pool:stats()
+    assert.equal(5, st.submitted)
+    assert.equal(5, st.retried)
+    assert.equal(5, st.dead + st.failed)
+    accounting.check(st, "after the deadline stops")
   end)
 
   it("let a C function run to its end", function()

@@ -540,6 +540,17 @@ void tt_cancel(tt_ctx *c, tt_obj *cause) {
   cancel_ctx(c, TT_CANCELED, cause, true);
 }
 
+/* tt__ctx_end: see internal.h.  The clock is read only for a context with
+** a deadline of its own; the timer's later fire finds it done and does
+** nothing (the first cancel wins). */
+void tt__ctx_end(tt_ctx *c) {
+  if (c == NULL || !cancelable(c)) return;
+  if (c->kind == K_DEADLINE && c->deadline >= 0 && tt_now() >= c->deadline)
+    cancel_ctx(c, TT_DEADLINE, c->dl_cause, true);
+  else
+    cancel_ctx(c, TT_CANCELED, NULL, true);
+}
+
 /* }==================================================================== */
 
 

@@ -188,6 +188,16 @@ void tt__detached_arm(tt_ctx *c);
 ** lock held: it releases the parent). */
 bool tt__detached_reuse(tt_ctx *c);
 
+/* tt__ctx_end ends 'c' once the work it was made for is over, as Go's
+** deferred cancel does (TT_CANCELED), except that a context with a
+** deadline of its own that has passed ends as its timer would a moment
+** later: with TT_DEADLINE and the deadline's cause.  What the work left
+** holding the context (a child, a task it started) then sees the same
+** error whether the timer thread woke before the work's end or after:
+** a task stopped by its deadline (an interrupt hook reads the clock
+** itself) is not reported to them as canceled. */
+void tt__ctx_end(tt_ctx *c);
+
 /* tt__after_func_now is tt_after_func whose function runs on the thread
 ** that cancels the context (or registers it, when it is done already),
 ** right after the cancel and with no lock held, instead of on an executor

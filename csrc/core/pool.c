@@ -56,7 +56,10 @@
 ** with_timeout(without_cancel(parent), timeout), or with_cancel of the
 ** detached parent when there is no timeout, so that the pool can always
 ** cancel it when its shutdown context ends; both are made as one
-** context (tt__detached).
+** context (tt__detached).  The worker ends it when the attempt ends
+** (tt__ctx_end: with TT_DEADLINE once its deadline has passed, as its
+** timer would, so that a task stopped at its deadline before the timer
+** thread woke leaves no context that says 'canceled').
 **
 ** Attached ops (tt_submit_opts.attached) are the exception: their
 ** context is the submitter's own, given as the parent, so the pool makes
@@ -599,15 +602,16 @@ static op *op_completed(tt_pool *p, worker *w, op *o, tt_obj *out,
   tt_unref(actx);
   /* The attempt is over: end its context, as Go's "defer cancel()" does,
   ** so its deadline leaves the timer heap now rather than when it
-  ** passes; or, when nothing else holds it, keep it as the worker's next
-  ** blank (ending it would change nothing anyone can see).  An attached
-  ** op's context is its submitter's to end. */
+  ** passes (or with TT_DEADLINE if it has passed: tt__ctx_end); or,
+  ** when nothing else holds it, keep it as the worker's next blank
+  ** (ending it would change nothing anyone can see).  An attached op's
+  ** context is its submitter's to end. */
   if (o->attached) {
     tt_unref(ctx);
   } else if (w->blank == NULL && tt__detached_reuse(ctx)) {
     w->blank = ctx;
   } else {
-    tt_cancel(ctx, NULL);
+    tt__ctx_end(ctx);
     tt_unref(ctx);
   }
   pool_deliver(p);
@@ -737,7 +741,10 @@ static void op_failed(tt_pool *p, worker *w, op *o, tt_obj *err,
   tt_unref(old_cause);
   tt_unref(rec_err);
   tt_unref(rec_cause);
-  if (!attached) tt_cancel(ctx, NULL);  /* as in op_completed */
+  /* As in op_completed.  An attempt stopped by its deadline before the
+  ** timer thread woke (an interrupt hook reads the clock itself) ends
+  ** its context with TT_DEADLINE here, as the timer would have. */
+  if (!attached) tt__ctx_end(ctx);
   tt_unref(ctx);
   if (plain)
     finish_failed(p, o, false);

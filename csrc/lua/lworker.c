@@ -259,12 +259,15 @@ tt_error *lt_pack_error(lua_State *L, int idx, const char *traceback) {
   char *msg = NULL;
   char fallback[64];
   int top = lua_gettop(L);
+  bool room = lua_checkstack(L, 4);
   idx = lua_absindex(L, idx);
+  /* A tether error (an interrupt's, among others) goes as it is, before
+  ** any formatting: an interrupted op's waiter is waiting for it. */
+  if (room && (o = lt_toobj(L, idx)) != NULL && o->type == &tt_error_type)
+    return tt_ref(o);
   snprintf(fallback, sizeof fallback, "(error object is a %s value)",
            luaL_typename(L, idx));
-  if (lua_checkstack(L, 4)) {
-    o = lt_toobj(L, idx);
-    if (o != NULL && o->type == &tt_error_type) return tt_ref(o);
+  if (room) {
     lua_pushcfunction(L, err_message);
     lua_pushvalue(L, idx);
     if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING)

@@ -1,7 +1,7 @@
 /*
 ** test_pool.c -- worker pools: queueing, refusals, quotas, priority
 ** classes, retries, dead letters, causes, drain, stats, idle reports,
-** events and shutdown.
+** events, shutdown, and attempts stopped at their deadline.
 **
 ** Timing checks are lower bounds only; upper bounds would fail on a busy
 ** machine.  Task functions never use CHECK (it is not thread-safe): they
@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "internal.h"  /* tt__after_func_now, to hold the timer thread */
 
 static tt_key key_tenant = {NULL, "tenant", 6};
 
@@ -1478,6 +1479,110 @@ TEST(attached_ops_run_with_their_parent) {
   tt_unref(parent);
   tt_unref(gate);
   tt_unref(shut);
+}
+
+/* An attempt that stops itself at its deadline, as the interrupt hook of
+** a Lua pool stops a busy task by reading the clock, resolves at once
+** with TT_DEADLINE without the timer thread, and its context ends with
+** TT_DEADLINE too (not TT_CANCELED) for what holds it: here a child made
+** by the task.  The timer thread is held in an after-func meanwhile, so
+** nothing but the pool's own end of the attempt can end that context.
+** Retries and accounting see the same outcome as with the timer. */
+static _Atomic(tt_ctx *) own_child[2];
+static atomic_int own_attempts;
+
+static int fn_own_deadline(tt_ctx *ctx, void *arg, tt_obj **out) {
+  int slot = atomic_fetch_add(&own_attempts, 1);
+  double d;
+  (void)arg;
+  (void)out;
+  if (slot < 2) atomic_store(&own_child[slot], tt_with_cancel(ctx));
+  if (!tt_ctx_deadline(ctx, &d)) return TT_EINVAL;
+  while (tt_now() < d) sched_yield();
+  return TT_DEADLINE;
+}
+
+static tt_ctx *timer_held, *timer_release;
+
+static void hold_timer(void *arg) {
+  (void)arg;
+  tt_cancel(timer_held, NULL);
+  tt_ctx_wait(timer_release, 10);  /* bounded: a failure must not hang */
+}
+
+TEST(deadline_stop_without_the_timer_thread) {
+  tt_pool_opts o;
+  tt_pool_stats s;
+  tt_retry twice = {.attempts = 2, .backoff = 0.001};
+  tt_submit_opts so;
+  tt_ctx *hold;
+  tt_afterfunc *af;
+  tt_pool *p;
+  tt_handle *h, *r;
+  tt_obj *res = NULL;
+  tt_failure *dl;
+  size_t n, i;
+  int err;
+  timer_held = tt_with_cancel(tt_background());
+  timer_release = tt_with_cancel(tt_background());
+  hold = tt_with_timeout(tt_background(), 0.001, NULL);
+  af = tt__after_func_now(hold, hold_timer, NULL, NULL);
+  CHECK(af != NULL);
+  CHECK(tt_ctx_wait(timer_held, 10));  /* the timer thread is held now */
+  memset(&o, 0, sizeof o);
+  o.workers = 1;
+  o.timeout = 0.02;
+  o.dead_cap = 10;
+  p = tt_pool_new(&o, NULL);
+  h = tt_pool_submit(p, tt_background(), NULL, fn_own_deadline, NULL, NULL,
+                     &err);
+  CHECK(wait_handle(h));
+  CHECK_EQ(tt_handle_result(h, &res), TT_H_FAILED);
+  CHECK(res == &tt_deadline.hdr);
+  tt_unref(res);
+  CHECK(atomic_load(&own_child[0]) != NULL);
+  CHECK(tt_ctx_wait(atomic_load(&own_child[0]), 10));
+  CHECK_EQ(tt_ctx_err(atomic_load(&own_child[0])), TT_DEADLINE);
+  CHECK(!tt_latch_is_set(tt_ctx_done(timer_release)));
+  /* With a retry left, the stopped attempt is retried (after the timer
+  ** thread is back: the backoff is its to fire). */
+  memset(&so, 0, sizeof so);
+  so.name = "retried";
+  so.retry = &twice;
+  r = tt_pool_submit(p, tt_background(), &so, fn_own_deadline, NULL, NULL,
+                     &err);
+  CHECK(r != NULL);
+  WAIT_FOR(atomic_load(&own_child[1]) != NULL, 10);
+  CHECK(tt_ctx_wait(atomic_load(&own_child[1]), 10));
+  CHECK_EQ(tt_ctx_err(atomic_load(&own_child[1])), TT_DEADLINE);
+  tt_cancel(timer_release, NULL);
+  CHECK(wait_handle(r));
+  CHECK_EQ(tt_handle_result(r, &res), TT_H_FAILED);
+  CHECK(res == &tt_deadline.hdr);
+  tt_unref(res);
+  CHECK_EQ(atomic_load(&own_attempts), 3);
+  CHECK_EQ(tt_pool_drain(p, NULL, 10), TT_OK);
+  tt_pool_stats_get(p, &s);
+  CHECK_EQ(s.submitted, 2);
+  CHECK_EQ(s.retried, 1);
+  CHECK_EQ(s.dead, 2);
+  CHECK(adds_up(&s));
+  dl = tt_pool_dead_letters(p, &n);
+  CHECK_EQ(n, 2);
+  for (i = 0; i < n; i++) {
+    CHECK_EQ(dl[i].code, TT_DEADLINE);
+    CHECK(dl[i].cause == &tt_deadline.hdr);
+  }
+  tt_failures_free(dl, n);
+  tt_unref(atomic_load(&own_child[0]));
+  tt_unref(atomic_load(&own_child[1]));
+  tt_unref(h);
+  tt_unref(r);
+  tt_unref(p);
+  tt_unref(af);
+  tt_unref(hold);
+  tt_unref(timer_held);
+  tt_unref(timer_release);
 }
 
 TEST_MAIN()

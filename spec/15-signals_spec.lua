@@ -8,31 +8,7 @@ local child = require "spec.support.child"
 
 local bg = tether.background()
 
--- ctrl_c runs 'setup' then prints "ready" and runs 'call' (the blocking
--- call), sends SIGINT once the script blocks (at once for a 'busy' one),
--- and checks that it ends as lua5.4 ends on Ctrl-C: status 1,
--- "interrupted!", within 2 s, and the line after the call never printed.
-local function ctrl_c(setup, call, busy)
-  local c = child.start(([[
-local tether = require "tether"
-local bg = tether.background()
-%s
-print("ready")
-%s
-print("after the call")
-]]):format(setup, call))
-  assert.is_true(c:expect("ready"), "no ready line")
-  if not busy then
-    assert.is_true(c:blocked(), "the script does not block")
-  end
-  c:signal("INT")
-  local r = c:finish()
-  assert.equal(1, r.status, child.describe(r))
-  assert.matches("interrupted!", r.stderr, 1, true)
-  assert.is_nil(r.stdout:find("after the call", 1, true), child.describe(r))
-  assert.is_true(r.took < 2, child.describe(r))
-  return r
-end
+local ctrl_c = child.ctrl_c
 
 describe("Ctrl-C in a blocking call of the main state", function()
   it("ends tether.sleep", function()

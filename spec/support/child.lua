@@ -15,6 +15,7 @@
 -- build of the module; leak reports are turned off in them: a process
 -- that exits while abandoned ops still run leaves their memory behind by
 -- design.
+local assert = require "luassert"
 local tether = require "tether"
 
 local M = {}
@@ -176,6 +177,33 @@ end
 function M.describe(r)
   return ("status %s, took %s\nstdout:\n%s\nstderr:\n%s"):format(
     tostring(r.status), tostring(r.took), r.stdout, r.stderr)
+end
+
+--- M.ctrl_c runs 'setup' then prints "ready" and runs 'call' (a blocking
+--- call), sends SIGINT once the script blocks (at once for a 'busy' one),
+--- and checks that it ends as lua5.4 ends on Ctrl-C: status 1,
+--- "interrupted!", within 2 s, and the line after the call never printed.
+--- It returns what C:finish returned.
+function M.ctrl_c(setup, call, busy)
+  local c = M.start(([[
+local tether = require "tether"
+local bg = tether.background()
+%s
+print("ready")
+%s
+print("after the call")
+]]):format(setup, call))
+  assert.is_true(c:expect("ready"), "no ready line")
+  if not busy then
+    assert.is_true(c:blocked(), "the script does not block")
+  end
+  c:signal("INT")
+  local r = c:finish()
+  assert.equal(1, r.status, M.describe(r))
+  assert.matches("interrupted!", r.stderr, 1, true)
+  assert.is_nil(r.stdout:find("after the call", 1, true), M.describe(r))
+  assert.is_true(r.took < 2, M.describe(r))
+  return r
 end
 
 return M

@@ -79,6 +79,14 @@ static inline void th_sleep_us(long us) {
   nanosleep(&ts, NULL);
 }
 
+/* th_adds_up tells whether a pool's stats satisfy the accounting
+** identity of tether.h, which every pool test checks after its ops. */
+static inline bool th_adds_up(const tt_pool_stats *s) {
+  return s->submitted == s->completed + s->failed + s->stopped + s->dead +
+                         s->spilled + s->abandoned + s->queued +
+                         s->inflight;
+}
+
 /* th_nap sleeps about a millisecond, for WAIT_FOR's polling only. */
 static inline void th_nap(void) { th_sleep_us(1000); }
 

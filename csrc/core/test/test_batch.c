@@ -26,11 +26,11 @@ static void count_drop(void *arg) {
   atomic_fetch_add(&drops, 1);
 }
 
+/* adds_up checks the accounting identity of 'p' as it stands now. */
 static bool adds_up(tt_pool *p) {
   tt_pool_stats s;
   tt_pool_stats_get(p, &s);
-  return s.submitted == s.completed + s.failed + s.stopped + s.dead +
-                        s.spilled + s.abandoned + s.queued + s.inflight;
+  return th_adds_up(&s);
 }
 
 /* fn_record records the order in which ops run (its argument is the
@@ -68,20 +68,20 @@ typedef struct evlog {
 
 static void log_event(const tt_event *ev, void *ud) {
   evlog *l = ud;
-  pthread_mutex_lock(&l->mu);
+  CHECK_EQ(pthread_mutex_lock(&l->mu), 0);
   l->n[ev->kind]++;
   if (ev->kind == TT_EV_SUBMITTED) {
     if (ev->id <= l->last_id) l->ids_rise = false;
     l->last_id = ev->id;
   }
-  pthread_mutex_unlock(&l->mu);
+  CHECK_EQ(pthread_mutex_unlock(&l->mu), 0);
 }
 
 static int evcount(evlog *l, int kind) {
   int c;
-  pthread_mutex_lock(&l->mu);
+  CHECK_EQ(pthread_mutex_lock(&l->mu), 0);
   c = l->n[kind];
-  pthread_mutex_unlock(&l->mu);
+  CHECK_EQ(pthread_mutex_unlock(&l->mu), 0);
   return c;
 }
 
@@ -120,7 +120,7 @@ TEST(batch_runs_in_order_with_one_event_each) {
   tt_pool *p = gated_pool(64, &gate, &gh, NULL);
   memset(&log, 0, sizeof log);
   log.ids_rise = true;
-  pthread_mutex_init(&log.mu, NULL);
+  CHECK_EQ(pthread_mutex_init(&log.mu, NULL), 0);
   tt_pool_observe(p, log_event, &log);
   atomic_store(&ran, 0);
   atomic_store(&norder, 0);
@@ -150,7 +150,7 @@ TEST(batch_runs_in_order_with_one_event_each) {
   tt_unref(gh);
   tt_unref(gate);
   tt_unref(p);
-  pthread_mutex_destroy(&log.mu);
+  CHECK_EQ(pthread_mutex_destroy(&log.mu), 0);
 }
 
 TEST(batch_longer_than_a_chunk) {
@@ -290,7 +290,7 @@ typedef struct ends {
 
 static void ends_free(tt_obj *o) {
   ends *e = (ends *)o;
-  pthread_mutex_destroy(&e->mu);
+  CHECK_EQ(pthread_mutex_destroy(&e->mu), 0);
   free(e);
 }
 
@@ -298,12 +298,12 @@ static const tt_type ends_type = {"test.Ends", ends_free, NULL, NULL};
 
 static void on_end(tt_obj *ud, size_t i, tt_handle *h) {
   ends *e = (ends *)ud;
-  pthread_mutex_lock(&e->mu);
+  CHECK_EQ(pthread_mutex_lock(&e->mu), 0);
   if (e->n < 16) {
     e->state[e->n] = tt_handle_state(h);
     e->at[e->n++] = i;
   }
-  pthread_mutex_unlock(&e->mu);
+  CHECK_EQ(pthread_mutex_unlock(&e->mu), 0);
 }
 
 TEST(batch_reports_each_end_once) {
@@ -316,7 +316,7 @@ TEST(batch_reports_each_end_once) {
   int err;
   tt_pool *p = gated_pool(8, &gate, &gh, NULL);
   tt_obj_init(&e->hdr, &ends_type);
-  pthread_mutex_init(&e->mu, NULL);
+  CHECK_EQ(pthread_mutex_init(&e->mu, NULL), 0);
   ops_of(ops, 4);
   be.end = on_end;
   be.ud = &e->hdr;

@@ -22,12 +22,6 @@ static tt_pool_stats stats(tt_pool *p) {
   return s;
 }
 
-static bool adds_up(const tt_pool_stats *s) {
-  return s->submitted == s->completed + s->failed + s->stopped + s->dead +
-                         s->spilled + s->abandoned + s->queued +
-                         s->inflight;
-}
-
 /* {====================================================================
 ** Interrupts
 ** ===================================================================== */
@@ -390,7 +384,7 @@ TEST(abandon_counts_queued_and_running_ops_once) {
   CHECK_EQ(s.abandoned, 3);
   CHECK_EQ(s.queued, 0);
   CHECK_EQ(s.inflight, 0);
-  CHECK(adds_up(&s));
+  CHECK(th_adds_up(&s));
   CHECK_EQ(tt_handle_result(run, &res), TT_H_FAILED);
   CHECK(res != NULL && ((tt_error *)res)->code == TT_EABANDONED);
   tt_unref(res);
@@ -405,7 +399,7 @@ TEST(abandon_counts_queued_and_running_ops_once) {
   s = stats(p);
   CHECK_EQ(s.completed, 0);
   CHECK_EQ(s.abandoned, 3);
-  CHECK(adds_up(&s));
+  CHECK(th_adds_up(&s));
   /* One ABANDONED event each, the last: no COMPLETED after it. */
   CHECK_EQ(atomic_load(&events), 3);
   tt_pool_unobserve(p, obs);

@@ -29,12 +29,6 @@ static tt_pool_stats stats(tt_pool *p) {
   return s;
 }
 
-static bool adds_up(const tt_pool_stats *s) {
-  return s->submitted == s->completed + s->failed + s->stopped + s->dead +
-                         s->spilled + s->abandoned + s->queued +
-                         s->inflight;
-}
-
 static tt_ctx *with_tenant(const char *name) {
   tt_bytes *b = tt_bytes_new(name, strlen(name));
   tt_ctx *c = tt_with_value(tt_background(), &key_tenant, &b->hdr);
@@ -199,7 +193,7 @@ TEST(scenario7_hundred_submissions_each_run_once) {
   CHECK_EQ(s.completed, 100);
   CHECK_EQ(s.rejected, full);
   CHECK_EQ(s.queued + s.inflight, 0);
-  CHECK(adds_up(&s));
+  CHECK(th_adds_up(&s));
   tt_unref(p);
 }
 
@@ -233,7 +227,7 @@ TEST(queue_full_refusal_keeps_nothing) {
   CHECK_EQ(s.queued, 2);
   CHECK_EQ(s.queued, 2);
   CHECK_EQ(s.inflight, 1);
-  CHECK(adds_up(&s));
+  CHECK(th_adds_up(&s));
   /* A bounded wait for room runs out... */
   {
     tt_submit_opts so;
@@ -611,7 +605,7 @@ TEST(stop_a_waiting_retry) {
   s = stats(p);
   CHECK_EQ(s.queued, 0);
   CHECK_EQ(s.stopped, 1);
-  CHECK(adds_up(&s));
+  CHECK(th_adds_up(&s));
   /* Nothing left: drain returns at once. */
   CHECK_EQ(tt_pool_drain(p, NULL, 1), TT_OK);
   tt_unref(h);
@@ -656,7 +650,7 @@ TEST(dead_letters_retry_drop_and_cap) {
   CHECK_EQ(s.dead, 3);
   CHECK_EQ(s.dead_held, 2);
   CHECK_EQ(s.dead_dropped, 1);
-  CHECK(adds_up(&s));
+  CHECK(th_adds_up(&s));
   /* The oldest was pushed out, its argument dropped. */
   WAIT_FOR(atomic_load(&drops) == 1, 5);
   CHECK_EQ(atomic_load(&drops), 1);
@@ -681,7 +675,7 @@ TEST(dead_letters_retry_drop_and_cap) {
   CHECK_EQ(s.submitted, 4);
   CHECK_EQ(s.completed, 1);
   CHECK_EQ(s.dead_held, 1);
-  CHECK(adds_up(&s));
+  CHECK(th_adds_up(&s));
   CHECK(tt_pool_retry_dead(p, dl[0].id, &err) == NULL);
   CHECK_EQ(err, TT_EINVAL);
   /* Drop the other. */
@@ -860,7 +854,7 @@ TEST(shutdown_ends_waiting_retries) {
     tt_pool_stats s = stats(p);
     CHECK_EQ(s.dead, 1);
     CHECK_EQ(s.queued, 0);
-    CHECK(adds_up(&s));
+    CHECK(th_adds_up(&s));
   }
   tt_unref(h);
   tt_unref(p);
@@ -939,7 +933,7 @@ TEST(drain_with_budget_then_later) {
   s = stats(p);
   CHECK_EQ(s.inflight, 2);
   CHECK_EQ(s.queued, 2);
-  CHECK(adds_up(&s));
+  CHECK(th_adds_up(&s));
   CHECK_EQ(tt_pool_drain(p, NULL, 0.02), TT_ETIMEOUT);
   CHECK(!tt_latch_is_set(tt_pool_drained(p)));
   late = tt_pool_submit(p, tt_background(), NULL, fn_ok, NULL, NULL, &err);
@@ -951,7 +945,7 @@ TEST(drain_with_budget_then_later) {
   s = stats(p);
   CHECK_EQ(s.completed, 4);
   CHECK_EQ(s.rejected, 1);
-  CHECK(adds_up(&s));
+  CHECK(th_adds_up(&s));
   for (i = 0; i < 4; i++) {
     CHECK_EQ(tt_handle_state(h[i]), TT_H_DONE);
     tt_unref(h[i]);
@@ -1006,7 +1000,7 @@ static void *check_loop(void *arg) {
   while (!atomic_load(&c->stop)) {
     tt_pool_stats s;
     tt_pool_stats_get(c->p, &s);
-    if (!adds_up(&s)) atomic_fetch_add(&c->bad, 1);
+    if (!th_adds_up(&s)) atomic_fetch_add(&c->bad, 1);
     atomic_fetch_add(&c->seen, 1);
   }
   return NULL;
@@ -1062,7 +1056,7 @@ TEST(stats_add_up_under_load) {
   CHECK_EQ(atomic_load(&c.bad), 0);
   CHECK(atomic_load(&c.seen) > 10);
   s = stats(p);
-  CHECK(adds_up(&s));
+  CHECK(th_adds_up(&s));
   CHECK_EQ(s.submitted, accepted);
   CHECK_EQ(s.queued + s.inflight, 0);
   CHECK_EQ(s.dead_held + s.dead_dropped, s.dead);
@@ -1473,7 +1467,7 @@ TEST(attached_ops_run_with_their_parent) {
   CHECK_EQ(s.failed, 1);
   CHECK_EQ(s.retried, 0);
   CHECK_EQ(s.dead, 0);
-  CHECK(adds_up(&s));
+  CHECK(th_adds_up(&s));
   tt_unref(h);
   tt_unref(p);
   tt_unref(parent);
@@ -1566,7 +1560,7 @@ TEST(deadline_stop_without_the_timer_thread) {
   CHECK_EQ(s.submitted, 2);
   CHECK_EQ(s.retried, 1);
   CHECK_EQ(s.dead, 2);
-  CHECK(adds_up(&s));
+  CHECK(th_adds_up(&s));
   dl = tt_pool_dead_letters(p, &n);
   CHECK_EQ(n, 2);
   for (i = 0; i < n; i++) {

@@ -413,12 +413,6 @@ static int prepare(void *ud, const tt_record *r, const tt_claim *c,
   return TT_OK;
 }
 
-static bool adds_up(const tt_pool_stats *s) {
-  return s->submitted == s->completed + s->failed + s->stopped + s->dead +
-                         s->spilled + s->abandoned + s->queued +
-                         s->inflight;
-}
-
 static int hold(tt_ctx *ctx, void *arg, tt_obj **out) {
   (void)ctx;
   *out = NULL;
@@ -497,7 +491,7 @@ static void spill_and_drain(tt_store *s) {
   CHECK_EQ(spilled, 4);
   tt_pool_stats_get(p, &ps);
   CHECK_EQ(ps.spilled, 4);
-  CHECK(adds_up(&ps));
+  CHECK(th_adds_up(&ps));
   atomic_store(&gate, 1);
   CHECK_EQ(tt_pool_drain(p, NULL, 10), TT_OK);
   tt_unref(h[0]);
@@ -547,7 +541,7 @@ static void spill_and_drain(tt_store *s) {
   tt_pool_stats_get(d, &ps);
   CHECK_EQ(ps.dead_held, 0);
   CHECK_EQ(ps.failed, 1);
-  CHECK(adds_up(&ps));
+  CHECK(th_adds_up(&ps));
   CHECK_EQ(tt_pool_drain(d, NULL, 10), TT_OK);
   tt_unref(d);
 }
@@ -664,7 +658,7 @@ static void exit_spill(tt_store *s) {
   CHECK_EQ(ps.spilled, 3);
   CHECK_EQ(ps.abandoned, 2);
   CHECK_EQ(ps.queued + ps.inflight, 0);
-  CHECK(adds_up(&ps));
+  CHECK(th_adds_up(&ps));
   CHECK_EQ(tt_store_stats_get(s, "ex", &st), TT_OK);
   CHECK_EQ(st.depth, 3);
   /* The abandoned op runs on until its gate opens. */

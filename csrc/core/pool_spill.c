@@ -102,6 +102,19 @@ static void spill_arm_locked(tt_pool *p) {
     pool_release_held(p);  /* the store's answer still ends each spill */
 }
 
+/* spill_put hands the record in 'b' (freed here) of spilling op 'o',
+** which holds a reference for the store's callback, to the store: the
+** callback ends the spill, or ends it here at once when the store
+** refuses the record. */
+static void spill_put(tt_pool *p, op *o, tt_buf *b) {
+  int rc = tt_store_put(p->overflow, p->name, b->data, b->len,
+                        tt_now() + p->spill_timeout, spill_done, o);
+  tt_buf_free(b);
+  if (rc != TT_OK)
+    spill_done(o, TT_ESTORE, rc == TT_ECLOSED ? "the store is closed"
+                                              : tt_strerror(rc));
+}
+
 /* tt__pool_spill_fire ends the spills whose spill_timeout ran out and re-arms
 ** for the next one. */
 void tt__pool_spill_fire(tt_tentry *te) {
@@ -247,12 +260,7 @@ tt_handle *tt__pool_do_spill(tt_pool *p, tt_ctx *parent,
     if (o != NULL) tt_unref(&o->h);
     return pool_refused(err, rc);
   }
-  rc = tt_store_put(p->overflow, p->name, b.data, b.len,
-                    tt_now() + p->spill_timeout, spill_done, o);
-  tt_buf_free(&b);
-  if (rc != TT_OK)
-    spill_done(o, TT_ESTORE, rc == TT_ECLOSED ? "the store is closed"
-                                              : tt_strerror(rc));
+  spill_put(p, o, &b);
   if (err != NULL) *err = TT_OK;
   return &o->h;
 }
@@ -282,7 +290,6 @@ static bool respill(tt_pool *p, op *o) {
   const spillform *sf = o->sf;
   tt_record r;
   tt_buf b = TT_BUF_INIT;
-  int rc;
   /* Nobody else touches an op off every list: its fields are stable. */
   record_base(&r, p, o->h.name, o->tenant, o->tenant_len, o->base);
   r.fn = sf->fn;
@@ -312,12 +319,7 @@ static bool respill(tt_pool *p, op *o) {
   tt_ref(&o->h);  /* the store callback's */
   spill_arm_locked(p);
   tt__unlock(&p->mu);
-  rc = tt_store_put(p->overflow, p->name, b.data, b.len,
-                    tt_now() + p->spill_timeout, spill_done, o);
-  tt_buf_free(&b);
-  if (rc != TT_OK)
-    spill_done(o, TT_ESTORE, rc == TT_ECLOSED ? "the store is closed"
-                                              : tt_strerror(rc));
+  spill_put(p, o, &b);
   return true;
 }
 

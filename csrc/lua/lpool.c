@@ -1015,20 +1015,7 @@ static int batch_gc(lua_State *L) {
 
 /* item_what writes "item #I of WHAT" into 'buf'. */
 static void item_what(char *buf, size_t size, size_t i, const char *what) {
-  char num[24];
-  size_t k = 0, len, wl = strlen(what);
-  do {
-    num[k++] = (char)('0' + i % 10);
-    i /= 10;
-  } while (i > 0 && k < sizeof num);
-  memcpy(buf, "item #", 6);
-  len = 6;
-  while (k > 0) buf[len++] = num[--k];
-  memcpy(buf + len, " of ", 4);
-  len += 4;
-  if (wl > size - len - 1) wl = size - len - 1;
-  memcpy(buf + len, what, wl);
-  buf[len + wl] = '\0';
+  snprintf(buf, size, "item #%zu of %s", i, what);
 }
 
 /* push_batch packs the function at 'fn' once and each element of the
@@ -1095,10 +1082,11 @@ static void set_index(lua_State *L, size_t i) {
 ** the pool's lock, one wake of its workers).  It stops at the first
 ** refusal: 'handles' holds the handles of the items submitted (a prefix
 ** of the list: handles[i] is list[i]'s) and 'err' the refusal of item
-** #handles + 1 (err.index; nil when all went in).  With an overflow store, an item
-** of a named op that finds the queue full spills to it, as pool:submit's
-** would.  Raises as pool:submit does, and for an item that cannot cross,
-** before any is submitted; a 'wait' bounds the whole call. */
+** #handles + 1 (err.index; nil when all went in).  With an overflow
+** store, an item of a named op that finds the queue full spills to it,
+** as pool:submit's would.  Raises as pool:submit does, and for an item
+** that cannot cross, before any is submitted; a 'wait' bounds the whole
+** call. */
 static int m_submit_many(lua_State *L) {
   lp_pool *p = check_pool(L);
   tt_ctx *parent = lt_checkobj(L, 2, &tt_ctx_type);
